@@ -1,0 +1,2 @@
+//! lsn CLI.
+fn main() {}

@@ -1,0 +1,116 @@
+//! The backend boundary: `Backend` loads a HF checkpoint directory into a `Model`; `Model::forward` runs one batch.
+//!
+//! Both traits are object-safe and exchange plain data only, so one suite can run against `&dyn Backend`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Dense, ModelConfig, Result, TokenBatch};
+
+/// Where a model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Device {
+    #[default]
+    Cpu,
+    Cuda(usize),
+}
+
+/// A HF checkpoint directory: `config.json`, `model.safetensors` (or shards + index), `tokenizer.json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelFiles {
+    pub dir: PathBuf,
+}
+
+impl ModelFiles {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("config.json")
+    }
+    pub fn tokenizer(&self) -> PathBuf {
+        self.dir.join("tokenizer.json")
+    }
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// How to load a model.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    pub device: Device,
+}
+
+/// What a backend can do; the harness turns missing capabilities into recorded skips.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Devices this build can run on.
+    pub devices: Vec<Device>,
+    /// Whether `forward` can return per-neuron FFN statistics.
+    pub taps: bool,
+}
+
+/// Which per-neuron FFN statistics of `a = act_fn(gate_proj(x))` to reduce over the batch's real tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Taps {
+    /// `count_pos[l, j]` = number of tokens with `a[l, j] > 0`.
+    pub count_pos: bool,
+}
+
+impl Taps {
+    pub const NONE: Taps = Taps { count_pos: false };
+    pub const COUNT_POS: Taps = Taps { count_pos: true };
+
+    pub fn any(&self) -> bool {
+        self.count_pos
+    }
+}
+
+/// Per-neuron statistics of one batch, flat `[layers × intermediate]`, row-major by layer.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TapStats {
+    pub layers: usize,
+    pub intermediate: usize,
+    /// Number of real tokens the statistics cover.
+    pub n_tokens: u64,
+    /// Present when `Taps::count_pos` was asked for.
+    pub count_pos: Option<Vec<u64>>,
+}
+
+/// What `forward` should return besides the taps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// Nothing: the LM head is skipped (capture).
+    Nothing,
+    /// Logits `[rows, seq_len, vocab]`.
+    Logits,
+    /// Per-token negative log-likelihood of the next token, `[rows, seq_len - 1]`:
+    /// `nll[r, t] = −log p(ids[r, t+1] | ids[r, ..=t])`, 0 where `t + 1` is padding. Computed on the device.
+    Nll,
+}
+
+/// The result of one forward pass.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ForwardOut {
+    pub logits: Option<Dense>,
+    pub nll: Option<Dense>,
+    pub taps: Option<TapStats>,
+}
+
+/// A framework that can load models.
+pub trait Backend: Send + Sync {
+    /// Short name: `candle`, `tch`, `ort`.
+    fn name(&self) -> &'static str;
+    fn capabilities(&self) -> Capabilities;
+    /// Loads a HF checkpoint directory. The config is validated against the weights' shapes.
+    fn load(&self, files: &ModelFiles, opts: &LoadOptions) -> Result<Box<dyn Model>>;
+}
+
+/// A loaded model.
+pub trait Model: Send {
+    fn config(&self) -> &ModelConfig;
+    /// One forward pass over `batch`, reducing the requested `taps` over its real tokens.
+    fn forward(&mut self, batch: &TokenBatch, taps: &Taps, want: Want) -> Result<ForwardOut>;
+}

@@ -1,0 +1,21 @@
+//! Plain data shared by every lsn crate, and the narrow `Backend`/`Model` boundary that every backend implements.
+//!
+//! Nothing in here links a tensor framework: values cross the boundary as `Vec`s with shapes.
+
+mod backend;
+mod batch;
+mod config;
+mod dense;
+mod error;
+mod lang;
+mod neuron;
+mod tensors;
+
+pub use backend::{Backend, Capabilities, Device, ForwardOut, LoadOptions, Model, ModelFiles, TapStats, Taps, Want};
+pub use batch::TokenBatch;
+pub use config::{Activation, AttentionKind, Family, HfConfig, ModelConfig, RopeScaling};
+pub use dense::Dense;
+pub use error::{Error, Result};
+pub use lang::Lang;
+pub use neuron::NeuronId;
+pub use tensors::{TensorSpec, expected_tensors, is_norm};
