@@ -1,0 +1,37 @@
+//! Finding the offline data directory: `--data-dir`, else `LSN_DATA_DIR`.
+
+use std::path::{Path, PathBuf};
+
+use crate::{Error, Result};
+
+/// Environment variable naming the data directory.
+pub const DATA_DIR_ENV: &str = "LSN_DATA_DIR";
+
+/// The data directory: `explicit` if given, else `$LSN_DATA_DIR`. It must exist and hold `corpus/`.
+pub fn resolve_data_dir(explicit: Option<&Path>) -> Result<PathBuf> {
+    let dir = match explicit {
+        Some(d) => d.to_owned(),
+        None => match std::env::var_os(DATA_DIR_ENV) {
+            Some(d) if !d.is_empty() => PathBuf::from(d),
+            _ => return Err(Error::NoDataDir(String::new())),
+        },
+    };
+    if !dir.join("corpus").is_dir() {
+        return Err(Error::NoDataDir(format!(" ({} has no corpus/ folder)", dir.display())));
+    }
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explicit_dir_must_hold_corpus() {
+        let t = tempfile::tempdir().unwrap();
+        let e = resolve_data_dir(Some(t.path())).unwrap_err().to_string();
+        assert!(e.contains("no corpus/ folder") && e.contains("--data-dir"), "{e}");
+        std::fs::create_dir(t.path().join("corpus")).unwrap();
+        assert_eq!(resolve_data_dir(Some(t.path())).unwrap(), t.path());
+    }
+}

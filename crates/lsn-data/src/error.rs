@@ -1,0 +1,31 @@
+//! The error type of `lsn-data`.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Errors finding, reading or tokenizing data.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Core(#[from] lsn_core::Error),
+    /// No data directory was given or found.
+    #[error(
+        "no data directory: pass --data-dir DIR or set LSN_DATA_DIR (a directory holding corpus/, xnli/, xquad/){0}"
+    )]
+    NoDataDir(String),
+    /// A corpus file for a language does not exist.
+    #[error("no {corpus} text for language {lang} in {dir}: expected a file {pattern}; choose another language or corpus")]
+    MissingCorpus { corpus: &'static str, lang: String, dir: PathBuf, pattern: String },
+    /// A corpus file exists but holds no text.
+    #[error("{path} holds no sentences: the file is empty; restore it or choose another language")]
+    EmptyCorpus { path: PathBuf },
+    /// The tokenizer file is missing or unreadable.
+    #[error("cannot load tokenizer {path}: {reason}")]
+    Tokenizer { path: PathBuf, reason: String },
+    /// Tokenizer and model do not belong together.
+    #[error("tokenizer/model mismatch: {0}")]
+    TokenizerMismatch(String),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}

@@ -1,0 +1,93 @@
+//! Tokenization with a HF `tokenizer.json`, checked against the model it is used with.
+
+use std::path::Path;
+
+use crate::{Error, Result};
+
+/// A HF fast tokenizer.
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer").field("vocab_size", &self.vocab_size()).finish()
+    }
+}
+
+impl Tokenizer {
+    /// Loads `tokenizer.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        if !path.is_file() {
+            return Err(Error::Tokenizer {
+                path: path.to_owned(),
+                reason: "file not found (a HF checkpoint dir needs tokenizer.json)".into(),
+            });
+        }
+        let inner = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| Error::Tokenizer { path: path.to_owned(), reason: format!("{e} (corrupt tokenizer.json?)") })?;
+        Ok(Self { inner })
+    }
+
+    /// Number of ids the tokenizer can produce (including added tokens).
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Fails unless every id the tokenizer produces is below the model's `vocab_size`.
+    pub fn check_model_vocab(&self, model_vocab: usize) -> Result<()> {
+        let max_id = self.inner.get_vocab(true).values().copied().max().unwrap_or(0) as usize;
+        if max_id >= model_vocab {
+            return Err(Error::TokenizerMismatch(format!(
+                "the tokenizer produces ids up to {max_id} but the model's vocabulary has {model_vocab} entries: \
+                 use the tokenizer.json that belongs to the model"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Token ids of `text`, with the special tokens the tokenizer's post-processor adds (e.g. BOS).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| Error::Tokenizer { path: Default::default(), reason: e.to_string() })?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// The id of a token string, if the vocabulary has it.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WORDLEVEL: &str = r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],
+        "normalizer":null,"pre_tokenizer":{"type":"Whitespace"},"post_processor":null,"decoder":null,
+        "model":{"type":"WordLevel","vocab":{"<unk>":0,"hello":1,"world":2},"unk_token":"<unk>"}}"#;
+
+    #[test]
+    fn encodes_and_checks_model_vocab() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("tokenizer.json");
+        std::fs::write(&p, WORDLEVEL).unwrap();
+        let tok = Tokenizer::from_file(&p).unwrap();
+        assert_eq!(tok.encode("hello world again").unwrap(), vec![1, 2, 0]);
+        assert_eq!(tok.token_id("world"), Some(2));
+        tok.check_model_vocab(3).unwrap();
+        let e = tok.check_model_vocab(2).unwrap_err().to_string();
+        assert!(e.contains("tokenizer/model mismatch") && e.contains("ids up to 2"), "{e}");
+    }
+
+    #[test]
+    fn missing_or_corrupt_file_is_a_clear_error() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("tokenizer.json");
+        assert!(Tokenizer::from_file(&p).unwrap_err().to_string().contains("file not found"));
+        std::fs::write(&p, &WORDLEVEL[..40]).unwrap();
+        assert!(Tokenizer::from_file(&p).unwrap_err().to_string().contains("corrupt tokenizer.json"));
+    }
+}

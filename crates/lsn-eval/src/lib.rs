@@ -1,0 +1,5 @@
+//! Evaluation written once for every backend: perplexity over token sequences.
+
+mod perplexity;
+
+pub use perplexity::{NllSum, perplexity};
