@@ -39,10 +39,7 @@ impl TokenBatch {
             return Err(Error::InvalidBatch(format!("empty batch ({rows} rows × {seq_len} tokens)")));
         }
         if ids.len() != rows * seq_len {
-            return Err(Error::InvalidBatch(format!(
-                "{} ids do not fill {rows} rows × {seq_len} tokens",
-                ids.len()
-            )));
+            return Err(Error::InvalidBatch(format!("{} ids do not fill {rows} rows × {seq_len} tokens", ids.len())));
         }
         if lengths.len() != rows || lengths.iter().any(|&l| l == 0 || l > seq_len) {
             return Err(Error::InvalidBatch(format!(

@@ -124,7 +124,8 @@ pub struct HfConfig {
     pub hidden_activation: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tie_word_embeddings: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// transformers validates this as an integer: written as one when integral.
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "int_if_integral")]
     pub query_pre_attn_scalar: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attn_logit_softcapping: Option<f64>,
@@ -149,6 +150,14 @@ pub struct HfConfig {
     pub text_config: Option<Box<HfConfig>>,
 }
 
+fn int_if_integral<S: serde::Serializer>(v: &Option<f64>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    match v {
+        Some(x) if x.fract() == 0.0 && x.abs() < 2f64.powi(53) => s.serialize_i64(*x as i64),
+        Some(x) => s.serialize_f64(*x),
+        None => s.serialize_none(),
+    }
+}
+
 fn token_ids(v: &Option<Value>) -> Vec<u32> {
     match v {
         Some(Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
@@ -163,9 +172,8 @@ fn num(v: &Value, key: &str) -> Option<f64> {
 
 fn parse_scaling(v: &Value) -> Result<Option<RopeScaling>> {
     let kind = v.get("rope_type").or_else(|| v.get("type")).and_then(Value::as_str).unwrap_or("default");
-    let need = |k: &str| {
-        num(v, k).ok_or_else(|| Error::InvalidConfig(format!("rope scaling {kind:?} needs the field {k:?}")))
-    };
+    let need =
+        |k: &str| num(v, k).ok_or_else(|| Error::InvalidConfig(format!("rope scaling {kind:?} needs the field {k:?}")));
     match kind {
         "default" => Ok(None),
         "linear" => Ok(Some(RopeScaling::Linear { factor: need("factor")? })),
@@ -194,14 +202,12 @@ impl HfConfig {
 
     /// Resolves this config into the internal [`ModelConfig`], validating it.
     pub fn resolve(&self) -> Result<ModelConfig> {
-        if let Some(text) = &self.text_config {
-            if self.model_type == "gemma3" {
-                let mut t = (**text).clone();
-                if t.model_type.is_empty() {
-                    t.model_type = "gemma3_text".into();
-                }
-                return t.resolve();
+        if let (Some(text), "gemma3") = (&self.text_config, self.model_type.as_str()) {
+            let mut t = (**text).clone();
+            if t.model_type.is_empty() {
+                t.model_type = "gemma3_text".into();
             }
+            return t.resolve();
         }
         let family = match self.model_type.as_str() {
             "llama" | "mistral" => Family::Llama,
@@ -209,11 +215,7 @@ impl HfConfig {
             other => return Err(Error::UnsupportedModelType { model_type: other.to_owned() }),
         };
         let positive = |name: &str, v: usize| {
-            if v == 0 {
-                Err(Error::InvalidConfig(format!("{name} is missing or zero")))
-            } else {
-                Ok(v)
-            }
+            if v == 0 { Err(Error::InvalidConfig(format!("{name} is missing or zero"))) } else { Ok(v) }
         };
         let hidden_size = positive("hidden_size", self.hidden_size)?;
         let num_heads = positive("num_attention_heads", self.num_attention_heads)?;
@@ -270,7 +272,9 @@ impl HfConfig {
             (Family::Gemma3, None) | (_, Some("gelu_pytorch_tanh" | "gelu_new" | "gelu_tanh")) => Activation::GeluTanh,
             (_, Some("gelu")) => Activation::Gelu,
             (_, Some(other)) => {
-                return Err(Error::InvalidConfig(format!("activation {other:?} is not supported (silu, gelu, gelu_pytorch_tanh)")));
+                return Err(Error::InvalidConfig(format!(
+                    "activation {other:?} is not supported (silu, gelu, gelu_pytorch_tanh)"
+                )));
             }
         };
 
@@ -394,7 +398,10 @@ impl ModelConfig {
                 hf.architectures = Some(vec!["Gemma3ForCausalLM".into()]);
                 hf.hidden_activation = Some(act.into());
                 hf.rope_local_base_freq = Some(self.rope_local_theta);
-                hf.query_pre_attn_scalar = Some(1.0 / (self.attn_scale * self.attn_scale));
+                // attn_scale = 1/sqrt(q); recover q exactly when it was an integer (the usual case).
+                let q = 1.0 / (self.attn_scale * self.attn_scale);
+                let q = if (q - q.round()).abs() < 1e-6 * q { q.round() } else { q };
+                hf.query_pre_attn_scalar = Some(q);
                 hf.layer_types = Some(
                     self.layer_kinds
                         .iter()
@@ -514,6 +521,13 @@ mod tests {
     }
 
     #[test]
+    fn query_pre_attn_scalar_is_written_as_an_integer() {
+        let c = parse(&GEMMA.replace("\"query_pre_attn_scalar\": 256", "\"query_pre_attn_scalar\": 32")).unwrap();
+        let json = serde_json::to_string(&c.to_hf()).unwrap();
+        assert!(json.contains("\"query_pre_attn_scalar\":32,"), "{json}");
+    }
+
+    #[test]
     fn unknown_model_type_is_a_clear_error() {
         let e = parse(r#"{"model_type": "gpt2", "vocab_size": 1}"#).unwrap_err().to_string();
         assert!(e.contains("gpt2") && e.contains("gemma3"), "{e}");
@@ -521,8 +535,10 @@ mod tests {
 
     #[test]
     fn inconsistent_heads_rejected() {
-        let e = parse(r#"{"model_type": "llama", "vocab_size": 10, "hidden_size": 64, "intermediate_size": 8,
-                           "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 3}"#)
+        let e = parse(
+            r#"{"model_type": "llama", "vocab_size": 10, "hidden_size": 64, "intermediate_size": 8,
+                           "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 3}"#,
+        )
         .unwrap_err()
         .to_string();
         assert!(e.contains("multiple of num_key_value_heads"), "{e}");

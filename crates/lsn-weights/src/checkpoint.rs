@@ -35,14 +35,12 @@ fn shard_files(dir: &Path) -> Result<Vec<PathBuf>> {
         });
     }
     let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Safetensors {
-        path: index.clone(),
-        reason: format!("index is not valid JSON: {e}"),
-    })?;
-    let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| Error::Safetensors {
-        path: index.clone(),
-        reason: "index has no weight_map".into(),
-    })?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::Safetensors { path: index.clone(), reason: format!("index is not valid JSON: {e}") })?;
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| Error::Safetensors { path: index.clone(), reason: "index has no weight_map".into() })?;
     let mut files: Vec<PathBuf> = map.values().filter_map(|f| f.as_str()).map(|f| dir.join(f)).collect();
     files.sort();
     files.dedup();

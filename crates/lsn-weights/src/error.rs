@@ -13,14 +13,38 @@ pub enum Error {
     #[error("{path} is missing: {hint}")]
     Missing { path: PathBuf, hint: String },
     /// A safetensors file is unreadable (truncated, corrupt header).
-    #[error("cannot read safetensors file {path}: {reason} (the download may be incomplete or corrupt: fetch or convert it again)")]
+    #[error(
+        "cannot read safetensors file {path}: {reason} (the download may be incomplete or corrupt: fetch or convert it again)"
+    )]
     Safetensors { path: PathBuf, reason: String },
     /// A GGUF file is unreadable or not what was expected.
     #[error("GGUF file {path}: {reason}")]
     Gguf { path: PathBuf, reason: String },
+    /// A GGUF file ends before the data its header promises.
+    #[error("GGUF file {path} is truncated or corrupt: {reason}; download it again (and check its sha256)")]
+    GgufTruncated { path: PathBuf, reason: String },
+    /// A GGUF metadata key is absent or holds a value of the wrong type.
+    #[error("GGUF file {path}: metadata key {key:?} {problem}")]
+    GgufMetadata { path: PathBuf, key: String, problem: String },
     /// A quantization type lsn cannot dequantize.
-    #[error("tensor {tensor}: GGUF type {dtype} is not supported (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K)")]
+    #[error(
+        "tensor {tensor}: GGUF type {dtype} is not supported (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K); re-quantize the model with one of these"
+    )]
     UnsupportedQuant { tensor: String, dtype: String },
+    /// Raw tensor bytes do not fit the tensor's type and shape.
+    #[error("tensor {tensor}: {reason}")]
+    BadTensorData { tensor: String, reason: String },
+    /// The GGUF describes a model lsn cannot convert.
+    #[error("cannot convert GGUF {path}: {reason}")]
+    Unconvertible { path: PathBuf, reason: String },
+    /// A tokenizer could not be built from the GGUF or the given tokenizer.json does not fit it.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// The output directory already holds files.
+    #[error(
+        "output directory {path} exists and is not empty: choose another directory, remove it, or ask to overwrite it"
+    )]
+    OutputExists { path: PathBuf },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 }

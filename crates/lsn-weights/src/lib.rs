@@ -2,8 +2,23 @@
 //!
 //! Backends load tensors with their own framework; this crate resolves and validates what they load.
 
+mod atomic;
 mod checkpoint;
+mod convert;
+mod dequant;
 mod error;
+mod gguf;
+mod hf_config;
+mod random;
+mod st_write;
+mod tiny;
+mod tokenizer;
 
 pub use checkpoint::{Checkpoint, open_checkpoint};
+pub use convert::{ConvertOptions, ConvertReport, TokenizerSource, config_from_gguf, convert_gguf};
+pub use dequant::{GgufDType, dequantize};
 pub use error::{Error, Result};
+pub use gguf::{Gguf, GgufTensor};
+pub use random::write_random_model;
+pub use tiny::tiny_configs;
+pub use tokenizer::tokenizer_from_gguf;

@@ -1,0 +1,97 @@
+//! Tiny random models: written deterministically, readable by `open_checkpoint`, and mismatches reported clearly.
+
+use lsn_core::{Family, ModelConfig, expected_tensors, is_norm};
+use lsn_weights::{open_checkpoint, tiny_configs, write_random_model};
+
+fn tiny(name: &str) -> ModelConfig {
+    tiny_configs().into_iter().find(|(n, _)| *n == name).unwrap().1
+}
+
+fn floats(bytes: &[u8], name: &str) -> Vec<f32> {
+    let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
+    st.tensor(name).unwrap().data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+fn mean_std(v: &[f32]) -> (f64, f64) {
+    let m = v.iter().map(|x| *x as f64).sum::<f64>() / v.len() as f64;
+    let var = v.iter().map(|x| (*x as f64 - m).powi(2)).sum::<f64>() / v.len() as f64;
+    (m, var.sqrt())
+}
+
+#[test]
+fn both_families_round_trip_through_open_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, cfg) in tiny_configs() {
+        let dir = tmp.path().join(name);
+        write_random_model(&cfg, 42, &dir).unwrap();
+        let ck = open_checkpoint(&dir).unwrap();
+        assert_eq!(ck.config, cfg, "{name}");
+        let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let specs = expected_tensors(&cfg);
+        assert_eq!(st.len(), specs.len(), "{name}");
+        for spec in &specs {
+            assert_eq!(st.tensor(&spec.name).unwrap().shape(), spec.shape.as_slice(), "{name} {}", spec.name);
+            let (m, s) = mean_std(&floats(&bytes, &spec.name));
+            if is_norm(&spec.name) {
+                let want = if cfg.family == Family::Gemma3 { 0.0 } else { 1.0 };
+                assert!((m - want).abs() < 0.1 && s > 0.03 && s < 0.2, "{name} {}: mean {m} std {s}", spec.name);
+            } else {
+                let fan_in = if spec.name.contains("embed") { cfg.hidden_size } else { spec.shape[1] };
+                let want = 1.0 / (fan_in as f64).sqrt();
+                assert!(m.abs() < 0.2 * want && (s / want - 1.0).abs() < 0.2, "{name} {}: mean {m} std {s}", spec.name);
+            }
+        }
+    }
+}
+
+#[test]
+fn same_seed_same_bytes_other_seed_other_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tiny("tiny-gemma3");
+    let read = |seed: u64, sub: &str| {
+        let dir = tmp.path().join(sub);
+        write_random_model(&cfg, seed, &dir).unwrap();
+        (std::fs::read(dir.join("model.safetensors")).unwrap(), std::fs::read(dir.join("config.json")).unwrap())
+    };
+    let (a, ca) = read(7, "a");
+    let (b, cb) = read(7, "b");
+    let (c, _) = read(8, "c");
+    assert!(a == b && ca == cb, "same seed must give byte-identical files");
+    assert_ne!(a, c, "another seed must give other weights");
+    assert_eq!(a.len(), c.len());
+}
+
+#[test]
+fn refuses_a_non_empty_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("keep.txt"), "x").unwrap();
+    let e = write_random_model(&tiny("tiny-llama"), 1, tmp.path()).unwrap_err().to_string();
+    assert!(e.contains("not empty"), "{e}");
+    assert!(tmp.path().join("keep.txt").exists());
+}
+
+#[test]
+fn config_disagreeing_with_weights_names_hidden_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    write_random_model(&tiny("tiny-llama"), 1, &dir).unwrap();
+    let path = dir.join("config.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    v["hidden_size"] = 128.into();
+    std::fs::write(&path, v.to_string()).unwrap();
+    let e = open_checkpoint(&dir).unwrap_err().to_string();
+    assert!(e.contains("hidden_size 128") && e.contains("[512, 64]"), "{e}");
+}
+
+#[test]
+fn truncated_safetensors_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    write_random_model(&tiny("tiny-gemma3"), 1, &dir).unwrap();
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 1000]).unwrap();
+    let e = open_checkpoint(&dir).unwrap_err().to_string();
+    assert!(e.contains("model.safetensors") && e.contains("incomplete or corrupt"), "{e}");
+}
