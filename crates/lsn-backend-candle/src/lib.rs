@@ -1,1 +1,71 @@
-//! Candle backend.
+//! The Candle backend of lsn: loads a HF checkpoint directory into f32 Candle tensors and runs Gemma 3 and
+//! Llama-family forward passes with FFN taps (CPU; CUDA with the `cuda` feature).
+//!
+//! Only this crate sees Candle: models cross the boundary as `Box<dyn lsn_core::Model>`, results as plain data.
+
+mod error;
+mod fused;
+mod gemma3;
+mod llama;
+mod model;
+mod ops;
+mod weights;
+
+use lsn_core::{Backend, Capabilities, Device, LoadOptions, Model, ModelFiles, Result};
+
+#[cfg(feature = "cuda")]
+use crate::error::Context;
+use crate::error::from_weights;
+
+/// The backend's name, as `Backend::name` reports it and errors cite it.
+pub const NAME: &str = "candle";
+
+/// The Candle backend.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CandleBackend;
+
+impl CandleBackend {
+    pub fn new() -> Self {
+        Self
+    }
+}
+
+fn candle_device(device: Device) -> Result<candle_core::Device> {
+    match device {
+        Device::Cpu => Ok(candle_core::Device::Cpu),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(ordinal) => {
+            Ok(candle_core::Device::new_cuda(ordinal).during(|| format!("opening CUDA device {ordinal}"))?)
+        }
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda(ordinal) => Err(lsn_core::Error::Unsupported {
+            backend: NAME,
+            capability: format!(
+                "CUDA device {ordinal}: this build has no CUDA support (rebuild lsn-backend-candle with the `cuda` feature, or use the CPU)"
+            ),
+        }),
+    }
+}
+
+impl Backend for CandleBackend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut devices = vec![Device::Cpu];
+        if cfg!(feature = "cuda") {
+            devices.push(Device::Cuda(0));
+        }
+        Capabilities { devices, taps: true }
+    }
+
+    fn load(&self, files: &ModelFiles, opts: &LoadOptions) -> Result<Box<dyn Model>> {
+        let device = candle_device(opts.device)?;
+        let ckpt = lsn_weights::open_checkpoint(files.dir()).map_err(from_weights)?;
+        tracing::info!(dir = %ckpt.dir.display(), family = ?ckpt.config.family, layers = ckpt.config.num_layers, "loading model (candle)");
+        let weights = weights::Weights::open(&ckpt, &device)?;
+        let model = model::CandleModel::load(&weights, &ckpt.config, &device)?;
+        Ok(Box::new(model))
+    }
+}

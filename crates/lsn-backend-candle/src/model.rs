@@ -1,0 +1,185 @@
+//! `CandleModel`: one loaded checkpoint behind `lsn_core::Model` — runs a family's decoder, reduces the FFN taps and
+//! applies the LM head only as far as `Want` asks (logits, or next-token NLL chunk by chunk).
+
+use candle_core::{Device, Tensor};
+use lsn_core::{Dense, Family, ForwardOut, ModelConfig, TapStats, Taps, TokenBatch, Want};
+
+use crate::error::{Context, Result};
+use crate::ops::{self, TapCounter};
+use crate::weights::Weights;
+use crate::{gemma3::Gemma3, llama::Llama};
+
+/// What a decoder body returns.
+pub(crate) enum BodyOut {
+    /// The final-normed hidden states `[rows·seq, hidden]`.
+    Hidden(Tensor),
+    /// The head was not wanted: the body stopped after the last layer's tap.
+    TapsOnly,
+}
+
+/// A family's decoder stack, from token ids to the final norm.
+pub(crate) trait Body: Send {
+    /// The (unscaled) token embedding matrix `[vocab, hidden]`, the head of tied models.
+    fn embedding(&self) -> &Tensor;
+    /// Runs `ids` (`[rows·seq]`, u32, row-major) through every layer, pushing each layer's FFN tap into `taps`.
+    /// With `head == false` the caller needs no hidden states and the body may stop early.
+    fn forward(
+        &self,
+        ids: &Tensor,
+        rows: usize,
+        seq: usize,
+        taps: Option<&mut TapCounter>,
+        head: bool,
+    ) -> candle_core::Result<BodyOut>;
+}
+
+/// A loaded model on a Candle device.
+pub(crate) struct CandleModel {
+    cfg: ModelConfig,
+    device: Device,
+    body: Box<dyn Body>,
+    /// `lm_head.weight` of untied models; tied models use the body's embedding.
+    lm_head: Option<Tensor>,
+}
+
+impl CandleModel {
+    pub(crate) fn load(w: &Weights, cfg: &ModelConfig, device: &Device) -> Result<Self> {
+        let body: Box<dyn Body> = match cfg.family {
+            Family::Llama => Box::new(Llama::load(w, cfg)?),
+            Family::Gemma3 => Box::new(Gemma3::load(w, cfg)?),
+        };
+        let lm_head = if cfg.tie_word_embeddings { None } else { Some(w.get("lm_head.weight")?) };
+        Ok(Self { cfg: cfg.clone(), device: device.clone(), body, lm_head })
+    }
+
+    fn head(&self) -> &Tensor {
+        self.lm_head.as_ref().unwrap_or_else(|| self.body.embedding())
+    }
+
+    fn run(&self, batch: &TokenBatch, taps: &Taps, want: Want) -> lsn_core::Result<ForwardOut> {
+        if want == Want::Nothing && !taps.any() {
+            return Ok(ForwardOut::default());
+        }
+        let (rows, seq) = (batch.rows, batch.seq_len);
+        let dev = &self.device;
+        let ids = Tensor::from_slice(&batch.ids, rows * seq, dev).during(|| "uploading token ids".into())?;
+        let mut counter = if taps.count_pos {
+            let real = (batch.n_tokens() < rows * seq).then(|| {
+                (0..rows).flat_map(|r| (0..batch.lengths[r]).map(move |t| (r * seq + t) as u32)).collect::<Vec<u32>>()
+            });
+            Some(TapCounter::new(real, dev).during(|| "uploading the real-token index".into())?)
+        } else {
+            None
+        };
+        let head = want != Want::Nothing;
+        let out = self
+            .body
+            .forward(&ids, rows, seq, counter.as_mut(), head)
+            .during(|| format!("{:?} forward pass over {rows} rows × {seq} tokens", self.cfg.family))?;
+        let taps = match counter {
+            Some(c) => Some(TapStats {
+                layers: self.cfg.num_layers,
+                intermediate: self.cfg.intermediate_size,
+                n_tokens: batch.n_tokens() as u64,
+                count_pos: Some(c.finish().during(|| "reducing FFN taps".into())?),
+            }),
+            None => None,
+        };
+        let mut result = ForwardOut { taps, ..ForwardOut::default() };
+        if let BodyOut::Hidden(hidden) = out {
+            match want {
+                Want::Nothing => {}
+                Want::Logits => result.logits = Some(self.logits(&hidden, rows, seq)?),
+                Want::Nll => result.nll = Some(self.nll(&hidden, batch)?),
+            }
+        }
+        Ok(result)
+    }
+
+    /// Head logits of hidden rows `[n, hidden]` → `[n, vocab]`.
+    fn head_logits(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {
+        ops::softcap(ops::linear(hidden, self.head())?, self.cfg.final_logit_softcap)
+    }
+
+    fn logits(&self, hidden: &Tensor, rows: usize, seq: usize) -> lsn_core::Result<Dense> {
+        let vocab = self.cfg.vocab_size;
+        let n = rows * seq;
+        let mut data = Vec::with_capacity(n * vocab);
+        let chunk = ops::head_chunk(vocab);
+        let mut start = 0;
+        while start < n {
+            let len = chunk.min(n - start);
+            let part = hidden
+                .narrow(0, start, len)
+                .and_then(|h| self.head_logits(&h))
+                .and_then(|l| l.flatten_all()?.to_vec1::<f32>())
+                .during(|| format!("LM head over positions {start}..{}", start + len))?;
+            data.extend_from_slice(&part);
+            start += len;
+        }
+        Dense::new(vec![rows, seq, vocab], data)
+    }
+
+    fn nll(&self, hidden: &Tensor, batch: &TokenBatch) -> lsn_core::Result<Dense> {
+        let (rows, seq) = (batch.rows, batch.seq_len);
+        let width = seq - 1;
+        // Positions whose next token is real: their hidden row and that token.
+        let (mut at, mut target, mut out_ix) = (Vec::new(), Vec::new(), Vec::new());
+        for r in 0..rows {
+            for t in 0..batch.lengths[r].saturating_sub(1) {
+                at.push((r * seq + t) as u32);
+                target.push(batch.ids[r * seq + t + 1]);
+                out_ix.push(r * width + t);
+            }
+        }
+        let mut nll = vec![0f32; rows * width];
+        let chunk = ops::head_chunk(self.cfg.vocab_size);
+        for (c, ((at, target), out_ix)) in
+            at.chunks(chunk).zip(target.chunks(chunk)).zip(out_ix.chunks(chunk)).enumerate()
+        {
+            let values = (|| {
+                let idx = Tensor::from_slice(at, at.len(), &self.device)?;
+                let tgt = Tensor::from_slice(target, target.len(), &self.device)?;
+                let logits = self.head_logits(&hidden.index_select(&idx, 0)?)?;
+                ops::nll_rows(&logits, &tgt)?.to_vec1::<f32>()
+            })()
+            .during(|| format!("next-token NLL, chunk {c}"))?;
+            for (&o, v) in out_ix.iter().zip(values) {
+                nll[o] = v;
+            }
+        }
+        Dense::new(vec![rows, width], nll)
+    }
+}
+
+impl lsn_core::Model for CandleModel {
+    fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    fn forward(&mut self, batch: &TokenBatch, taps: &Taps, want: Want) -> lsn_core::Result<ForwardOut> {
+        if batch.rows == 0 || batch.seq_len == 0 {
+            return Err(lsn_core::Error::InvalidBatch(format!(
+                "empty batch ({} rows × {} tokens)",
+                batch.rows, batch.seq_len
+            )));
+        }
+        if batch.ids.len() != batch.rows * batch.seq_len || batch.lengths.len() != batch.rows {
+            return Err(lsn_core::Error::InvalidBatch(format!(
+                "{} ids and {} lengths do not describe {} rows × {} tokens: build batches with TokenBatch::new",
+                batch.ids.len(),
+                batch.lengths.len(),
+                batch.rows,
+                batch.seq_len
+            )));
+        }
+        if batch.lengths.iter().any(|&l| l == 0 || l > batch.seq_len) {
+            return Err(lsn_core::Error::InvalidBatch(format!(
+                "row lengths {:?} must each be in 1..={}",
+                batch.lengths, batch.seq_len
+            )));
+        }
+        batch.check_vocab(self.cfg.vocab_size)?;
+        self.run(batch, taps, want)
+    }
+}

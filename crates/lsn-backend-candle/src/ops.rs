@@ -1,0 +1,280 @@
+//! Building blocks shared by the model families: linear layers, RMSNorm, RoPE tables, attention masks, GQA attention,
+//! FFN activations, the FFN tap reduction and the stable next-token NLL.
+
+use std::sync::Arc;
+
+use candle_core::{D, DType, Device, Result, Tensor};
+use lsn_core::{Activation, AttentionKind, RopeScaling};
+
+/// `x @ wᵀ` for a 2-D `x` `[n, in]` and a HF weight `w` `[out, in]`.
+pub(crate) fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    x.matmul(&w.t()?)
+}
+
+/// RMSNorm over the last axis, `x / sqrt(mean(x²) + eps) · alpha`, computed in f32.
+/// Gemma's `(1 + w)` is folded into `alpha` at load time.
+pub(crate) fn rms_norm(x: &Tensor, alpha: &Tensor, eps: f64) -> Result<Tensor> {
+    candle_nn::ops::rms_norm(x, alpha, eps as f32)
+}
+
+/// The FFN activation `act_fn`.
+pub(crate) fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
+    match act {
+        Activation::Silu => x.silu(),
+        Activation::GeluTanh => x.gelu(),
+        Activation::Gelu => x.gelu_erf(),
+    }
+}
+
+/// Inverse RoPE frequencies of a rotate-half head of width `head_dim`, computed in f32 exactly as HF transformers
+/// does (`1 / base^(2i/d)`, then the optional scaling), so the angles agree to the last bit where possible.
+pub(crate) fn inv_freqs(head_dim: usize, base: f64, scaling: Option<RopeScaling>) -> Vec<f32> {
+    let base = base as f32;
+    let inv: Vec<f32> = (0..head_dim / 2).map(|i| 1.0 / base.powf((2 * i) as f32 / head_dim as f32)).collect();
+    match scaling {
+        None => inv,
+        Some(RopeScaling::Linear { factor }) => inv.iter().map(|f| f / factor as f32).collect(),
+        Some(RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings }) => {
+            let (factor, low, high) = (factor as f32, low_freq_factor as f32, high_freq_factor as f32);
+            let old = original_max_position_embeddings as f32;
+            let (low_wavelen, high_wavelen) = (old / low, old / high);
+            inv.iter()
+                .map(|&f| {
+                    let wavelen = 2.0 * std::f32::consts::PI / f;
+                    let scaled = if wavelen > low_wavelen { f / factor } else { f };
+                    if wavelen < high_wavelen || wavelen > low_wavelen {
+                        scaled
+                    } else {
+                        let smooth = (old / wavelen - low) / (high - low);
+                        (1.0 - smooth) * scaled / factor + smooth * scaled
+                    }
+                })
+                .collect()
+        }
+    }
+}
+
+/// cos/sin tables `[seq_len, head_dim/2]` for positions `0..seq_len`, as candle's rotate-half `rope` kernels take them,
+/// plus a copy premultiplied by the attention scale for the queries (saves a pass over `q`; exact for the usual
+/// power-of-two scales).
+#[derive(Debug, Clone)]
+pub(crate) struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+    cos_q: Tensor,
+    sin_q: Tensor,
+}
+
+impl Rope {
+    pub(crate) fn new(inv_freq: &[f32], seq_len: usize, q_scale: f64, device: &Device) -> Result<Self> {
+        let half = inv_freq.len();
+        let mut cos = Vec::with_capacity(seq_len * half);
+        let mut sin = Vec::with_capacity(seq_len * half);
+        for t in 0..seq_len {
+            for &f in inv_freq {
+                let angle = t as f32 * f;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        let s = q_scale as f32;
+        let (cos_q, sin_q): (Vec<f32>, Vec<f32>) = cos.iter().zip(&sin).map(|(c, n)| (c * s, n * s)).unzip();
+        let t = |v: Vec<f32>| Tensor::from_vec(v, (seq_len, half), device);
+        Ok(Self { cos: t(cos)?, sin: t(sin)?, cos_q: t(cos_q)?, sin_q: t(sin_q)? })
+    }
+
+    /// Rotates keys `[batch, seq, heads, head_dim]` (contiguous).
+    pub(crate) fn keys(&self, x: &Tensor) -> Result<Tensor> {
+        candle_nn::rotary_emb::rope_thd(x, &self.cos, &self.sin)
+    }
+
+    /// Rotates queries `[batch, seq, heads, head_dim]` (contiguous) and multiplies them by the attention scale.
+    pub(crate) fn queries(&self, x: &Tensor) -> Result<Tensor> {
+        candle_nn::rotary_emb::rope_thd(x, &self.cos_q, &self.sin_q)
+    }
+}
+
+/// Additive causal mask `[seq_len, seq_len]`: 0 where key `j` is visible from query `i` (`j ≤ i`, and
+/// `i − window < j` for a sliding window), −∞ elsewhere. The diagonal is always visible, so no row is all −∞.
+pub(crate) fn causal_mask(seq_len: usize, window: Option<usize>, device: &Device) -> Result<Tensor> {
+    let mut m = vec![f32::NEG_INFINITY; seq_len * seq_len];
+    for i in 0..seq_len {
+        let first = window.map_or(0, |w| (i + 1).saturating_sub(w));
+        m[i * seq_len + first..=i * seq_len + i].fill(0.0);
+    }
+    Tensor::from_vec(m, (seq_len, seq_len), device)
+}
+
+/// The RoPE table and mask of each attention kind for one sequence length.
+#[derive(Debug)]
+pub(crate) struct Positions {
+    global: (Rope, Tensor),
+    sliding: Option<(Rope, Tensor)>,
+}
+
+impl Positions {
+    /// Tables for positions `0..seq_len`; `global_inv`/`local_inv` from [`inv_freqs`].
+    pub(crate) fn new(
+        global_inv: &[f32],
+        local: Option<(&[f32], usize)>,
+        seq_len: usize,
+        q_scale: f64,
+        device: &Device,
+    ) -> Result<Self> {
+        let global = (Rope::new(global_inv, seq_len, q_scale, device)?, causal_mask(seq_len, None, device)?);
+        let sliding = match local {
+            Some((inv, window)) => {
+                Some((Rope::new(inv, seq_len, q_scale, device)?, causal_mask(seq_len, Some(window), device)?))
+            }
+            None => None,
+        };
+        Ok(Self { global, sliding })
+    }
+
+    /// The table and mask of a layer of this kind.
+    pub(crate) fn of(&self, kind: AttentionKind) -> (&Rope, &Tensor) {
+        match (kind, &self.sliding) {
+            (AttentionKind::Sliding, Some((r, m))) => (r, m),
+            _ => (&self.global.0, &self.global.1),
+        }
+    }
+}
+
+/// Scaled dot-product attention with grouped KV heads.
+///
+/// `q` `[b, t, heads, d]` (RoPE and the score scale already applied), `k`/`v` `[b, t, kv_heads, d]`;
+/// `mask` `[t, t]` additive.
+/// Query head `h` uses KV head `h / (heads / kv_heads)`, as HF's `repeat_kv`. The KV heads are never copied: each
+/// KV head's query group is stacked along the sequence axis so one batched matmul serves the whole group.
+/// Returns `[b·t, heads·d]`.
+pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let (b, t, heads, d) = q.dims4()?;
+    let kv_heads = k.dim(2)?;
+    let group = heads / kv_heads;
+    let q = q.transpose(1, 2)?.contiguous()?.reshape((b, kv_heads, group * t, d))?;
+    let k = k.transpose(1, 2)?.contiguous()?;
+    let v = v.transpose(1, 2)?.contiguous()?;
+    let scores = q.matmul(&k.t()?)?.reshape((b, kv_heads, group, t, t))?.broadcast_add(mask)?;
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?.reshape((b, kv_heads, group * t, t))?;
+    probs.matmul(&v)?.reshape((b, heads, t, d))?.transpose(1, 2)?.contiguous()?.reshape((b * t, heads * d))
+}
+
+/// Reduces the FFN tap `a` `[b·t, intermediate]` over the batch's real tokens, on the device.
+#[derive(Debug)]
+pub(crate) struct TapCounter {
+    /// Flat indices of the real tokens when the batch has padding (host copy and device tensor); `None` when every
+    /// position is real.
+    real: Option<(Arc<Vec<u32>>, Tensor)>,
+    count_pos: Vec<Tensor>,
+}
+
+impl TapCounter {
+    pub(crate) fn new(real: Option<Vec<u32>>, device: &Device) -> Result<Self> {
+        let real = match real {
+            Some(rows) => {
+                let t = Tensor::from_slice(&rows, rows.len(), device)?;
+                Some((Arc::new(rows), t))
+            }
+            None => None,
+        };
+        Ok(Self { real, count_pos: Vec::new() })
+    }
+
+    /// Records `count_pos[j]` = number of real tokens with `a[·, j] > 0` for one layer.
+    pub(crate) fn push(&mut self, a: &Tensor) -> Result<()> {
+        let (rows, rows_t) = match &self.real {
+            Some((r, t)) => (Some(r), Some(t)),
+            None => (None, None),
+        };
+        self.count_pos.push(crate::fused::count_pos(a, rows, rows_t)?);
+        Ok(())
+    }
+
+    /// The counts of all layers, flat `[layers × intermediate]`.
+    pub(crate) fn finish(self) -> Result<Vec<u64>> {
+        if self.count_pos.is_empty() {
+            return Ok(Vec::new());
+        }
+        let all = Tensor::stack(&self.count_pos, 0)?.flatten_all()?.to_vec1::<u32>()?;
+        Ok(all.into_iter().map(u64::from).collect())
+    }
+}
+
+/// How many logits one head chunk may hold (f32 elements): bounds the memory of `Want::Logits`/`Want::Nll`.
+const HEAD_CHUNK_ELEMS: usize = 1 << 25;
+
+/// Positions per LM-head chunk for a vocabulary of `vocab`.
+pub(crate) fn head_chunk(vocab: usize) -> usize {
+    (HEAD_CHUNK_ELEMS / vocab.max(1)).max(1)
+}
+
+/// Final-logit soft-capping `cap · tanh(x / cap)`.
+pub(crate) fn softcap(x: Tensor, cap: Option<f64>) -> Result<Tensor> {
+    match cap {
+        Some(c) => (x / c)?.tanh()? * c,
+        None => Ok(x),
+    }
+}
+
+/// `−log softmax(logits)[target]` per row of `logits` `[n, vocab]`, computed stably as
+/// `log Σ exp(x − max) − (x[target] − max)`; the exponentials are summed in f64, since an f32 sum over a 262144-entry
+/// vocabulary biases the NLL by about 1e-5. `targets` `[n]` u32; returns f32 `[n]`.
+pub(crate) fn nll_rows(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let shifted = logits.broadcast_sub(&logits.max_keepdim(D::Minus1)?)?;
+    let log_sum = shifted.to_dtype(DType::F64)?.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    let picked = shifted.gather(&targets.unsqueeze(1)?, D::Minus1)?.to_dtype(DType::F64)?;
+    (log_sum - picked)?.squeeze(1)?.to_dtype(DType::F32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sliding_mask_matches_definition() {
+        let m = causal_mask(5, Some(2), &Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
+        for (i, row) in m.iter().enumerate() {
+            for (j, &x) in row.iter().enumerate() {
+                let visible = j <= i && (i as i64 - 2) < j as i64;
+                assert_eq!(x == 0.0, visible, "({i}, {j})");
+            }
+        }
+    }
+
+    #[test]
+    fn llama3_scaling_keeps_high_and_divides_low_frequencies() {
+        let plain = inv_freqs(128, 500_000.0, None);
+        let s = inv_freqs(
+            128,
+            500_000.0,
+            Some(RopeScaling::Llama3 {
+                factor: 8.0,
+                low_freq_factor: 1.0,
+                high_freq_factor: 4.0,
+                original_max_position_embeddings: 8192,
+            }),
+        );
+        assert_eq!(s[0], plain[0]);
+        assert_eq!(s[63], plain[63] / 8.0);
+        assert!(s.iter().zip(&plain).all(|(a, b)| a <= b && *a >= b / 8.0));
+    }
+
+    #[test]
+    fn nll_is_stable_for_large_negative_logits() {
+        let logits = Tensor::new(&[[-100.0f32, -101.0, -300.0], [1e4, 0.0, -1e4]], &Device::Cpu).unwrap();
+        let t = Tensor::new(&[1u32, 0], &Device::Cpu).unwrap();
+        let nll = nll_rows(&logits, &t).unwrap().to_vec1::<f32>().unwrap();
+        let want0 = 1.0 + (1.0f64 + (-1.0f64).exp()).ln();
+        assert!((nll[0] as f64 - want0).abs() < 1e-5, "{nll:?}");
+        assert!(nll[1].abs() < 1e-6, "{nll:?}");
+    }
+
+    #[test]
+    fn tap_counter_skips_padding() {
+        let a = Tensor::new(&[[1.0f32, -1.0], [2.0, 0.0], [3.0, 5.0]], &Device::Cpu).unwrap();
+        let mut c = TapCounter::new(Some(vec![0, 1]), &Device::Cpu).unwrap();
+        c.push(&a).unwrap();
+        c.push(&a.neg().unwrap()).unwrap();
+        assert_eq!(c.finish().unwrap(), vec![2, 0, 0, 1]);
+    }
+}
