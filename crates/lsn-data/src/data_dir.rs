@@ -1,4 +1,4 @@
-//! Finding the offline data directory: `--data-dir`, else `LSN_DATA_DIR`.
+//! Finding the offline data directory (`--data-dir`, else `LSN_DATA_DIR`) and the cache directory (`LSN_HOME`).
 
 use std::path::{Path, PathBuf};
 
@@ -6,6 +6,18 @@ use crate::{Error, Result};
 
 /// Environment variable naming the data directory.
 pub const DATA_DIR_ENV: &str = "LSN_DATA_DIR";
+
+/// The cache directory for fetched models and data: `$LSN_HOME`, else `$XDG_CACHE_HOME/lsn`, else `~/.cache/lsn`.
+pub fn cache_home() -> PathBuf {
+    if let Some(h) = std::env::var_os("LSN_HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(h);
+    }
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"))
+        .join("lsn")
+}
 
 /// The data directory: `explicit` if given, else `$LSN_DATA_DIR`. It must exist and hold `corpus/`.
 pub fn resolve_data_dir(explicit: Option<&Path>) -> Result<PathBuf> {

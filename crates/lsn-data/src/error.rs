@@ -15,7 +15,9 @@ pub enum Error {
     )]
     NoDataDir(String),
     /// A corpus file for a language does not exist.
-    #[error("no {corpus} text for language {lang} in {dir}: expected a file {pattern}; choose another language or corpus")]
+    #[error(
+        "no {corpus} text for language {lang} in {dir}: expected a file {pattern}; choose another language or corpus"
+    )]
     MissingCorpus { corpus: &'static str, lang: String, dir: PathBuf, pattern: String },
     /// A corpus file exists but holds no text.
     #[error("{path} holds no sentences: the file is empty; restore it or choose another language")]

@@ -24,8 +24,10 @@ impl Tokenizer {
                 reason: "file not found (a HF checkpoint dir needs tokenizer.json)".into(),
             });
         }
-        let inner = tokenizers::Tokenizer::from_file(path)
-            .map_err(|e| Error::Tokenizer { path: path.to_owned(), reason: format!("{e} (corrupt tokenizer.json?)") })?;
+        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Tokenizer {
+            path: path.to_owned(),
+            reason: format!("{e} (corrupt tokenizer.json?)"),
+        })?;
         Ok(Self { inner })
     }
 
@@ -34,12 +36,14 @@ impl Tokenizer {
         self.inner.get_vocab_size(true)
     }
 
-    /// Fails unless every id the tokenizer produces is below the model's `vocab_size`.
+    /// Fails when the tokenizer cannot belong to a model with `model_vocab` embeddings: its base vocabulary is
+    /// larger than the model's, or less than half of it (a tokenizer of another model family). Added special tokens
+    /// beyond the model's vocabulary (Gemma 3's image token) are allowed; ids actually produced are checked per batch.
     pub fn check_model_vocab(&self, model_vocab: usize) -> Result<()> {
-        let max_id = self.inner.get_vocab(true).values().copied().max().unwrap_or(0) as usize;
-        if max_id >= model_vocab {
+        let base = self.inner.get_vocab_size(false);
+        if base > model_vocab || base * 2 < model_vocab {
             return Err(Error::TokenizerMismatch(format!(
-                "the tokenizer produces ids up to {max_id} but the model's vocabulary has {model_vocab} entries: \
+                "the tokenizer has {base} tokens but the model's vocabulary has {model_vocab} entries: \
                  use the tokenizer.json that belongs to the model"
             )));
         }
@@ -78,8 +82,11 @@ mod tests {
         assert_eq!(tok.encode("hello world again").unwrap(), vec![1, 2, 0]);
         assert_eq!(tok.token_id("world"), Some(2));
         tok.check_model_vocab(3).unwrap();
-        let e = tok.check_model_vocab(2).unwrap_err().to_string();
-        assert!(e.contains("tokenizer/model mismatch") && e.contains("ids up to 2"), "{e}");
+        tok.check_model_vocab(6).unwrap();
+        for wrong in [2, 7] {
+            let e = tok.check_model_vocab(wrong).unwrap_err().to_string();
+            assert!(e.contains("tokenizer/model mismatch") && e.contains("has 3 tokens"), "{e}");
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Perplexity: PPL = exp(mean next-token NLL) over all predicted tokens of a set of sequences.
 
-use lsn_core::{Dense, Model, Result, TokenBatch, Taps, Want};
+use lsn_core::{Dense, Model, Result, Taps, TokenBatch, Want};
 use serde::{Deserialize, Serialize};
 
 /// Running sum of next-token NLL and the number of predicted tokens; mergeable.

@@ -1,0 +1,40 @@
+//! `lsn convert`: turn a GGUF file into a HF checkpoint directory (f32 safetensors + config.json + tokenizer.json).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+/// Convert a GGUF file (llama or gemma3 architecture) into a HF checkpoint directory that HF transformers and every
+/// lsn backend read: model.safetensors in f32 (dequantized), config.json, tokenizer.json. llama.cpp's Q/K row
+/// permutation is undone and Gemma's norm weights are stored in HF's (1 + w) convention.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The GGUF file.
+    pub gguf: PathBuf,
+    /// Output directory (must not exist or be empty, unless --force).
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// A tokenizer.json to copy in; without it, one is built from the GGUF vocabulary (byte-level BPE models).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Replace an existing output directory.
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let opts = lsn_weights::ConvertOptions { tokenizer_json: args.tokenizer, overwrite: args.force };
+    let report = lsn_weights::convert_gguf(&args.gguf, &args.out, &opts)
+        .with_context(|| format!("converting {}", args.gguf.display()))?;
+    let dtypes: Vec<String> = report.source_dtypes.iter().map(|(t, n)| format!("{n} {t}")).collect();
+    println!(
+        "wrote {}: {:?} model, {} tensors in f32 ({:.1} MB) from {}; tokenizer: {:?}",
+        args.out.display(),
+        report.config.family,
+        report.n_tensors,
+        report.safetensors_bytes as f64 / 1e6,
+        dtypes.join(", "),
+        report.tokenizer
+    );
+    Ok(())
+}

@@ -1,0 +1,6 @@
+//! One module per `lsn` subcommand.
+
+pub mod convert;
+pub mod fetch;
+pub mod ppl;
+pub mod random_model;

@@ -1,0 +1,93 @@
+//! Bad input to the `lsn` binary gives one clear error line and a failing exit status, never a panic.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn lsn(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lsn")).args(args).output().expect("lsn runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "lsn panicked: {stderr}");
+    (out.status.success(), stderr)
+}
+
+/// Fails, with exactly one `error:` line on stderr containing every one of `needles`.
+fn fails_with(args: &[&str], needles: &[&str]) {
+    let (ok, stderr) = lsn(args);
+    assert!(!ok, "lsn {args:?} succeeded");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "expected one error line, got: {stderr}");
+    for n in needles {
+        assert!(errors[0].contains(n), "error line lacks {n:?}: {}", errors[0]);
+    }
+}
+
+fn fetched(name: &str) -> PathBuf {
+    let dir = lsn_data::cache_home().join("models").join(name);
+    assert!(
+        dir.join("lsn-fetch.json").is_file(),
+        "{name} is not in the model cache: run `cargo xtask test` (it fetches the models) or `lsn fetch-model {name}`"
+    );
+    dir
+}
+
+fn data_dir_with_english(root: &Path) -> PathBuf {
+    let flores = root.join("data/corpus/flores200_devtest");
+    std::fs::create_dir_all(&flores).unwrap();
+    std::fs::write(flores.join("en.eng_Latn.devtest"), "A short English sentence.\nAnother one.\n").unwrap();
+    root.join("data")
+}
+
+#[test]
+fn truncated_gguf_is_reported_as_such() {
+    fetched("gemma-3-270m");
+    let gguf = lsn_data::cache_home().join("gguf/gemma-3-270m-q4_k_m.gguf");
+    let t = tempfile::tempdir().unwrap();
+    let cut = t.path().join("cut.gguf");
+    let bytes = std::fs::read(&gguf).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() / 3]).unwrap();
+    let out = t.path().join("out");
+    fails_with(&["convert", cut.to_str().unwrap(), "--out", out.to_str().unwrap()], &["cut.gguf", "truncated"]);
+    assert!(!out.join("config.json").exists(), "a failed conversion left a directory that looks complete");
+}
+
+#[test]
+fn config_with_wrong_hidden_size_is_reported() {
+    let real = fetched("gemma-3-270m");
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("model");
+    std::fs::create_dir(&dir).unwrap();
+    for f in ["model.safetensors", "tokenizer.json"] {
+        std::os::unix::fs::symlink(real.join(f), dir.join(f)).unwrap();
+    }
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(real.join("config.json")).unwrap()).unwrap();
+    cfg["hidden_size"] = 1024.into();
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    let data = data_dir_with_english(t.path());
+    fails_with(
+        &["ppl", "--model", dir.to_str().unwrap(), "--lang", "en", "--data-dir", data.to_str().unwrap()],
+        &["do not match config.json", "hidden_size 1024"],
+    );
+}
+
+#[test]
+fn unknown_language_and_missing_data_are_reported() {
+    let t = tempfile::tempdir().unwrap();
+    let data = data_dir_with_english(t.path());
+    let data = data.to_str().unwrap();
+    fails_with(&["ppl", "--lang", "en,xx", "--data-dir", data], &["unknown language code \"xx\""]);
+    fails_with(&["ppl", "--lang", "hi", "--data-dir", data], &["hi.hin_Deva.devtest"]);
+    let empty = t.path().join("nothing");
+    std::fs::create_dir(&empty).unwrap();
+    fails_with(&["ppl", "--lang", "en", "--data-dir", empty.to_str().unwrap()], &["no corpus/ folder"]);
+    fails_with(&["ppl", "--model", "no-such-model", "--lang", "en", "--data-dir", data], &["unknown model"]);
+}
+
+#[test]
+fn unwritable_output_is_reported() {
+    let t = tempfile::tempdir().unwrap();
+    let blocker = t.path().join("file");
+    std::fs::write(&blocker, "not a directory").unwrap();
+    let out = blocker.join("model");
+    fails_with(&["random-model", "tiny-llama", "--out", out.to_str().unwrap()], &["file"]);
+}
