@@ -32,12 +32,3 @@ impl<T> Context<T> for candle_core::Result<T> {
         self.map_err(|source| Error::Candle { during: what(), source })
     }
 }
-
-/// Maps an `lsn-weights` error into the core error without losing its kind.
-pub(crate) fn from_weights(e: lsn_weights::Error) -> lsn_core::Error {
-    match e {
-        lsn_weights::Error::Core(core) => core,
-        lsn_weights::Error::Io { path, source } => lsn_core::Error::Io { path, source },
-        other => lsn_core::Error::Backend { backend: crate::NAME, message: other.to_string() },
-    }
-}

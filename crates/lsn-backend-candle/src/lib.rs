@@ -15,7 +15,6 @@ use lsn_core::{Backend, Capabilities, Device, LoadOptions, Model, ModelFiles, Re
 
 #[cfg(feature = "cuda")]
 use crate::error::Context;
-use crate::error::from_weights;
 
 /// The backend's name, as `Backend::name` reports it and errors cite it.
 pub const NAME: &str = "candle";
@@ -62,7 +61,7 @@ impl Backend for CandleBackend {
 
     fn load(&self, files: &ModelFiles, opts: &LoadOptions) -> Result<Box<dyn Model>> {
         let device = candle_device(opts.device)?;
-        let ckpt = lsn_weights::open_checkpoint(files.dir()).map_err(from_weights)?;
+        let ckpt = lsn_weights::open_checkpoint(files.dir())?;
         tracing::info!(dir = %ckpt.dir.display(), family = ?ckpt.config.family, layers = ckpt.config.num_layers, "loading model (candle)");
         let weights = weights::Weights::open(&ckpt, &device)?;
         let model = model::CandleModel::load(&weights, &ckpt.config, &device)?;

@@ -158,27 +158,7 @@ impl lsn_core::Model for CandleModel {
     }
 
     fn forward(&mut self, batch: &TokenBatch, taps: &Taps, want: Want) -> lsn_core::Result<ForwardOut> {
-        if batch.rows == 0 || batch.seq_len == 0 {
-            return Err(lsn_core::Error::InvalidBatch(format!(
-                "empty batch ({} rows × {} tokens)",
-                batch.rows, batch.seq_len
-            )));
-        }
-        if batch.ids.len() != batch.rows * batch.seq_len || batch.lengths.len() != batch.rows {
-            return Err(lsn_core::Error::InvalidBatch(format!(
-                "{} ids and {} lengths do not describe {} rows × {} tokens: build batches with TokenBatch::new",
-                batch.ids.len(),
-                batch.lengths.len(),
-                batch.rows,
-                batch.seq_len
-            )));
-        }
-        if batch.lengths.iter().any(|&l| l == 0 || l > batch.seq_len) {
-            return Err(lsn_core::Error::InvalidBatch(format!(
-                "row lengths {:?} must each be in 1..={}",
-                batch.lengths, batch.seq_len
-            )));
-        }
+        batch.validate()?;
         batch.check_vocab(self.cfg.vocab_size)?;
         self.run(batch, taps, want)
     }

@@ -35,6 +35,15 @@ impl TokenBatch {
     }
 
     pub fn new(rows: usize, seq_len: usize, ids: Vec<u32>, lengths: Vec<usize>) -> Result<Self> {
+        let batch = Self { rows, seq_len, ids, lengths };
+        batch.validate()?;
+        Ok(batch)
+    }
+
+    /// Checks that the public fields describe a well-formed batch (backends call this, since fields are public).
+    pub fn validate(&self) -> Result<()> {
+        let Self { rows, seq_len, ids, lengths } = self;
+        let (rows, seq_len) = (*rows, *seq_len);
         if rows == 0 || seq_len == 0 {
             return Err(Error::InvalidBatch(format!("empty batch ({rows} rows × {seq_len} tokens)")));
         }
@@ -46,7 +55,7 @@ impl TokenBatch {
                 "row lengths {lengths:?} must be one per row, each in 1..={seq_len}"
             )));
         }
-        Ok(Self { rows, seq_len, ids, lengths })
+        Ok(())
     }
 
     /// Number of real (non-padding) tokens.

@@ -25,6 +25,9 @@ pub enum Error {
     /// A language code lsn does not know.
     #[error("unknown language code {code:?}: use an ISO 639-1 code such as en, hi, zh (known: {known})")]
     UnknownLanguage { code: String, known: String },
+    /// A checkpoint could not be read (the message says which file and why).
+    #[error("{0}")]
+    Checkpoint(String),
     /// The input batch is malformed (ids out of vocabulary, inconsistent shape).
     #[error("invalid batch: {0}")]
     InvalidBatch(String),

@@ -54,3 +54,14 @@ impl Error {
         Error::Io { path: path.into(), source }
     }
 }
+
+impl From<Error> for lsn_core::Error {
+    /// Keeps core and I/O errors as they are; every other checkpoint error becomes `Checkpoint` with its message.
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Core(core) => core,
+            Error::Io { path, source } => lsn_core::Error::Io { path, source },
+            other => lsn_core::Error::Checkpoint(other.to_string()),
+        }
+    }
+}
