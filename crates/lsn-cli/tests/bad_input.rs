@@ -108,3 +108,20 @@ fn failed_download_leaves_nothing_that_looks_complete() {
     let gguf = home.join("gguf/SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(!gguf.exists(), "a failed fetch left a GGUF");
 }
+
+#[test]
+fn tokenizer_of_another_model_is_reported() {
+    let (gemma, smol) = (fetched("gemma-3-270m"), fetched("smollm2-135m"));
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("model");
+    std::fs::create_dir(&dir).unwrap();
+    for f in ["model.safetensors", "config.json"] {
+        std::os::unix::fs::symlink(gemma.join(f), dir.join(f)).unwrap();
+    }
+    std::os::unix::fs::symlink(smol.join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    let data = data_dir_with_english(t.path());
+    fails_with(
+        &["ppl", "--model", dir.to_str().unwrap(), "--lang", "en", "--data-dir", data.to_str().unwrap()],
+        &["tokenizer/model mismatch", "49152 tokens", "262144"],
+    );
+}
