@@ -7,7 +7,7 @@ use candle_core::{Result, Tensor};
 use lsn_core::{AttentionKind, ModelConfig};
 
 use crate::model::{Body, BodyOut};
-use crate::ops::{self, Positions, TapCounter};
+use crate::ops::{self, RopeFreqs, TapCounter};
 use crate::weights::Weights;
 
 struct Layer {
@@ -35,8 +35,7 @@ pub(crate) struct Gemma3 {
     embed_scale: f64,
     layers: Vec<Layer>,
     norm: Tensor,
-    global_inv: Vec<f32>,
-    local_inv: Vec<f32>,
+    rope: RopeFreqs,
 }
 
 impl Gemma3 {
@@ -69,9 +68,7 @@ impl Gemma3 {
             embed_scale: f64::from((cfg.hidden_size as f64).sqrt() as f32),
             layers,
             norm: w.norm("model.norm.weight", true)?,
-            // transformers applies `rope_scaling` to the global (full-attention) layers only.
-            global_inv: ops::inv_freqs(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling),
-            local_inv: ops::inv_freqs(cfg.head_dim, cfg.rope_local_theta, None),
+            rope: RopeFreqs::new(cfg),
         })
     }
 }
@@ -91,9 +88,7 @@ impl Body for Gemma3 {
     ) -> Result<BodyOut> {
         let c = &self.cfg;
         let (heads, kv, d, eps) = (c.num_heads, c.num_kv_heads, c.head_dim, c.rms_norm_eps);
-        let local = c.sliding_window.filter(|_| c.layer_kinds.contains(&AttentionKind::Sliding));
-        let pos =
-            Positions::new(&self.global_inv, local.map(|w| (&self.local_inv[..], w)), seq, c.attn_scale, ids.device())?;
+        let pos = self.rope.positions(seq, ids.device())?;
         let mut x = (self.embed.index_select(ids, 0)? * self.embed_scale)?;
         let last = self.layers.len() - 1;
         for (l, layer) in self.layers.iter().enumerate() {

@@ -5,7 +5,7 @@ use candle_core::{Result, Tensor};
 use lsn_core::{AttentionKind, ModelConfig};
 
 use crate::model::{Body, BodyOut};
-use crate::ops::{self, Positions, TapCounter};
+use crate::ops::{self, RopeFreqs, TapCounter};
 use crate::weights::Weights;
 
 struct Layer {
@@ -27,8 +27,7 @@ pub(crate) struct Llama {
     embed: Tensor,
     layers: Vec<Layer>,
     norm: Tensor,
-    global_inv: Vec<f32>,
-    local_inv: Vec<f32>,
+    rope: RopeFreqs,
 }
 
 impl Llama {
@@ -54,8 +53,7 @@ impl Llama {
             embed: w.get("model.embed_tokens.weight")?,
             layers,
             norm: w.norm("model.norm.weight", false)?,
-            global_inv: ops::inv_freqs(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling),
-            local_inv: ops::inv_freqs(cfg.head_dim, cfg.rope_local_theta, None),
+            rope: RopeFreqs::new(cfg),
         })
     }
 }
@@ -75,9 +73,7 @@ impl Body for Llama {
     ) -> Result<BodyOut> {
         let c = &self.cfg;
         let (heads, kv, d, eps) = (c.num_heads, c.num_kv_heads, c.head_dim, c.rms_norm_eps);
-        let local = c.sliding_window.filter(|_| c.layer_kinds.contains(&AttentionKind::Sliding));
-        let pos =
-            Positions::new(&self.global_inv, local.map(|w| (&self.local_inv[..], w)), seq, c.attn_scale, ids.device())?;
+        let pos = self.rope.positions(seq, ids.device())?;
         let mut x = self.embed.index_select(ids, 0)?;
         let last = self.layers.len() - 1;
         for (l, layer) in self.layers.iter().enumerate() {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use candle_core::{D, DType, Device, Result, Tensor};
-use lsn_core::{Activation, AttentionKind, RopeScaling};
+use lsn_core::{Activation, AttentionKind, Family, ModelConfig, RopeScaling};
 
 /// `x @ wᵀ` for a 2-D `x` `[n, in]` and a HF weight `w` `[out, in]`.
 pub(crate) fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
@@ -105,6 +105,43 @@ pub(crate) fn causal_mask(seq_len: usize, window: Option<usize>, device: &Device
     Tensor::from_vec(m, (seq_len, seq_len), device)
 }
 
+/// A model's RoPE frequencies per attention kind, computed once at load; [`RopeFreqs::positions`] builds the tables
+/// for one sequence length.
+#[derive(Debug)]
+pub(crate) struct RopeFreqs {
+    global: Vec<f32>,
+    /// Frequencies and window of the sliding layers, when the model has any.
+    sliding: Option<(Vec<f32>, usize)>,
+    q_scale: f64,
+}
+
+impl RopeFreqs {
+    pub(crate) fn new(cfg: &ModelConfig) -> Self {
+        // Gemma 3 scales only its global layers' RoPE; the Llama family scales every layer's.
+        let local_scaling = match cfg.family {
+            Family::Gemma3 => None,
+            Family::Llama => cfg.rope_scaling,
+        };
+        let sliding = cfg
+            .sliding_window
+            .filter(|_| cfg.layer_kinds.contains(&AttentionKind::Sliding))
+            .map(|w| (inv_freqs(cfg.head_dim, cfg.rope_local_theta, local_scaling), w));
+        Self { global: inv_freqs(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling), sliding, q_scale: cfg.attn_scale }
+    }
+
+    /// RoPE tables and masks for positions `0..seq_len`.
+    pub(crate) fn positions(&self, seq_len: usize, device: &Device) -> Result<Positions> {
+        let global = (Rope::new(&self.global, seq_len, self.q_scale, device)?, causal_mask(seq_len, None, device)?);
+        let sliding = match &self.sliding {
+            Some((inv, window)) => {
+                Some((Rope::new(inv, seq_len, self.q_scale, device)?, causal_mask(seq_len, Some(*window), device)?))
+            }
+            None => None,
+        };
+        Ok(Positions { global, sliding })
+    }
+}
+
 /// The RoPE table and mask of each attention kind for one sequence length.
 #[derive(Debug)]
 pub(crate) struct Positions {
@@ -113,24 +150,6 @@ pub(crate) struct Positions {
 }
 
 impl Positions {
-    /// Tables for positions `0..seq_len`; `global_inv`/`local_inv` from [`inv_freqs`].
-    pub(crate) fn new(
-        global_inv: &[f32],
-        local: Option<(&[f32], usize)>,
-        seq_len: usize,
-        q_scale: f64,
-        device: &Device,
-    ) -> Result<Self> {
-        let global = (Rope::new(global_inv, seq_len, q_scale, device)?, causal_mask(seq_len, None, device)?);
-        let sliding = match local {
-            Some((inv, window)) => {
-                Some((Rope::new(inv, seq_len, q_scale, device)?, causal_mask(seq_len, Some(window), device)?))
-            }
-            None => None,
-        };
-        Ok(Self { global, sliding })
-    }
-
     /// The table and mask of a layer of this kind.
     pub(crate) fn of(&self, kind: AttentionKind) -> (&Rope, &Tensor) {
         match (kind, &self.sliding) {
