@@ -40,16 +40,9 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace root").to_owned()
 }
 
-/// The model cache: `LSN_HOME`, else `~/.cache/lsn` (the same rule as the `lsn` binary).
+/// The model cache, by the same rule as the `lsn` binary.
 fn home() -> PathBuf {
-    if let Some(h) = std::env::var_os("LSN_HOME").filter(|h| !h.is_empty()) {
-        return PathBuf::from(h);
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from(".cache"));
-    cache.join("lsn")
+    lsn_data::cache_home()
 }
 
 fn cargo() -> Command {
