@@ -4,7 +4,6 @@
 //! Only this crate sees Candle: models cross the boundary as `Box<dyn lsn_core::Model>`, results as plain data.
 
 mod error;
-mod fused;
 mod gemma3;
 mod llama;
 mod model;

@@ -2,7 +2,7 @@
 //! applies the LM head only as far as `Want` asks (logits, or next-token NLL chunk by chunk).
 
 use candle_core::{Device, Tensor};
-use lsn_core::{Dense, Family, ForwardOut, ModelConfig, TapStats, Taps, TokenBatch, Want};
+use lsn_core::{Dense, Family, ForwardOut, ModelConfig, TapReducer, Taps, TokenBatch, Want};
 
 use crate::error::{Context, Result};
 use crate::ops::{self, TapCounter};
@@ -63,11 +63,11 @@ impl CandleModel {
         let (rows, seq) = (batch.rows, batch.seq_len);
         let dev = &self.device;
         let ids = Tensor::from_slice(&batch.ids, rows * seq, dev).during(|| "uploading token ids".into())?;
-        let mut counter = if taps.count_pos {
+        let mut counter = if taps.any() {
             let real = (batch.n_tokens() < rows * seq).then(|| {
                 (0..rows).flat_map(|r| (0..batch.lengths[r]).map(move |t| (r * seq + t) as u32)).collect::<Vec<u32>>()
             });
-            Some(TapCounter::new(real, dev).during(|| "uploading the real-token index".into())?)
+            Some(TapCounter::new(real, TapReducer::new(self.cfg.num_layers, self.cfg.intermediate_size, taps)?))
         } else {
             None
         };
@@ -77,12 +77,7 @@ impl CandleModel {
             .forward(&ids, rows, seq, counter.as_mut(), head)
             .during(|| format!("{:?} forward pass over {rows} rows × {seq} tokens", self.cfg.family))?;
         let taps = match counter {
-            Some(c) => Some(TapStats {
-                layers: self.cfg.num_layers,
-                intermediate: self.cfg.intermediate_size,
-                n_tokens: batch.n_tokens() as u64,
-                count_pos: Some(c.finish().during(|| "reducing FFN taps".into())?),
-            }),
+            Some(c) => Some(c.finish(batch.n_tokens() as u64).during(|| "reducing FFN taps".into())?),
             None => None,
         };
         let mut result = ForwardOut { taps, ..ForwardOut::default() };

@@ -1,10 +1,8 @@
 //! Building blocks shared by the model families: linear layers, RMSNorm, RoPE tables, attention masks, GQA attention,
 //! FFN activations, the FFN tap reduction and the stable next-token NLL.
 
-use std::sync::Arc;
-
-use candle_core::{D, DType, Device, Result, Tensor};
-use lsn_core::{Activation, AttentionKind, Family, ModelConfig, RopeScaling};
+use candle_core::{D, DType, Device, Result, Storage, Tensor};
+use lsn_core::{Activation, AttentionKind, Family, ModelConfig, RopeScaling, TapReducer, TapStats};
 
 /// `x @ wᵀ` for a 2-D `x` `[n, in]` and a HF weight `w` `[out, in]`.
 pub(crate) fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
@@ -178,44 +176,42 @@ pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Re
     probs.matmul(&v)?.reshape((b, heads, t, d))?.transpose(1, 2)?.contiguous()?.reshape((b * t, heads * d))
 }
 
-/// Reduces the FFN tap `a` `[b·t, intermediate]` over the batch's real tokens, on the device.
+/// Hands each layer's FFN tap `a` `[b·t, intermediate]` to lsn-core's host reducer (the one definition of the tap
+/// statistics). On the CPU device the activations are read in place; other devices copy them to the host first.
 #[derive(Debug)]
 pub(crate) struct TapCounter {
-    /// Flat indices of the real tokens when the batch has padding (host copy and device tensor); `None` when every
-    /// position is real.
-    real: Option<(Arc<Vec<u32>>, Tensor)>,
-    count_pos: Vec<Tensor>,
+    /// Flat indices of the real tokens when the batch has padding; `None` when every position is real.
+    real: Option<Vec<u32>>,
+    reducer: TapReducer,
+    layer: usize,
+}
+
+fn tap_err(e: lsn_core::Error) -> candle_core::Error {
+    candle_core::Error::Msg(e.to_string())
 }
 
 impl TapCounter {
-    pub(crate) fn new(real: Option<Vec<u32>>, device: &Device) -> Result<Self> {
-        let real = match real {
-            Some(rows) => {
-                let t = Tensor::from_slice(&rows, rows.len(), device)?;
-                Some((Arc::new(rows), t))
-            }
-            None => None,
-        };
-        Ok(Self { real, count_pos: Vec::new() })
+    pub(crate) fn new(real: Option<Vec<u32>>, reducer: TapReducer) -> Self {
+        Self { real, reducer, layer: 0 }
     }
 
-    /// Records `count_pos[j]` = number of real tokens with `a[·, j] > 0` for one layer.
+    /// Reduces the next layer's activations over the real tokens.
     pub(crate) fn push(&mut self, a: &Tensor) -> Result<()> {
-        let (rows, rows_t) = match &self.real {
-            Some((r, t)) => (Some(r), Some(t)),
-            None => (None, None),
-        };
-        self.count_pos.push(crate::fused::count_pos(a, rows, rows_t)?);
+        let a = a.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.contiguous()?;
+        let (storage, layout) = a.storage_and_layout();
+        let Storage::Cpu(cpu) = &*storage else { candle_core::bail!("tap activations are not in host memory") };
+        let (start, end) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("tap input must be contiguous".into()))?;
+        let data = &cpu.as_slice::<f32>()?[start..end];
+        self.reducer.push(self.layer, data, self.real.as_deref()).map_err(tap_err)?;
+        self.layer += 1;
         Ok(())
     }
 
-    /// The counts of all layers, flat `[layers × intermediate]`.
-    pub(crate) fn finish(self) -> Result<Vec<u64>> {
-        if self.count_pos.is_empty() {
-            return Ok(Vec::new());
-        }
-        let all = Tensor::stack(&self.count_pos, 0)?.flatten_all()?.to_vec1::<u32>()?;
-        Ok(all.into_iter().map(u64::from).collect())
+    /// The statistics of all layers over `n_tokens` real tokens.
+    pub(crate) fn finish(self, n_tokens: u64) -> Result<TapStats> {
+        self.reducer.finish(n_tokens).map_err(tap_err)
     }
 }
 
@@ -290,10 +286,11 @@ mod tests {
 
     #[test]
     fn tap_counter_skips_padding() {
+        use lsn_core::Taps;
         let a = Tensor::new(&[[1.0f32, -1.0], [2.0, 0.0], [3.0, 5.0]], &Device::Cpu).unwrap();
-        let mut c = TapCounter::new(Some(vec![0, 1]), &Device::Cpu).unwrap();
+        let mut c = TapCounter::new(Some(vec![0, 1]), TapReducer::new(2, 2, &Taps::COUNT_POS).unwrap());
         c.push(&a).unwrap();
         c.push(&a.neg().unwrap()).unwrap();
-        assert_eq!(c.finish().unwrap(), vec![2, 0, 0, 1]);
+        assert_eq!(c.finish(2).unwrap().count_pos.unwrap(), vec![2, 0, 0, 1]);
     }
 }

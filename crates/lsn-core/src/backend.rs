@@ -3,6 +3,7 @@
 //! Both traits are object-safe and exchange plain data only, so one suite can run against `&dyn Backend`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -53,23 +54,43 @@ pub struct Capabilities {
 }
 
 /// Which per-neuron FFN statistics of `a = act_fn(gate_proj(x))` to reduce over the batch's real tokens.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+///
+/// The reductions themselves are defined once in [`crate::taps::TapReducer`]; a backend may run that host reducer on
+/// the activations or compute the same numbers on its device.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Taps {
     /// `count_pos[l, j]` = number of tokens with `a[l, j] > 0`.
     pub count_pos: bool,
+    /// `sum[l, j]` = Σ a and `sum_sq[l, j]` = Σ a², accumulated in f64.
+    pub moments: bool,
+    /// The batch's quantiles of `a[l, j]` over its tokens at [`crate::taps::QUANTILES`] (torch.quantile's linear rule).
+    pub quantiles: bool,
+    /// Thresholds `[n_thresholds, layers × intermediate]`: `count_above[s, l, j]` = #tokens with `a[l, j] > thr[s, l, j]`.
+    pub above: Option<Arc<Vec<f32>>>,
 }
 
 impl Taps {
-    pub const NONE: Taps = Taps { count_pos: false };
-    pub const COUNT_POS: Taps = Taps { count_pos: true };
+    pub const NONE: Taps = Taps { count_pos: false, moments: false, quantiles: false, above: None };
+    pub const COUNT_POS: Taps = Taps { count_pos: true, moments: false, quantiles: false, above: None };
+
+    /// Pass 1 of capture: positive counts, moments and per-batch quantiles.
+    pub fn pass1() -> Taps {
+        Taps { count_pos: true, moments: true, quantiles: true, above: None }
+    }
+
+    /// Pass 2 of capture: counts above per-neuron thresholds `[n, layers × intermediate]`.
+    pub fn pass2(thresholds: Arc<Vec<f32>>) -> Taps {
+        Taps { above: Some(thresholds), ..Taps::NONE }
+    }
 
     pub fn any(&self) -> bool {
-        self.count_pos
+        self.count_pos || self.moments || self.quantiles || self.above.is_some()
     }
 }
 
-/// Per-neuron statistics of one batch, flat `[layers × intermediate]`, row-major by layer.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// Per-neuron statistics of one batch, flat `[layers × intermediate]`, row-major by layer; statistics with several
+/// rows (quantiles, thresholds) are `[rows, layers × intermediate]`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct TapStats {
     pub layers: usize,
     pub intermediate: usize,
@@ -77,6 +98,14 @@ pub struct TapStats {
     pub n_tokens: u64,
     /// Present when `Taps::count_pos` was asked for.
     pub count_pos: Option<Vec<u64>>,
+    /// Σ a, present with `Taps::moments`.
+    pub sum: Option<Vec<f64>>,
+    /// Σ a², present with `Taps::moments`.
+    pub sum_sq: Option<Vec<f64>>,
+    /// `[QUANTILES.len(), layers × intermediate]`, present with `Taps::quantiles`.
+    pub quantiles: Option<Vec<f32>>,
+    /// `[n_thresholds, layers × intermediate]`, present with `Taps::above`.
+    pub count_above: Option<Vec<u64>>,
 }
 
 /// What `forward` should return besides the taps.

@@ -9,6 +9,8 @@ mod dense;
 mod error;
 mod lang;
 mod neuron;
+mod stats;
+pub mod taps;
 mod tensors;
 
 pub use backend::{Backend, Capabilities, Device, ForwardOut, LoadOptions, Model, ModelFiles, TapStats, Taps, Want};
@@ -18,4 +20,6 @@ pub use dense::Dense;
 pub use error::{Error, Result};
 pub use lang::Lang;
 pub use neuron::NeuronId;
+pub use stats::{ActivationStats, FIXED_FRAC_BITS, Pass1, Pass2, from_fixed};
+pub use taps::{QUANTILES, TapReducer};
 pub use tensors::{TensorSpec, expected_tensors, is_norm};

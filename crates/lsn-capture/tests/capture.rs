@@ -1,0 +1,160 @@
+//! Capture on a tiny random Gemma 3 through the Candle backend: sharded runs merge into the unsharded bytes, and a
+//! run interrupted after any batch resumes to the same bytes.
+
+use std::path::Path;
+
+use lsn_backend_candle::CandleBackend;
+use lsn_capture::{CaptureSpec, NoProgress, Outcome, Provenance, Shard, StatsFile, capture, merge_language};
+use lsn_core::{Backend, ForwardOut, LoadOptions, Model, ModelConfig, ModelFiles, TapStats, Taps, TokenBatch, Want};
+
+fn tiny_model() -> (tempfile::TempDir, Box<dyn Model>) {
+    let (_, cfg) = lsn_weights::tiny_configs().into_iter().find(|(n, _)| *n == "tiny-gemma3").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    lsn_weights::write_random_model(&cfg, 7, dir.path()).unwrap();
+    let m = CandleBackend.load(&ModelFiles::new(dir.path()), &LoadOptions::default()).unwrap();
+    (dir, m)
+}
+
+/// 11 rows of 16 tokens: 6 batches of 2 rows, the last one short.
+fn ids() -> Vec<u32> {
+    (0..11 * 16u32).map(|i| if i % 16 == 0 { 2 } else { (i * 7919 + 13) % 500 + 3 }).collect()
+}
+
+fn spec(ids: &[u32], shard: Shard) -> CaptureSpec<'_> {
+    CaptureSpec {
+        lang: "xx".into(),
+        ids,
+        row_len: 16,
+        batch_rows: 2,
+        shard,
+        checkpoint_every: 1,
+        provenance: Provenance {
+            model: "tiny-gemma3".into(),
+            config_sha256: "c".into(),
+            tokenizer_sha256: "t".into(),
+            backend: "candle".into(),
+            stats_on: "act".into(),
+            data: serde_json::json!({"test": true}),
+        },
+    }
+}
+
+fn bytes(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap()
+}
+
+#[test]
+fn shards_merge_into_the_unsharded_bytes() {
+    let (_m, mut model) = tiny_model();
+    let ids = ids();
+    let whole = tempfile::tempdir().unwrap();
+    let out = capture(model.as_mut(), &spec(&ids, Shard::WHOLE), whole.path(), &mut NoProgress).unwrap();
+    assert_eq!(out, Outcome::Complete(whole.path().join("xx.safetensors")));
+    let reference = bytes(out.path());
+    let f = StatsFile::read(out.path()).unwrap();
+    assert_eq!(f.meta.tokens_pass1, 11 * 16);
+    assert_eq!(f.meta.tokens_pass2, 11 * 16);
+    assert!(f.meta.pass1_complete() && f.meta.pass2_complete());
+    // Running again does nothing.
+    let again = capture(model.as_mut(), &spec(&ids, Shard::WHOLE), whole.path(), &mut NoProgress).unwrap();
+    assert!(matches!(again, Outcome::AlreadyDone(_)));
+
+    for n in [2u32, 4] {
+        let d = tempfile::tempdir().unwrap();
+        for i in 0..n {
+            let o = capture(model.as_mut(), &spec(&ids, Shard { index: i, count: n }), d.path(), &mut NoProgress);
+            assert!(matches!(o.unwrap(), Outcome::ShardPass1(_)));
+        }
+        let r = merge_language(d.path(), "xx").unwrap();
+        assert!(r.complete && r.pass == 1);
+        for i in (0..n).rev() {
+            let o = capture(model.as_mut(), &spec(&ids, Shard { index: i, count: n }), d.path(), &mut NoProgress);
+            assert!(matches!(o.unwrap(), Outcome::ShardPass2(_)));
+        }
+        let r = merge_language(d.path(), "xx").unwrap();
+        assert!(r.complete && r.pass == 2);
+        assert!(bytes(&r.out) == reference, "{n} shards merged differ from one pass");
+    }
+}
+
+/// Fails every forward pass after the first `left`.
+struct Dies {
+    inner: Box<dyn Model>,
+    left: usize,
+}
+
+impl Model for Dies {
+    fn config(&self) -> &ModelConfig {
+        self.inner.config()
+    }
+    fn forward(&mut self, b: &TokenBatch, taps: &Taps, want: Want) -> lsn_core::Result<ForwardOut> {
+        if self.left == 0 {
+            return Err(lsn_core::Error::InvalidBatch("simulated crash".into()));
+        }
+        self.left -= 1;
+        self.inner.forward(b, taps, want)
+    }
+}
+
+#[test]
+fn an_interrupted_capture_resumes_to_the_same_bytes() {
+    let (_m, model) = tiny_model();
+    let ids = ids();
+    let clean = tempfile::tempdir().unwrap();
+    let mut model = Dies { inner: model, left: usize::MAX };
+    let reference =
+        bytes(capture(&mut model, &spec(&ids, Shard::WHOLE), clean.path(), &mut NoProgress).unwrap().path());
+    // Batches: 6 in pass 1, 6 in pass 2; crash after k of them, then finish.
+    for k in [1, 5, 6, 7, 11] {
+        let d = tempfile::tempdir().unwrap();
+        model.left = k;
+        assert!(capture(&mut model, &spec(&ids, Shard::WHOLE), d.path(), &mut NoProgress).is_err());
+        assert!(d.path().join("xx.partial.safetensors").exists() || k == 6, "no checkpoint after {k} batches");
+        assert!(!d.path().join("xx.safetensors").exists());
+        model.left = usize::MAX;
+        let out = capture(&mut model, &spec(&ids, Shard::WHOLE), d.path(), &mut NoProgress).unwrap();
+        assert!(bytes(out.path()) == reference, "resumed after {k} batches: bytes differ");
+        assert!(!d.path().join("xx.partial.safetensors").exists());
+    }
+}
+
+#[test]
+fn statistics_match_the_batches_taps() {
+    let (_m, mut model) = tiny_model();
+    let ids = ids();
+    let d = tempfile::tempdir().unwrap();
+    let out = capture(model.as_mut(), &spec(&ids, Shard::WHOLE), d.path(), &mut NoProgress).unwrap();
+    let f = StatsFile::read(out.path()).unwrap();
+    // count_pos is the sum over batches of the per-batch counts.
+    let mut want = vec![0u64; f.stats.pass1.count_pos.len()];
+    for b in 0..6 {
+        let rows = if b == 5 { 1 } else { 2 };
+        let batch = TokenBatch::full(rows, 16, ids[b * 32..b * 32 + rows * 16].to_vec()).unwrap();
+        let t: TapStats = model.forward(&batch, &Taps::COUNT_POS, Want::Nothing).unwrap().taps.unwrap();
+        want.iter_mut().zip(t.count_pos.unwrap()).for_each(|(w, c)| *w += c);
+    }
+    assert_eq!(f.stats.pass1.count_pos, want);
+    // The p50 count of a neuron is roughly half its tokens; the p95 count is small.
+    let p2 = f.stats.pass2.as_ref().unwrap();
+    let plane = want.len();
+    let (c50, c95): (u64, u64) =
+        (p2.count_above[3 * plane..4 * plane].iter().sum(), p2.count_above[6 * plane..].iter().sum());
+    let total = 176 * plane as u64;
+    assert!(c50 > total / 3 && c50 < total * 2 / 3, "{c50} of {total}");
+    assert!(c95 < total / 10, "{c95} of {total}");
+}
+
+#[test]
+fn a_different_capture_is_not_overwritten() {
+    let (_m, mut model) = tiny_model();
+    let ids = ids();
+    let d = tempfile::tempdir().unwrap();
+    capture(model.as_mut(), &spec(&ids, Shard::WHOLE), d.path(), &mut NoProgress).unwrap();
+    let mut other = spec(&ids, Shard::WHOLE);
+    other.batch_rows = 3;
+    let e = capture(model.as_mut(), &other, d.path(), &mut NoProgress).unwrap_err().to_string();
+    assert!(e.contains("different capture") && e.contains("batch rows 2 vs 3"), "{e}");
+    std::fs::write(d.path().join("xx.safetensors"), b"garbage").unwrap();
+    let e = capture(model.as_mut(), &spec(&ids, Shard::WHOLE), d.path(), &mut NoProgress).unwrap_err().to_string();
+    assert!(e.contains("unusable") && e.contains("delete it"), "{e}");
+}

@@ -1,0 +1,284 @@
+//! The FFN tap reductions, defined once: per-neuron counts, moments, batch quantiles and threshold counts of one
+//! layer's activations `a [n, intermediate]`, reduced over a batch's real tokens on the host.
+//!
+//! Backends whose activations live in host memory call [`TapReducer`] directly; a backend that reduces on a device
+//! must produce the same numbers (the conformance suite compares them).
+
+use rayon::prelude::*;
+
+use crate::{Error, Result, TapStats, Taps};
+
+/// The quantile levels of the capture's first pass (DESIGN §4), in this order.
+pub const QUANTILES: [f32; 7] = [0.05, 0.10, 0.25, 0.50, 0.75, 0.90, 0.95];
+
+/// Index of quantile level `q` in [`QUANTILES`].
+pub fn quantile_index(q: f32) -> Option<usize> {
+    QUANTILES.iter().position(|&x| x == q)
+}
+
+/// The `q`-quantile of ascending `sorted` values with torch.quantile's default ("linear") rule, bit for bit in f32:
+/// `rank = q·(n−1)` in f32, `lo = ⌊rank⌋`, `hi = min(lo+1, n−1)`, `w = rank − lo`, then `torch.lerp(v[lo], v[hi], w)`,
+/// which computes `a + w·(b−a)` for `w < 0.5` and `b − (b−a)·(1−w)` otherwise. NaN for an empty slice.
+pub fn quantile_linear_f32(sorted: &[f32], q: f32) -> f32 {
+    let n = sorted.len();
+    if n == 0 {
+        return f32::NAN;
+    }
+    let rank = q * (n - 1) as f32;
+    let lo = (rank.floor() as usize).min(n - 1);
+    let hi = (lo + 1).min(n - 1);
+    let w = rank - lo as f32;
+    let (a, b) = (sorted[lo], sorted[hi]);
+    if w.abs() < 0.5 { a + w * (b - a) } else { b - (b - a) * (1.0 - w) }
+}
+
+/// Neurons per parallel work item: the columns of one block are gathered into a contiguous buffer.
+const BLOCK: usize = 32;
+
+/// Accumulates the requested [`Taps`] of one batch, one layer at a time.
+#[derive(Debug)]
+pub struct TapReducer {
+    layers: usize,
+    width: usize,
+    taps: Taps,
+    n_thresholds: usize,
+    count_pos: Vec<u64>,
+    sum: Vec<f64>,
+    sum_sq: Vec<f64>,
+    quantiles: Vec<f32>,
+    count_above: Vec<u64>,
+    done: Vec<bool>,
+}
+
+/// One block's results, scattered into the layer-wide arrays afterwards.
+#[derive(Default)]
+struct BlockOut {
+    count_pos: Vec<u64>,
+    sum: Vec<f64>,
+    sum_sq: Vec<f64>,
+    /// `[col][QUANTILES]`
+    quantiles: Vec<f32>,
+    /// `[col][threshold]`
+    count_above: Vec<u64>,
+}
+
+impl TapReducer {
+    /// A reducer for a model with `layers × width` neurons. Fails when the thresholds of `taps.above` are not a whole
+    /// number of `[layers × width]` planes.
+    pub fn new(layers: usize, width: usize, taps: &Taps) -> Result<Self> {
+        let plane = layers * width;
+        let n_thresholds = match &taps.above {
+            Some(t) if plane == 0 || t.len() % plane != 0 => {
+                return Err(Error::InvalidBatch(format!(
+                    "tap thresholds hold {} values, not a multiple of layers × intermediate = {plane}",
+                    t.len()
+                )));
+            }
+            Some(t) => t.len() / plane,
+            None => 0,
+        };
+        let sized = |on: bool, len: usize| if on { len } else { 0 };
+        Ok(Self {
+            layers,
+            width,
+            n_thresholds,
+            count_pos: vec![0; sized(taps.count_pos, plane)],
+            sum: vec![0.0; sized(taps.moments, plane)],
+            sum_sq: vec![0.0; sized(taps.moments, plane)],
+            quantiles: vec![0.0; sized(taps.quantiles, plane * QUANTILES.len())],
+            count_above: vec![0; plane * n_thresholds],
+            done: vec![false; layers],
+            taps: taps.clone(),
+        })
+    }
+
+    /// Reduces layer `layer`'s activations `a [n, width]` (row-major) over the rows listed in `rows` (every row when
+    /// `None`).
+    pub fn push(&mut self, layer: usize, a: &[f32], rows: Option<&[u32]>) -> Result<()> {
+        let width = self.width;
+        if layer >= self.layers || self.done[layer] {
+            return Err(Error::InvalidBatch(format!("tap for layer {layer} given twice or out of range")));
+        }
+        if width == 0 || a.len() % width != 0 {
+            return Err(Error::InvalidBatch(format!("tap of {} values is not [n, {width}]", a.len())));
+        }
+        let n = a.len() / width;
+        let all: Vec<u32>;
+        let rows = match rows {
+            Some(r) => {
+                if let Some(&bad) = r.iter().find(|&&i| i as usize >= n) {
+                    return Err(Error::InvalidBatch(format!("tap row {bad} is outside the {n} rows")));
+                }
+                r
+            }
+            None => {
+                all = (0..n as u32).collect();
+                &all
+            }
+        };
+        let plane = self.layers * width;
+        let base = layer * width;
+        let thresholds = self.taps.above.as_deref().map(Vec::as_slice);
+        let (n_thr, taps) = (self.n_thresholds, &self.taps);
+        let blocks: Vec<BlockOut> = (0..width.div_ceil(BLOCK))
+            .into_par_iter()
+            .map(|b| {
+                let j0 = b * BLOCK;
+                let bw = BLOCK.min(width - j0);
+                let nr = rows.len();
+                let mut col = vec![0f32; bw * nr];
+                for (ri, &r) in rows.iter().enumerate() {
+                    let src = &a[r as usize * width + j0..][..bw];
+                    for (c, &x) in src.iter().enumerate() {
+                        col[c * nr + ri] = x;
+                    }
+                }
+                let mut out = BlockOut::default();
+                for c in 0..bw {
+                    let v = &mut col[c * nr..(c + 1) * nr];
+                    if taps.count_pos {
+                        out.count_pos.push(v.iter().filter(|&&x| x > 0.0).count() as u64);
+                    }
+                    if taps.moments {
+                        let (mut s, mut s2) = (0f64, 0f64);
+                        for &x in v.iter() {
+                            let x = f64::from(x);
+                            s += x;
+                            s2 += x * x;
+                        }
+                        out.sum.push(s);
+                        out.sum_sq.push(s2);
+                    }
+                    if let Some(thr) = thresholds {
+                        for s in 0..n_thr {
+                            let t = thr[s * plane + base + j0 + c];
+                            out.count_above.push(v.iter().filter(|&&x| x > t).count() as u64);
+                        }
+                    }
+                    if taps.quantiles {
+                        v.sort_unstable_by(f32::total_cmp);
+                        out.quantiles.extend(QUANTILES.iter().map(|&q| quantile_linear_f32(v, q)));
+                    }
+                }
+                out
+            })
+            .collect();
+        for (b, out) in blocks.into_iter().enumerate() {
+            let j0 = base + b * BLOCK;
+            let bw = BLOCK.min(width - b * BLOCK);
+            if self.taps.count_pos {
+                self.count_pos[j0..j0 + bw].copy_from_slice(&out.count_pos);
+            }
+            if self.taps.moments {
+                self.sum[j0..j0 + bw].copy_from_slice(&out.sum);
+                self.sum_sq[j0..j0 + bw].copy_from_slice(&out.sum_sq);
+            }
+            for c in 0..bw {
+                for s in 0..n_thr {
+                    self.count_above[s * plane + j0 + c] = out.count_above[c * n_thr + s];
+                }
+                if self.taps.quantiles {
+                    for (s, &q) in out.quantiles[c * QUANTILES.len()..][..QUANTILES.len()].iter().enumerate() {
+                        self.quantiles[s * plane + j0 + c] = q;
+                    }
+                }
+            }
+        }
+        self.done[layer] = true;
+        Ok(())
+    }
+
+    /// The statistics of every layer over `n_tokens` real tokens. Fails when a layer was never pushed.
+    pub fn finish(self, n_tokens: u64) -> Result<TapStats> {
+        if let Some(l) = self.done.iter().position(|d| !d) {
+            return Err(Error::InvalidBatch(format!("no FFN tap was recorded for layer {l}")));
+        }
+        let taps = &self.taps;
+        Ok(TapStats {
+            layers: self.layers,
+            intermediate: self.width,
+            n_tokens,
+            count_pos: taps.count_pos.then_some(self.count_pos),
+            sum: taps.moments.then_some(self.sum),
+            sum_sq: taps.moments.then_some(self.sum_sq),
+            quantiles: taps.quantiles.then_some(self.quantiles),
+            count_above: taps.above.is_some().then_some(self.count_above),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn quantile_matches_torch_linear_rule() {
+        // torch.quantile(torch.tensor([1., 2., 4., 8.]), q): rank = q·3.
+        let v = [1.0f32, 2.0, 4.0, 8.0];
+        assert_eq!(quantile_linear_f32(&v, 0.5), 3.0); // rank 1.5 → lerp(2, 4, 0.5) = 4 − 2·0.5
+        assert_eq!(quantile_linear_f32(&v, 0.0), 1.0);
+        assert_eq!(quantile_linear_f32(&v, 1.0), 8.0);
+        assert!((quantile_linear_f32(&v, 0.25) - 1.75).abs() < 1e-7); // rank 0.75 → 2 − 1·0.25
+        assert_eq!(quantile_linear_f32(&[5.0], 0.9), 5.0);
+        assert!(quantile_linear_f32(&[], 0.5).is_nan());
+    }
+
+    #[test]
+    fn reduces_selected_rows_of_one_layer() {
+        // 3 rows × 2 neurons; rows 0 and 2 are real.
+        let a = [1.0f32, -1.0, 100.0, 100.0, 3.0, 0.5];
+        let thr = Arc::new(vec![0.0f32, 0.0, 2.0, 0.6]); // two threshold planes of 1 layer × 2
+        let taps = Taps { count_pos: true, moments: true, quantiles: true, above: Some(thr) };
+        let mut r = TapReducer::new(1, 2, &taps).unwrap();
+        r.push(0, &a, Some(&[0, 2])).unwrap();
+        let s = r.finish(2).unwrap();
+        assert_eq!(s.count_pos.unwrap(), vec![2, 1]);
+        assert_eq!(s.sum.unwrap(), vec![4.0, -0.5]);
+        assert_eq!(s.sum_sq.unwrap(), vec![10.0, 1.25]);
+        assert_eq!(s.count_above.unwrap(), vec![2, 1, 1, 0]);
+        let q = s.quantiles.unwrap();
+        assert_eq!(q.len(), 7 * 2);
+        let p50 = quantile_index(0.5).unwrap();
+        assert_eq!((q[p50 * 2], q[p50 * 2 + 1]), (2.0, -0.25));
+    }
+
+    #[test]
+    fn blocks_and_layers_agree_with_a_naive_reduction() {
+        let (layers, width, n) = (2, 70, 9);
+        let acts: Vec<Vec<f32>> = (0..layers)
+            .map(|l| (0..n * width).map(|i| (((i * 7919 + l * 31) % 23) as f32 - 11.0) / 4.0).collect())
+            .collect();
+        let mut r = TapReducer::new(layers, width, &Taps::pass1()).unwrap();
+        for (l, a) in acts.iter().enumerate() {
+            r.push(l, a, None).unwrap();
+        }
+        let s = r.finish(n as u64).unwrap();
+        let q = s.quantiles.unwrap();
+        for (l, a) in acts.iter().enumerate() {
+            for j in 0..width {
+                let mut col: Vec<f32> = (0..n).map(|i| a[i * width + j]).collect();
+                assert_eq!(
+                    s.count_pos.as_ref().unwrap()[l * width + j],
+                    col.iter().filter(|&&x| x > 0.0).count() as u64
+                );
+                col.sort_by(f32::total_cmp);
+                for (k, &lv) in QUANTILES.iter().enumerate() {
+                    assert_eq!(q[k * layers * width + l * width + j], quantile_linear_f32(&col, lv));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        assert!(TapReducer::new(2, 3, &Taps::pass2(Arc::new(vec![0.0; 5]))).is_err());
+        let mut r = TapReducer::new(1, 3, &Taps::COUNT_POS).unwrap();
+        assert!(r.push(0, &[0.0; 4], None).is_err());
+        assert!(r.push(0, &[0.0; 6], Some(&[2])).is_err());
+        assert!(r.push(1, &[0.0; 6], None).is_err());
+        let r = TapReducer::new(1, 3, &Taps::COUNT_POS).unwrap();
+        assert!(r.finish(0).unwrap_err().to_string().contains("layer 0"));
+    }
+}
