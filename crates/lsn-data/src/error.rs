@@ -22,6 +22,21 @@ pub enum Error {
     /// A corpus file exists but holds no text.
     #[error("{path} holds no sentences: the file is empty; restore it or choose another language")]
     EmptyCorpus { path: PathBuf },
+    /// A user's text file (one document per line) does not exist.
+    #[error("text file {path} does not exist: give a plain-text file with one document per line")]
+    MissingText { path: PathBuf },
+    /// A user's text file holds only empty lines.
+    #[error("{path} holds no text: every line is empty; give a plain-text file with one document per line")]
+    EmptyText { path: PathBuf },
+    /// The sources of a language give fewer tokens than one row.
+    #[error(
+        "too little text for language {lang}: its sources give {available} tokens, fewer than one row of {row_len}; \
+         pass a smaller --row-len or add more text"
+    )]
+    TooLittleText { lang: String, available: u64, row_len: usize },
+    /// Packing options that cannot work (row length 0, a budget under one row, no sources).
+    #[error("cannot pack {lang}: {reason}")]
+    BadPackOptions { lang: String, reason: String },
     /// The tokenizer file is missing or unreadable.
     #[error("cannot load tokenizer {path}: {reason}")]
     Tokenizer { path: PathBuf, reason: String },

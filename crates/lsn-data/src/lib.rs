@@ -1,11 +1,13 @@
-//! Data for lsn: the offline data directory, per-language corpora, and tokenization.
+//! Data for lsn: the offline data directory, per-language corpora, tokenization, and packing into token rows.
 
 mod corpus;
 mod data_dir;
 mod error;
+mod pack;
 mod tokenizer;
 
 pub use corpus::{Corpus, read_sentences};
 pub use data_dir::{DATA_DIR_ENV, cache_home, resolve_data_dir};
 pub use error::{Error, Result};
+pub use pack::{PackOptions, Packed, Source, SourceInfo, default_sources, pack_language};
 pub use tokenizer::Tokenizer;

@@ -2,11 +2,16 @@
 
 use std::path::Path;
 
+use sha2::{Digest, Sha256};
+
 use crate::{Error, Result};
 
 /// A HF fast tokenizer.
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
+    digest: String,
+    /// Cached: `tokenizers` recounts the added tokens on every call (thousands for Gemma 3).
+    vocab_size: usize,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -24,16 +29,25 @@ impl Tokenizer {
                 reason: "file not found (a HF checkpoint dir needs tokenizer.json)".into(),
             });
         }
-        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Tokenizer {
+        let bytes =
+            std::fs::read(path).map_err(|e| Error::Tokenizer { path: path.to_owned(), reason: e.to_string() })?;
+        let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| Error::Tokenizer {
             path: path.to_owned(),
             reason: format!("{e} (corrupt tokenizer.json?)"),
         })?;
-        Ok(Self { inner })
+        let digest = hex::encode(Sha256::digest(&bytes));
+        let vocab_size = inner.get_vocab_size(true);
+        Ok(Self { inner, digest, vocab_size })
+    }
+
+    /// sha256 (lowercase hex) of the `tokenizer.json` bytes: records which tokenizer made a set of ids.
+    pub fn digest(&self) -> &str {
+        &self.digest
     }
 
     /// Number of ids the tokenizer can produce (including added tokens).
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        self.vocab_size
     }
 
     /// Fails when the tokenizer cannot belong to a model with `model_vocab` embeddings: its base vocabulary is
@@ -59,6 +73,16 @@ impl Tokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Token ids of each text (as [`Tokenizer::encode`]), in input order. Texts are encoded in parallel; the result
+    /// does not depend on the number of threads.
+    pub fn encode_batch(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+        let encs = self
+            .inner
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| Error::Tokenizer { path: Default::default(), reason: e.to_string() })?;
+        Ok(encs.iter().map(|e| e.get_ids().to_vec()).collect())
+    }
+
     /// The id of a token string, if the vocabulary has it.
     pub fn token_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
@@ -80,6 +104,10 @@ mod tests {
         std::fs::write(&p, WORDLEVEL).unwrap();
         let tok = Tokenizer::from_file(&p).unwrap();
         assert_eq!(tok.encode("hello world again").unwrap(), vec![1, 2, 0]);
+        assert_eq!(tok.encode_batch(&["world", "hello hello"]).unwrap(), vec![vec![2], vec![1, 1]]);
+        // sha256 of the file bytes, as `sha256sum tokenizer.json` prints it.
+        assert_eq!(tok.digest(), hex::encode(Sha256::digest(WORDLEVEL.as_bytes())));
+        assert_eq!(tok.digest().len(), 64);
         assert_eq!(tok.token_id("world"), Some(2));
         tok.check_model_vocab(3).unwrap();
         tok.check_model_vocab(6).unwrap();
