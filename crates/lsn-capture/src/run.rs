@@ -122,7 +122,7 @@ pub fn capture(model: &mut dyn Model, spec: &CaptureSpec, dir: &Path, progress: 
     if spec.row_len == 0 || spec.batch_rows == 0 || spec.checkpoint_every == 0 {
         return Err(Error::Invalid("row length, batch rows and checkpoint interval must be at least 1".into()));
     }
-    if spec.ids.is_empty() || spec.ids.len() % spec.row_len != 0 {
+    if spec.ids.is_empty() || !spec.ids.len().is_multiple_of(spec.row_len) {
         return Err(Error::Invalid(format!(
             "{} token ids do not form whole rows of {} (language {})",
             spec.ids.len(),

@@ -30,6 +30,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     FetchModel(cmd::fetch::Args),
+    Capture(cmd::capture::Args),
+    Merge(cmd::merge::Args),
     Convert(cmd::convert::Args),
     Ppl(cmd::ppl::Args),
     RandomModel(cmd::random_model::Args),
@@ -52,6 +54,8 @@ fn main() -> std::process::ExitCode {
     let home = assets::home(cli.home.as_deref());
     let result = match cli.command {
         Command::FetchModel(a) => cmd::fetch::run(&home, a),
+        Command::Capture(a) => cmd::capture::run(&home, a),
+        Command::Merge(a) => cmd::merge::run(a),
         Command::Convert(a) => cmd::convert::run(a),
         Command::Ppl(a) => cmd::ppl::run(&home, a),
         Command::RandomModel(a) => cmd::random_model::run(a),

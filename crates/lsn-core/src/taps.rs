@@ -68,7 +68,7 @@ impl TapReducer {
     pub fn new(layers: usize, width: usize, taps: &Taps) -> Result<Self> {
         let plane = layers * width;
         let n_thresholds = match &taps.above {
-            Some(t) if plane == 0 || t.len() % plane != 0 => {
+            Some(t) if plane == 0 || !t.len().is_multiple_of(plane) => {
                 return Err(Error::InvalidBatch(format!(
                     "tap thresholds hold {} values, not a multiple of layers × intermediate = {plane}",
                     t.len()
@@ -99,7 +99,7 @@ impl TapReducer {
         if layer >= self.layers || self.done[layer] {
             return Err(Error::InvalidBatch(format!("tap for layer {layer} given twice or out of range")));
         }
-        if width == 0 || a.len() % width != 0 {
+        if width == 0 || !a.len().is_multiple_of(width) {
             return Err(Error::InvalidBatch(format!("tap of {} values is not [n, {width}]", a.len())));
         }
         let n = a.len() / width;

@@ -1,6 +1,8 @@
 //! One module per `lsn` subcommand.
 
+pub mod capture;
 pub mod convert;
 pub mod fetch;
+pub mod merge;
 pub mod ppl;
 pub mod random_model;

@@ -1,0 +1,195 @@
+//! `lsn capture`: per-language FFN activation statistics of a model over FLORES-200 + TICO-19 (or your own text).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use lsn_capture::{CaptureSpec, Outcome, Provenance, Shard};
+use lsn_core::{Lang, LoadOptions, ModelFiles};
+use lsn_data::{PackOptions, Source, Tokenizer, default_sources, pack_language, resolve_data_dir};
+
+use crate::{assets, backends, fsutil};
+
+/// Capture the statistics that neuron selection needs, one language at a time.
+///
+/// Each language's documents (FLORES-200 devtest, plus TICO-19 test where the data dir has it, plus any --text
+/// files) are shuffled with --seed, tokenized with the model's special tokens, concatenated and cut into rows of
+/// --row-len tokens. The model runs over them in batches of --batch-rows rows, twice: pass 1 counts positive
+/// activations and accumulates sums, sums of squares and per-batch quantiles (p5…p95); pass 2 counts activations
+/// above the language's mean quantiles (ActProb-90p uses p90). Nothing but these per-neuron statistics is kept.
+///
+/// Output: RUN/stats/<lang>.safetensors (+ .json metadata). A checkpoint is written every --checkpoint-every
+/// batches; rerunning the same command after an interruption resumes from it and gives identical bytes. A language
+/// that is already complete is skipped.
+///
+/// Sharding over machines: run `--shard i/N` for every i (pass 1), `lsn merge`, the same shard commands again
+/// (pass 2), and `lsn merge` again; the result is byte-identical to an unsharded capture.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A fetched model's name (gemma-3-270m, smollm2-135m) or a HF checkpoint directory.
+    #[arg(long, default_value = "gemma-3-270m")]
+    pub model: String,
+    /// Comma-separated ISO 639-1 codes, e.g. en,fr,es,vi,id,ja,zh.
+    #[arg(long, required = true)]
+    pub lang: String,
+    /// Run directory; statistics go to RUN/stats/.
+    #[arg(long, default_value = "runs/default")]
+    pub run: PathBuf,
+    /// Data directory holding corpus/ [default: $LSN_DATA_DIR].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Corpora from the data dir: flores, tico (TICO-19 is used only where it has the language), or none.
+    #[arg(long, default_value = "flores,tico")]
+    pub corpus: String,
+    /// Extra plain-text file for a language, one document per line: LANG=PATH (repeatable).
+    #[arg(long, value_name = "LANG=PATH")]
+    pub text: Vec<String>,
+    /// Tokens per row (the paper: 512).
+    #[arg(long, default_value_t = 512)]
+    pub row_len: usize,
+    /// Token budget per language (whole rows only); default: all the text.
+    #[arg(long)]
+    pub max_tokens: Option<u64>,
+    /// Seed of the document shuffle.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Rows per forward pass.
+    #[arg(long, default_value_t = 4)]
+    pub batch_rows: usize,
+    /// This machine's share of the batches, i/N (0-based).
+    #[arg(long)]
+    pub shard: Option<String>,
+    /// Batches between resumable checkpoints.
+    #[arg(long, default_value_t = 8)]
+    pub checkpoint_every: usize,
+    #[arg(long, default_value = "candle")]
+    pub backend: String,
+}
+
+/// The sources of `lang`: the chosen corpora plus its --text files.
+fn sources_for(lang: Lang, corpora: &[&str], texts: &[(Lang, PathBuf)], data_dir: Option<&Path>) -> Vec<Source> {
+    let mut s = Vec::new();
+    if let Some(dir) = data_dir {
+        for src in default_sources(dir, lang) {
+            let name = if src == Source::Flores { "flores" } else { "tico" };
+            if corpora.contains(&name) {
+                s.push(src);
+            }
+        }
+    }
+    s.extend(texts.iter().filter(|(l, _)| *l == lang).map(|(_, p)| Source::Text(p.clone())));
+    s
+}
+
+/// Draws one progress bar per pass and counts the tokens this call processed.
+struct Bar {
+    lang: String,
+    bar: Option<indicatif::ProgressBar>,
+    tokens: u64,
+}
+
+impl lsn_capture::Progress for Bar {
+    fn start(&mut self, pass: u8, total: u64, done: u64) {
+        let bar = indicatif::ProgressBar::new(total).with_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix:>8} {wide_bar} {pos}/{len} batches {elapsed} eta {eta} {per_sec}",
+            )
+            .expect("static template"),
+        );
+        bar.set_prefix(format!("{} p{pass}", self.lang));
+        bar.set_position(done);
+        self.bar = Some(bar);
+    }
+    fn batch(&mut self, tokens: u64) {
+        self.tokens += tokens;
+        if let Some(b) = &self.bar {
+            b.inc(1);
+        }
+    }
+    fn end(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+pub fn run(home: &Path, args: Args) -> Result<()> {
+    let langs = Lang::parse_list(&args.lang)?;
+    anyhow::ensure!(!langs.is_empty(), "--lang names no language");
+    let shard = args.shard.as_deref().map(Shard::parse).transpose()?.unwrap_or(Shard::WHOLE);
+    let corpora: Vec<&str> = args.corpus.split(',').map(str::trim).filter(|s| !s.is_empty() && *s != "none").collect();
+    if let Some(bad) = corpora.iter().find(|c| !["flores", "tico"].contains(c)) {
+        anyhow::bail!("unknown corpus {bad:?} in --corpus: use flores, tico or none");
+    }
+    let mut texts = Vec::new();
+    for t in &args.text {
+        let (l, p) = t.split_once('=').with_context(|| format!("--text {t:?} is not LANG=PATH"))?;
+        texts.push((Lang::parse(l.trim())?, PathBuf::from(p)));
+    }
+    let data_dir = if corpora.is_empty() { None } else { Some(resolve_data_dir(args.data_dir.as_deref())?) };
+
+    let dir = assets::resolve_model(home, &args.model)?;
+    let files = ModelFiles::new(&dir);
+    let tokenizer = Tokenizer::from_file(&files.tokenizer())?;
+    let opts = PackOptions { row_len: args.row_len, max_tokens: args.max_tokens, seed: args.seed };
+    // Pack every language before the (slow) model load, so bad input fails fast.
+    let mut packed = Vec::new();
+    for &lang in &langs {
+        let sources = sources_for(lang, &corpora, &texts, data_dir.as_deref());
+        anyhow::ensure!(
+            !sources.is_empty(),
+            "no text for {lang}: the chosen corpora do not have it; add --text {lang}=FILE or change --corpus"
+        );
+        packed.push(pack_language(&tokenizer, data_dir.as_deref(), lang, &sources, &opts)?);
+    }
+    let config_sha256 = fsutil::sha256_file(&files.config())?;
+    let backend = backends::by_name(&args.backend)?;
+    let mut model =
+        backend.load(&files, &LoadOptions::default()).with_context(|| format!("loading {}", dir.display()))?;
+    tokenizer.check_model_vocab(model.config().vocab_size)?;
+    let stats_dir = args.run.join("stats");
+    for p in &packed {
+        let lang = p.lang.code().to_owned();
+        let provenance = Provenance {
+            model: args.model.clone(),
+            config_sha256: config_sha256.clone(),
+            tokenizer_sha256: tokenizer.digest().to_owned(),
+            backend: backend.name().to_owned(),
+            stats_on: "act".into(),
+            data: serde_json::json!({
+                "sources": p.sources, "seed": args.seed, "row_len": p.row_len, "max_tokens": args.max_tokens,
+                "documents": p.n_documents, "stream_tokens": p.stream_tokens, "ids_sha256": p.digest,
+            }),
+        };
+        let spec = CaptureSpec {
+            lang: lang.clone(),
+            ids: &p.ids,
+            row_len: p.row_len,
+            batch_rows: args.batch_rows,
+            shard,
+            checkpoint_every: args.checkpoint_every,
+            provenance,
+        };
+        let mut bar = Bar { lang: lang.clone(), bar: None, tokens: 0 };
+        let t0 = Instant::now();
+        let outcome = lsn_capture::capture(model.as_mut(), &spec, &stats_dir, &mut bar)
+            .with_context(|| format!("capturing {lang}"))?;
+        let secs = t0.elapsed().as_secs_f64();
+        let rate = if bar.tokens > 0 { format!(", {:.0} tokens/s", bar.tokens as f64 / secs) } else { String::new() };
+        let what = match &outcome {
+            Outcome::AlreadyDone(_) => "already complete",
+            Outcome::Complete(_) => "complete",
+            Outcome::ShardPass1(_) => "pass 1 of this shard done; run `lsn merge`, then this command again for pass 2",
+            Outcome::ShardPass2(_) => "pass 2 of this shard done; run `lsn merge` to finish",
+        };
+        println!(
+            "{lang}: {} rows × {} tokens ({} documents) → {}: {what} ({} token-passes in {secs:.1} s{rate})",
+            p.rows,
+            p.row_len,
+            p.n_documents,
+            outcome.path().display(),
+            bar.tokens,
+        );
+    }
+    Ok(())
+}
