@@ -16,18 +16,19 @@ pub fn quantile_index(q: f32) -> Option<usize> {
     QUANTILES.iter().position(|&x| x == q)
 }
 
-/// The `q`-quantile of ascending `sorted` values with torch.quantile's default ("linear") rule, bit for bit in f32:
-/// `rank = q·(n−1)` in f32, `lo = ⌊rank⌋`, `hi = min(lo+1, n−1)`, `w = rank − lo`, then `torch.lerp(v[lo], v[hi], w)`,
-/// which computes `a + w·(b−a)` for `w < 0.5` and `b − (b−a)·(1−w)` otherwise. NaN for an empty slice.
+/// The `q`-quantile of ascending `sorted` values with torch.quantile's default ("linear") rule, bit for bit: the
+/// rank `q·(n−1)` is computed in f64 from the f32 `q` (as torch 2.x does), `lo = ⌊rank⌋`, `hi = min(lo+1, n−1)`,
+/// the weight `w = rank − lo` is rounded to f32, and `torch.lerp(v[lo], v[hi], w)` is evaluated in f32: `a + w·(b−a)`
+/// for `w < 0.5`, else `b − (b−a)·(1−w)`. Checked against torch on the selection fixtures. NaN for an empty slice.
 pub fn quantile_linear_f32(sorted: &[f32], q: f32) -> f32 {
     let n = sorted.len();
     if n == 0 {
         return f32::NAN;
     }
-    let rank = q * (n - 1) as f32;
+    let rank = f64::from(q) * (n - 1) as f64;
     let lo = (rank.floor() as usize).min(n - 1);
     let hi = (lo + 1).min(n - 1);
-    let w = rank - lo as f32;
+    let w = (rank - lo as f64) as f32;
     let (a, b) = (sorted[lo], sorted[hi]);
     if w.abs() < 0.5 { a + w * (b - a) } else { b - (b - a) * (1.0 - w) }
 }

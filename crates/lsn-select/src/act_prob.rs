@@ -1,0 +1,75 @@
+//! ActProb-90p (Mondal et al.): per language independently, the m = round(0.00125·L·I) neurons most often
+//! activated above that language's mean p90 — score = count_above_p90 / tokens — exactly m, ties at the cut broken
+//! by (layer, index).
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use crate::rank::round_half_even;
+use crate::selection::{ActProbScore, Selection, neuron, pair};
+use crate::{CountTable, Error, Result};
+
+/// The paper's fraction of all neurons selected per language.
+pub const ACT_PROB_RATE: f64 = 0.00125;
+
+/// ActProb-90p over `table` (counts = pass-2 counts above p90, n_tokens = pass-2 tokens).
+pub fn act_prob(table: &CountTable, rate: f64) -> Result<Selection> {
+    table.validate(1)?;
+    if !(0.0..=1.0).contains(&rate) {
+        return Err(Error::Invalid(format!("rate {rate} is outside [0, 1]")));
+    }
+    let n = table.plane();
+    let m = round_half_even(n as f64 * rate).min(n);
+    let p = table.probs();
+    let mut sets = Vec::new();
+    let mut scores = BTreeMap::new();
+    let mut cutoffs = BTreeMap::new();
+    for (lang, pk) in table.lang_names().into_iter().zip(&p) {
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_unstable_by(|&a, &b| pk[b].total_cmp(&pk[a]).then(a.cmp(&b)));
+        order.truncate(m);
+        if let Some(&last) = order.last() {
+            cutoffs.insert(lang.clone(), pk[last]);
+        }
+        order.sort_unstable();
+        scores.insert(
+            lang.clone(),
+            order.iter().map(|&j| ActProbScore { neuron: pair(neuron(j, table.intermediate)), score: pk[j] }).collect(),
+        );
+        sets.push((lang, order.into_iter().map(|j| neuron(j, table.intermediate)).collect()));
+    }
+    let mut sel = Selection::build(
+        "act-prob-90p",
+        json!({"rate": rate, "statistic": "count(a > mean p90) / tokens", "rule": "exactly m per language, ties by (layer, index)"}),
+        (table.layers, table.intermediate),
+        table.lang_names(),
+        m,
+        m,
+        sets,
+    );
+    sel.thresholds.score_cutoff = cutoffs;
+    sel.act_prob_scores = Some(scores);
+    Ok(sel)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LangCounts;
+
+    #[test]
+    fn exactly_m_with_ties_by_index() {
+        // 2 layers × 4; scores of one language: 0.5 at (0,1), (1,0), (1,3); 0.9 at (0,2). m = round(8·0.3) = 2.
+        let t = CountTable {
+            layers: 2,
+            intermediate: 4,
+            langs: vec![LangCounts { lang: "x".into(), n_tokens: 10, counts: vec![0, 5, 9, 1, 5, 0, 0, 5] }],
+        };
+        let s = act_prob(&t, 0.3).unwrap();
+        assert_eq!(s.m, 2);
+        assert_eq!(s.neurons["x"], vec![[0, 1], [0, 2]]);
+        assert_eq!(s.thresholds.score_cutoff["x"], 0.5);
+        assert_eq!(act_prob(&t, 0.00125).unwrap().m, 0); // round(0.01) = 0
+    }
+}
