@@ -4,6 +4,7 @@ mod assets;
 mod backends;
 mod cmd;
 mod fsutil;
+mod plot;
 
 use std::path::PathBuf;
 
@@ -32,6 +33,7 @@ enum Command {
     FetchModel(cmd::fetch::Args),
     Capture(cmd::capture::Args),
     Merge(cmd::merge::Args),
+    Select(cmd::select::Args),
     Convert(cmd::convert::Args),
     Ppl(cmd::ppl::Args),
     RandomModel(cmd::random_model::Args),
@@ -56,6 +58,7 @@ fn main() -> std::process::ExitCode {
         Command::FetchModel(a) => cmd::fetch::run(&home, a),
         Command::Capture(a) => cmd::capture::run(&home, a),
         Command::Merge(a) => cmd::merge::run(a),
+        Command::Select(a) => cmd::select::run(a),
         Command::Convert(a) => cmd::convert::run(a),
         Command::Ppl(a) => cmd::ppl::run(&home, a),
         Command::RandomModel(a) => cmd::random_model::run(a),

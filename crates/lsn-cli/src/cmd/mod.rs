@@ -6,3 +6,4 @@ pub mod fetch;
 pub mod merge;
 pub mod ppl;
 pub mod random_model;
+pub mod select;

@@ -1,0 +1,158 @@
+//! `lsn select`: language-specific neurons from captured statistics — LAPE (mondal / tang), ActProb-90p, random.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail, ensure};
+use lsn_capture::{StatsFile, final_path};
+use lsn_core::Lang;
+use lsn_core::taps::quantile_index;
+use lsn_select::{CountTable, LangCounts, LapeParams, LapePreset, Selection};
+
+use crate::{fsutil, plot};
+
+/// Select language-specific neurons from RUN/stats/<lang>.safetensors (written by `lsn capture`).
+///
+/// Methods (DESIGN §4): lape-mondal (top 1% of neurons by LAPE entropy, torch.quantile thresholds, every neuron tied
+/// at the cut kept — the paper's code), lape-tang (top 5%, torch.kthvalue thresholds, exactly m — Tang et al.'s
+/// code), act-prob-90p (per language the 0.125% of neurons most often above that language's mean p90), random
+/// (10 per layer, seeded). LAPE compares the languages given together, so the language set matters.
+///
+/// Output: RUN/neurons[/SET]/<method>.json (per language the sorted [layer, index] pairs, their scores, the
+/// thresholds), and a plot of neurons per layer per language, <method>.layers.svg/.png.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Run directory (statistics in RUN/stats/).
+    #[arg(long, default_value = "runs/default")]
+    pub run: PathBuf,
+    /// Comma-separated languages to compare (each needs complete statistics).
+    #[arg(long, required = true)]
+    pub lang: String,
+    /// Comma-separated methods: lape-mondal, lape-tang, act-prob-90p, random, or all.
+    #[arg(long, default_value = "all")]
+    pub method: String,
+    /// Name of this language set: outputs go to RUN/neurons/SET/ (e.g. set1).
+    #[arg(long)]
+    pub set: Option<String>,
+    /// Override LAPE's top_rate (mondal 0.01, tang 0.05).
+    #[arg(long)]
+    pub top_rate: Option<f64>,
+    /// ActProb-90p: fraction of all neurons selected per language.
+    #[arg(long, default_value_t = lsn_select::ACT_PROB_RATE)]
+    pub act_prob_rate: f64,
+    /// Random control: neurons per layer.
+    #[arg(long, default_value_t = lsn_select::RANDOM_PER_LAYER)]
+    pub random_per_layer: usize,
+    /// Random control: seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+const METHODS: [&str; 4] = ["lape-mondal", "lape-tang", "act-prob-90p", "random"];
+
+fn load(dir: &Path, langs: &[Lang]) -> Result<Vec<StatsFile>> {
+    let mut files: Vec<StatsFile> = Vec::new();
+    for lang in langs {
+        let path = final_path(dir, lang.code());
+        ensure!(
+            path.is_file(),
+            "no statistics for {lang} at {}: run `lsn capture --lang {lang}` first",
+            path.display()
+        );
+        let f = StatsFile::read(&path)?;
+        if let Some(first) = files.first() {
+            let (a, b) = (&first.meta, &f.meta);
+            ensure!(
+                a.provenance.config_sha256 == b.provenance.config_sha256 && a.layers == b.layers,
+                "{} and {} were captured with different models ({} vs {}): select over one model's statistics",
+                a.lang,
+                b.lang,
+                a.provenance.model,
+                b.provenance.model
+            );
+        }
+        files.push(f);
+    }
+    Ok(files)
+}
+
+fn table(files: &[StatsFile], counts: impl Fn(&StatsFile) -> Result<(u64, Vec<u64>)>) -> Result<CountTable> {
+    let first = &files[0].meta;
+    let langs = files
+        .iter()
+        .map(|f| counts(f).map(|(n_tokens, counts)| LangCounts { lang: f.meta.lang.clone(), n_tokens, counts }))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(CountTable { layers: first.layers, intermediate: first.intermediate, langs })
+}
+
+fn lape_table(files: &[StatsFile]) -> Result<CountTable> {
+    table(files, |f| {
+        ensure!(f.meta.pass1_complete(), "statistics of {} are incomplete (pass 1): finish `lsn capture`", f.meta.lang);
+        Ok((f.stats.pass1.n_tokens, f.stats.pass1.count_pos.clone()))
+    })
+}
+
+fn act_prob_table(files: &[StatsFile]) -> Result<CountTable> {
+    let q = quantile_index(0.90).expect("p90 is a capture quantile");
+    table(files, |f| {
+        let p2 = f.stats.pass2.as_ref().filter(|_| f.meta.pass2_complete()).with_context(|| {
+            format!("statistics of {} lack a complete pass 2: finish `lsn capture` (and `lsn merge`)", f.meta.lang)
+        })?;
+        let plane = f.meta.layers * f.meta.intermediate;
+        Ok((p2.n_tokens, p2.count_above[q * plane..(q + 1) * plane].to_vec()))
+    })
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let langs = Lang::parse_list(&args.lang)?;
+    ensure!(!langs.is_empty(), "--lang names no language");
+    let methods: Vec<&str> =
+        if args.method == "all" { METHODS.to_vec() } else { args.method.split(',').map(str::trim).collect() };
+    if let Some(bad) = methods.iter().find(|m| !METHODS.contains(m)) {
+        bail!("unknown method {bad:?}: use {} or all", METHODS.join(", "));
+    }
+    let files = load(&args.run.join("stats"), &langs)?;
+    let mut out_dir = args.run.join("neurons");
+    if let Some(set) = &args.set {
+        out_dir = out_dir.join(set);
+    }
+    for method in methods {
+        let sel: Selection = match method {
+            "lape-mondal" | "lape-tang" => {
+                let preset = if method == "lape-mondal" { LapePreset::Mondal } else { LapePreset::Tang };
+                let mut p = LapeParams::new(preset);
+                if let Some(t) = args.top_rate {
+                    p.top_rate = t;
+                }
+                lsn_select::lape(&lape_table(&files)?, &p)?
+            }
+            "act-prob-90p" => lsn_select::act_prob(&act_prob_table(&files)?, args.act_prob_rate)?,
+            _ => {
+                let m = &files[0].meta;
+                lsn_select::random(m.layers, m.intermediate, args.random_per_layer, args.seed)?
+            }
+        };
+        let json = out_dir.join(format!("{method}.json"));
+        fsutil::write_atomic(&json, &serde_json::to_vec_pretty(&sel)?)?;
+        let series: Vec<plot::LayerCounts> = sel
+            .languages
+            .iter()
+            .map(|l| plot::LayerCounts { lang: l.clone(), per_layer: sel.per_layer[l].clone() })
+            .collect();
+        let title =
+            format!("{}: {method} neurons per layer ({})", files[0].meta.provenance.model, sel.languages.join(" "));
+        let plots = plot::neurons_per_layer(&title, &series, &out_dir.join(format!("{method}.layers")))?;
+        println!(
+            "{method}: m = {}, {} candidates → {} (plot {}{})",
+            sel.m,
+            sel.candidates,
+            json.display(),
+            plots.svg.display(),
+            plots.png.map(|p| format!(", {}", p.display())).unwrap_or_default()
+        );
+        for l in &sel.languages {
+            let per_layer: Vec<String> = sel.per_layer[l].iter().map(usize::to_string).collect();
+            println!("  {l:>6}: {:>5} neurons; per layer [{}]", sel.counts[l], per_layer.join(" "));
+        }
+    }
+    Ok(())
+}
