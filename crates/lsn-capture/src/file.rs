@@ -35,24 +35,9 @@ fn f32_bytes(v: impl Iterator<Item = f32>) -> Vec<u8> {
     v.flat_map(|x| x.to_le_bytes()).collect()
 }
 
-/// Writes `bytes` to `path` through a temporary sibling and a rename, so no reader ever sees a partial file.
-/// (The temporary file is created with the process's usual permissions, not tempfile's private 0600.)
+/// [`lsn_core::write_atomic`] with the path in the error.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
+    lsn_core::write_atomic(path, bytes).map_err(|e| Error::io(path, e))
 }
 
 impl StatsFile {

@@ -5,10 +5,10 @@
 //! 1. Read every document of every source, in source order. FLORES-200 devtest and TICO-19 test give one sentence
 //!    per non-empty line of the language's file. A [`Source::Text`] file gives one document per non-empty line.
 //!    Lines are trimmed, and empty ones are skipped.
-//! 2. Shuffle the document order with a Fisher–Yates shuffle driven by `ChaCha8Rng::seed_from_u64(seed)`. For i from
-//!    n−1 down to 1, swap document i with document j, where j = r mod (i+1) and r is the first `next_u64()` draw not
-//!    below 2^64 mod (i+1). Rejecting those draws keeps j unbiased. The shuffle is written here, not taken from
-//!    `rand`, whose algorithm may change between versions.
+//! 2. Shuffle the document order with `lsn_core::SeededRng` (ChaCha8 seeded with `seed`): for i from n−1 down to
+//!    1, swap document i with document j, where j = r mod (i+1) and r is the first `next_u64()` draw not below
+//!    2^64 mod (i+1). Rejecting those draws keeps j unbiased. The shuffle is our own, not `rand`'s, whose algorithm
+//!    may change between versions.
 //! 3. Tokenize each document with the tokenizer's special tokens (BOS for Gemma) and concatenate the documents, in
 //!    shuffled order, into one stream. Batches of 1024 documents are encoded in parallel, and each batch's
 //!    results come back in document order.
@@ -23,8 +23,6 @@
 use std::path::{Path, PathBuf};
 
 use lsn_core::Lang;
-use rand_chacha::ChaCha8Rng;
-use rand_chacha::rand_core::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
 
 use crate::{Corpus, Error, Result, Tokenizer, read_sentences, resolve_data_dir};
@@ -187,7 +185,7 @@ pub fn pack_language(
         infos.push(SourceInfo { name: source.name(), path, sentences: lines.len() });
         docs.extend(lines);
     }
-    shuffle(&mut docs, opts.seed);
+    lsn_core::SeededRng::new(opts.seed).shuffle(&mut docs);
 
     let needed = max_rows.map(|r| (r as u64).saturating_mul(row_len as u64));
     let mut stream: Vec<u32> = Vec::new();
@@ -235,27 +233,6 @@ fn read_text(path: &Path) -> Result<Vec<String>> {
         return Err(Error::EmptyText { path: path.to_owned() });
     }
     Ok(lines)
-}
-
-/// Fisher–Yates shuffle with ChaCha8 and rejection sampling. See the module docs.
-fn shuffle<T>(items: &mut [T], seed: u64) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    for i in (1..items.len()).rev() {
-        let j = uniform_below(&mut rng, i as u64 + 1) as usize;
-        items.swap(i, j);
-    }
-}
-
-/// A uniform draw from `0..bound` (`bound > 0`). Draws below 2^64 mod `bound` are rejected, so that the accepted
-/// range holds a whole number of copies of `0..bound`.
-fn uniform_below(rng: &mut ChaCha8Rng, bound: u64) -> u64 {
-    let reject_below = bound.wrapping_neg() % bound;
-    loop {
-        let r = rng.next_u64();
-        if r >= reject_below {
-            return r % bound;
-        }
-    }
 }
 
 fn digest(ids: &[u32], row_len: usize) -> String {
@@ -321,6 +298,10 @@ mod tests {
         Lang::parse("en").unwrap()
     }
 
+    fn shuffle<T>(items: &mut [T], seed: u64) {
+        lsn_core::SeededRng::new(seed).shuffle(items);
+    }
+
     /// Ten one-word documents "a".."j": document k tokenizes to [1, k + 2].
     const TEN_DOCS: &str = "a\nb\nc\nd\ne\nf\ng\nh\ni\nj\n";
 
@@ -335,7 +316,8 @@ mod tests {
         assert_eq!(w, [2, 1, 0]);
         // The same by hand from the raw draws: swap 2 with r1 mod 3, then 1 with r2 mod 2 (no draw is rejected: the
         // rejection zones are below 2^64 mod 3 = 1 and 2^64 mod 2 = 0).
-        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        use rand_chacha::rand_core::{RngCore, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
         let (r1, r2) = (rng.next_u64(), rng.next_u64());
         assert!(r1 >= 1);
         let mut by_hand = [0u32, 1, 2];
@@ -366,10 +348,10 @@ mod tests {
 
     #[test]
     fn uniform_below_stays_in_range() {
-        let mut rng = ChaCha8Rng::seed_from_u64(1);
-        assert!((0..100).all(|_| uniform_below(&mut rng, 1) == 0));
+        let mut rng = lsn_core::SeededRng::new(1);
+        assert!((0..100).all(|_| rng.below(1) == 0));
         let big = (1u64 << 63) + 1; // rejects almost half of all draws
-        assert!((0..100).all(|_| uniform_below(&mut rng, big) < big));
+        assert!((0..100).all(|_| rng.below(big) < big));
     }
 
     #[test]

@@ -1,8 +1,7 @@
 //! The random control: `per_layer` distinct neurons in every layer, from a seeded ChaCha8 stream with our own
 //! sampling (rand's samplers may change between versions; this must not).
 
-use rand::{RngCore, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use lsn_core::SeededRng;
 use serde_json::json;
 
 use crate::selection::Selection;
@@ -10,17 +9,6 @@ use crate::{Error, Result};
 
 /// Neurons per layer of the paper's random control.
 pub const RANDOM_PER_LAYER: usize = 10;
-
-/// Uniform in `0..n` by rejection: draws below `2⁶⁴ mod n` are redrawn, so every value is equally likely.
-fn below(rng: &mut ChaCha8Rng, n: u64) -> u64 {
-    let reject = n.wrapping_neg() % n;
-    loop {
-        let x = rng.next_u64();
-        if x >= reject {
-            return x % n;
-        }
-    }
-}
 
 /// `per_layer` distinct random neurons per layer (a partial Fisher–Yates shuffle of each layer's indices, layer
 /// after layer from one stream), under the language key `random`.
@@ -30,14 +18,14 @@ pub fn random(layers: usize, intermediate: usize, per_layer: usize, seed: u64) -
             "{per_layer} random neurons per layer asked for but a layer has only {intermediate}"
         )));
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut rng = SeededRng::new(seed);
     let mut set = Vec::with_capacity(layers * per_layer);
     let mut idx: Vec<u32> = Vec::with_capacity(intermediate);
     for l in 0..layers {
         idx.clear();
         idx.extend(0..intermediate as u32);
         for i in 0..per_layer {
-            let j = i + below(&mut rng, (intermediate - i) as u64) as usize;
+            let j = i + rng.below((intermediate - i) as u64) as usize;
             idx.swap(i, j);
             set.push(lsn_core::NeuronId::new(l as u32, idx[i]));
         }
@@ -70,15 +58,5 @@ mod tests {
         assert_eq!(random(2, 5, 5, 1).unwrap().counts["random"], 10);
         assert!(random(2, 5, 6, 1).unwrap_err().to_string().contains("only 5"));
         insta::assert_json_snapshot!("random_2x64_seed42", random(2, 64, 10, 42).unwrap().neurons);
-    }
-
-    #[test]
-    fn below_is_uniform_enough() {
-        let mut rng = ChaCha8Rng::seed_from_u64(0);
-        let mut hits = [0u32; 6];
-        for _ in 0..60_000 {
-            hits[below(&mut rng, 6) as usize] += 1;
-        }
-        assert!(hits.iter().all(|&h| (9_500..10_500).contains(&h)), "{hits:?}");
     }
 }
