@@ -125,3 +125,26 @@ fn tokenizer_of_another_model_is_reported() {
         &["tokenizer/model mismatch", "49152 tokens", "262144"],
     );
 }
+
+#[test]
+fn capture_and_select_bad_input() {
+    let t = tempfile::tempdir().unwrap();
+    let run = t.path().join("run");
+    let run_s = run.to_str().unwrap();
+    fails_with(&["select", "--run", run_s, "--lang", "en,fr"], &["no statistics for en", "lsn capture --lang en"]);
+    fails_with(&["select", "--run", run_s, "--lang", "en", "--method", "lape"], &["unknown method \"lape\""]);
+    fails_with(&["select", "--run", run_s, "--lang", "en,xx"], &["unknown language code \"xx\""]);
+    std::fs::create_dir_all(run.join("stats")).unwrap();
+    std::fs::write(run.join("stats/en.safetensors"), b"\x08\x00\x00\x00\x00\x00\x00\x00{}").unwrap();
+    fails_with(&["select", "--run", run_s, "--lang", "en,fr"], &["en.safetensors is unusable", "capture"]);
+    let data = data_dir_with_english(t.path());
+    let d = data.to_str().unwrap();
+    fails_with(&["capture", "--lang", "en", "--data-dir", d, "--corpus", "wiki", "--run", run_s], &["unknown corpus"]);
+    fails_with(&["capture", "--lang", "en", "--data-dir", d, "--shard", "2/2", "--run", run_s], &["i/n"]);
+    fails_with(&["merge", "--run", run_s, "--lang", "en"], &["no shard files", "--shard"]);
+    // Too little text for one row of 512 tokens: a clear error before any model work.
+    fails_with(
+        &["capture", "--lang", "en", "--data-dir", d, "--corpus", "flores", "--run", run_s],
+        &["en", "512", "--row-len"],
+    );
+}

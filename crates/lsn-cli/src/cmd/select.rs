@@ -12,7 +12,7 @@ use crate::{fsutil, plot};
 
 /// Select language-specific neurons from RUN/stats/<lang>.safetensors (written by `lsn capture`).
 ///
-/// Methods (DESIGN §4): lape-mondal (top 1% of neurons by LAPE entropy, torch.quantile thresholds, every neuron tied
+/// Methods: lape-mondal (top 1% of neurons by LAPE entropy, torch.quantile thresholds, every neuron tied
 /// at the cut kept — the paper's code), lape-tang (top 5%, torch.kthvalue thresholds, exactly m — Tang et al.'s
 /// code), act-prob-90p (per language the 0.125% of neurons most often above that language's mean p90), random
 /// (10 per layer, seeded). LAPE compares the languages given together, so the language set matters.
