@@ -16,21 +16,29 @@ pub fn quantile_index(q: f32) -> Option<usize> {
     QUANTILES.iter().position(|&x| x == q)
 }
 
-/// The `q`-quantile of ascending `sorted` values with torch.quantile's default ("linear") rule, bit for bit: the
-/// rank `q·(n−1)` is computed in f64 from the f32 `q` (as torch 2.x does), `lo = ⌊rank⌋`, `hi = min(lo+1, n−1)`,
-/// the weight `w = rank − lo` is rounded to f32, and `torch.lerp(v[lo], v[hi], w)` is evaluated in f32: `a + w·(b−a)`
-/// for `w < 0.5`, else `b − (b−a)·(1−w)`. Checked against torch on the selection fixtures. NaN for an empty slice.
+/// The `q`-quantile (`q` in [0, 1]) of the ascending, non-empty `sorted` values, equal bit for bit to
+/// `torch.quantile(x, q)` with the default "linear" interpolation on an f32 tensor (CPU, torch 2.x; checked against
+/// torch 2.15 on `fixtures/select/torch-quantile.json`). NaN for an empty slice.
+///
+/// torch's rule, step by step:
+/// * `rank = q · (n − 1)` in **f64** from the f32 `q` (an f32 product misses torch in about a third of the
+///   fixture cases);
+/// * `lo = ⌊rank⌋`, `hi = min(lo + 1, n − 1)` (torch's `ceil(rank)`, equal wherever the weight is not 0);
+/// * weight `w = rank − lo`, rounded to f32;
+/// * `torch.lerp(v[lo], v[hi], w)` with **one** rounding — torch's kernel is a fused multiply-add:
+///   `fma(w, b − a, a)` for `|w| < 0.5`, else `fma(w − 1, b − a, b)` (the formula with two roundings,
+///   `a + w·(b − a)`, misses by an ulp now and then). `f32::mul_add` is exact on every platform.
 pub fn quantile_linear_f32(sorted: &[f32], q: f32) -> f32 {
     let n = sorted.len();
     if n == 0 {
         return f32::NAN;
     }
     let rank = f64::from(q) * (n - 1) as f64;
-    let lo = (rank.floor() as usize).min(n - 1);
+    let lo = (rank.floor().max(0.0) as usize).min(n - 1);
     let hi = (lo + 1).min(n - 1);
     let w = (rank - lo as f64) as f32;
     let (a, b) = (sorted[lo], sorted[hi]);
-    if w.abs() < 0.5 { a + w * (b - a) } else { b - (b - a) * (1.0 - w) }
+    if w.abs() < 0.5 { w.mul_add(b - a, a) } else { (w - 1.0).mul_add(b - a, b) }
 }
 
 /// Neurons per parallel work item: the columns of one block are gathered into a contiguous buffer.
@@ -215,15 +223,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quantile_matches_torch_linear_rule() {
-        // torch.quantile(torch.tensor([1., 2., 4., 8.]), q): rank = q·3.
+    fn linear_interpolation_by_hand() {
         let v = [1.0f32, 2.0, 4.0, 8.0];
-        assert_eq!(quantile_linear_f32(&v, 0.5), 3.0); // rank 1.5 → lerp(2, 4, 0.5) = 4 − 2·0.5
+        // rank = q·3: q 0 → v0; q 1 → v3; q 0.5 → rank 1.5, w 0.5 (upper branch) → 4 − 2·0.5 = 3.
         assert_eq!(quantile_linear_f32(&v, 0.0), 1.0);
         assert_eq!(quantile_linear_f32(&v, 1.0), 8.0);
-        assert!((quantile_linear_f32(&v, 0.25) - 1.75).abs() < 1e-7); // rank 0.75 → 2 − 1·0.25
-        assert_eq!(quantile_linear_f32(&[5.0], 0.9), 5.0);
+        assert_eq!(quantile_linear_f32(&v, 0.5), 3.0);
+        // q 0.25 → rank 0.75 → 2 − 1·0.25 = 1.75; one value → itself; empty → NaN.
+        assert_eq!(quantile_linear_f32(&v, 0.25), 1.75);
+        assert_eq!(quantile_linear_f32(&[7.0], 0.95), 7.0);
         assert!(quantile_linear_f32(&[], 0.5).is_nan());
+    }
+
+    #[test]
+    fn rank_is_f64_and_lerp_is_fused() {
+        // n = 3151, q = 0.95f32 = 0.949999988079071…: rank = q·3150 = 2992.49996244907… in f64 → lo 2992,
+        // w = 0.49996245 < 0.5 → fma(w, 1 − 0, 0) = w. In f32 the rank rounds to 2992.5 → w 0.5 → 0.5.
+        // torch.quantile gives 0.4999624490737915.
+        let v: Vec<f32> = (0..3151).map(|i| if i < 2993 { 0.0 } else { 1.0 }).collect();
+        assert_eq!(quantile_linear_f32(&v, 0.95), 0.499_962_45);
+        // torch.quantile([0.1, 0.2], 0.3) = 0.13000001 (f32 bits 0x3E051EB9): rank = w = 0.3,
+        // fma(0.3, 0.1, 0.1) rounds once; 0.1 + 0.3·0.1 with two roundings gives 0.12999999.
+        let got = quantile_linear_f32(&[0.1, 0.2], 0.3);
+        assert_eq!(got, 0.130_000_01);
+        assert_ne!(got, 0.1f32 + 0.3f32 * (0.2f32 - 0.1f32), "the unfused formula differs here");
     }
 
     #[test]

@@ -6,21 +6,25 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use crate::rank::round_half_even;
-use crate::selection::{ActProbScore, Selection, neuron, pair};
+use crate::rank::round_rate_layers_width;
+use crate::selection::{ActProbScore, Selection, neuron};
 use crate::{CountTable, Error, Result};
 
 /// The paper's fraction of all neurons selected per language.
 pub const ACT_PROB_RATE: f64 = 0.00125;
 
-/// ActProb-90p over `table` (counts = pass-2 counts above p90, n_tokens = pass-2 tokens).
+/// ActProb-90p over `table` (counts = pass-2 counts above each language's mean p90, n_tokens = pass-2 tokens):
+/// per language, score = count / n_tokens (f32) and the m = round(rate·L·I) highest scores, exactly m, ties at the
+/// cut by (layer, index). Languages are independent; one is enough.
 pub fn act_prob(table: &CountTable, rate: f64) -> Result<Selection> {
     table.validate(1)?;
     if !(0.0..=1.0).contains(&rate) {
-        return Err(Error::Invalid(format!("rate {rate} is outside [0, 1]")));
+        return Err(Error::Invalid(format!(
+            "ActProb rate {rate} is outside [0, 1]: give the fraction of all neurons to select, e.g. {ACT_PROB_RATE}"
+        )));
     }
     let n = table.plane();
-    let m = round_half_even(n as f64 * rate).min(n);
+    let m = round_rate_layers_width(rate, table.layers, table.intermediate).min(n);
     let p = table.probs();
     let mut sets = Vec::new();
     let mut scores = BTreeMap::new();
@@ -35,7 +39,7 @@ pub fn act_prob(table: &CountTable, rate: f64) -> Result<Selection> {
         order.sort_unstable();
         scores.insert(
             lang.clone(),
-            order.iter().map(|&j| ActProbScore { neuron: pair(neuron(j, table.intermediate)), score: pk[j] }).collect(),
+            order.iter().map(|&j| ActProbScore { neuron: neuron(j, table.intermediate), score: pk[j] }).collect(),
         );
         sets.push((lang, order.into_iter().map(|j| neuron(j, table.intermediate)).collect()));
     }
@@ -55,12 +59,15 @@ pub fn act_prob(table: &CountTable, rate: f64) -> Result<Selection> {
 
 #[cfg(test)]
 mod tests {
+    use lsn_core::NeuronId;
+
     use super::*;
     use crate::LangCounts;
 
     #[test]
     fn exactly_m_with_ties_by_index() {
-        // 2 layers × 4; scores of one language: 0.5 at (0,1), (1,0), (1,3); 0.9 at (0,2). m = round(8·0.3) = 2.
+        // 2 layers × 4; scores of one language: 0.5 at (0,1), (1,0), (1,3); 0.9 at (0,2). m = round(0.3·2·4) = 2:
+        // (0,2) and then the first of the three tied at 0.5 in (layer, index) order, (0,1). The cut is 0.5.
         let t = CountTable {
             layers: 2,
             intermediate: 4,
@@ -68,8 +75,14 @@ mod tests {
         };
         let s = act_prob(&t, 0.3).unwrap();
         assert_eq!(s.m, 2);
-        assert_eq!(s.neurons["x"], vec![[0, 1], [0, 2]]);
+        assert_eq!(s.neurons["x"], vec![NeuronId::new(0, 1), NeuronId::new(0, 2)]);
         assert_eq!(s.thresholds.score_cutoff["x"], 0.5);
+        let scores = &s.act_prob_scores.as_ref().unwrap()["x"];
+        assert_eq!(scores.iter().map(|x| x.score).collect::<Vec<_>>(), vec![0.5, 0.9]);
+        // m = round(0.5·2·4) = 4: (0,2) and all three ties.
+        let s = act_prob(&t, 0.5).unwrap();
+        assert_eq!(s.of("x").unwrap().len(), 4);
         assert_eq!(act_prob(&t, 0.00125).unwrap().m, 0); // round(0.01) = 0
+        assert!(act_prob(&t, 1.5).unwrap_err().to_string().contains("outside [0, 1]"));
     }
 }

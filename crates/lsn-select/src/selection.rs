@@ -1,4 +1,4 @@
-//! `Selection`: the result of one method — the `neurons/<method>.json` file. Per language, the sorted
+//! `Selection`: the result of one method, and the `neurons/<method>.json` file. Per language the sorted
 //! `[layer, index]` pairs, their count and per-layer histogram; the thresholds used; and per-neuron scores.
 
 use std::collections::BTreeMap;
@@ -6,77 +6,86 @@ use std::collections::BTreeMap;
 use lsn_core::NeuronId;
 use serde::{Deserialize, Serialize};
 
-/// The thresholds a method used (absent where the method has none).
+use crate::serde_fmt::{float, opt_float, pair, pairs_by_lang};
+
+/// The thresholds a method used (left out of the file where the method has none).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Thresholds {
     /// LAPE: a neuron is a candidate only if some language's activation probability exceeds this.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub filter: Option<f32>,
     /// LAPE: a candidate belongs to every language whose activation probability exceeds this.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub activation_bar: Option<f32>,
-    /// LAPE: the m-th smallest entropy (null when fewer than m neurons pass the filter: infinite).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// LAPE: the m-th smallest entropy; `"inf"` when fewer than m neurons pass the filter (then `mondal` keeps
+    /// every neuron as a candidate, as the reference does). Absent when m = 0.
+    #[serde(skip_serializing_if = "Option::is_none", default, with = "opt_float")]
     pub entropy_cutoff: Option<f32>,
-    /// ActProb-90p: per language, the score of the m-th selected neuron.
+    /// ActProb-90p: per language, the score of the m-th selected neuron (the lowest selected score).
     #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
     pub score_cutoff: BTreeMap<String, f32>,
 }
 
-/// One LAPE candidate.
+/// One LAPE candidate (a neuron among the m lowest entropies, before assignment to languages).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LapeScore {
-    /// `[layer, index]`
-    pub neuron: [u32; 2],
-    /// LAPE entropy (null = infinite: no language passed the filter).
-    pub entropy: Option<f32>,
-    /// Activation probability per language, in `languages` order.
+    /// The neuron, written `[layer, index]`.
+    #[serde(with = "pair")]
+    pub neuron: NeuronId,
+    /// LAPE entropy; `+∞` (written `"inf"`) where no language's probability passed the filter.
+    #[serde(with = "float")]
+    pub entropy: f32,
+    /// Activation probability per language, in [`Selection::languages`] order.
     pub probs: Vec<f32>,
-    /// The languages the neuron was assigned to.
+    /// The languages the neuron was assigned to (probability above the activation bar), in input order.
     pub langs: Vec<String>,
 }
 
 /// One ActProb-90p selection.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActProbScore {
-    /// `[layer, index]`
-    pub neuron: [u32; 2],
-    /// Fraction of the language's tokens with activation above its mean p90.
+    /// The neuron, written `[layer, index]`.
+    #[serde(with = "pair")]
+    pub neuron: NeuronId,
+    /// Fraction of the language's pass-2 tokens on which the activation exceeded the language's mean p90.
     pub score: f32,
 }
 
-/// The neurons one method selected.
+/// The neurons one method selected: the content of `neurons/<method>.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Selection {
     /// `lape-mondal`, `lape-tang`, `act-prob-90p` or `random`.
     pub method: String,
-    /// The method's parameters (rates, preset rules, seed).
+    /// The method's parameters (rates, preset rules; seed and per-layer count for `random`).
     pub params: serde_json::Value,
+    /// Layers of the model.
     pub layers: usize,
+    /// FFN neurons per layer.
     pub intermediate: usize,
-    /// The languages compared, in input order (`random` for the random control).
+    /// The languages compared, in input order (`["random"]` for the random control).
     pub languages: Vec<String>,
     /// The target size: LAPE candidates, ActProb-90p neurons per language, random neurons in all.
     pub m: usize,
     /// Neurons selected before assignment to languages (LAPE `mondal` keeps every tie at the cut, so ≥ m).
     pub candidates: usize,
+    /// The thresholds used.
     pub thresholds: Thresholds,
-    /// Per language, sorted `[layer, index]` pairs.
-    pub neurons: BTreeMap<String, Vec<[u32; 2]>>,
+    /// Per language, the neurons in (layer, index) order, written `[[layer, index], …]`.
+    #[serde(with = "pairs_by_lang")]
+    pub neurons: BTreeMap<String, Vec<NeuronId>>,
     /// Per language, the number of neurons.
     pub counts: BTreeMap<String, usize>,
-    /// Per language, neurons per layer.
+    /// Per language, the number of neurons in each layer (length `layers`).
     pub per_layer: BTreeMap<String, Vec<usize>>,
+    /// LAPE: every candidate, in (layer, index) order, with its entropy, probabilities and languages.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub lape_scores: Option<Vec<LapeScore>>,
+    /// ActProb-90p: per language, each selected neuron's score, in (layer, index) order.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub act_prob_scores: Option<BTreeMap<String, Vec<ActProbScore>>>,
 }
 
-pub(crate) fn pair(n: NeuronId) -> [u32; 2] {
-    [n.layer, n.index]
-}
-
+/// The neuron at position `flat` of a `[layers, intermediate]` array.
 pub(crate) fn neuron(flat: usize, intermediate: usize) -> NeuronId {
     NeuronId::new((flat / intermediate) as u32, (flat % intermediate) as u32)
 }
@@ -103,7 +112,7 @@ impl Selection {
             set.iter().for_each(|n| hist[n.layer as usize] += 1);
             counts.insert(lang.clone(), set.len());
             per_layer.insert(lang.clone(), hist);
-            neurons.insert(lang, set.into_iter().map(pair).collect());
+            neurons.insert(lang, set);
         }
         Selection {
             method: method.to_owned(),
@@ -122,8 +131,8 @@ impl Selection {
         }
     }
 
-    /// The neurons of `lang`, if it is one of the languages.
-    pub fn of(&self, lang: &str) -> Option<Vec<NeuronId>> {
-        self.neurons.get(lang).map(|v| v.iter().map(|&[l, i]| NeuronId::new(l, i)).collect())
+    /// The neurons of `lang` in (layer, index) order, if it is one of the languages.
+    pub fn of(&self, lang: &str) -> Option<&[NeuronId]> {
+        self.neurons.get(lang).map(Vec::as_slice)
     }
 }

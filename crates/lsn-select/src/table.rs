@@ -3,24 +3,31 @@
 
 use crate::{Error, Result};
 
-/// One language's counts, flat `[layers × intermediate]`, row-major by layer.
+/// One language's counts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LangCounts {
+    /// The language's label (unique within a table), used as its key in the results.
     pub lang: String,
+    /// Tokens the counts are over (> 0).
     pub n_tokens: u64,
+    /// Per neuron, how many of the tokens counted (≤ `n_tokens`); flat `[layers × intermediate]`, row-major by
+    /// layer.
     pub counts: Vec<u64>,
 }
 
-/// Counts of every language, in the order the results list them.
+/// Counts of every language over one model's FFN neurons, in the order the results list them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CountTable {
+    /// Layers of the model.
     pub layers: usize,
+    /// FFN neurons per layer.
     pub intermediate: usize,
+    /// One entry per language.
     pub langs: Vec<LangCounts>,
 }
 
 impl CountTable {
-    /// Checks shapes, token counts and labels; `min_langs` languages at least.
+    /// Checks shapes, token counts and labels, and that there are `min_langs` languages at least.
     pub fn validate(&self, min_langs: usize) -> Result<()> {
         let plane = self.layers * self.intermediate;
         if plane == 0 {
@@ -34,7 +41,7 @@ impl CountTable {
         }
         for (i, l) in self.langs.iter().enumerate() {
             if self.langs[..i].iter().any(|o| o.lang == l.lang) {
-                return Err(Error::Invalid(format!("language {} is given twice", l.lang)));
+                return Err(Error::Invalid(format!("language {} is given twice: list each language once", l.lang)));
             }
             if l.counts.len() != plane {
                 return Err(Error::Invalid(format!(
