@@ -41,6 +41,14 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 impl StatsFile {
+    /// The metadata as written: token counts taken from the statistics.
+    fn written_meta(&self) -> StatsMeta {
+        let mut meta = self.meta.clone();
+        meta.tokens_pass1 = self.stats.pass1.n_tokens;
+        meta.tokens_pass2 = self.stats.pass2.as_ref().map_or(0, |p| p.n_tokens);
+        meta
+    }
+
     /// The safetensors bytes of this file (deterministic: the same statistics give the same bytes).
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let s = &self.stats;
@@ -75,7 +83,7 @@ impl StatsFile {
                     .map_err(|e| Error::Invalid(e.to_string()))
             })
             .collect::<Result<Vec<_>>>()?;
-        let meta = serde_json::to_string(&self.meta).map_err(|e| Error::Invalid(e.to_string()))?;
+        let meta = serde_json::to_string(&self.written_meta()).map_err(|e| Error::Invalid(e.to_string()))?;
         safetensors::serialize(views, Some(HashMap::from([("lsn".to_owned(), meta)])))
             .map_err(|e| Error::Invalid(e.to_string()))
     }
@@ -83,7 +91,7 @@ impl StatsFile {
     /// Writes the file atomically, then its `.json` metadata copy.
     pub fn write(&self, path: &Path) -> Result<()> {
         write_atomic(path, &self.to_bytes()?)?;
-        let json = serde_json::to_vec_pretty(&self.meta).map_err(|e| Error::Invalid(e.to_string()))?;
+        let json = serde_json::to_vec_pretty(&self.written_meta()).map_err(|e| Error::Invalid(e.to_string()))?;
         write_atomic(&path.with_extension("json"), &json)
     }
 

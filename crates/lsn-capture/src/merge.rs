@@ -27,10 +27,8 @@ pub fn merge_files(files: &[StatsFile]) -> Result<StatsFile> {
                 ));
             }
             acc.meta.pass2 = acc.meta.pass2.union_disjoint(&f.meta.pass2)?;
-            acc.meta.tokens_pass2 += f.meta.tokens_pass2;
         } else if !a2 && !f2 {
             acc.meta.pass1 = acc.meta.pass1.union_disjoint(&f.meta.pass1)?;
-            acc.meta.tokens_pass1 += f.meta.tokens_pass1;
         } else {
             return Err(Error::Merge(
                 "a pass-1 shard and a pass-2 shard cannot be merged together: merge the pass-1 shards first, \

@@ -127,7 +127,8 @@ pub struct StatsMeta {
     pub pass1: Coverage,
     /// Batches whose pass-2 counts are in the file.
     pub pass2: Coverage,
-    /// Real tokens counted in pass 1 and in pass 2.
+    /// Real tokens counted in pass 1 and in pass 2: written from the statistics by `StatsFile::write` (the stats
+    /// themselves hold them in memory), read back into them by `StatsFile::read`.
     pub tokens_pass1: u64,
     pub tokens_pass2: u64,
 }

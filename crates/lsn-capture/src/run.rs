@@ -95,11 +95,9 @@ impl Job<'_, '_> {
             let t = out.taps.ok_or_else(|| Error::Invalid("the backend returned no tap statistics".into()))?;
             if pass == 1 {
                 file.stats.add_pass1(&t)?;
-                file.meta.tokens_pass1 += t.n_tokens;
                 file.meta.pass1 = file.meta.pass1.union_disjoint(&Coverage::range(next, next + 1))?;
             } else {
                 file.stats.add_pass2(&t)?;
-                file.meta.tokens_pass2 += t.n_tokens;
                 file.meta.pass2 = file.meta.pass2.union_disjoint(&Coverage::range(next, next + 1))?;
             }
             next += 1;
@@ -155,20 +153,20 @@ pub fn capture(model: &mut dyn Model, spec: &CaptureSpec, dir: &Path, progress: 
     let job = Job { spec, rows, range, partial: partial_path(&out) };
     let covers_all = |c: &Coverage| Coverage::range(range.0, range.1).0.iter().all(|&[a, b]| c.next_missing(a) >= b);
 
-    // What this call should produce, and the statistics it starts from.
-    let final_file = read_if_same(&final_path(dir, &spec.lang), &fresh_meta)?;
+    // What this call should produce, and the statistics it starts from. A shard does pass 2 once the merged pass 1
+    // of the whole language is there; an unsharded call does both passes from scratch.
+    let fresh = || StatsFile { meta: fresh_meta.clone(), stats: ActivationStats::new(layers, intermediate) };
     let (target_pass2, base) = if whole {
-        (true, StatsFile { meta: fresh_meta.clone(), stats: ActivationStats::new(layers, intermediate) })
+        (true, fresh())
     } else {
-        match final_file.filter(|f| f.meta.pass1_complete()) {
+        match read_if_same(&final_path(dir, &spec.lang), &fresh_meta)?.filter(|f| f.meta.pass1_complete()) {
             Some(merged) => {
                 let mut base = merged;
                 base.meta.pass2 = Coverage::default();
-                base.meta.tokens_pass2 = 0;
                 base.stats.pass2 = None;
                 (true, base)
             }
-            None => (false, StatsFile { meta: fresh_meta.clone(), stats: ActivationStats::new(layers, intermediate) }),
+            None => (false, fresh()),
         }
     };
 
