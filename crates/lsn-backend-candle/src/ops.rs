@@ -1,6 +1,8 @@
 //! Building blocks shared by the model families: linear layers, RMSNorm, RoPE tables, attention masks, GQA attention,
 //! FFN activations, the FFN tap reduction and the stable next-token NLL.
 
+use std::sync::{Arc, Mutex};
+
 use candle_core::{D, DType, Device, Result, Storage, Tensor};
 use lsn_core::{Activation, AttentionKind, Family, ModelConfig, RopeScaling, TapReducer, TapStats};
 
@@ -104,13 +106,15 @@ pub(crate) fn causal_mask(seq_len: usize, window: Option<usize>, device: &Device
 }
 
 /// A model's RoPE frequencies per attention kind, computed once at load; [`RopeFreqs::positions`] builds the tables
-/// for one sequence length.
+/// for one sequence length and keeps the last ones, since capture runs batch after batch of the same length.
 #[derive(Debug)]
 pub(crate) struct RopeFreqs {
     global: Vec<f32>,
     /// Frequencies and window of the sliding layers, when the model has any.
     sliding: Option<(Vec<f32>, usize)>,
     q_scale: f64,
+    /// The tables of the last sequence length asked for (a model lives on one device).
+    last: Mutex<Option<(usize, Arc<Positions>)>>,
 }
 
 impl RopeFreqs {
@@ -124,11 +128,22 @@ impl RopeFreqs {
             .sliding_window
             .filter(|_| cfg.layer_kinds.contains(&AttentionKind::Sliding))
             .map(|w| (inv_freqs(cfg.head_dim, cfg.rope_local_theta, local_scaling), w));
-        Self { global: inv_freqs(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling), sliding, q_scale: cfg.attn_scale }
+        let global = inv_freqs(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling);
+        Self { global, sliding, q_scale: cfg.attn_scale, last: Mutex::new(None) }
     }
 
-    /// RoPE tables and masks for positions `0..seq_len`.
-    pub(crate) fn positions(&self, seq_len: usize, device: &Device) -> Result<Positions> {
+    /// RoPE tables and masks for positions `0..seq_len`, reused while the length stays the same.
+    pub(crate) fn positions(&self, seq_len: usize, device: &Device) -> Result<Arc<Positions>> {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, pos)) = last.as_ref().filter(|(len, _)| *len == seq_len) {
+            return Ok(Arc::clone(pos));
+        }
+        let pos = Arc::new(self.build(seq_len, device)?);
+        *last = Some((seq_len, Arc::clone(&pos)));
+        Ok(pos)
+    }
+
+    fn build(&self, seq_len: usize, device: &Device) -> Result<Positions> {
         let global = (Rope::new(&self.global, seq_len, self.q_scale, device)?, causal_mask(seq_len, None, device)?);
         let sliding = match &self.sliding {
             Some((inv, window)) => {
