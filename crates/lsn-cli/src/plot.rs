@@ -39,8 +39,7 @@ pub fn neurons_per_layer(title: &str, series: &[LayerCounts], stem: &Path) -> Re
         let root = SVGBackend::with_string(&mut text, (fig.width, fig.height)).into_drawing_area();
         fig.draw(&root).and_then(|()| root.present()).map_err(|e| render_error(&svg, e))?;
     }
-    crate::fsutil::write_atomic(&svg, text.as_bytes())
-        .with_context(|| format!("cannot write the plot {} (is its directory writable?)", svg.display()))?;
+    crate::fsutil::write_atomic(&svg, text.as_bytes())?;
 
     let Some(font) = png_font() else {
         tracing::warn!(
@@ -62,8 +61,7 @@ pub fn neurons_per_layer(title: &str, series: &[LayerCounts], stem: &Path) -> Re
     image::codecs::png::PngEncoder::new(&mut bytes)
         .write_image(&pixels, fig.width, fig.height, image::ColorType::Rgb8)
         .with_context(|| format!("cannot encode {} as PNG", png.display()))?;
-    crate::fsutil::write_atomic(&png, &bytes)
-        .with_context(|| format!("cannot write the plot {} (is its directory writable?)", png.display()))?;
+    crate::fsutil::write_atomic(&png, &bytes)?;
     Ok(PlotFiles { svg, png: Some(png) })
 }
 

@@ -47,11 +47,10 @@ pub fn run(home: &Path, args: Args) -> Result<()> {
         TokenizerSource::FromGguf => None,
     };
 
-    if dest.exists() {
-        std::fs::remove_dir_all(&dest).with_context(|| format!("cannot remove incomplete {}", dest.display()))?;
-    }
     info!("converting {} into {}", gguf.display(), dest.display());
-    let opts = lsn_weights::ConvertOptions { tokenizer_json: tokenizer, overwrite: false };
+    // An incomplete earlier directory (no marker) is replaced atomically by the converter's staging: on failure the
+    // old one is put back, and a complete-looking directory never appears without the marker written below.
+    let opts = lsn_weights::ConvertOptions { tokenizer_json: tokenizer, overwrite: true };
     lsn_weights::convert_gguf(&gguf, &dest, &opts)
         .with_context(|| format!("converting {} to a HF directory", gguf.display()))?;
     let stamp = serde_json::json!({
