@@ -107,7 +107,7 @@ fn bench(extra: &[String]) -> Result<()> {
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).to_string();
         run(Command::new(py)
             .arg(root().join("xtask/fixtures/hf_capture_bench.py"))
-            .arg(home().join("models/gemma-3-270m"))
+            .arg(lsn_data::model_dir(&home(), "gemma-3-270m"))
             .args(["--threads", &threads]))?;
     }
     Ok(())
@@ -151,7 +151,7 @@ fn fixtures() -> Result<()> {
     let script = root().join("xtask/fixtures/golden.py");
     let home = home();
     for name in REAL_MODELS {
-        let asset_dir = home.join("models").join(name);
+        let asset_dir = lsn_data::model_dir(&home, name);
         let gguf = fetched_gguf(&asset_dir)?;
         run(Command::new(&py)
             .arg(&script)
@@ -182,7 +182,7 @@ fn fixtures() -> Result<()> {
 
 /// The GGUF a fetched model was converted from (recorded by `lsn fetch-model`).
 fn fetched_gguf(model_dir: &Path) -> Result<String> {
-    let path = model_dir.join("lsn-fetch.json");
+    let path = model_dir.join(lsn_data::FETCH_MARKER);
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     v["gguf"].as_str().map(str::to_owned).with_context(|| format!("{} names no gguf", path.display()))

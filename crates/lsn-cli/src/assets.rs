@@ -101,10 +101,7 @@ pub fn home(explicit: Option<&Path>) -> PathBuf {
     explicit.map(Path::to_owned).unwrap_or_else(lsn_data::cache_home)
 }
 
-/// Where fetched model `name` lives as a HF checkpoint directory.
-pub fn model_dir(home: &Path, name: &str) -> PathBuf {
-    home.join("models").join(name)
-}
+pub use lsn_data::model_dir;
 
 /// Resolves `--model`: an existing directory, or the name of a fetched model.
 pub fn resolve_model(home: &Path, arg: &str) -> Result<PathBuf> {

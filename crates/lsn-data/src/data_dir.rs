@@ -19,6 +19,14 @@ pub fn cache_home() -> PathBuf {
         .join("lsn")
 }
 
+/// The file `lsn fetch-model` writes last into a fetched model's directory: its presence means complete.
+pub const FETCH_MARKER: &str = "lsn-fetch.json";
+
+/// Where fetched model `name` lives under the cache `home`, as a HF checkpoint directory.
+pub fn model_dir(home: &Path, name: &str) -> PathBuf {
+    home.join("models").join(name)
+}
+
 /// The data directory: `explicit` if given, else `$LSN_DATA_DIR`. It must exist and hold `corpus/`.
 pub fn resolve_data_dir(explicit: Option<&Path>) -> Result<PathBuf> {
     let dir = match explicit {

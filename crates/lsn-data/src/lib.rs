@@ -7,7 +7,7 @@ mod pack;
 mod tokenizer;
 
 pub use corpus::{Corpus, read_sentences};
-pub use data_dir::{DATA_DIR_ENV, cache_home, resolve_data_dir};
+pub use data_dir::{DATA_DIR_ENV, FETCH_MARKER, cache_home, model_dir, resolve_data_dir};
 pub use error::{Error, Result};
 pub use pack::{PackOptions, Packed, Source, SourceInfo, default_sources, pack_language};
 pub use tokenizer::Tokenizer;

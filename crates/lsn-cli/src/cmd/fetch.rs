@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail, ensure};
+use lsn_data::FETCH_MARKER as MARKER;
 use tracing::info;
 
 use crate::assets::{self, ModelAsset, TokenizerSource};
@@ -24,8 +25,6 @@ pub struct Args {
     #[arg(long)]
     pub force: bool,
 }
-
-const MARKER: &str = "lsn-fetch.json";
 
 pub fn run(home: &Path, args: Args) -> Result<()> {
     let asset = assets::model(&args.name)?;
