@@ -64,10 +64,10 @@ impl CandleModel {
         let dev = &self.device;
         let ids = Tensor::from_slice(&batch.ids, rows * seq, dev).during(|| "uploading token ids".into())?;
         let mut counter = if taps.any() {
-            let real = (batch.n_tokens() < rows * seq).then(|| {
-                (0..rows).flat_map(|r| (0..batch.lengths[r]).map(move |t| (r * seq + t) as u32)).collect::<Vec<u32>>()
-            });
-            Some(TapCounter::new(real, TapReducer::new(self.cfg.num_layers, self.cfg.intermediate_size, taps)?))
+            Some(TapCounter::new(
+                batch.real_positions(),
+                TapReducer::new(self.cfg.num_layers, self.cfg.intermediate_size, taps)?,
+            ))
         } else {
             None
         };
@@ -119,14 +119,10 @@ impl CandleModel {
         let (rows, seq) = (batch.rows, batch.seq_len);
         let width = seq - 1;
         // Positions whose next token is real: their hidden row and that token.
-        let (mut at, mut target, mut out_ix) = (Vec::new(), Vec::new(), Vec::new());
-        for r in 0..rows {
-            for t in 0..batch.lengths[r].saturating_sub(1) {
-                at.push((r * seq + t) as u32);
-                target.push(batch.ids[r * seq + t + 1]);
-                out_ix.push(r * width + t);
-            }
-        }
+        let targets = batch.next_token_targets();
+        let at: Vec<u32> = targets.iter().map(|t| t.0).collect();
+        let target: Vec<u32> = targets.iter().map(|t| t.1).collect();
+        let out_ix: Vec<usize> = targets.iter().map(|t| t.2).collect();
         let mut nll = vec![0f32; rows * width];
         let chunk = ops::head_chunk(self.cfg.vocab_size);
         for (c, ((at, target), out_ix)) in

@@ -68,6 +68,26 @@ impl TokenBatch {
         t < self.lengths[r]
     }
 
+    /// Flat indices `r·seq_len + t` of the real (non-padding) positions, in order; `None` when every position is real.
+    /// Tap statistics are reduced over exactly these.
+    pub fn real_positions(&self) -> Option<Vec<u32>> {
+        (self.n_tokens() < self.rows * self.seq_len).then(|| {
+            (0..self.rows).flat_map(|r| (0..self.lengths[r]).map(move |t| (r * self.seq_len + t) as u32)).collect()
+        })
+    }
+
+    /// The positions whose next token is real, as `(flat position r·seq_len + t, next token id, output slot
+    /// r·(seq_len − 1) + t)`: what a next-token NLL is computed over.
+    pub fn next_token_targets(&self) -> Vec<(u32, u32, usize)> {
+        let (seq, width) = (self.seq_len, self.seq_len.saturating_sub(1));
+        (0..self.rows)
+            .flat_map(|r| {
+                (0..self.lengths[r].saturating_sub(1))
+                    .map(move |t| ((r * seq + t) as u32, self.ids[r * seq + t + 1], r * width + t))
+            })
+            .collect()
+    }
+
     /// Fails when an id is outside the vocabulary (e.g. a tokenizer that does not belong to the model).
     pub fn check_vocab(&self, vocab_size: usize) -> Result<()> {
         match self.ids.iter().find(|&&id| id as usize >= vocab_size) {
@@ -82,6 +102,15 @@ impl TokenBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn real_positions_and_next_token_targets() {
+        // Rows of 3: [5, 6, 7] full, [8, 0, 0] with one real token.
+        let b = TokenBatch::padded(&[vec![5, 6, 7], vec![8]], 0).unwrap();
+        assert_eq!(b.real_positions(), Some(vec![0, 1, 2, 3]));
+        assert_eq!(b.next_token_targets(), vec![(0, 6, 0), (1, 7, 1)]);
+        assert_eq!(TokenBatch::single(&[1, 2]).unwrap().real_positions(), None);
+    }
 
     #[test]
     fn padded_right_pads_and_records_lengths() {
