@@ -31,7 +31,7 @@ struct Layer {
 pub(crate) struct Gemma3 {
     cfg: ModelConfig,
     embed: Tensor,
-    /// √hidden rounded to f32, as HF's `Gemma3TextScaledWordEmbedding` applies it.
+    /// lsn-core's embedding scale (√hidden in f32).
     embed_scale: f64,
     layers: Vec<Layer>,
     norm: Tensor,
@@ -65,7 +65,7 @@ impl Gemma3 {
         Ok(Self {
             cfg: cfg.clone(),
             embed: w.get("model.embed_tokens.weight")?,
-            embed_scale: f64::from((cfg.hidden_size as f64).sqrt() as f32),
+            embed_scale: f64::from(lsn_core::positions::embed_scale(cfg).unwrap_or(1.0)),
             layers,
             norm: w.norm("model.norm.weight", true)?,
             rope: RopeFreqs::new(cfg),

@@ -4,7 +4,8 @@
 use std::sync::{Arc, Mutex};
 
 use candle_core::{D, DType, Device, Result, Storage, Tensor};
-use lsn_core::{Activation, AttentionKind, Family, ModelConfig, RopeScaling, TapReducer, TapStats};
+use lsn_core::positions;
+use lsn_core::{Activation, AttentionKind, ModelConfig, TapReducer, TapStats};
 
 /// `x @ wᵀ` for a 2-D `x` `[n, in]` and a HF weight `w` `[out, in]`.
 pub(crate) fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
@@ -17,40 +18,38 @@ pub(crate) fn rms_norm(x: &Tensor, alpha: &Tensor, eps: f64) -> Result<Tensor> {
     candle_nn::ops::rms_norm(x, alpha, eps as f32)
 }
 
-/// The FFN activation `act_fn`.
+/// The FFN activation `act_fn`. GELU-tanh on the CPU follows PyTorch's kernel (`lsn_core::activation`), so
+/// saturated activations are exactly 0 as in HF transformers; other devices use Candle's kernel.
 pub(crate) fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
     match act {
         Activation::Silu => x.silu(),
+        Activation::GeluTanh if x.device().is_cpu() && x.dtype() == DType::F32 => x.apply_op1_no_bwd(&TorchGeluTanh),
         Activation::GeluTanh => x.gelu(),
         Activation::Gelu => x.gelu_erf(),
     }
 }
 
-/// Inverse RoPE frequencies of a rotate-half head of width `head_dim`, computed in f32 exactly as HF transformers
-/// does (`1 / base^(2i/d)`, then the optional scaling), so the angles agree to the last bit where possible.
-pub(crate) fn inv_freqs(head_dim: usize, base: f64, scaling: Option<RopeScaling>) -> Vec<f32> {
-    let base = base as f32;
-    let inv: Vec<f32> = (0..head_dim / 2).map(|i| 1.0 / base.powf((2 * i) as f32 / head_dim as f32)).collect();
-    match scaling {
-        None => inv,
-        Some(RopeScaling::Linear { factor }) => inv.iter().map(|f| f / factor as f32).collect(),
-        Some(RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings }) => {
-            let (factor, low, high) = (factor as f32, low_freq_factor as f32, high_freq_factor as f32);
-            let old = original_max_position_embeddings as f32;
-            let (low_wavelen, high_wavelen) = (old / low, old / high);
-            inv.iter()
-                .map(|&f| {
-                    let wavelen = 2.0 * std::f32::consts::PI / f;
-                    let scaled = if wavelen > low_wavelen { f / factor } else { f };
-                    if wavelen < high_wavelen || wavelen > low_wavelen {
-                        scaled
-                    } else {
-                        let smooth = (old / wavelen - low) / (high - low);
-                        (1.0 - smooth) * scaled / factor + smooth * scaled
-                    }
-                })
-                .collect()
-        }
+/// lsn-core's PyTorch-order GELU-tanh as a Candle CPU op, in parallel over chunks.
+struct TorchGeluTanh;
+
+impl candle_core::CustomOp1 for TorchGeluTanh {
+    fn name(&self) -> &'static str {
+        "gelu-tanh-pytorch"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use rayon::prelude::*;
+        let candle_core::CpuStorage::F32(v) = storage else { candle_core::bail!("gelu-tanh-pytorch takes f32") };
+        let (start, end) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("gelu-tanh-pytorch input must be contiguous".into()))?;
+        let mut out = v[start..end].to_vec();
+        out.par_chunks_mut(1 << 14).for_each(|c| c.iter_mut().for_each(|x| *x = lsn_core::activation::gelu_tanh(*x)));
+        Ok((candle_core::CpuStorage::F32(out), layout.shape().clone()))
     }
 }
 
@@ -68,15 +67,7 @@ pub(crate) struct Rope {
 impl Rope {
     pub(crate) fn new(inv_freq: &[f32], seq_len: usize, q_scale: f64, device: &Device) -> Result<Self> {
         let half = inv_freq.len();
-        let mut cos = Vec::with_capacity(seq_len * half);
-        let mut sin = Vec::with_capacity(seq_len * half);
-        for t in 0..seq_len {
-            for &f in inv_freq {
-                let angle = t as f32 * f;
-                cos.push(angle.cos());
-                sin.push(angle.sin());
-            }
-        }
+        let (cos, sin) = positions::rope_tables(inv_freq, seq_len);
         let s = q_scale as f32;
         let (cos_q, sin_q): (Vec<f32>, Vec<f32>) = cos.iter().zip(&sin).map(|(c, n)| (c * s, n * s)).unzip();
         let t = |v: Vec<f32>| Tensor::from_vec(v, (seq_len, half), device);
@@ -94,15 +85,9 @@ impl Rope {
     }
 }
 
-/// Additive causal mask `[seq_len, seq_len]`: 0 where key `j` is visible from query `i` (`j ≤ i`, and
-/// `i − window < j` for a sliding window), −∞ elsewhere. The diagonal is always visible, so no row is all −∞.
+/// lsn-core's additive causal mask `[seq_len, seq_len]` on `device`.
 pub(crate) fn causal_mask(seq_len: usize, window: Option<usize>, device: &Device) -> Result<Tensor> {
-    let mut m = vec![f32::NEG_INFINITY; seq_len * seq_len];
-    for i in 0..seq_len {
-        let first = window.map_or(0, |w| (i + 1).saturating_sub(w));
-        m[i * seq_len + first..=i * seq_len + i].fill(0.0);
-    }
-    Tensor::from_vec(m, (seq_len, seq_len), device)
+    Tensor::from_vec(positions::causal_mask(seq_len, window), (seq_len, seq_len), device)
 }
 
 /// A model's RoPE frequencies per attention kind, computed once at load; [`RopeFreqs::positions`] builds the tables
@@ -119,17 +104,12 @@ pub(crate) struct RopeFreqs {
 
 impl RopeFreqs {
     pub(crate) fn new(cfg: &ModelConfig) -> Self {
-        // Gemma 3 scales only its global layers' RoPE; the Llama family scales every layer's.
-        let local_scaling = match cfg.family {
-            Family::Gemma3 => None,
-            Family::Llama => cfg.rope_scaling,
-        };
-        let sliding = cfg
-            .sliding_window
-            .filter(|_| cfg.layer_kinds.contains(&AttentionKind::Sliding))
-            .map(|w| (inv_freqs(cfg.head_dim, cfg.rope_local_theta, local_scaling), w));
-        let global = inv_freqs(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling);
-        Self { global, sliding, q_scale: cfg.attn_scale, last: Mutex::new(None) }
+        let global = positions::layer_positions(cfg, AttentionKind::Global).inv_freqs;
+        let sliding = cfg.layer_kinds.contains(&AttentionKind::Sliding).then(|| {
+            let p = positions::layer_positions(cfg, AttentionKind::Sliding);
+            p.window.map(|w| (p.inv_freqs, w))
+        });
+        Self { global, sliding: sliding.flatten(), q_scale: cfg.attn_scale, last: Mutex::new(None) }
     }
 
     /// RoPE tables and masks for positions `0..seq_len`, reused while the length stays the same.
@@ -259,35 +239,6 @@ pub(crate) fn nll_rows(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sliding_mask_matches_definition() {
-        let m = causal_mask(5, Some(2), &Device::Cpu).unwrap().to_vec2::<f32>().unwrap();
-        for (i, row) in m.iter().enumerate() {
-            for (j, &x) in row.iter().enumerate() {
-                let visible = j <= i && (i as i64 - 2) < j as i64;
-                assert_eq!(x == 0.0, visible, "({i}, {j})");
-            }
-        }
-    }
-
-    #[test]
-    fn llama3_scaling_keeps_high_and_divides_low_frequencies() {
-        let plain = inv_freqs(128, 500_000.0, None);
-        let s = inv_freqs(
-            128,
-            500_000.0,
-            Some(RopeScaling::Llama3 {
-                factor: 8.0,
-                low_freq_factor: 1.0,
-                high_freq_factor: 4.0,
-                original_max_position_embeddings: 8192,
-            }),
-        );
-        assert_eq!(s[0], plain[0]);
-        assert_eq!(s[63], plain[63] / 8.0);
-        assert!(s.iter().zip(&plain).all(|(a, b)| a <= b && *a >= b / 8.0));
-    }
 
     #[test]
     fn nll_is_stable_for_large_negative_logits() {

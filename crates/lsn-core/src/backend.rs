@@ -83,6 +83,19 @@ impl Taps {
         Taps { above: Some(thresholds), ..Taps::NONE }
     }
 
+    /// How many threshold planes `above` holds for a model of `plane = layers × intermediate` neurons; fails when its
+    /// length is not a whole number of planes.
+    pub fn n_thresholds(&self, plane: usize) -> Result<usize> {
+        match &self.above {
+            Some(t) if plane == 0 || !t.len().is_multiple_of(plane) => Err(crate::Error::InvalidBatch(format!(
+                "tap thresholds hold {} values, not a multiple of layers × intermediate = {plane}",
+                t.len()
+            ))),
+            Some(t) => Ok(t.len() / plane),
+            None => Ok(0),
+        }
+    }
+
     pub fn any(&self) -> bool {
         self.count_pos || self.moments || self.quantiles || self.above.is_some()
     }

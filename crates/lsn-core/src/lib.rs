@@ -2,6 +2,7 @@
 //!
 //! Nothing in here links a tensor framework: values cross the boundary as `Vec`s with shapes.
 
+pub mod activation;
 mod backend;
 mod batch;
 mod config;
@@ -10,6 +11,7 @@ mod error;
 mod fs;
 mod lang;
 mod neuron;
+pub mod positions;
 mod rng;
 mod stats;
 pub mod taps;

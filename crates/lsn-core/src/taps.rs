@@ -29,15 +29,26 @@ pub fn quantile_index(q: f32) -> Option<usize> {
 ///   `fma(w, b − a, a)` for `|w| < 0.5`, else `fma(w − 1, b − a, b)` (the formula with two roundings,
 ///   `a + w·(b − a)`, misses by an ulp now and then). `f32::mul_add` is exact on every platform.
 pub fn quantile_linear_f32(sorted: &[f32], q: f32) -> f32 {
-    let n = sorted.len();
-    if n == 0 {
+    if sorted.is_empty() {
         return f32::NAN;
     }
-    let rank = f64::from(q) * (n - 1) as f64;
-    let lo = (rank.floor().max(0.0) as usize).min(n - 1);
-    let hi = (lo + 1).min(n - 1);
-    let w = (rank - lo as f64) as f32;
-    let (a, b) = (sorted[lo], sorted[hi]);
+    let (lo, hi, w) = quantile_position(sorted.len(), q);
+    lerp_fused(sorted[lo], sorted[hi], w)
+}
+
+/// Where the `q`-quantile of `n ≥ 1` ascending values lies under torch's linear rule: the two neighbouring ranks
+/// and the f32 interpolation weight (see [`quantile_linear_f32`]). A backend that sorts on its device gathers these two
+/// rows and finishes with [`lerp_fused`].
+pub fn quantile_position(n: usize, q: f32) -> (usize, usize, f32) {
+    let last = n.saturating_sub(1);
+    let rank = f64::from(q) * last as f64;
+    let lo = (rank.floor().max(0.0) as usize).min(last);
+    let hi = (lo + 1).min(last);
+    (lo, hi, (rank - lo as f64) as f32)
+}
+
+/// torch.lerp(a, b, w) with one rounding, as torch's kernel computes it.
+pub fn lerp_fused(a: f32, b: f32, w: f32) -> f32 {
     if w.abs() < 0.5 { w.mul_add(b - a, a) } else { (w - 1.0).mul_add(b - a, b) }
 }
 
@@ -76,16 +87,7 @@ impl TapReducer {
     /// number of `[layers × width]` planes.
     pub fn new(layers: usize, width: usize, taps: &Taps) -> Result<Self> {
         let plane = layers * width;
-        let n_thresholds = match &taps.above {
-            Some(t) if plane == 0 || !t.len().is_multiple_of(plane) => {
-                return Err(Error::InvalidBatch(format!(
-                    "tap thresholds hold {} values, not a multiple of layers × intermediate = {plane}",
-                    t.len()
-                )));
-            }
-            Some(t) => t.len() / plane,
-            None => 0,
-        };
+        let n_thresholds = taps.n_thresholds(plane)?;
         let sized = |on: bool, len: usize| if on { len } else { 0 };
         Ok(Self {
             layers,
