@@ -1,0 +1,67 @@
+//! The libtorch backend of lsn (through `tch`): loads a HF checkpoint directory into f32 libtorch tensors and runs
+//! Gemma 3 and Llama-family forward passes with the FFN tap statistics reduced on the device (CPU; CUDA when the
+//! linked libtorch sees a GPU).
+//!
+//! Only this crate links tch: models cross the boundary as `Box<dyn lsn_core::Model>`, results as plain data.
+
+mod decoder;
+mod error;
+mod model;
+mod ops;
+mod taps;
+mod weights;
+
+use lsn_core::{Backend, Capabilities, Device, LoadOptions, Model, ModelFiles, Result};
+
+/// The backend's name, as `Backend::name` reports it and errors cite it.
+pub const NAME: &str = "tch";
+
+/// The libtorch backend.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TchBackend;
+
+impl TchBackend {
+    pub fn new() -> Self {
+        Self
+    }
+}
+
+fn tch_device(device: Device) -> Result<tch::Device> {
+    match device {
+        Device::Cpu => Ok(tch::Device::Cpu),
+        Device::Cuda(ordinal) if tch::Cuda::is_available() && (ordinal as i64) < tch::Cuda::device_count() => {
+            Ok(tch::Device::Cuda(ordinal))
+        }
+        Device::Cuda(ordinal) => Err(lsn_core::Error::Unsupported {
+            backend: NAME,
+            capability: format!(
+                "CUDA device {ordinal}: the linked libtorch sees {} CUDA device(s) (a GPU, its driver and the CUDA \
+                 libraries of the torch wheel are needed; use the CPU otherwise)",
+                if tch::Cuda::is_available() { tch::Cuda::device_count() } else { 0 }
+            ),
+        }),
+    }
+}
+
+impl Backend for TchBackend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut devices = vec![Device::Cpu];
+        if tch::Cuda::is_available() {
+            devices.extend((0..tch::Cuda::device_count() as usize).map(Device::Cuda));
+        }
+        Capabilities { devices, taps: true }
+    }
+
+    fn load(&self, files: &ModelFiles, opts: &LoadOptions) -> Result<Box<dyn Model>> {
+        let device = tch_device(opts.device)?;
+        let ckpt = lsn_weights::open_checkpoint(files.dir())?;
+        tracing::info!(dir = %ckpt.dir.display(), family = ?ckpt.config.family, layers = ckpt.config.num_layers, "loading model (tch)");
+        let weights = weights::Weights::open(&ckpt, device)?;
+        let model = model::TchModel::load(&weights, &ckpt.config, device)?;
+        Ok(Box::new(model))
+    }
+}

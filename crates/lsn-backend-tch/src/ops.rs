@@ -1,0 +1,160 @@
+//! Building blocks shared by the model families on libtorch: linear layers, RMSNorm, FFN activations, RoPE tables
+//! and masks (from lsn-core's rules), grouped-query attention, soft-capping and the stable next-token NLL.
+
+use lsn_core::positions::{self, LayerPositions};
+use lsn_core::{Activation, AttentionKind, ModelConfig};
+use tch::{Device, Kind, TchError, Tensor};
+
+type Result<T> = std::result::Result<T, TchError>;
+
+/// `x @ wᵀ` for `x` `[.., in]` and a HF weight `w` `[out, in]`.
+pub(crate) fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    x.f_linear::<Tensor>(w, None)
+}
+
+/// RMSNorm over the last axis in f32, `x · rsqrt(mean(x²) + eps) · alpha` (Gemma's `1 + w` is folded into `alpha`).
+pub(crate) fn rms_norm(x: &Tensor, alpha: &Tensor, eps: f64) -> Result<Tensor> {
+    let inv = x.f_square()?.f_mean_dim(-1, true, Kind::Float)?.f_add_scalar(eps)?.f_rsqrt()?;
+    x.f_mul(&inv)?.f_mul(alpha)
+}
+
+/// The FFN activation `act_fn`.
+pub(crate) fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
+    match act {
+        Activation::Silu => x.f_silu(),
+        Activation::GeluTanh => x.f_gelu("tanh"),
+        Activation::Gelu => x.f_gelu("none"),
+    }
+}
+
+/// Rotate-half RoPE for one sequence length: cos/sin `[1, t, 1, head_dim]` (each half repeated).
+pub(crate) struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl Rope {
+    fn new(inv_freqs: &[f32], seq_len: usize, device: Device) -> Result<Self> {
+        let half = inv_freqs.len() as i64;
+        let (cos, sin) = positions::rope_tables(inv_freqs, seq_len);
+        let table = |v: Vec<f32>| -> Result<Tensor> {
+            let t = Tensor::f_from_slice(&v)?.f_reshape([seq_len as i64, half])?;
+            Tensor::f_cat(&[&t, &t], -1)?.f_reshape([1, seq_len as i64, 1, 2 * half])?.f_to_device(device)
+        };
+        Ok(Self { cos: table(cos)?, sin: table(sin)? })
+    }
+
+    /// Rotates `x` `[b, t, heads, head_dim]`: `x · cos + rotate_half(x) · sin`.
+    pub(crate) fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        let d = *x.size().last().unwrap_or(&0);
+        let x1 = x.f_narrow(-1, 0, d / 2)?;
+        let x2 = x.f_narrow(-1, d / 2, d / 2)?;
+        let rotated = Tensor::f_cat(&[&x2.f_neg()?, &x1], -1)?;
+        x.f_mul(&self.cos)?.f_add(&rotated.f_mul(&self.sin)?)
+    }
+}
+
+/// RoPE table and additive mask of each attention kind for one sequence length.
+pub(crate) struct Positions {
+    seq_len: usize,
+    global: (Rope, Tensor),
+    sliding: Option<(Rope, Tensor)>,
+}
+
+impl Positions {
+    fn build(kind: &LayerPositions, seq_len: usize, device: Device) -> Result<(Rope, Tensor)> {
+        let mask = Tensor::f_from_slice(&positions::causal_mask(seq_len, kind.window))?
+            .f_reshape([seq_len as i64, seq_len as i64])?
+            .f_to_device(device)?;
+        Ok((Rope::new(&kind.inv_freqs, seq_len, device)?, mask))
+    }
+
+    /// The tables of `cfg` for `seq_len`, reusing `last` when it has that length (capture runs batch after batch of
+    /// one length).
+    pub(crate) fn for_len<'a>(
+        last: &'a mut Option<Positions>,
+        cfg: &ModelConfig,
+        seq_len: usize,
+        device: Device,
+    ) -> Result<&'a Positions> {
+        if let Some(p) = last.take_if(|p| p.seq_len == seq_len) {
+            return Ok(last.insert(p));
+        }
+        let global = Self::build(&positions::layer_positions(cfg, AttentionKind::Global), seq_len, device)?;
+        let sliding = if cfg.layer_kinds.contains(&AttentionKind::Sliding) {
+            Some(Self::build(&positions::layer_positions(cfg, AttentionKind::Sliding), seq_len, device)?)
+        } else {
+            None
+        };
+        Ok(last.insert(Positions { seq_len, global, sliding }))
+    }
+
+    /// The table and mask of a layer of this kind.
+    pub(crate) fn of(&self, kind: AttentionKind) -> (&Rope, &Tensor) {
+        match (kind, &self.sliding) {
+            (AttentionKind::Sliding, Some((r, m))) => (r, m),
+            _ => (&self.global.0, &self.global.1),
+        }
+    }
+}
+
+/// Scaled dot-product attention with grouped KV heads (query head `h` uses KV head `h / (heads / kv_heads)`, as HF's
+/// `repeat_kv`). `q` `[b, t, heads, d]`, `k`/`v` `[b, t, kv_heads, d]`, both after RoPE; `mask` `[t, t]` additive.
+/// Returns `[b, t, heads·d]`.
+pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, scale: f64) -> Result<Tensor> {
+    let (b, t, heads, d) = q.size4()?;
+    let q = q.f_transpose(1, 2)?;
+    let k = k.f_transpose(1, 2)?;
+    let v = v.f_transpose(1, 2)?;
+    let out = Tensor::f_scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, scale, true)?;
+    out.f_transpose(1, 2)?.f_contiguous()?.f_reshape([b, t, heads * d])
+}
+
+/// Final-logit soft-capping `cap · tanh(x / cap)`.
+pub(crate) fn softcap(x: Tensor, cap: Option<f64>) -> Result<Tensor> {
+    match cap {
+        Some(c) => x.f_div_scalar(c)?.f_tanh()?.f_mul_scalar(c),
+        None => Ok(x),
+    }
+}
+
+/// `−log softmax(logits)[target]` per row of `logits` `[n, vocab]`, with the log-sum-exp in f64 (an f32 sum over a
+/// 262144-entry vocabulary biases the NLL by about 1e-5). `targets` `[n]` i64; returns f32 `[n]`.
+pub(crate) fn nll_rows(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let wide = logits.f_to_kind(Kind::Double)?;
+    let lse = wide.f_logsumexp([-1], false)?;
+    let picked = wide.f_gather(1, &targets.f_unsqueeze(1)?, false)?.f_squeeze_dim(1)?;
+    lse.f_sub(&picked)?.f_to_kind(Kind::Float)
+}
+
+/// A host copy of `t` as a flat f32/i64/f64 vector.
+pub(crate) fn to_vec<T: tch::kind::Element + Copy>(t: &Tensor) -> Result<Vec<T>> {
+    let flat = t.f_to_device(Device::Cpu)?.f_to_kind(T::KIND)?.f_contiguous()?.f_reshape([-1])?;
+    Vec::<T>::try_from(&flat)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nll_is_stable_for_large_negative_logits() {
+        let logits = Tensor::from_slice(&[-100.0f32, -101.0, -300.0, 1e4, 0.0, -1e4]).reshape([2, 3]);
+        let t = Tensor::from_slice(&[1i64, 0]);
+        let nll: Vec<f32> = to_vec(&nll_rows(&logits, &t).unwrap()).unwrap();
+        let want0 = 1.0 + (1.0f64 + (-1.0f64).exp()).ln();
+        assert!((nll[0] as f64 - want0).abs() < 1e-5, "{nll:?}");
+        assert!(nll[1].abs() < 1e-6, "{nll:?}");
+    }
+
+    #[test]
+    fn rope_rotates_pairs_by_position_angle() {
+        let rope = Rope::new(&[1.0, 0.0], 2, Device::Cpu).unwrap();
+        // Position 1, head_dim 4: the pair (x0, x2) turns by 1 rad, the pair (x1, x3) by 0.
+        let x = Tensor::from_slice(&[0.0f32, 0.0, 0.0, 0.0, 1.0, 2.0, 0.0, 0.0]).reshape([1, 2, 1, 4]);
+        let y: Vec<f32> = to_vec(&rope.apply(&x).unwrap()).unwrap();
+        let (c, s) = (1.0f32.cos(), 1.0f32.sin());
+        assert!((y[4] - c).abs() < 1e-6 && (y[6] - s).abs() < 1e-6, "{y:?}");
+        assert!((y[5] - 2.0).abs() < 1e-6 && y[7].abs() < 1e-6, "{y:?}");
+    }
+}
