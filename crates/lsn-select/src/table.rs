@@ -1,6 +1,9 @@
 //! The input of selection: per language, how many of its tokens activated each neuron (`count_pos` for LAPE, the
 //! pass-2 count above p90 for ActProb-90p), and over how many tokens.
 
+use lsn_core::ActivationStats;
+use lsn_core::taps::quantile_index;
+
 use crate::{Error, Result};
 
 /// One language's counts.
@@ -27,6 +30,40 @@ pub struct CountTable {
 }
 
 impl CountTable {
+    /// LAPE's input: each language's pass-1 positive counts (`count_pos` over its pass-1 tokens).
+    pub fn positive_counts(langs: &[(&str, &ActivationStats)]) -> Result<Self> {
+        Self::from_stats(langs, |_, s| Ok((s.pass1.n_tokens, s.pass1.count_pos.clone())))
+    }
+
+    /// ActProb-90p's input: each language's pass-2 counts above its own mean p90. Fails when a language has no
+    /// pass 2.
+    pub fn above_p90(langs: &[(&str, &ActivationStats)]) -> Result<Self> {
+        let q = quantile_index(0.90).expect("p90 is a capture quantile");
+        Self::from_stats(langs, |lang, s| {
+            let p2 = s.pass2.as_ref().ok_or_else(|| {
+                Error::Invalid(format!("statistics of {lang} have no pass 2: finish `lsn capture` (and `lsn merge`)"))
+            })?;
+            let plane = s.layers * s.intermediate;
+            Ok((p2.n_tokens, p2.count_above[q * plane..(q + 1) * plane].to_vec()))
+        })
+    }
+
+    fn from_stats(
+        langs: &[(&str, &ActivationStats)],
+        counts: impl Fn(&str, &ActivationStats) -> Result<(u64, Vec<u64>)>,
+    ) -> Result<Self> {
+        let Some((_, first)) = langs.first() else {
+            return Err(Error::Invalid("no language given".into()));
+        };
+        let langs = langs
+            .iter()
+            .map(|(lang, s)| {
+                counts(lang, s).map(|(n_tokens, counts)| LangCounts { lang: (*lang).to_owned(), n_tokens, counts })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(CountTable { layers: first.layers, intermediate: first.intermediate, langs })
+    }
+
     /// Checks shapes, token counts and labels, and that there are `min_langs` languages at least.
     pub fn validate(&self, min_langs: usize) -> Result<()> {
         let plane = self.layers * self.intermediate;

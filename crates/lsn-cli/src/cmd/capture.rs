@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use lsn_capture::{CaptureSpec, Outcome, Provenance, Shard};
-use lsn_core::{Lang, LoadOptions, ModelFiles};
+use lsn_core::{Lang, ModelFiles};
 use lsn_data::{PackOptions, Source, Tokenizer, default_sources, pack_language, resolve_data_dir};
 
 use crate::{assets, backends, fsutil};
@@ -62,8 +62,8 @@ pub struct Args {
     /// Batches between resumable checkpoints.
     #[arg(long, default_value_t = 8)]
     pub checkpoint_every: usize,
-    #[arg(long, default_value = "candle")]
-    pub backend: String,
+    #[command(flatten)]
+    pub on: backends::BackendArgs,
 }
 
 /// The sources of `lang`: the chosen corpora plus its --text files.
@@ -143,9 +143,7 @@ pub fn run(home: &Path, args: Args) -> Result<()> {
         packed.push(pack_language(&tokenizer, data_dir.as_deref(), lang, &sources, &opts)?);
     }
     let config_sha256 = fsutil::sha256_file(&files.config())?;
-    let backend = backends::by_name(&args.backend)?;
-    let mut model =
-        backend.load(&files, &LoadOptions::default()).with_context(|| format!("loading {}", dir.display()))?;
+    let (backend, mut model) = args.on.load(&files)?;
     tokenizer.check_model_vocab(model.config().vocab_size)?;
     let stats_dir = args.run.join("stats");
     for p in &packed {

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
-use lsn_core::{Lang, LoadOptions, ModelFiles};
+use anyhow::Result;
+use lsn_core::{Lang, ModelFiles};
 use lsn_data::{Corpus, Tokenizer, read_sentences, resolve_data_dir};
 
 use crate::{assets, backends};
@@ -31,8 +31,8 @@ pub struct Args {
     /// Sentences per forward pass.
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
-    #[arg(long, default_value = "candle")]
-    pub backend: String,
+    #[command(flatten)]
+    pub on: backends::BackendArgs,
     /// Also write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -57,9 +57,7 @@ pub fn run(home: &std::path::Path, args: Args) -> Result<()> {
     let dir = assets::resolve_model(home, &args.model)?;
     let files = ModelFiles::new(&dir);
     let tokenizer = Tokenizer::from_file(&files.tokenizer())?;
-    let backend = backends::by_name(&args.backend)?;
-    let mut model =
-        backend.load(&files, &LoadOptions::default()).with_context(|| format!("loading {}", dir.display()))?;
+    let (backend, mut model) = args.on.load(&files)?;
     tokenizer.check_model_vocab(model.config().vocab_size)?;
     let pad = model.config().pad_token_id.unwrap_or(0);
 

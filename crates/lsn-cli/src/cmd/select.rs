@@ -2,11 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Result, bail, ensure};
 use lsn_capture::{StatsFile, final_path};
 use lsn_core::Lang;
-use lsn_core::taps::quantile_index;
-use lsn_select::{CountTable, LangCounts, LapeParams, LapePreset, Selection};
+use lsn_select::{CountTable, LapeParams, LapePreset, Selection};
 
 use crate::{fsutil, plot};
 
@@ -75,31 +74,26 @@ fn load(dir: &Path, langs: &[Lang]) -> Result<Vec<StatsFile>> {
     Ok(files)
 }
 
-fn table(files: &[StatsFile], counts: impl Fn(&StatsFile) -> Result<(u64, Vec<u64>)>) -> Result<CountTable> {
-    let first = &files[0].meta;
-    let langs = files
-        .iter()
-        .map(|f| counts(f).map(|(n_tokens, counts)| LangCounts { lang: f.meta.lang.clone(), n_tokens, counts }))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(CountTable { layers: first.layers, intermediate: first.intermediate, langs })
-}
-
 fn lape_table(files: &[StatsFile]) -> Result<CountTable> {
-    table(files, |f| {
+    for f in files {
         ensure!(f.meta.pass1_complete(), "statistics of {} are incomplete (pass 1): finish `lsn capture`", f.meta.lang);
-        Ok((f.stats.pass1.n_tokens, f.stats.pass1.count_pos.clone()))
-    })
+    }
+    Ok(CountTable::positive_counts(&by_lang(files))?)
 }
 
 fn act_prob_table(files: &[StatsFile]) -> Result<CountTable> {
-    let q = quantile_index(0.90).expect("p90 is a capture quantile");
-    table(files, |f| {
-        let p2 = f.stats.pass2.as_ref().filter(|_| f.meta.pass2_complete()).with_context(|| {
-            format!("statistics of {} lack a complete pass 2: finish `lsn capture` (and `lsn merge`)", f.meta.lang)
-        })?;
-        let plane = f.meta.layers * f.meta.intermediate;
-        Ok((p2.n_tokens, p2.count_above[q * plane..(q + 1) * plane].to_vec()))
-    })
+    for f in files {
+        ensure!(
+            f.stats.pass2.is_some() && f.meta.pass2_complete(),
+            "statistics of {} lack a complete pass 2: finish `lsn capture` (and `lsn merge`)",
+            f.meta.lang
+        );
+    }
+    Ok(CountTable::above_p90(&by_lang(files))?)
+}
+
+fn by_lang(files: &[StatsFile]) -> Vec<(&str, &lsn_core::ActivationStats)> {
+    files.iter().map(|f| (f.meta.lang.as_str(), &f.stats)).collect()
 }
 
 pub fn run(args: Args) -> Result<()> {

@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 
-use candle_core::{Device, Tensor};
 use lsn_core::{HfConfig, ModelConfig, expected_tensors, is_norm};
 use tempfile::TempDir;
 
@@ -42,9 +41,16 @@ pub fn write_checkpoint(hf: &HfConfig, seed: u64) -> (TempDir, ModelConfig) {
                 }
             })
             .collect();
-        tensors.insert(spec.name.clone(), Tensor::from_vec(data, spec.shape.clone(), &Device::Cpu).unwrap());
+        let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+        tensors.insert(spec.name.clone(), (spec.shape.clone(), bytes));
     }
-    candle_core::safetensors::save(&tensors, dir.path().join("model.safetensors")).unwrap();
+    let views: HashMap<String, safetensors::tensor::TensorView<'_>> = tensors
+        .iter()
+        .map(|(n, (shape, bytes))| {
+            (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes).unwrap())
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &dir.path().join("model.safetensors")).unwrap();
     (dir, cfg)
 }
 

@@ -1,0 +1,46 @@
+//! Capture throughput on Gemma-3-270M, f32, per backend compiled in: tokens/s of one 4 × 512 batch through pass 1
+//! (positive counts, moments, batch quantiles), pass 2 (threshold counts) and counting positives only, all without
+//! the LM head. Same batch and thread count for every backend. Run with `cargo xtask bench` (it sets up the runtimes
+//! and fetches the model if missing).
+
+use std::sync::Arc;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use lsn_core::{LoadOptions, ModelFiles, QUANTILES, Taps, TokenBatch, Want};
+
+const ROWS: usize = 4;
+const ROW_LEN: usize = 512;
+
+fn capture(c: &mut Criterion) {
+    let dir = lsn_data::model_dir(&lsn_data::cache_home(), "gemma-3-270m");
+    assert!(
+        dir.join(lsn_data::FETCH_MARKER).is_file(),
+        "Gemma-3-270M is not in {}: run `cargo xtask bench` (it fetches it) or `lsn fetch-model gemma-3-270m`",
+        dir.display()
+    );
+    // Deterministic ids spread over the vocabulary, BOS at the start of each row.
+    let ids: Vec<u32> = (0..ROWS * ROW_LEN)
+        .map(|i| if i % ROW_LEN == 0 { 2 } else { ((i as u64 * 2_654_435_761) % 200_000 + 300) as u32 })
+        .collect();
+    let batch = TokenBatch::full(ROWS, ROW_LEN, ids).unwrap();
+    let mut g = c.benchmark_group("capture-gemma-3-270m-4x512");
+    g.sample_size(10).throughput(Throughput::Elements((ROWS * ROW_LEN) as u64));
+    for backend in lsn_harness::backends() {
+        let name = backend.name();
+        let mut model = backend.load(&ModelFiles::new(&dir), &LoadOptions::default()).expect("model loads");
+        let cfg = model.config().clone();
+        let thresholds = Arc::new(vec![0.05f32; cfg.num_layers * cfg.intermediate_size * QUANTILES.len()]);
+        g.bench_function(format!("{name}/pass1"), |b| {
+            b.iter(|| model.forward(&batch, &Taps::pass1(), Want::Nothing).unwrap())
+        });
+        let pass2 = Taps::pass2(thresholds);
+        g.bench_function(format!("{name}/pass2"), |b| b.iter(|| model.forward(&batch, &pass2, Want::Nothing).unwrap()));
+        g.bench_function(format!("{name}/count-pos-only"), |b| {
+            b.iter(|| model.forward(&batch, &Taps::COUNT_POS, Want::Nothing).unwrap())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, capture);
+criterion_main!(benches);

@@ -1,0 +1,68 @@
+//! `lsn-conformance`: runs the conformance suite on every backend compiled in and prints the case × backend table
+//! and the pairwise table (markdown), then one summary line; exits non-zero when a case fails.
+//!
+//! Usage: `lsn-conformance [--device cpu|cuda[:N]] [--json FILE]`. `cargo xtask conformance` builds and runs it.
+//! Reads `LSN_HOME` (model cache; the fetched models must be there) and `LSN_DATA_DIR` (FLORES-200 for the slice).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use lsn_core::Device;
+use lsn_harness::{Outcome, backends, run_suite, suite::Env};
+
+fn parse_device(s: &str) -> Result<Device> {
+    match s {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Ok(Device::Cuda(0)),
+        _ => match s.strip_prefix("cuda:").map(str::parse) {
+            Some(Ok(n)) => Ok(Device::Cuda(n)),
+            _ => bail!("unknown device {s:?}: use cpu, cuda or cuda:N"),
+        },
+    }
+}
+
+fn main() -> Result<()> {
+    let mut device = Device::Cpu;
+    let mut json: Option<PathBuf> = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--device" => device = parse_device(&args.next().context("--device needs a value")?)?,
+            "--json" => json = Some(args.next().context("--json needs a file")?.into()),
+            "-h" | "--help" => {
+                println!("lsn-conformance [--device cpu|cuda[:N]] [--json FILE]\n\n{}", env!("CARGO_PKG_DESCRIPTION"));
+                return Ok(());
+            }
+            other => bail!("unknown argument {other:?} (see --help)"),
+        }
+    }
+    let env = Env::from_env(device).context("creating a scratch folder")?;
+    let backends = backends();
+    eprintln!(
+        "conformance: backends {}; models from {}; data dir {}",
+        backends.iter().map(|b| b.name()).collect::<Vec<_>>().join(", "),
+        env.home.display(),
+        env.data_dir.as_ref().map_or("(none)".into(), |d| d.display().to_string())
+    );
+    let report = run_suite(&backends, &env, &mut |c| {
+        let verdict = match &c.outcome {
+            Outcome::Pass => "pass",
+            Outcome::Fail(_) => "FAIL",
+            Outcome::Skip(_) => "skip",
+            Outcome::Reference => "ref",
+        };
+        eprintln!("  {verdict:4} {} [{}]{}", c.case, c.backend, c.worst.map_or(String::new(), |w| format!(" {w:.3e}")));
+    });
+    println!("\n## Conformance: case × backend\n\n{}", report.case_table());
+    println!("\n## Pairwise\n\n{}", report.pair_table());
+    if let Some(path) = json {
+        let bytes = serde_json::to_vec_pretty(&report)?;
+        lsn_core::write_atomic(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let (pass, fail, skip) = report.counts();
+    println!("conformance: {pass} passed, {fail} failed, {skip} skipped");
+    if fail > 0 {
+        bail!("{fail} conformance case(s) failed");
+    }
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! Running the suite: every golden model and the capture slice on every backend, then the cross-backend
+//! comparisons of the slice's statistics and neuron sets.
+
+use std::path::{Path, PathBuf};
+
+use lsn_core::{ActivationStats, Backend, Device};
+use lsn_select::Selection;
+
+use crate::report::{Check, Outcome, PairRow, Report};
+use crate::{compare, golden, slice};
+
+/// Largest per-neuron |Δ count_pos| and |Δ count_above| between backends on the slice (1024 tokens per language):
+/// activations within float noise of zero (or of a threshold) may fall on either side on different backends. The
+/// worst measured between candle and tch on CPU is 1; `cargo xtask conformance` prints it on every run.
+pub const COUNT_TOL: f64 = 2.0;
+/// Largest |Δ| of the batch-averaged quantiles between backends (activations are O(0.1–10); f32 matmuls in another
+/// order differ by ~1e-6 relative).
+pub const QUANTILE_TOL: f64 = 1e-4;
+
+/// What the suite runs on: the checkout (for `fixtures/`), the model cache, the data dir and a scratch folder.
+#[derive(Debug)]
+pub struct Env {
+    pub root: PathBuf,
+    pub home: PathBuf,
+    pub data_dir: Option<PathBuf>,
+    pub device: Device,
+    scratch: tempfile::TempDir,
+}
+
+impl Env {
+    /// The checkout this crate was built from, `LSN_HOME`'s model cache and `LSN_DATA_DIR`'s data dir.
+    pub fn from_env(device: Device) -> std::io::Result<Self> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new(".")).to_owned();
+        Ok(Self {
+            root,
+            home: lsn_data::cache_home(),
+            data_dir: lsn_data::resolve_data_dir(None).ok(),
+            device,
+            scratch: tempfile::tempdir()?,
+        })
+    }
+
+    /// A folder removed when the suite ends.
+    pub fn scratch(&self) -> &Path {
+        self.scratch.path()
+    }
+}
+
+/// One backend's capture of the slice and the neuron sets selected from it.
+struct SliceRun {
+    backend: String,
+    stats: Vec<(String, ActivationStats)>,
+    sets: Vec<Selection>,
+}
+
+/// Runs the suite on `backends`; `on_check` sees each check as it completes (progress output).
+pub fn run_suite(backends: &[Box<dyn Backend>], env: &Env, on_check: &mut dyn FnMut(&Check)) -> Report {
+    let mut report = Report { backends: backends.iter().map(|b| b.name().to_owned()).collect(), ..Report::default() };
+    let mut push = |report: &mut Report, c: Check| {
+        on_check(&c);
+        report.checks.push(c);
+    };
+    let slice_name = slice::name();
+    let loaded = slice::load(env);
+    let mut runs: Vec<SliceRun> = Vec::new();
+    for backend in backends {
+        let b = backend.name();
+        let caps = backend.capabilities();
+        if !caps.devices.contains(&env.device) {
+            let reason = format!("{b} cannot run on {:?} in this build (it offers {:?})", env.device, caps.devices);
+            for m in golden::MODELS {
+                for kind in ["logits", "nll", "taps"] {
+                    push(&mut report, Check::skipped(&format!("{kind}/{}", m.name), b, reason.clone()));
+                }
+            }
+            push(&mut report, Check::skipped(&format!("capture/{slice_name}"), b, reason));
+            continue;
+        }
+        for m in golden::MODELS {
+            for c in golden::checks(backend.as_ref(), env, m, caps.taps) {
+                push(&mut report, c);
+            }
+        }
+        let case = format!("capture/{slice_name}");
+        if !caps.taps {
+            push(&mut report, Check::skipped(&case, b, format!("{b} reports no FFN taps")));
+            continue;
+        }
+        let captured = loaded.as_ref().map_err(Clone::clone).and_then(|s| {
+            let stats = slice::capture_all(backend.as_ref(), env, s, &env.scratch().join(format!("slice-{b}")))?;
+            let sets = slice::select_all(&stats)?;
+            Ok(SliceRun { backend: b.to_owned(), stats, sets })
+        });
+        match captured {
+            Ok(run) => runs.push(run),
+            Err(e) => push(&mut report, Check::failed(&case, b, e)),
+        }
+    }
+    // Cross-backend: every backend against the first one that captured the slice, and every pair in the table.
+    if let Some((reference, others)) = runs.split_first() {
+        for c in reference_checks(reference, &slice_name) {
+            push(&mut report, c);
+        }
+        for run in others {
+            for c in against_reference(reference, run, &slice_name) {
+                push(&mut report, c);
+            }
+        }
+    }
+    for (i, a) in runs.iter().enumerate() {
+        for b in &runs[i + 1..] {
+            report.pairs.extend(pair_rows(a, b));
+        }
+    }
+    report
+}
+
+fn case_names(slice_name: &str, sets: &[Selection]) -> (String, String, String, Vec<String>) {
+    (
+        format!("capture-count_pos/{slice_name}"),
+        format!("capture-quantiles/{slice_name}"),
+        format!("capture-count_above/{slice_name}"),
+        sets.iter().map(|s| format!("neurons-{}/{slice_name}", s.method)).collect(),
+    )
+}
+
+/// The reference backend's rows: it defines the slice's statistics and sets for the others.
+fn reference_checks(r: &SliceRun, slice_name: &str) -> Vec<Check> {
+    let (count, quant, above, sets) = case_names(slice_name, &r.sets);
+    let mut v: Vec<Check> = [count, quant, above]
+        .into_iter()
+        .chain(sets)
+        .map(|case| Check { outcome: Outcome::Reference, ..Check::skipped(&case, &r.backend, String::new()) })
+        .collect();
+    let sizes: Vec<String> = r.sets.iter().map(|s| format!("{} m = {}", s.method, s.m)).collect();
+    if let Some(c) = v.first_mut() {
+        c.note = format!("reference of the cross-backend cases; {}", sizes.join(", "));
+    }
+    v
+}
+
+fn against_reference(r: &SliceRun, run: &SliceRun, slice_name: &str) -> Vec<Check> {
+    let (count, quant, above, set_cases) = case_names(slice_name, &run.sets);
+    let b = run.backend.as_str();
+    let mut v = Vec::new();
+    match compare::stats(&r.stats, &run.stats) {
+        Err(e) => v.push(Check::failed(&count, b, e)),
+        Ok(diffs) => {
+            let get = |what: &str| diffs.iter().find(|d| d.what.starts_with(what));
+            let note = |d: Option<&compare::StatDiff>| {
+                d.map_or(String::new(), |d| format!("{} value(s) differ from {}", d.differing, r.backend))
+            };
+            let count_d = get("count_pos");
+            v.push(Check::measured(
+                &count,
+                b,
+                "max abs Δcount",
+                count_d.map_or(0.0, |d| d.max_abs),
+                COUNT_TOL,
+                note(count_d),
+            ));
+            let q = get("quantile_mean");
+            v.push(Check::measured(
+                &quant,
+                b,
+                "max abs Δquantile",
+                q.map_or(0.0, |d| d.max_abs),
+                QUANTILE_TOL,
+                note(q),
+            ));
+            let a = get("count_above");
+            v.push(Check::measured(&above, b, "max abs Δcount", a.map_or(0.0, |d| d.max_abs), COUNT_TOL, note(a)));
+        }
+    }
+    for ((case, x), y) in set_cases.iter().zip(&r.sets).zip(&run.sets) {
+        match compare::selections(x, y) {
+            Err(e) => v.push(Check::failed(case, b, e)),
+            Ok(d) => v.push(Check::measured(case, b, "neurons in A △ B", d.symmetric_difference as f64, 0.0, d.note)),
+        }
+    }
+    v
+}
+
+fn pair_rows(a: &SliceRun, b: &SliceRun) -> Vec<PairRow> {
+    let row = |what: String, value: f64, note: String| PairRow {
+        a: a.backend.clone(),
+        b: b.backend.clone(),
+        what,
+        value,
+        note,
+    };
+    let mut rows = Vec::new();
+    match compare::stats(&a.stats, &b.stats) {
+        Ok(diffs) => rows.extend(
+            diffs.into_iter().map(|d| row(d.what.to_owned(), d.max_abs, format!("{} value(s) differ", d.differing))),
+        ),
+        Err(e) => rows.push(row("statistics".into(), f64::NAN, e)),
+    }
+    for (x, y) in a.sets.iter().zip(&b.sets) {
+        match compare::selections(x, y) {
+            Ok(d) => rows.push(row(format!("neurons {} (|A △ B|)", d.method), d.symmetric_difference as f64, d.note)),
+            Err(e) => rows.push(row(format!("neurons {}", x.method), f64::NAN, e)),
+        }
+    }
+    rows
+}
