@@ -2,6 +2,7 @@
 //! applies the LM head only as far as `Want` asks (logits, or next-token NLL chunk by chunk).
 
 use candle_core::{Device, Tensor};
+use lsn_core::head;
 use lsn_core::{Dense, Family, ForwardOut, ModelConfig, TapReducer, Taps, TokenBatch, Want};
 
 use crate::error::{Context, Result};
@@ -97,49 +98,25 @@ impl CandleModel {
     }
 
     fn logits(&self, hidden: &Tensor, rows: usize, seq: usize) -> lsn_core::Result<Dense> {
-        let vocab = self.cfg.vocab_size;
-        let n = rows * seq;
-        let mut data = Vec::with_capacity(n * vocab);
-        let chunk = ops::head_chunk(vocab);
-        let mut start = 0;
-        while start < n {
-            let len = chunk.min(n - start);
-            let part = hidden
+        head::chunked_logits(rows, seq, self.cfg.vocab_size, |start, len| {
+            Ok(hidden
                 .narrow(0, start, len)
                 .and_then(|h| self.head_logits(&h))
                 .and_then(|l| l.flatten_all()?.to_vec1::<f32>())
-                .during(|| format!("LM head over positions {start}..{}", start + len))?;
-            data.extend_from_slice(&part);
-            start += len;
-        }
-        Dense::new(vec![rows, seq, vocab], data)
+                .during(|| format!("LM head over positions {start}..{}", start + len))?)
+        })
     }
 
     fn nll(&self, hidden: &Tensor, batch: &TokenBatch) -> lsn_core::Result<Dense> {
-        let (rows, seq) = (batch.rows, batch.seq_len);
-        let width = seq - 1;
-        // Positions whose next token is real: their hidden row and that token.
-        let targets = batch.next_token_targets();
-        let at: Vec<u32> = targets.iter().map(|t| t.0).collect();
-        let target: Vec<u32> = targets.iter().map(|t| t.1).collect();
-        let out_ix: Vec<usize> = targets.iter().map(|t| t.2).collect();
-        let mut nll = vec![0f32; rows * width];
-        let chunk = ops::head_chunk(self.cfg.vocab_size);
-        for (c, ((at, target), out_ix)) in
-            at.chunks(chunk).zip(target.chunks(chunk)).zip(out_ix.chunks(chunk)).enumerate()
-        {
-            let values = (|| {
+        head::chunked_nll(batch, self.cfg.vocab_size, |at, target| {
+            Ok((|| {
                 let idx = Tensor::from_slice(at, at.len(), &self.device)?;
                 let tgt = Tensor::from_slice(target, target.len(), &self.device)?;
                 let logits = self.head_logits(&hidden.index_select(&idx, 0)?)?;
                 ops::nll_rows(&logits, &tgt)?.to_vec1::<f32>()
             })()
-            .during(|| format!("next-token NLL, chunk {c}"))?;
-            for (&o, v) in out_ix.iter().zip(values) {
-                nll[o] = v;
-            }
-        }
-        Dense::new(vec![rows, width], nll)
+            .during(|| format!("next-token NLL over {} positions", at.len()))?)
+        })
     }
 }
 

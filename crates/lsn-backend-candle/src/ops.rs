@@ -210,14 +210,6 @@ impl TapCounter {
     }
 }
 
-/// How many logits one head chunk may hold (f32 elements): bounds the memory of `Want::Logits`/`Want::Nll`.
-const HEAD_CHUNK_ELEMS: usize = 1 << 25;
-
-/// Positions per LM-head chunk for a vocabulary of `vocab`.
-pub(crate) fn head_chunk(vocab: usize) -> usize {
-    (HEAD_CHUNK_ELEMS / vocab.max(1)).max(1)
-}
-
 /// Final-logit soft-capping `cap · tanh(x / cap)`.
 pub(crate) fn softcap(x: Tensor, cap: Option<f64>) -> Result<Tensor> {
     match cap {

@@ -1,6 +1,7 @@
 //! `TchModel`: one loaded checkpoint behind `lsn_core::Model` — runs the decoder, reduces the FFN taps on the device
 //! and applies the LM head only as far as `Want` asks (logits, or next-token NLL chunk by chunk).
 
+use lsn_core::head;
 use lsn_core::{Dense, ForwardOut, ModelConfig, TapStats, Taps, TokenBatch, Want};
 use tch::{Device, Tensor};
 
@@ -9,9 +10,6 @@ use crate::error::{Context, Result};
 use crate::ops::{self, to_vec};
 use crate::taps::DeviceTaps;
 use crate::weights::Weights;
-
-/// How many logits one head chunk may hold (f32 elements): bounds the memory of `Want::Logits`/`Want::Nll`.
-const HEAD_CHUNK_ELEMS: usize = 1 << 25;
 
 /// A loaded model on a libtorch device.
 pub(crate) struct TchModel {
@@ -31,11 +29,6 @@ impl TchModel {
 
     fn head(&self) -> &Tensor {
         self.lm_head.as_ref().unwrap_or(&self.body.embed)
-    }
-
-    /// Positions per LM-head chunk.
-    fn head_chunk(&self) -> usize {
-        (HEAD_CHUNK_ELEMS / self.cfg.vocab_size.max(1)).max(1)
     }
 
     fn run(&mut self, batch: &TokenBatch, taps: &Taps, want: Want) -> Result<ForwardOut> {
@@ -83,44 +76,23 @@ impl TchModel {
         ops::softcap(ops::linear(hidden, self.head())?, self.cfg.final_logit_softcap)
     }
 
-    fn logits(&self, hidden: &Tensor, rows: usize, seq: usize) -> Result<Dense> {
-        let vocab = self.cfg.vocab_size;
-        let n = rows * seq;
-        let mut data = Vec::with_capacity(n * vocab);
-        let chunk = self.head_chunk();
-        let mut start = 0;
-        while start < n {
-            let len = chunk.min(n - start);
-            let part = tch::no_grad(|| {
-                let h = hidden.f_narrow(0, start as i64, len as i64)?;
-                to_vec::<f32>(&self.head_logits(&h)?)
-            })
-            .during(|| format!("LM head over positions {start}..{}", start + len))?;
-            data.extend_from_slice(&part);
-            start += len;
-        }
-        Ok(Dense::new(vec![rows, seq, vocab], data)?)
+    fn logits(&self, hidden: &Tensor, rows: usize, seq: usize) -> lsn_core::Result<Dense> {
+        head::chunked_logits(rows, seq, self.cfg.vocab_size, |start, len| {
+            Ok(tch::no_grad(|| to_vec::<f32>(&self.head_logits(&hidden.f_narrow(0, start as i64, len as i64)?)?))
+                .during(|| format!("LM head over positions {start}..{}", start + len))?)
+        })
     }
 
-    fn nll(&self, hidden: &Tensor, batch: &TokenBatch) -> Result<Dense> {
-        let (rows, width) = (batch.rows, batch.seq_len - 1);
-        let targets = batch.next_token_targets();
-        let mut nll = vec![0f32; rows * width];
-        for (c, part) in targets.chunks(self.head_chunk()).enumerate() {
-            let at: Vec<i64> = part.iter().map(|t| i64::from(t.0)).collect();
-            let target: Vec<i64> = part.iter().map(|t| i64::from(t.1)).collect();
-            let values = tch::no_grad(|| {
-                let idx = Tensor::f_from_slice(&at)?.f_to_device(self.device)?;
-                let tgt = Tensor::f_from_slice(&target)?.f_to_device(self.device)?;
-                let logits = self.head_logits(&hidden.f_index_select(0, &idx)?)?;
-                to_vec::<f32>(&ops::nll_rows(&logits, &tgt)?)
+    fn nll(&self, hidden: &Tensor, batch: &TokenBatch) -> lsn_core::Result<Dense> {
+        head::chunked_nll(batch, self.cfg.vocab_size, |at, target| {
+            let long = |v: &[u32]| v.iter().map(|&x| i64::from(x)).collect::<Vec<_>>();
+            Ok(tch::no_grad(|| {
+                let idx = Tensor::f_from_slice(&long(at))?.f_to_device(self.device)?;
+                let tgt = Tensor::f_from_slice(&long(target))?.f_to_device(self.device)?;
+                to_vec::<f32>(&ops::nll_rows(&self.head_logits(&hidden.f_index_select(0, &idx)?)?, &tgt)?)
             })
-            .during(|| format!("next-token NLL, chunk {c}"))?;
-            for (t, v) in part.iter().zip(values) {
-                nll[t.2] = v;
-            }
-        }
-        Ok(Dense::new(vec![rows, width], nll)?)
+            .during(|| format!("next-token NLL over {} positions", at.len()))?)
+        })
     }
 }
 

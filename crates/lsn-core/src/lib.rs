@@ -9,6 +9,7 @@ mod config;
 mod dense;
 mod error;
 mod fs;
+pub mod head;
 mod lang;
 mod neuron;
 pub mod positions;
