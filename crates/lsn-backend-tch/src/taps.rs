@@ -105,8 +105,9 @@ impl DeviceTaps {
         let n = a.size()[0] as usize;
         self.positions = QUANTILES.iter().map(|&q| quantile_position(n, q)).collect();
         let ranks: Vec<i64> = self.positions.iter().flat_map(|&(lo, hi, _)| [lo as i64, hi as i64]).collect();
-        let (sorted, _) = a.f_sort(0, false)?;
-        sorted.f_index_select(0, &Tensor::f_from_slice(&ranks)?.f_to_device(a.device())?)
+        // Sorting along the contiguous axis is several times faster than along the strided token axis.
+        let (sorted, _) = a.f_transpose(0, 1)?.f_contiguous()?.f_sort(-1, false)?;
+        sorted.f_index_select(1, &Tensor::f_from_slice(&ranks)?.f_to_device(a.device())?)?.f_transpose(0, 1)
     }
 
     /// Quantiles `[QUANTILES.len(), n]` from the order statistics `[2 · QUANTILES.len(), n]`.
