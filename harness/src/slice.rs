@@ -43,9 +43,7 @@ pub struct Slice {
 /// Packs the slice; fails when the model or the data dir is missing.
 pub fn load(env: &Env) -> Result<Slice, String> {
     let model_dir = golden::model_dir(env, &MODEL)?;
-    let data_dir = env.data_dir.as_deref().ok_or_else(|| {
-        format!("no data dir: set {} (or pass --data-dir) to the folder holding FLORES-200", lsn_data::DATA_DIR_ENV)
-    })?;
+    let data_dir = env.data_dir.as_deref().map_err(Clone::clone)?;
     let tok = Tokenizer::from_file(&model_dir.join("tokenizer.json")).map_err(|e| e.to_string())?;
     let opts = PackOptions { row_len: ROW_LEN, max_tokens: Some(MAX_TOKENS), seed: SEED };
     let mut packed = Vec::new();

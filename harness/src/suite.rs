@@ -22,7 +22,8 @@ pub const QUANTILE_TOL: f64 = 1e-4;
 pub struct Env {
     pub root: PathBuf,
     pub home: PathBuf,
-    pub data_dir: Option<PathBuf>,
+    /// The data dir, or why there is none.
+    pub data_dir: Result<PathBuf, String>,
     pub device: Device,
     scratch: tempfile::TempDir,
 }
@@ -34,7 +35,7 @@ impl Env {
         Ok(Self {
             root,
             home: lsn_data::cache_home(),
-            data_dir: lsn_data::resolve_data_dir(None).ok(),
+            data_dir: lsn_data::resolve_data_dir(None).map_err(|e| e.to_string()),
             device,
             scratch: tempfile::tempdir()?,
         })
@@ -61,7 +62,8 @@ pub fn run_suite(backends: &[Box<dyn Backend>], env: &Env, on_check: &mut dyn Fn
         report.checks.push(c);
     };
     let slice_name = slice::name();
-    let loaded = slice::load(env);
+    // Packed once, on first use (a suite whose backends cannot capture never tokenizes the slice).
+    let mut loaded: Option<Result<slice::Slice, String>> = None;
     let mut runs: Vec<SliceRun> = Vec::new();
     for backend in backends {
         let b = backend.name();
@@ -86,7 +88,7 @@ pub fn run_suite(backends: &[Box<dyn Backend>], env: &Env, on_check: &mut dyn Fn
             push(&mut report, Check::skipped(&case, b, format!("{b} reports no FFN taps")));
             continue;
         }
-        let captured = loaded.as_ref().map_err(Clone::clone).and_then(|s| {
+        let captured = loaded.get_or_insert_with(|| slice::load(env)).as_ref().map_err(Clone::clone).and_then(|s| {
             let stats = slice::capture_all(backend.as_ref(), env, s, &env.scratch().join(format!("slice-{b}")))?;
             let sets = slice::select_all(&stats)?;
             Ok(SliceRun { backend: b.to_owned(), stats, sets })
@@ -203,4 +205,39 @@ fn pair_rows(a: &SliceRun, b: &SliceRun) -> Vec<PairRow> {
         }
     }
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use lsn_core::{Capabilities, LoadOptions, Model, ModelFiles};
+
+    use super::*;
+
+    /// A backend whose capabilities offer no device this suite runs on.
+    struct Nowhere;
+
+    impl Backend for Nowhere {
+        fn name(&self) -> &'static str {
+            "nowhere"
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities { devices: vec![Device::Cuda(7)], taps: false }
+        }
+        fn load(&self, _: &ModelFiles, _: &LoadOptions) -> lsn_core::Result<Box<dyn Model>> {
+            panic!("the suite must not load a model on a backend that cannot run on its device")
+        }
+    }
+
+    #[test]
+    fn capabilities_turn_into_recorded_skips() {
+        let env = Env::from_env(Device::Cpu).unwrap();
+        let report = run_suite(&[Box::new(Nowhere) as Box<dyn Backend>], &env, &mut |_| {});
+        let (pass, fail, skip) = report.counts();
+        assert_eq!((pass, fail), (0, 0));
+        assert_eq!(skip, golden::MODELS.len() * 3 + 1);
+        assert!(
+            report.checks.iter().all(|c| matches!(&c.outcome, Outcome::Skip(r) if r.contains("cannot run on Cpu")))
+        );
+        assert!(report.pairs.is_empty());
+    }
 }

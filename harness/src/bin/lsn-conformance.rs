@@ -42,7 +42,7 @@ fn main() -> Result<()> {
         "conformance: backends {}; models from {}; data dir {}",
         backends.iter().map(|b| b.name()).collect::<Vec<_>>().join(", "),
         env.home.display(),
-        env.data_dir.as_ref().map_or("(none)".into(), |d| d.display().to_string())
+        env.data_dir.as_ref().map_or_else(|e| format!("(none: {e})"), |d| d.display().to_string())
     );
     let report = run_suite(&backends, &env, &mut |c| {
         let verdict = match &c.outcome {
