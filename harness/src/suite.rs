@@ -200,7 +200,9 @@ fn pair_rows(a: &SliceRun, b: &SliceRun) -> Vec<PairRow> {
     }
     for (x, y) in a.sets.iter().zip(&b.sets) {
         match compare::selections(x, y) {
-            Ok(d) => rows.push(row(format!("neurons {}: size of A △ B", d.method), d.symmetric_difference as f64, d.note)),
+            Ok(d) => {
+                rows.push(row(format!("neurons {}: size of A △ B", d.method), d.symmetric_difference as f64, d.note))
+            }
             Err(e) => rows.push(row(format!("neurons {}", x.method), f64::NAN, e)),
         }
     }
