@@ -80,13 +80,9 @@ fn read_golden(root: &Path, name: &str) -> Result<Golden, String> {
     Ok(g)
 }
 
-/// sha256 of a file, hex.
+/// [`lsn_data::sha256_file`] with the error as text.
 pub fn sha256(path: &Path) -> Result<String, String> {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    let mut f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    std::io::copy(&mut f, &mut h).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(hex::encode(h.finalize()))
+    lsn_data::sha256_file(path).map_err(|e| e.to_string())
 }
 
 /// The checkpoint directory of `m`: the fetched model in the cache, or the tiny model written once per run.
