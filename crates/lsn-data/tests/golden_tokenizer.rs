@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 #[derive(Deserialize)]
 struct Golden {
@@ -37,7 +36,7 @@ fn model_dir(name: &str) -> PathBuf {
 fn check(name: &str) {
     let g = golden(name);
     let path = model_dir(name).join("tokenizer.json");
-    let digest = hex::encode(Sha256::digest(std::fs::read(&path).unwrap()));
+    let digest = lsn_data::sha256_file(&path).unwrap();
     assert_eq!(Some(digest), g.tokenizer_sha256, "{name}: tokenizer.json differs from the goldens'");
     let tok = lsn_data::Tokenizer::from_file(&path).unwrap();
     let mut checked = 0;
