@@ -46,7 +46,7 @@ impl TchModel {
         let real = batch.real_positions();
         let mut device_taps = if taps.any() {
             Some(
-                DeviceTaps::new(taps, layers, width, real.as_deref(), self.device)
+                DeviceTaps::new(taps, layers, width, batch.n_tokens(), real.as_deref(), self.device)
                     .during(|| "preparing FFN taps".into())?,
             )
         } else {

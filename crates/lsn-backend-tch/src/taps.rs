@@ -21,6 +21,8 @@ pub(crate) struct DeviceTaps {
     real: Option<Tensor>,
     /// Per quantile level, the two order statistics (ranks) it interpolates and the weight, for this batch's size.
     positions: Vec<(usize, usize, f32)>,
+    /// Those ranks, low and high per level, on the device.
+    ranks: Tensor,
     /// Thresholds `[n, layers·intermediate]` on the device.
     thresholds: Option<Tensor>,
     layer: usize,
@@ -36,6 +38,7 @@ impl DeviceTaps {
         taps: &Taps,
         layers: usize,
         intermediate: usize,
+        n_tokens: usize,
         real: Option<&[u32]>,
         device: Device,
     ) -> Result<Self> {
@@ -45,19 +48,20 @@ impl DeviceTaps {
             }
             None => None,
         };
+        // `[n, layers·intermediate]`; the caller has checked (`Taps::n_thresholds`) that the length divides.
+        let plane = (layers * intermediate) as i64;
         let thresholds = match &taps.above {
-            Some(thr) => {
-                let width = (layers * intermediate) as i64;
-                let n = thr.len() as i64 / width.max(1);
-                Some(Tensor::f_from_slice(thr)?.f_reshape([n, width])?.f_to_device(device)?)
-            }
+            Some(thr) => Some(Tensor::f_from_slice(thr)?.f_reshape([-1, plane])?.f_to_device(device)?),
             None => None,
         };
+        let positions: Vec<(usize, usize, f32)> = QUANTILES.iter().map(|&q| quantile_position(n_tokens, q)).collect();
+        let ranks: Vec<i64> = positions.iter().flat_map(|&(lo, hi, _)| [lo as i64, hi as i64]).collect();
         Ok(Self {
             taps: taps.clone(),
             intermediate,
             real,
-            positions: Vec::new(),
+            positions,
+            ranks: Tensor::f_from_slice(&ranks)?.f_to_device(device)?,
             thresholds,
             layer: 0,
             count_pos: Vec::new(),
@@ -83,8 +87,7 @@ impl DeviceTaps {
             self.sum_sq.push(wide.f_square()?.f_sum_dim_intlist(0, false, Kind::Double)?);
         }
         if self.taps.quantiles {
-            let order = self.quantiles_of(&a)?;
-            self.quantiles.push(order);
+            self.quantiles.push(self.quantiles_of(&a)?);
         }
         if let Some(thr) = &self.thresholds {
             let width = self.intermediate as i64;
@@ -101,13 +104,10 @@ impl DeviceTaps {
     }
 
     /// The order statistics `[2 · QUANTILES.len(), intermediate]` (low, high rank per level) over the token axis.
-    fn quantiles_of(&mut self, a: &Tensor) -> Result<Tensor> {
-        let n = a.size()[0] as usize;
-        self.positions = QUANTILES.iter().map(|&q| quantile_position(n, q)).collect();
-        let ranks: Vec<i64> = self.positions.iter().flat_map(|&(lo, hi, _)| [lo as i64, hi as i64]).collect();
+    fn quantiles_of(&self, a: &Tensor) -> Result<Tensor> {
         // Sorting along the contiguous axis is several times faster than along the strided token axis.
         let (sorted, _) = a.f_transpose(0, 1)?.f_contiguous()?.f_sort(-1, false)?;
-        sorted.f_index_select(1, &Tensor::f_from_slice(&ranks)?.f_to_device(a.device())?)?.f_transpose(0, 1)
+        sorted.f_index_select(1, &self.ranks)?.f_transpose(0, 1)
     }
 
     /// Quantiles `[QUANTILES.len(), n]` from the order statistics `[2 · QUANTILES.len(), n]`.
@@ -181,7 +181,7 @@ mod tests {
         // Rows 3 and 40 are padding.
         let real: Vec<u32> = (0..n as u32).filter(|&r| r != 3 && r != 40).collect();
         let mut host = TapReducer::new(layers, width, &taps).unwrap();
-        let mut dev = DeviceTaps::new(&taps, layers, width, Some(&real), Device::Cpu).unwrap();
+        let mut dev = DeviceTaps::new(&taps, layers, width, real.len(), Some(&real), Device::Cpu).unwrap();
         for l in 0..layers {
             let a = activations(n, width, l as u64 + 1);
             host.push(l, &a, Some(&real)).unwrap();
