@@ -45,18 +45,16 @@ pub fn stats(a: &[(String, ActivationStats)], b: &[(String, ActivationStats)]) -
         if x.pass1.n_tokens != y.pass1.n_tokens || x.layers != y.layers || x.intermediate != y.intermediate {
             return Err(format!("{lang}: the captures differ in shape or token count"));
         }
-        let counts = |v: &[u64]| v.iter().map(|&c| c as f64).collect::<Vec<_>>();
-        add(diff_f64("count_pos", counts(&x.pass1.count_pos).into_iter(), counts(&y.pass1.count_pos).into_iter()));
+        fn counts(v: &[u64]) -> impl Iterator<Item = f64> + '_ {
+            v.iter().map(|&c| c as f64)
+        }
+        add(diff_f64("count_pos", counts(&x.pass1.count_pos), counts(&y.pass1.count_pos)));
         add(diff_f64("mean", x.mean().into_iter(), y.mean().into_iter()));
         add(diff_f64("std", x.std().into_iter(), y.std().into_iter()));
-        let q = |s: &ActivationStats| s.quantile_means().into_iter().map(f64::from).collect::<Vec<_>>();
-        add(diff_f64("quantile_mean (p5…p95)", q(x).into_iter(), q(y).into_iter()));
+        let q = |s: &ActivationStats| s.quantile_means().into_iter().map(f64::from);
+        add(diff_f64("quantile_mean (p5…p95)", q(x), q(y)));
         match (&x.pass2, &y.pass2) {
-            (Some(p), Some(r)) => add(diff_f64(
-                "count_above (p5…p95)",
-                counts(&p.count_above).into_iter(),
-                counts(&r.count_above).into_iter(),
-            )),
+            (Some(p), Some(r)) => add(diff_f64("count_above (p5…p95)", counts(&p.count_above), counts(&r.count_above))),
             (None, None) => {}
             _ => return Err(format!("{lang}: only one capture has pass 2")),
         }

@@ -98,20 +98,22 @@ pub fn run_suite(backends: &[Box<dyn Backend>], env: &Env, on_check: &mut dyn Fn
             Err(e) => push(&mut report, Check::failed(&case, b, e)),
         }
     }
-    // Cross-backend: every backend against the first one that captured the slice, and every pair in the table.
-    if let Some((reference, others)) = runs.split_first() {
+    // Cross-backend: every pair is compared once; the case table holds each backend against the first one that
+    // captured the slice, the pairwise table every pair.
+    if let Some(reference) = runs.first() {
         for c in reference_checks(reference, &slice_name) {
             push(&mut report, c);
-        }
-        for run in others {
-            for c in against_reference(reference, run, &slice_name) {
-                push(&mut report, c);
-            }
         }
     }
     for (i, a) in runs.iter().enumerate() {
         for b in &runs[i + 1..] {
-            report.pairs.extend(pair_rows(a, b));
+            let diff = PairDiff::of(a, b);
+            if i == 0 {
+                for c in against_reference(&diff, b, &slice_name) {
+                    push(&mut report, c);
+                }
+            }
+            report.pairs.extend(diff.rows(a, b));
         }
     }
     report
@@ -141,72 +143,79 @@ fn reference_checks(r: &SliceRun, slice_name: &str) -> Vec<Check> {
     v
 }
 
-fn against_reference(r: &SliceRun, run: &SliceRun, slice_name: &str) -> Vec<Check> {
+/// How two backends' slice runs differ: every statistic and every method's neuron sets.
+struct PairDiff {
+    stats: Result<Vec<compare::StatDiff>, String>,
+    sets: Vec<Result<compare::SetDiff, String>>,
+}
+
+impl PairDiff {
+    fn of(a: &SliceRun, b: &SliceRun) -> Self {
+        Self {
+            stats: compare::stats(&a.stats, &b.stats),
+            sets: a.sets.iter().zip(&b.sets).map(|(x, y)| compare::selections(x, y)).collect(),
+        }
+    }
+
+    /// The pairwise table's rows.
+    fn rows(&self, a: &SliceRun, b: &SliceRun) -> Vec<PairRow> {
+        let row = |what: String, value: f64, note: String| PairRow {
+            a: a.backend.clone(),
+            b: b.backend.clone(),
+            what,
+            value,
+            note,
+        };
+        let mut rows = Vec::new();
+        match &self.stats {
+            Ok(diffs) => rows.extend(
+                diffs.iter().map(|d| row(d.what.to_owned(), d.max_abs, format!("{} value(s) differ", d.differing))),
+            ),
+            Err(e) => rows.push(row("statistics".into(), f64::NAN, e.clone())),
+        }
+        for (set, x) in self.sets.iter().zip(&a.sets) {
+            match set {
+                Ok(d) => rows.push(row(
+                    format!("neurons {}: size of A △ B", d.method),
+                    d.symmetric_difference as f64,
+                    d.note.clone(),
+                )),
+                Err(e) => rows.push(row(format!("neurons {}", x.method), f64::NAN, e.clone())),
+            }
+        }
+        rows
+    }
+}
+
+/// Backend `run`'s rows of the cross-backend cases, from its differences with the reference.
+fn against_reference(diff: &PairDiff, run: &SliceRun, slice_name: &str) -> Vec<Check> {
     let (count, quant, above, set_cases) = case_names(slice_name, &run.sets);
     let b = run.backend.as_str();
     let mut v = Vec::new();
-    match compare::stats(&r.stats, &run.stats) {
-        Err(e) => v.push(Check::failed(&count, b, e)),
+    match &diff.stats {
+        Err(e) => v.push(Check::failed(&count, b, e.clone())),
         Ok(diffs) => {
-            let get = |what: &str| diffs.iter().find(|d| d.what.starts_with(what));
-            let note = |d: Option<&compare::StatDiff>| {
-                d.map_or(String::new(), |d| format!("{} value(s) differ from {}", d.differing, r.backend))
-            };
-            let count_d = get("count_pos");
-            v.push(Check::measured(
-                &count,
-                b,
-                "max abs Δcount",
-                count_d.map_or(0.0, |d| d.max_abs),
-                COUNT_TOL,
-                note(count_d),
-            ));
-            let q = get("quantile_mean");
-            v.push(Check::measured(
-                &quant,
-                b,
-                "max abs Δquantile",
-                q.map_or(0.0, |d| d.max_abs),
-                QUANTILE_TOL,
-                note(q),
-            ));
-            let a = get("count_above");
-            v.push(Check::measured(&above, b, "max abs Δcount", a.map_or(0.0, |d| d.max_abs), COUNT_TOL, note(a)));
+            let cases = [
+                (&count, "count_pos", "max abs Δcount", COUNT_TOL),
+                (&quant, "quantile_mean", "max abs Δquantile", QUANTILE_TOL),
+                (&above, "count_above", "max abs Δcount", COUNT_TOL),
+            ];
+            for (case, stat, measure, tol) in cases {
+                let d = diffs.iter().find(|d| d.what.starts_with(stat));
+                let note = d.map_or(String::new(), |d| format!("{} value(s) differ from the reference", d.differing));
+                v.push(Check::measured(case, b, measure, d.map_or(0.0, |d| d.max_abs), tol, note));
+            }
         }
     }
-    for ((case, x), y) in set_cases.iter().zip(&r.sets).zip(&run.sets) {
-        match compare::selections(x, y) {
-            Err(e) => v.push(Check::failed(case, b, e)),
-            Ok(d) => v.push(Check::measured(case, b, "neurons in A △ B", d.symmetric_difference as f64, 0.0, d.note)),
+    for (case, set) in set_cases.iter().zip(&diff.sets) {
+        match set {
+            Err(e) => v.push(Check::failed(case, b, e.clone())),
+            Ok(d) => {
+                v.push(Check::measured(case, b, "neurons in A △ B", d.symmetric_difference as f64, 0.0, d.note.clone()))
+            }
         }
     }
     v
-}
-
-fn pair_rows(a: &SliceRun, b: &SliceRun) -> Vec<PairRow> {
-    let row = |what: String, value: f64, note: String| PairRow {
-        a: a.backend.clone(),
-        b: b.backend.clone(),
-        what,
-        value,
-        note,
-    };
-    let mut rows = Vec::new();
-    match compare::stats(&a.stats, &b.stats) {
-        Ok(diffs) => rows.extend(
-            diffs.into_iter().map(|d| row(d.what.to_owned(), d.max_abs, format!("{} value(s) differ", d.differing))),
-        ),
-        Err(e) => rows.push(row("statistics".into(), f64::NAN, e)),
-    }
-    for (x, y) in a.sets.iter().zip(&b.sets) {
-        match compare::selections(x, y) {
-            Ok(d) => {
-                rows.push(row(format!("neurons {}: size of A △ B", d.method), d.symmetric_difference as f64, d.note))
-            }
-            Err(e) => rows.push(row(format!("neurons {}", x.method), f64::NAN, e)),
-        }
-    }
-    rows
 }
 
 #[cfg(test)]
