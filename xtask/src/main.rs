@@ -10,6 +10,9 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail, ensure};
 
 mod runtime;
+mod venv;
+
+use venv::run;
 
 const HELP: &str = "\
 cargo xtask <command>
@@ -80,13 +83,6 @@ fn cargo() -> Command {
 /// Installs the native runtimes (idempotent) and returns where they are.
 fn setup() -> Result<runtime::Runtimes> {
     runtime::install(&root(), &python())
-}
-
-fn run(cmd: &mut Command) -> Result<()> {
-    eprintln!("$ {cmd:?}");
-    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
-    ensure!(status.success(), "{cmd:?} failed ({status})");
-    Ok(())
 }
 
 /// `lsn` from the dev profile (the one the tests build), so set-up adds no second build.
@@ -188,18 +184,10 @@ fn python() -> String {
 
 /// `.venv-fixtures` with the pinned requirements, reinstalled only when they change.
 fn fixtures_venv() -> Result<PathBuf> {
-    let venv = root().join(".venv-fixtures");
     let req = root().join("xtask/fixtures/requirements.txt");
     let wanted = std::fs::read_to_string(&req).with_context(|| format!("reading {}", req.display()))?;
-    let stamp = venv.join("lsn-requirements.txt");
-    let py = venv.join("bin/python");
-    if py.is_file() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
-        return Ok(py);
-    }
-    run(Command::new(python()).args(["-m", "venv"]).arg(&venv))?;
-    run(Command::new(&py).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"]).arg(&req))?;
-    std::fs::write(&stamp, wanted)?;
-    Ok(py)
+    let req = req.display().to_string();
+    venv::ensure_venv(&root().join(".venv-fixtures"), &python(), &["-r", &req], "lsn-requirements.txt", &wanted)
 }
 
 fn fixtures() -> Result<()> {

@@ -3,10 +3,10 @@
 //!
 //! Registry-only and idempotent: a stamp records what was installed, so a second run costs a few file checks.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use anyhow::{Context, Result, ensure};
+use std::path::{Path, PathBuf};
+
+use crate::venv::ensure_venv;
 
 /// The wheels, all installed with `--no-deps` (DESIGN §10). tch 0.26 needs exactly PyTorch 2.13.0; the PyPI wheel is a
 /// CUDA build whose CPU library still needs the CUDA runtime and CUPTI sonames, hence the two small nvidia wheels.
@@ -15,6 +15,9 @@ pub const WHEELS: &[&str] =
 
 /// The ONNX Runtime shared library inside the `onnxruntime` wheel (exports `OrtGetApiBase`; ort `api-31`).
 const ORT_LIB: &str = "onnxruntime/capi/libonnxruntime.so.1.31.1";
+
+/// The file in the virtualenv that records which wheels a completed setup installed.
+const STAMP: &str = "lsn-setup.txt";
 
 /// Where the runtimes live in a checkout: `.venv/` (ignored by git) with stable links under `.venv/lsn/`.
 #[derive(Debug, Clone)]
@@ -43,11 +46,7 @@ impl Runtimes {
     }
 
     fn stamp(&self) -> PathBuf {
-        self.venv.join("lsn-setup.txt")
-    }
-
-    fn python(&self) -> PathBuf {
-        self.venv.join("bin/python")
+        self.venv.join(STAMP)
     }
 
     /// Whether a previous setup installed exactly [`WHEELS`] and its links still resolve.
@@ -75,13 +74,6 @@ impl Runtimes {
     }
 }
 
-fn run(cmd: &mut Command) -> Result<()> {
-    eprintln!("$ {cmd:?}");
-    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
-    ensure!(status.success(), "{cmd:?} failed ({status})");
-    Ok(())
-}
-
 /// (Re)links `link` → `target`.
 fn relink(target: &Path, link: &Path) -> Result<()> {
     ensure!(target.exists(), "{} is missing after installing the wheels", target.display());
@@ -99,19 +91,12 @@ pub fn install(root: &Path, python: &str) -> Result<Runtimes> {
         return Ok(rt);
     }
     eprintln!("setup: installing the native runtimes into {} ({})", rt.venv.display(), WHEELS.join(", "));
-    if !rt.python().is_file() {
-        run(Command::new(python).args(["-m", "venv"]).arg(&rt.venv))
-            .context("creating the virtualenv (needs Python 3 with the venv module)")?;
-    }
-    run(Command::new(rt.python())
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps"])
-        .args(WHEELS))
-    .context("installing the pinned wheels from PyPI (needs access to the PyPI registry)")?;
+    let args: Vec<&str> = ["--no-deps"].into_iter().chain(WHEELS.iter().copied()).collect();
+    ensure_venv(&rt.venv, python, &args, STAMP, &WHEELS.join("\n"))?;
     let sp = rt.site_packages()?;
     std::fs::create_dir_all(rt.links())?;
     relink(&sp.join("torch"), &rt.libtorch())?;
     relink(&sp.join(ORT_LIB), &rt.onnxruntime())?;
-    std::fs::write(rt.stamp(), WHEELS.join("\n"))?;
     ensure!(rt.is_ready(), "setup finished but {} is incomplete", rt.venv.display());
     eprintln!("setup: LIBTORCH={} ORT_DYLIB_PATH={}", rt.libtorch().display(), rt.onnxruntime().display());
     Ok(rt)
