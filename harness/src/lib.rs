@@ -27,5 +27,7 @@ pub fn backends() -> Vec<Box<dyn Backend>> {
     v.push(Box::new(lsn_backend_candle::CandleBackend::new()));
     #[cfg(feature = "tch")]
     v.push(Box::new(lsn_backend_tch::TchBackend::new()));
+    #[cfg(feature = "ort")]
+    v.push(Box::new(lsn_backend_ort::OrtBackend::new()));
     v
 }

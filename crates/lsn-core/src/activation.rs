@@ -6,18 +6,18 @@
 //! rounded `tanh` does not. So the rule is written down once, here.
 
 /// √(2/π) as PyTorch's kernel forms it (`M_SQRT2 · M_2_SQRTPI · 0.5`, rounded to f32).
-const BETA: f32 = 0.797_884_6;
-const KAPPA: f32 = 0.044_715;
+pub const GELU_BETA: f32 = 0.797_884_6;
+pub const GELU_KAPPA: f32 = 0.044_715;
 /// Above this |argument| PyTorch's vectorised `tanh` (SLEEF `tanhf`, u10) returns exactly ±1 (SLEEF writes
 /// 8.664339742f, the same f32).
-const TANH_SATURATION: f32 = 8.664_34;
+pub const TANH_SATURATION: f32 = 8.664_34;
 
 /// GELU with the tanh approximation (`gelu_pytorch_tanh`), in PyTorch's CPU kernel order:
 /// `0.5 · x · (1 + tanh(β · (x + κ · x³)))`, with `tanh` saturating to ±1 beyond |8.664339742| as PyTorch's does.
 /// Inside that range `f32::tanh` is correctly rounded where PyTorch's is within 1 ulp, so about 0.2% of values
 /// differ by an ulp of `tanh` (≤ 5e-7 absolute, never at zero).
 pub fn gelu_tanh(x: f32) -> f32 {
-    let inner = BETA * (x + KAPPA * (x * x * x));
+    let inner = GELU_BETA * (x + GELU_KAPPA * (x * x * x));
     let t = if inner.abs() > TANH_SATURATION { inner.signum() } else { inner.tanh() };
     0.5 * x * (1.0 + t)
 }
@@ -32,7 +32,7 @@ mod tests {
         assert_eq!(gelu_tanh(-5.07), 0.0);
         assert_eq!(gelu_tanh(-30.0), 0.0);
         // A correctly rounded tanh alone would leave −1.5e-7 here.
-        let naive = 0.5 * -5.07f32 * (1.0 + (BETA * (-5.07f32 + KAPPA * -5.07f32 * -5.07 * -5.07)).tanh());
+        let naive = 0.5 * -5.07f32 * (1.0 + (GELU_BETA * (-5.07f32 + GELU_KAPPA * -5.07f32 * -5.07 * -5.07)).tanh());
         assert!(naive < 0.0, "{naive}");
     }
 

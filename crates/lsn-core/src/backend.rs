@@ -51,6 +51,8 @@ pub struct Capabilities {
     pub devices: Vec<Device>,
     /// Whether `forward` can return per-neuron FFN statistics.
     pub taps: bool,
+    /// Whether the backend can take gradient steps (masked LoRA training); inference-only backends say no.
+    pub train: bool,
 }
 
 /// Which per-neuron FFN statistics of `a = act_fn(gate_proj(x))` to reduce over the batch's real tokens.

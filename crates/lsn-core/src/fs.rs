@@ -1,7 +1,20 @@
-//! Atomic file writes: every output of lsn appears complete or not at all.
+//! Atomic file writes (every output of lsn appears complete or not at all) and the cache directory.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// The cache directory for fetched models, data and exports: `$LSN_HOME`, else `$XDG_CACHE_HOME/lsn`, else
+/// `~/.cache/lsn`.
+pub fn cache_home() -> PathBuf {
+    if let Some(h) = std::env::var_os("LSN_HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(h);
+    }
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"))
+        .join("lsn")
+}
 
 /// Writes `bytes` to `path` through a temporary sibling, fsync and a rename, so no reader ever sees a partial file.
 /// The file gets the process's usual permissions (not a temp file's private 0600). Creates the parent directory.

@@ -23,7 +23,7 @@ pub use batch::TokenBatch;
 pub use config::{Activation, AttentionKind, Family, HfConfig, ModelConfig, RopeScaling};
 pub use dense::Dense;
 pub use error::{Error, Result};
-pub use fs::write_atomic;
+pub use fs::{cache_home, write_atomic};
 pub use lang::Lang;
 pub use neuron::NeuronId;
 pub use rng::SeededRng;

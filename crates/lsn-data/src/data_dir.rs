@@ -7,17 +7,7 @@ use crate::{Error, Result};
 /// Environment variable naming the data directory.
 pub const DATA_DIR_ENV: &str = "LSN_DATA_DIR";
 
-/// The cache directory for fetched models and data: `$LSN_HOME`, else `$XDG_CACHE_HOME/lsn`, else `~/.cache/lsn`.
-pub fn cache_home() -> PathBuf {
-    if let Some(h) = std::env::var_os("LSN_HOME").filter(|h| !h.is_empty()) {
-        return PathBuf::from(h);
-    }
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from(".cache"))
-        .join("lsn")
-}
+pub use lsn_core::cache_home;
 
 /// The file `lsn fetch-model` writes last into a fetched model's directory: its presence means complete.
 pub const FETCH_MARKER: &str = "lsn-fetch.json";

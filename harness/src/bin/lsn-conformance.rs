@@ -1,7 +1,7 @@
 //! `lsn-conformance`: runs the conformance suite on every backend compiled in and prints the case × backend table
 //! and the pairwise table (markdown), then one summary line; exits non-zero when a case fails.
 //!
-//! Usage: `lsn-conformance [--device cpu|cuda[:N]] [--json FILE]`. `cargo xtask conformance` builds and runs it.
+//! Usage: `lsn-conformance [--device cpu|cuda[:N]] [--backends a,b] [--json FILE]`. `cargo xtask conformance` builds and runs it.
 //! Reads `LSN_HOME` (model cache; the fetched models must be there) and `LSN_DATA_DIR` (FLORES-200 for the slice).
 
 use std::path::PathBuf;
@@ -24,20 +24,32 @@ fn parse_device(s: &str) -> Result<Device> {
 fn main() -> Result<()> {
     let mut device = Device::Cpu;
     let mut json: Option<PathBuf> = None;
+    let mut only: Option<Vec<String>> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--device" => device = parse_device(&args.next().context("--device needs a value")?)?,
+            "--backends" => {
+                only = Some(args.next().context("--backends needs a list")?.split(',').map(str::to_owned).collect())
+            }
             "--json" => json = Some(args.next().context("--json needs a file")?.into()),
             "-h" | "--help" => {
-                println!("lsn-conformance [--device cpu|cuda[:N]] [--json FILE]\n\n{}", env!("CARGO_PKG_DESCRIPTION"));
+                println!("lsn-conformance [--device cpu|cuda[:N]] [--backends a,b] [--json FILE]\n\n{}\n\n--backends runs only the named backends (the first is the reference)", env!("CARGO_PKG_DESCRIPTION"));
                 return Ok(());
             }
             other => bail!("unknown argument {other:?} (see --help)"),
         }
     }
     let env = Env::from_env(device).context("creating a scratch folder")?;
-    let backends = backends();
+    let mut backends = backends();
+    if let Some(only) = only {
+        let known: Vec<&str> = backends.iter().map(|b| b.name()).collect();
+        if let Some(bad) = only.iter().find(|n| !known.contains(&n.as_str())) {
+            bail!("backend {bad:?} is not compiled in (this build has {})", known.join(", "));
+        }
+        backends.retain(|b| only.iter().any(|n| n == b.name()));
+        backends.sort_by_key(|b| only.iter().position(|n| n == b.name()));
+    }
     eprintln!(
         "conformance: backends {}; models from {}; data dir {}",
         backends.iter().map(|b| b.name()).collect::<Vec<_>>().join(", "),

@@ -1,0 +1,473 @@
+//! The ONNX exporter: the graphs of a Gemma 3 or Llama-family decoder, written from the same HF checkpoint every
+//! backend reads, with the FFN tap reductions in the graph (ONNX Runtime cannot hook intermediate tensors).
+//!
+//! Weights live once in `weights.bin` (f32, each tensor 4 KiB-aligned so the runtime can map it); every graph refers
+//! to it as external data. Graphs take only `input_ids` `[batch, seq]` (rows right-padded) plus what the requested
+//! taps need; RoPE tables (from lsn-core's frequencies) and causal / sliding masks are computed in the graph.
+//!
+//! A body graph ([`BodySpec`]) runs the decoder and emits, as asked: per-layer counts of `a > 0`, f64 sums and sums
+//! of squares, the two order statistics of each quantile level (in-graph sort) or the activations themselves (host
+//! quantiles), counts above per-neuron thresholds; then the final-normed hidden states, the logits, or nothing (the
+//! pass stops after the last tap). The head graph maps hidden rows to logits and, on request, the next-token NLL.
+
+use std::collections::BTreeMap;
+
+use lsn_core::{Activation, AttentionKind, Family, ModelConfig, positions};
+use serde::{Deserialize, Serialize};
+
+use crate::proto::{Attr, Dim, Elem, Graph};
+
+/// Bumped whenever the graphs or the weight layout change; part of the cache key.
+pub const EXPORTER_VERSION: u32 = 1;
+
+/// The file every graph takes its weights from.
+pub(crate) const WEIGHTS_FILE: &str = "weights.bin";
+
+/// Where each tensor sits in [`WEIGHTS_FILE`]: name → (shape, byte offset). Norm weights are stored as the
+/// multiplier the norm applies (`1 + w` for Gemma).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub(crate) struct Manifest {
+    pub(crate) tensors: BTreeMap<String, (Vec<usize>, u64)>,
+}
+
+/// How a body graph returns the per-batch quantiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Quantiles {
+    No,
+    /// Sorted in the graph; the order statistics at `quantile_ranks` come back, `[layers, ranks, intermediate]`.
+    Graph,
+    /// The real tokens' activations come back per layer (`act_<l>`, `[tokens, intermediate]`) for the host reducer.
+    Host,
+}
+
+/// What a body graph ends with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Head {
+    /// Nothing after the last layer's tap.
+    No,
+    /// `hidden` `[batch·seq, hidden_size]` after the final norm.
+    Hidden,
+    /// `logits` `[batch, seq, vocab]`: the whole model, as a stand-alone export.
+    Logits,
+}
+
+/// One body graph variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct BodySpec {
+    pub(crate) count_pos: bool,
+    pub(crate) moments: bool,
+    pub(crate) quantiles: Quantiles,
+    pub(crate) above: bool,
+    pub(crate) head: Head,
+}
+
+impl BodySpec {
+    pub(crate) fn any_tap(&self) -> bool {
+        self.count_pos || self.moments || self.quantiles != Quantiles::No || self.above
+    }
+
+    /// The graph's file name in the export directory.
+    pub(crate) fn file_name(&self) -> String {
+        let q = match self.quantiles {
+            Quantiles::No => "",
+            Quantiles::Graph => "-quantiles",
+            Quantiles::Host => "-activations",
+        };
+        let h = match self.head {
+            Head::No => "",
+            Head::Hidden => "-hidden",
+            Head::Logits => "-logits",
+        };
+        format!(
+            "body{}{}{q}{}{h}.onnx",
+            if self.count_pos { "-countpos" } else { "" },
+            if self.moments { "-moments" } else { "" },
+            if self.above { "-above" } else { "" },
+        )
+    }
+}
+
+/// Graph-building context: the config and where the weights are.
+struct Ctx<'a> {
+    cfg: &'a ModelConfig,
+    manifest: &'a Manifest,
+    g: Graph,
+}
+
+impl Ctx<'_> {
+    /// The initializer of checkpoint tensor `name` (declared on first use).
+    fn w(&mut self, name: &str) -> String {
+        let (shape, offset) = self.manifest.tensors.get(name).cloned().unwrap_or_default();
+        if !self.g.has_initializer(name) {
+            self.g.external(name, &shape, WEIGHTS_FILE, offset);
+        }
+        name.to_owned()
+    }
+
+    /// `x @ Wᵀ` for 2-D `x` `[n, in]` and a HF weight `[out, in]`.
+    fn linear(&mut self, x: &str, weight: &str) -> String {
+        let w = self.w(weight);
+        self.g.op("Gemm", &[x, &w], &[Attr::Int("transB", 1)])
+    }
+
+    /// RMSNorm over the last axis: `x · 1/sqrt(mean(x²) + eps) · alpha`.
+    fn rms_norm(&mut self, x: &str, weight: &str) -> String {
+        let alpha = self.w(weight);
+        let g = &mut self.g;
+        let sq = g.op("Mul", &[x, x], &[]);
+        let last = g.ints(&[-1]);
+        let ms = g.op("ReduceMean", &[&sq, &last], &[Attr::Int("keepdims", 1)]);
+        let eps = g.float(self.cfg.rms_norm_eps as f32);
+        let var = g.op("Add", &[&ms, &eps], &[]);
+        let root = g.op("Sqrt", &[&var], &[]);
+        let inv = g.op("Reciprocal", &[&root], &[]);
+        let normed = g.op("Mul", &[x, &inv], &[]);
+        g.op("Mul", &[&normed, &alpha], &[])
+    }
+
+    /// The FFN activation, in PyTorch's CPU order (GELU-tanh with its saturation: `lsn_core::activation`).
+    fn activate(&mut self, x: &str) -> String {
+        let g = &mut self.g;
+        match self.cfg.activation {
+            Activation::Silu => {
+                let s = g.op("Sigmoid", &[x], &[]);
+                g.op("Mul", &[x, &s], &[])
+            }
+            Activation::Gelu => {
+                let r = g.float(std::f32::consts::FRAC_1_SQRT_2);
+                let (half, one) = (g.float(0.5), g.float(1.0));
+                let e = g.op("Mul", &[x, &r], &[]);
+                let e = g.op("Erf", &[&e], &[]);
+                let e = g.op("Add", &[&e, &one], &[]);
+                let hx = g.op("Mul", &[x, &half], &[]);
+                g.op("Mul", &[&hx, &e], &[])
+            }
+            Activation::GeluTanh => {
+                let (beta, kappa) = (g.float(lsn_core::activation::GELU_BETA), g.float(lsn_core::activation::GELU_KAPPA));
+                let (half, one) = (g.float(0.5), g.float(1.0));
+                let sat = g.float(lsn_core::activation::TANH_SATURATION);
+                let x2 = g.op("Mul", &[x, x], &[]);
+                let x3 = g.op("Mul", &[&x2, x], &[]);
+                let kx3 = g.op("Mul", &[&kappa, &x3], &[]);
+                let s = g.op("Add", &[x, &kx3], &[]);
+                let inner = g.op("Mul", &[&beta, &s], &[]);
+                let t = g.op("Tanh", &[&inner], &[]);
+                let mag = g.op("Abs", &[&inner], &[]);
+                let saturated = g.op("Greater", &[&mag, &sat], &[]);
+                let sign = g.op("Sign", &[&inner], &[]);
+                let t = g.op("Where", &[&saturated, &sign, &t], &[]);
+                let hx = g.op("Mul", &[&half, x], &[]);
+                let t1 = g.op("Add", &[&one, &t], &[]);
+                g.op("Mul", &[&hx, &t1], &[])
+            }
+        }
+    }
+}
+
+/// Per-kind RoPE cos/sin `[seq, 1, head_dim]` and additive mask `[seq, seq]`, computed in the graph from `seq`.
+struct Positional {
+    global: (String, String, String),
+    sliding: Option<(String, String, String)>,
+}
+
+fn positional(c: &mut Ctx<'_>, ids: &str) -> Positional {
+    let g = &mut c.g;
+    let shape = g.op("Shape", &[ids], &[]);
+    let one_idx = g.int(1);
+    let seq = g.op("Gather", &[&shape, &one_idx], &[Attr::Int("axis", 0)]);
+    let (zero, one) = (g.int(0), g.int(1));
+    let t = g.op("Range", &[&zero, &seq, &one], &[]);
+    let col_axes = g.ints(&[1]);
+    let row_axes = g.ints(&[0]);
+    let t_col = g.op("Unsqueeze", &[&t, &col_axes], &[]); // [seq, 1]
+    let t_row = g.op("Unsqueeze", &[&t, &row_axes], &[]); // [1, seq]
+    let tf = g.op("Cast", &[&t_col], &[Attr::Int("to", Elem::FLOAT as i64)]);
+    let visible = g.op("LessOrEqual", &[&t_row, &t_col], &[]); // key j ≤ query i
+    let (zero_f, neg_inf) = (g.float(0.0), g.float(f32::NEG_INFINITY));
+    let mut build = |kind: AttentionKind| {
+        let p = positions::layer_positions(c.cfg, kind);
+        let g = &mut c.g;
+        let half: Vec<f32> = p.inv_freqs.iter().chain(&p.inv_freqs).copied().collect();
+        let freqs = g.floats(&half);
+        let angle = g.op("Mul", &[&tf, &freqs], &[]); // [seq, head_dim], t · f in f32
+        let mid = g.ints(&[1]);
+        let cos = g.op("Cos", &[&angle], &[]);
+        let cos = g.op("Unsqueeze", &[&cos, &mid], &[]);
+        let sin = g.op("Sin", &[&angle], &[]);
+        let sin = g.op("Unsqueeze", &[&sin, &mid], &[]);
+        let vis = match p.window {
+            None => visible.clone(),
+            Some(w) => {
+                let w = g.int(w as i64);
+                let first = g.op("Sub", &[&t_col, &w], &[]);
+                let inside = g.op("Greater", &[&t_row, &first], &[]); // i − window < j
+                g.op("And", &[&visible, &inside], &[])
+            }
+        };
+        let mask = g.op("Where", &[&vis, &zero_f, &neg_inf], &[]);
+        (cos, sin, mask)
+    };
+    let global = build(AttentionKind::Global);
+    let sliding = c.cfg.layer_kinds.contains(&AttentionKind::Sliding).then(|| build(AttentionKind::Sliding));
+    Positional { global, sliding }
+}
+
+/// Rotate-half RoPE of `x` `[b, t, heads, d]`: `x · cos + rotate_half(x) · sin`.
+fn rope(g: &mut Graph, x: &str, cos: &str, sin: &str) -> String {
+    let halves = g.op_n("Split", &[x], &[Attr::Int("axis", -1), Attr::Int("num_outputs", 2)], 2);
+    let neg = g.op("Neg", &[&halves[1]], &[]);
+    let rot = g.op("Concat", &[&neg, &halves[0]], &[Attr::Int("axis", -1)]);
+    let a = g.op("Mul", &[x, cos], &[]);
+    let b = g.op("Mul", &[&rot, sin], &[]);
+    g.op("Add", &[&a, &b], &[])
+}
+
+/// The per-layer tap tensors, concatenated over layers at the end.
+#[derive(Default)]
+struct TapOuts {
+    count_pos: Vec<String>,
+    sum: Vec<String>,
+    sum_sq: Vec<String>,
+    quantiles: Vec<String>,
+    above: Vec<String>,
+}
+
+/// Inputs the taps read.
+struct TapInputs {
+    real: String,
+    ranks: Option<String>,
+    thresholds: Option<String>,
+}
+
+fn taps(c: &mut Ctx<'_>, spec: &BodySpec, inp: &TapInputs, a: &str, layer: usize, out: &mut TapOuts) {
+    let g = &mut c.g;
+    let ar = g.op("Gather", &[a, &inp.real], &[Attr::Int("axis", 0)]); // [tokens, I]
+    let axis0 = g.ints(&[0]);
+    let zero = g.float(0.0);
+    let count = |g: &mut Graph, cond: &str| {
+        let f = g.op("Cast", &[cond], &[Attr::Int("to", Elem::FLOAT as i64)]);
+        g.op("ReduceSum", &[&f, &axis0], &[Attr::Int("keepdims", 1)])
+    };
+    if spec.count_pos {
+        let pos = g.op("Greater", &[&ar, &zero], &[]);
+        out.count_pos.push(count(g, &pos)); // [1, I]
+    }
+    if spec.moments {
+        let wide = g.op("Cast", &[&ar], &[Attr::Int("to", Elem::DOUBLE as i64)]);
+        out.sum.push(g.op("ReduceSum", &[&wide, &axis0], &[Attr::Int("keepdims", 1)]));
+        let sq = g.op("Mul", &[&wide, &wide], &[]);
+        out.sum_sq.push(g.op("ReduceSum", &[&sq, &axis0], &[Attr::Int("keepdims", 1)]));
+    }
+    match (spec.quantiles, &inp.ranks) {
+        (Quantiles::Graph, Some(ranks)) => {
+            let k = g.op("Shape", &[&inp.real], &[]);
+            let sorted = g.op_n(
+                "TopK",
+                &[&ar, &k],
+                &[Attr::Int("axis", 0), Attr::Int("largest", 0), Attr::Int("sorted", 1)],
+                2,
+            );
+            let picked = g.op("Gather", &[&sorted[0], ranks], &[Attr::Int("axis", 0)]); // [ranks, I]
+            out.quantiles.push(g.op("Unsqueeze", &[&picked, &axis0], &[]));
+        }
+        (Quantiles::Host, _) => {
+            let name = format!("act_{layer}");
+            g.output(&ar, &name, Elem::FLOAT, &[Dim::Named("tokens"), Dim::Fixed(c.cfg.intermediate_size)]);
+        }
+        _ => {}
+    }
+    if let (true, Some(thr)) = (spec.above, &inp.thresholds) {
+        let l = g.int(layer as i64);
+        let thr_l = g.op("Gather", &[thr, &l], &[Attr::Int("axis", 0)]); // [S, I]
+        let axis1 = g.ints(&[1]);
+        let a3 = g.op("Unsqueeze", &[&ar, &axis1], &[]); // [tokens, 1, I]
+        let over = g.op("Greater", &[&a3, &thr_l], &[]); // [tokens, S, I]
+        let n = count(g, &over); // [1, S, I]
+        out.above.push(n);
+    }
+}
+
+/// The LM head on 2-D hidden rows: `[n, vocab]` logits, soft-capped where the model says so.
+fn head(c: &mut Ctx<'_>, hidden: &str) -> String {
+    let name = if c.cfg.tie_word_embeddings { "model.embed_tokens.weight" } else { "lm_head.weight" };
+    let logits = c.linear(hidden, name);
+    match c.cfg.final_logit_softcap {
+        None => logits,
+        Some(cap) => {
+            let g = &mut c.g;
+            let cap = g.float(cap as f32);
+            let x = g.op("Div", &[&logits, &cap], &[]);
+            let x = g.op("Tanh", &[&x], &[]);
+            g.op("Mul", &[&x, &cap], &[])
+        }
+    }
+}
+
+/// The body graph `spec` of `cfg` with weights at `manifest`.
+pub(crate) fn body(cfg: &ModelConfig, manifest: &Manifest, spec: &BodySpec) -> Result<Vec<u8>, protobuf::Error> {
+    let mut c = Ctx { cfg, manifest, g: Graph::new("lsn_decoder") };
+    let (heads, kv, d) = (cfg.num_heads as i64, cfg.num_kv_heads as i64, cfg.head_dim as i64);
+    let (hidden, inter) = (cfg.hidden_size, cfg.intermediate_size);
+    let ids = c.g.input("input_ids", Elem::INT64, &[Dim::Named("batch"), Dim::Named("seq")]);
+    let tap_in = TapInputs {
+        real: if spec.any_tap() {
+            c.g.input("real_index", Elem::INT64, &[Dim::Named("tokens")])
+        } else {
+            String::new()
+        },
+        ranks: (spec.quantiles == Quantiles::Graph)
+            .then(|| c.g.input("quantile_ranks", Elem::INT64, &[Dim::Named("ranks")])),
+        thresholds: spec.above.then(|| {
+            c.g.input(
+                "thresholds",
+                Elem::FLOAT,
+                &[Dim::Fixed(cfg.num_layers), Dim::Named("n_thresholds"), Dim::Fixed(inter)],
+            )
+        }),
+    };
+    let pos = positional(&mut c, &ids);
+
+    let embed = c.w("model.embed_tokens.weight");
+    let g = &mut c.g;
+    let bt = g.op("Shape", &[&ids], &[]);
+    let flat = g.ints(&[-1, hidden as i64]);
+    let x = g.op("Gather", &[&embed, &ids], &[Attr::Int("axis", 0)]);
+    let mut x = g.op("Reshape", &[&x, &flat], &[]); // [n, hidden]
+    if let Some(s) = positions::embed_scale(cfg) {
+        let s = g.float(s);
+        x = g.op("Mul", &[&x, &s], &[]);
+    }
+    let hd = g.ints(&[heads, d]);
+    let kvd = g.ints(&[kv, d]);
+    let q_shape = g.op("Concat", &[&bt, &hd], &[Attr::Int("axis", 0)]);
+    let kv_shape = g.op("Concat", &[&bt, &kvd], &[Attr::Int("axis", 0)]);
+    let grouped = g.ints(&[0, kv, -1, d]); // [b, kv, group·t, d]
+    let by_head = g.ints(&[0, heads, -1, 0]); // scores [b, heads, t, t]
+    let by_group = g.ints(&[0, kv, -1, 0]);
+    let heads_back = g.ints(&[0, heads, -1, d]);
+    let merged = g.ints(&[-1, heads * d]);
+    let scale = g.float(cfg.attn_scale as f32);
+    let gemma = cfg.family == Family::Gemma3;
+    let mut outs = TapOuts::default();
+    let last = cfg.num_layers - 1;
+    for (l, &kind) in cfg.layer_kinds.iter().enumerate() {
+        let p = format!("model.layers.{l}");
+        let (cos, sin, mask) = match (kind, &pos.sliding) {
+            (AttentionKind::Sliding, Some(s)) => s.clone(),
+            _ => pos.global.clone(),
+        };
+        let h = c.rms_norm(&x, &format!("{p}.input_layernorm.weight"));
+        let q = c.linear(&h, &format!("{p}.self_attn.q_proj.weight"));
+        let k = c.linear(&h, &format!("{p}.self_attn.k_proj.weight"));
+        let v = c.linear(&h, &format!("{p}.self_attn.v_proj.weight"));
+        let mut q = c.g.op("Reshape", &[&q, &q_shape], &[]);
+        let mut k = c.g.op("Reshape", &[&k, &kv_shape], &[]);
+        let v = c.g.op("Reshape", &[&v, &kv_shape], &[]);
+        if gemma {
+            q = c.rms_norm(&q, &format!("{p}.self_attn.q_norm.weight"));
+            k = c.rms_norm(&k, &format!("{p}.self_attn.k_norm.weight"));
+        }
+        let g = &mut c.g;
+        let q = rope(g, &q, &cos, &sin);
+        let k = rope(g, &k, &cos, &sin);
+        // Grouped-query attention as HF's `repeat_kv`: query head h reads KV head h / group, so the query heads of
+        // one KV head are adjacent and fold into its rows.
+        let q = g.op("Transpose", &[&q], &[Attr::Ints("perm", vec![0, 2, 1, 3])]); // [b, heads, t, d]
+        let q = g.op("Reshape", &[&q, &grouped], &[]); // [b, kv, group·t, d]
+        let kt = g.op("Transpose", &[&k], &[Attr::Ints("perm", vec![0, 2, 3, 1])]); // [b, kv, d, t]
+        let v = g.op("Transpose", &[&v], &[Attr::Ints("perm", vec![0, 2, 1, 3])]); // [b, kv, t, d]
+        let s = g.op("MatMul", &[&q, &kt], &[]);
+        let s = g.op("Reshape", &[&s, &by_head], &[]); // [b, heads, t, t]
+        let s = g.op("Mul", &[&s, &scale], &[]);
+        let s = g.op("Add", &[&s, &mask], &[]);
+        let s = g.op("Softmax", &[&s], &[Attr::Int("axis", -1)]);
+        let s = g.op("Reshape", &[&s, &by_group], &[]);
+        let att = g.op("MatMul", &[&s, &v], &[]); // [b, kv, group·t, d]
+        let att = g.op("Reshape", &[&att, &heads_back], &[]);
+        let att = g.op("Transpose", &[&att], &[Attr::Ints("perm", vec![0, 2, 1, 3])]); // [b, t, heads, d]
+        let att = g.op("Reshape", &[&att, &merged], &[]);
+        // `attn_logit_softcapping` is not applied: transformers' Gemma3Attention does not pass it on either.
+        let mut att = c.linear(&att, &format!("{p}.self_attn.o_proj.weight"));
+        if gemma {
+            att = c.rms_norm(&att, &format!("{p}.post_attention_layernorm.weight"));
+        }
+        x = c.g.op("Add", &[&x, &att], &[]);
+
+        let pre = if gemma { "pre_feedforward_layernorm" } else { "post_attention_layernorm" };
+        let h = c.rms_norm(&x, &format!("{p}.{pre}.weight"));
+        let gate = c.linear(&h, &format!("{p}.mlp.gate_proj.weight"));
+        let a = c.activate(&gate);
+        if spec.any_tap() {
+            taps(&mut c, spec, &tap_in, &a, l, &mut outs);
+        }
+        if l == last && spec.head == Head::No {
+            break; // capture needs only the taps
+        }
+        let up = c.linear(&h, &format!("{p}.mlp.up_proj.weight"));
+        let au = c.g.op("Mul", &[&a, &up], &[]);
+        let mut f = c.linear(&au, &format!("{p}.mlp.down_proj.weight"));
+        if gemma {
+            f = c.rms_norm(&f, &format!("{p}.post_feedforward_layernorm.weight"));
+        }
+        x = c.g.op("Add", &[&x, &f], &[]);
+    }
+    let layers = Dim::Fixed(cfg.num_layers);
+    let width = Dim::Fixed(inter);
+    let concat = |c: &mut Ctx<'_>, parts: &[String], name: &str, elem: Elem, dims: &[Dim]| {
+        if !parts.is_empty() {
+            let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+            let all = c.g.op("Concat", &refs, &[Attr::Int("axis", 0)]);
+            c.g.output(&all, name, elem, dims);
+        }
+    };
+    concat(&mut c, &outs.count_pos, "count_pos", Elem::FLOAT, &[layers, width]);
+    concat(&mut c, &outs.sum, "sum", Elem::DOUBLE, &[layers, width]);
+    concat(&mut c, &outs.sum_sq, "sum_sq", Elem::DOUBLE, &[layers, width]);
+    concat(&mut c, &outs.quantiles, "quantile_stats", Elem::FLOAT, &[layers, Dim::Named("ranks"), width]);
+    concat(&mut c, &outs.above, "count_above", Elem::FLOAT, &[layers, Dim::Named("n_thresholds"), width]);
+    match spec.head {
+        Head::No => {}
+        Head::Hidden => {
+            let h = c.rms_norm(&x, "model.norm.weight");
+            c.g.output(&h, "hidden", Elem::FLOAT, &[Dim::Named("positions"), Dim::Fixed(hidden)]);
+        }
+        Head::Logits => {
+            let h = c.rms_norm(&x, "model.norm.weight");
+            let logits = head(&mut c, &h);
+            let shape = c.g.ints(&[cfg.vocab_size as i64]);
+            let full = c.g.op("Concat", &[&bt, &shape], &[Attr::Int("axis", 0)]);
+            let logits = c.g.op("Reshape", &[&logits, &full], &[]);
+            c.g.output(
+                &logits,
+                "logits",
+                Elem::FLOAT,
+                &[Dim::Named("batch"), Dim::Named("seq"), Dim::Fixed(cfg.vocab_size)],
+            );
+        }
+    }
+    c.g.into_model_bytes(&format!("lsn {:?} decoder, exporter v{EXPORTER_VERSION}", cfg.family))
+}
+
+/// The head graph: `hidden` `[n, hidden_size]` → `logits` `[n, vocab]`; with `nll`, also `targets` `[n]` →
+/// `nll` `[n]` = logsumexp − logit[target], in f64 (an f32 sum over a 262144-entry vocabulary biases it ~1e-5).
+pub(crate) fn head_graph(cfg: &ModelConfig, manifest: &Manifest, nll: bool) -> Result<Vec<u8>, protobuf::Error> {
+    let mut c = Ctx { cfg, manifest, g: Graph::new("lsn_head") };
+    let hidden = c.g.input("hidden", Elem::FLOAT, &[Dim::Named("positions"), Dim::Fixed(cfg.hidden_size)]);
+    let logits = head(&mut c, &hidden);
+    if nll {
+        let targets = c.g.input("targets", Elem::INT64, &[Dim::Named("positions")]);
+        let g = &mut c.g;
+        let wide = g.op("Cast", &[&logits], &[Attr::Int("to", Elem::DOUBLE as i64)]);
+        let last = g.ints(&[1]);
+        let lse = g.op("ReduceLogSumExp", &[&wide, &last], &[Attr::Int("keepdims", 0)]);
+        let t = g.op("Unsqueeze", &[&targets, &last], &[]);
+        let picked = g.op("GatherElements", &[&wide, &t], &[Attr::Int("axis", 1)]);
+        let picked = g.op("Squeeze", &[&picked, &last], &[]);
+        let diff = g.op("Sub", &[&lse, &picked], &[]);
+        let out = g.op("Cast", &[&diff], &[Attr::Int("to", Elem::FLOAT as i64)]);
+        g.output(&out, "nll", Elem::FLOAT, &[Dim::Named("positions")]);
+    } else {
+        c.g.output(&logits, "logits", Elem::FLOAT, &[Dim::Named("positions"), Dim::Fixed(cfg.vocab_size)]);
+    }
+    c.g.into_model_bytes(&format!("lsn {:?} LM head, exporter v{EXPORTER_VERSION}", cfg.family))
+}

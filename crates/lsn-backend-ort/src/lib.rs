@@ -1,0 +1,80 @@
+//! The ONNX Runtime backend of lsn: our own ONNX exporter for the Gemma 3 and Llama families ([`export`]), and
+//! inference through `ort` (CPU EP; CUDA EP with feature `cuda`).
+//!
+//! ONNX Runtime cannot hook intermediate tensors, so the graph itself reduces the FFN taps: the exporter writes, per
+//! combination of requested statistics and head, a body graph whose outputs are exactly those. A checkpoint is
+//! exported once into the cache (keyed by its content and [`EXPORTER_VERSION`]); graphs are written on first use.
+//! Only this crate links ort: models cross the boundary as `Box<dyn lsn_core::Model>`, results as plain data.
+//!
+//! Pass-1 quantiles are computed in the graph (a TopK sort per layer, the two order statistics of each level come
+//! back and lsn-core's fused lerp finishes): measured against returning the activations for the host reducer, see
+//! the crate's README section in the workspace README.
+
+mod cache;
+mod error;
+pub mod export;
+mod model;
+mod proto;
+mod runtime;
+
+use std::path::PathBuf;
+
+use lsn_core::{Backend, Capabilities, Device, LoadOptions, Model, ModelFiles, Result};
+
+pub use cache::default_cache;
+pub use export::EXPORTER_VERSION;
+
+/// The backend's name, as `Backend::name` reports it and errors cite it.
+pub const NAME: &str = "ort";
+
+/// The ONNX Runtime backend; exports go to `cache`.
+#[derive(Debug, Clone)]
+pub struct OrtBackend {
+    cache: PathBuf,
+}
+
+impl Default for OrtBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl OrtBackend {
+    /// Exports under [`default_cache`].
+    pub fn new() -> Self {
+        Self { cache: default_cache() }
+    }
+
+    /// Exports under `cache`.
+    pub fn with_cache(cache: impl Into<PathBuf>) -> Self {
+        Self { cache: cache.into() }
+    }
+}
+
+impl Backend for OrtBackend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut devices = vec![Device::Cpu];
+        if cfg!(feature = "cuda") && runtime::cuda_available() {
+            devices.push(Device::Cuda(0));
+        }
+        Capabilities { devices, taps: true, train: false }
+    }
+
+    fn load(&self, files: &ModelFiles, opts: &LoadOptions) -> Result<Box<dyn Model>> {
+        if let Device::Cuda(n) = opts.device
+            && !(cfg!(feature = "cuda") && runtime::cuda_available())
+        {
+            return Err(runtime::unsupported_cuda(n));
+        }
+        let ckpt = lsn_weights::open_checkpoint(files.dir())?;
+        tracing::info!(dir = %ckpt.dir.display(), family = ?ckpt.config.family, layers = ckpt.config.num_layers, "loading model (ort)");
+        let export = cache::ExportDir::ensure(&ckpt, &self.cache)?;
+        // Fail now, not at the first forward pass, when ONNX Runtime itself cannot start.
+        runtime::environment()?;
+        Ok(Box::new(model::OrtModel::new(ckpt.config, export, opts.device)))
+    }
+}

@@ -1,0 +1,238 @@
+//! `OrtModel`: one exported checkpoint behind `lsn_core::Model`. Each forward pass picks the body graph that
+//! computes exactly the requested taps and head, runs it, and finishes the statistics on the host (quantile
+//! interpolation by lsn-core's rule); logits and the next-token NLL come from the head graph, chunk by chunk.
+
+use std::path::PathBuf;
+
+use lsn_core::taps::{lerp_fused, quantile_position};
+use lsn_core::{Dense, Device, ForwardOut, ModelConfig, QUANTILES, TapReducer, TapStats, Taps, TokenBatch, Want, head};
+use ort::session::Session;
+use ort::session::builder::PrepackedWeights;
+use ort::value::{DynValue, Tensor};
+
+use crate::cache::ExportDir;
+use crate::error::{Context, Result};
+use crate::export::{BodySpec, Head, Quantiles};
+use crate::runtime;
+
+/// How pass-1 quantiles are computed (see the crate docs for the measurement behind the choice).
+pub(crate) const QUANTILE_MODE: Quantiles = Quantiles::Graph;
+
+/// How many body sessions stay loaded (each holds the model's weights).
+const BODY_SESSIONS: usize = 2;
+
+pub(crate) struct OrtModel {
+    cfg: ModelConfig,
+    export: ExportDir,
+    device: Device,
+    prepacked: PrepackedWeights,
+    /// Most recently used last.
+    bodies: Vec<(BodySpec, Session)>,
+    head_logits: Option<Session>,
+    head_nll: Option<Session>,
+}
+
+fn tensor<T: ort::value::PrimitiveTensorElementType + Clone + std::fmt::Debug + 'static>(
+    shape: &[usize],
+    data: Vec<T>,
+) -> Result<DynValue> {
+    let shape: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+    Ok(Tensor::from_array((shape, data)).during(|| "building an input tensor".into())?.into_dyn())
+}
+
+fn extract<T: ort::value::PrimitiveTensorElementType + Copy>(v: &DynValue, name: &str) -> Result<Vec<T>> {
+    Ok(v.try_extract_tensor::<T>().during(|| format!("reading output {name}"))?.1.to_vec())
+}
+
+impl OrtModel {
+    pub(crate) fn new(cfg: ModelConfig, export: ExportDir, device: Device) -> Self {
+        Self {
+            cfg,
+            export,
+            device,
+            prepacked: PrepackedWeights::new(),
+            bodies: Vec::new(),
+            head_logits: None,
+            head_nll: None,
+        }
+    }
+
+    fn load(&self, path: PathBuf) -> Result<Session> {
+        runtime::session(&path, self.device, &self.prepacked)
+    }
+
+    /// The body session for `spec`, loaded on first use (least recently used evicted).
+    fn body(&mut self, spec: BodySpec) -> Result<&mut Session> {
+        if let Some(i) = self.bodies.iter().position(|(s, _)| *s == spec) {
+            let entry = self.bodies.remove(i);
+            self.bodies.push(entry);
+        } else {
+            let session = self.load(self.export.body(&spec)?)?;
+            if self.bodies.len() >= BODY_SESSIONS {
+                self.bodies.remove(0);
+            }
+            self.bodies.push((spec, session));
+        }
+        Ok(&mut self.bodies.last_mut().expect("just pushed").1)
+    }
+
+    fn run(&mut self, batch: &TokenBatch, taps: &Taps, want: Want) -> Result<ForwardOut> {
+        if want == Want::Nothing && !taps.any() {
+            return Ok(ForwardOut::default());
+        }
+        let (layers, width) = (self.cfg.num_layers, self.cfg.intermediate_size);
+        let plane = layers * width;
+        let n_thr = taps.n_thresholds(plane)?;
+        let spec = BodySpec {
+            count_pos: taps.count_pos,
+            moments: taps.moments,
+            quantiles: if taps.quantiles { QUANTILE_MODE } else { Quantiles::No },
+            above: taps.above.is_some(),
+            head: if want == Want::Nothing { Head::No } else { Head::Hidden },
+        };
+        let n_tokens = batch.n_tokens();
+        let positions: Vec<(usize, usize, f32)> = QUANTILES.iter().map(|&q| quantile_position(n_tokens, q)).collect();
+        let mut inputs: Vec<(&str, DynValue)> = Vec::new();
+        let ids: Vec<i64> = batch.ids.iter().map(|&i| i64::from(i)).collect();
+        inputs.push(("input_ids", tensor(&[batch.rows, batch.seq_len], ids)?));
+        if spec.any_tap() {
+            let real: Vec<i64> = match batch.real_positions() {
+                Some(r) => r.iter().map(|&i| i64::from(i)).collect(),
+                None => (0..n_tokens as i64).collect(),
+            };
+            inputs.push(("real_index", tensor(&[n_tokens], real)?));
+        }
+        if spec.quantiles == Quantiles::Graph {
+            let ranks: Vec<i64> = positions.iter().flat_map(|&(lo, hi, _)| [lo as i64, hi as i64]).collect();
+            inputs.push(("quantile_ranks", tensor(&[ranks.len()], ranks)?));
+        }
+        if let Some(thr) = &taps.above {
+            // `[S, layers·width]` → `[layers, S, width]`.
+            let mut t = Vec::with_capacity(thr.len());
+            for l in 0..layers {
+                for s in 0..n_thr {
+                    t.extend_from_slice(&thr[s * plane + l * width..s * plane + (l + 1) * width]);
+                }
+            }
+            inputs.push(("thresholds", tensor(&[layers, n_thr, width], t)?));
+        }
+
+        let rows_seq = format!("{} rows × {} tokens", batch.rows, batch.seq_len);
+        let session = self.body(spec)?;
+        let mut out = session.run(inputs).during(|| format!("forward pass over {rows_seq}"))?;
+        let mut stats = TapStats { layers, intermediate: width, n_tokens: n_tokens as u64, ..TapStats::default() };
+        let counts = |v: Vec<f32>| v.into_iter().map(|c| c as u64).collect::<Vec<u64>>();
+        if spec.count_pos {
+            stats.count_pos = Some(counts(extract::<f32>(&out["count_pos"], "count_pos")?));
+        }
+        if spec.moments {
+            stats.sum = Some(extract::<f64>(&out["sum"], "sum")?);
+            stats.sum_sq = Some(extract::<f64>(&out["sum_sq"], "sum_sq")?);
+        }
+        match spec.quantiles {
+            Quantiles::Graph => {
+                // `[layers, 2·levels, width]`: the low and high order statistics of each level.
+                let picked = extract::<f32>(&out["quantile_stats"], "quantile_stats")?;
+                let ranks = 2 * positions.len();
+                let mut q = vec![0f32; positions.len() * plane];
+                for l in 0..layers {
+                    for (k, &(_, _, w)) in positions.iter().enumerate() {
+                        let lo = &picked[(l * ranks + 2 * k) * width..][..width];
+                        let hi = &picked[(l * ranks + 2 * k + 1) * width..][..width];
+                        let dst = &mut q[k * plane + l * width..][..width];
+                        for j in 0..width {
+                            dst[j] = lerp_fused(lo[j], hi[j], w);
+                        }
+                    }
+                }
+                stats.quantiles = Some(q);
+            }
+            Quantiles::Host => {
+                let mut r = TapReducer::new(layers, width, &Taps { quantiles: true, ..Taps::NONE })?;
+                for l in 0..layers {
+                    let name = format!("act_{l}");
+                    let v = out.remove(&name).expect("declared output");
+                    let (_, a) = v.try_extract_tensor::<f32>().during(|| format!("reading output {name}"))?;
+                    r.push(l, a, None)?;
+                }
+                stats.quantiles = r.finish(n_tokens as u64)?.quantiles;
+            }
+            Quantiles::No => {}
+        }
+        if spec.above {
+            // `[layers, S, width]` → `[S, layers·width]`.
+            let c = extract::<f32>(&out["count_above"], "count_above")?;
+            let mut above = vec![0u64; n_thr * plane];
+            for l in 0..layers {
+                for s in 0..n_thr {
+                    for j in 0..width {
+                        above[s * plane + l * width + j] = c[(l * n_thr + s) * width + j] as u64;
+                    }
+                }
+            }
+            stats.count_above = Some(above);
+        }
+        let hidden = match spec.head {
+            Head::Hidden => Some(extract::<f32>(&out["hidden"], "hidden")?),
+            _ => None,
+        };
+        drop(out);
+        let mut result = ForwardOut { taps: spec.any_tap().then_some(stats), ..ForwardOut::default() };
+        if let Some(hidden) = hidden {
+            match want {
+                Want::Nothing => {}
+                Want::Logits => result.logits = Some(self.logits(&hidden, batch.rows, batch.seq_len)?),
+                Want::Nll => result.nll = Some(self.nll(&hidden, batch)?),
+            }
+        }
+        Ok(result)
+    }
+
+    fn head_session(&mut self, nll: bool) -> Result<&mut Session> {
+        let slot = if nll { &self.head_nll } else { &self.head_logits };
+        if slot.is_none() {
+            let s = runtime::session(&self.export.head(nll)?, self.device, &self.prepacked)?;
+            if nll { self.head_nll = Some(s) } else { self.head_logits = Some(s) }
+        }
+        Ok(if nll { self.head_nll.as_mut() } else { self.head_logits.as_mut() }.expect("just loaded"))
+    }
+
+    fn logits(&mut self, hidden: &[f32], rows: usize, seq: usize) -> lsn_core::Result<Dense> {
+        let (d, vocab) = (self.cfg.hidden_size, self.cfg.vocab_size);
+        let session = self.head_session(false)?;
+        head::chunked_logits(rows, seq, vocab, |start, len| {
+            let h = tensor(&[len, d], hidden[start * d..(start + len) * d].to_vec())?;
+            let out = session
+                .run(vec![("hidden", h)])
+                .during(|| format!("LM head over positions {start}..{}", start + len))?;
+            Ok(extract::<f32>(&out["logits"], "logits")?)
+        })
+    }
+
+    fn nll(&mut self, hidden: &[f32], batch: &TokenBatch) -> lsn_core::Result<Dense> {
+        let d = self.cfg.hidden_size;
+        let vocab = self.cfg.vocab_size;
+        let session = self.head_session(true)?;
+        head::chunked_nll(batch, vocab, |at, target| {
+            let rows: Vec<f32> = at.iter().flat_map(|&p| &hidden[p as usize * d..(p as usize + 1) * d]).copied().collect();
+            let h = tensor(&[at.len(), d], rows)?;
+            let t = tensor(&[at.len()], target.iter().map(|&t| i64::from(t)).collect())?;
+            let out = session
+                .run(vec![("hidden", h), ("targets", t)])
+                .during(|| format!("next-token NLL over {} positions", at.len()))?;
+            Ok(extract::<f32>(&out["nll"], "nll")?)
+        })
+    }
+}
+
+impl lsn_core::Model for OrtModel {
+    fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    fn forward(&mut self, batch: &TokenBatch, taps: &Taps, want: Want) -> lsn_core::Result<ForwardOut> {
+        batch.validate()?;
+        batch.check_vocab(self.cfg.vocab_size)?;
+        Ok(self.run(batch, taps, want)?)
+    }
+}
