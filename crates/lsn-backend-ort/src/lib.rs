@@ -17,7 +17,7 @@ mod model;
 mod proto;
 mod runtime;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use lsn_core::{Backend, Capabilities, Device, LoadOptions, Model, ModelFiles, Result};
 
@@ -77,4 +77,20 @@ impl Backend for OrtBackend {
         runtime::environment()?;
         Ok(Box::new(model::OrtModel::new(ckpt.config, export, opts.device)))
     }
+}
+
+/// The stand-alone export of the checkpoint in `files` under `cache`: returns the path of the whole-model graph
+/// (`input_ids` `[batch, seq]` → `logits` `[batch, seq, vocab]`, rows right-padded), whose weights are the
+/// external data file `weights.bin` beside it.
+pub fn export_model(files: &ModelFiles, cache: &Path) -> Result<PathBuf> {
+    let ckpt = lsn_weights::open_checkpoint(files.dir())?;
+    let export = cache::ExportDir::ensure(&ckpt, cache)?;
+    let spec = export::BodySpec {
+        count_pos: false,
+        moments: false,
+        quantiles: export::Quantiles::No,
+        above: false,
+        head: export::Head::Logits,
+    };
+    Ok(export.body(&spec)?)
 }

@@ -1,12 +1,15 @@
 //! The backends compiled into this binary, chosen by name with `--backend`.
 
+use std::path::Path;
+
 use anyhow::{Context, Result, bail};
 use lsn_core::{Backend, Device, LoadOptions, Model, ModelFiles};
 
 /// Where a model runs: `--backend` and `--device`, shared by every command that loads one.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BackendArgs {
-    /// The framework that runs the model: candle or tch (libtorch), as built in.
+    /// The framework that runs the model: candle, tch (libtorch) or ort (ONNX Runtime, through lsn's own ONNX
+    /// export, cached under the cache directory's onnx/), as built in.
     #[arg(long, default_value = "candle")]
     pub backend: String,
     /// cpu, cuda or cuda:N. CUDA needs a backend built with CUDA support and a visible GPU.
@@ -16,8 +19,8 @@ pub struct BackendArgs {
 
 impl BackendArgs {
     /// Loads the checkpoint in `files` on the chosen backend and device.
-    pub fn load(&self, files: &ModelFiles) -> Result<(Box<dyn Backend>, Box<dyn Model>)> {
-        let backend = by_name(&self.backend)?;
+    pub fn load(&self, home: &Path, files: &ModelFiles) -> Result<(Box<dyn Backend>, Box<dyn Model>)> {
+        let backend = by_name(&self.backend, home)?;
         let model = backend
             .load(files, &LoadOptions { device: self.device })
             .with_context(|| format!("loading {} on {} ({:?})", files.dir().display(), backend.name(), self.device))?;
@@ -39,19 +42,26 @@ fn parse_device(s: &str) -> Result<Device, String> {
 
 /// Names of the backends this build includes.
 pub fn available() -> Vec<&'static str> {
-    [cfg!(feature = "candle").then_some("candle"), cfg!(feature = "tch").then_some("tch")]
+    [
+        cfg!(feature = "candle").then_some("candle"),
+        cfg!(feature = "tch").then_some("tch"),
+        cfg!(feature = "ort").then_some("ort"),
+    ]
         .into_iter()
         .flatten()
         .collect()
 }
 
-/// The backend called `name`.
-pub fn by_name(name: &str) -> Result<Box<dyn Backend>> {
+/// The backend called `name`; ort keeps its ONNX exports under `home`/onnx.
+#[cfg_attr(not(feature = "ort"), allow(unused_variables))]
+pub fn by_name(name: &str, home: &Path) -> Result<Box<dyn Backend>> {
     match name {
         #[cfg(feature = "candle")]
         "candle" => Ok(Box::new(lsn_backend_candle::CandleBackend)),
         #[cfg(feature = "tch")]
         "tch" => Ok(Box::new(lsn_backend_tch::TchBackend)),
+        #[cfg(feature = "ort")]
+        "ort" => Ok(Box::new(lsn_backend_ort::OrtBackend::with_cache(home.join("onnx")))),
         other => bail!("backend {other:?} is not part of this build (available: {})", available().join(", ")),
     }
 }

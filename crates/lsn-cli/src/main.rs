@@ -36,6 +36,8 @@ enum Command {
     Select(cmd::select::Args),
     Convert(cmd::convert::Args),
     Ppl(cmd::ppl::Args),
+    #[cfg(feature = "ort")]
+    ExportOnnx(cmd::export_onnx::Args),
     RandomModel(cmd::random_model::Args),
 }
 
@@ -61,6 +63,8 @@ fn main() -> std::process::ExitCode {
         Command::Select(a) => cmd::select::run(a),
         Command::Convert(a) => cmd::convert::run(a),
         Command::Ppl(a) => cmd::ppl::run(&home, a),
+        #[cfg(feature = "ort")]
+        Command::ExportOnnx(a) => cmd::export_onnx::run(&home, a),
         Command::RandomModel(a) => cmd::random_model::run(a),
     };
     match result {

@@ -143,7 +143,7 @@ pub fn run(home: &Path, args: Args) -> Result<()> {
         packed.push(pack_language(&tokenizer, data_dir.as_deref(), lang, &sources, &opts)?);
     }
     let config_sha256 = fsutil::sha256_file(&files.config())?;
-    let (backend, mut model) = args.on.load(&files)?;
+    let (backend, mut model) = args.on.load(home, &files)?;
     tokenizer.check_model_vocab(model.config().vocab_size)?;
     let stats_dir = args.run.join("stats");
     for p in &packed {

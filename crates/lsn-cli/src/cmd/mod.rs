@@ -2,6 +2,8 @@
 
 pub mod capture;
 pub mod convert;
+#[cfg(feature = "ort")]
+pub mod export_onnx;
 pub mod fetch;
 pub mod merge;
 pub mod ppl;

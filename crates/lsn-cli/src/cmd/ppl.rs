@@ -57,7 +57,7 @@ pub fn run(home: &std::path::Path, args: Args) -> Result<()> {
     let dir = assets::resolve_model(home, &args.model)?;
     let files = ModelFiles::new(&dir);
     let tokenizer = Tokenizer::from_file(&files.tokenizer())?;
-    let (backend, mut model) = args.on.load(&files)?;
+    let (backend, mut model) = args.on.load(home, &files)?;
     tokenizer.check_model_vocab(model.config().vocab_size)?;
     let pad = model.config().pad_token_id.unwrap_or(0);
 
