@@ -25,7 +25,12 @@ fn capture(c: &mut Criterion) {
     let batch = TokenBatch::full(ROWS, ROW_LEN, ids).unwrap();
     let mut g = c.benchmark_group("capture-gemma-3-270m-4x512");
     g.sample_size(10).throughput(Throughput::Elements((ROWS * ROW_LEN) as u64));
-    for backend in lsn_harness::backends() {
+    #[allow(unused_mut)]
+    let mut backends = lsn_harness::backends();
+    // ort can sort pass 1's quantiles in the graph (its default) or on the host: both are timed.
+    #[cfg(feature = "ort")]
+    backends.push(Box::new(OrtHostQuantiles));
+    for backend in backends {
         let name = backend.name();
         let mut model = backend.load(&ModelFiles::new(&dir), &LoadOptions::default()).expect("model loads");
         let cfg = model.config().clone();
@@ -40,6 +45,23 @@ fn capture(c: &mut Criterion) {
         });
     }
     g.finish();
+}
+
+/// The ort backend with pass-1 quantiles on the host, named `ort-host-quantiles` in the report.
+#[cfg(feature = "ort")]
+struct OrtHostQuantiles;
+
+#[cfg(feature = "ort")]
+impl lsn_core::Backend for OrtHostQuantiles {
+    fn name(&self) -> &'static str {
+        "ort-host-quantiles"
+    }
+    fn capabilities(&self) -> lsn_core::Capabilities {
+        lsn_backend_ort::OrtBackend::new().capabilities()
+    }
+    fn load(&self, files: &ModelFiles, opts: &LoadOptions) -> lsn_core::Result<Box<dyn lsn_core::Model>> {
+        lsn_backend_ort::OrtBackend::new().with_quantile_pass(lsn_backend_ort::QuantilePass::OnHost).load(files, opts)
+    }
 }
 
 criterion_group!(benches, capture);

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use lsn_core::{Family, ModelConfig, expected_tensors};
+use lsn_core::{Family, ModelConfig, expected_tensors, is_norm};
 use lsn_weights::{Checkpoint, TensorReader};
 use sha2::{Digest, Sha256};
 
@@ -81,8 +81,7 @@ fn write_weights(ckpt: &Checkpoint, path: &Path) -> Result<Manifest> {
     let mut offset = 0u64;
     for spec in expected_tensors(&ckpt.config) {
         let (shape, mut values) = reader.read_f32(&spec.name)?;
-        // Every 1-D tensor of these families is a norm weight.
-        if ckpt.config.family == Family::Gemma3 && shape.len() == 1 {
+        if ckpt.config.family == Family::Gemma3 && is_norm(&spec.name) {
             values.iter_mut().for_each(|v| *v += 1.0);
         }
         let pad = offset.next_multiple_of(ALIGN) - offset;
@@ -93,7 +92,10 @@ fn write_weights(ckpt: &Checkpoint, path: &Path) -> Result<Manifest> {
         out.write_all(&bytes).map_err(io(path))?;
         offset += bytes.len() as u64;
     }
-    out.into_inner().map_err(|e| Error::Io { path: path.to_owned(), source: e.into_error() })?.sync_all().map_err(io(path))?;
+    out.into_inner()
+        .map_err(|e| Error::Io { path: path.to_owned(), source: e.into_error() })?
+        .sync_all()
+        .map_err(io(path))?;
     Ok(manifest)
 }
 
@@ -130,15 +132,26 @@ impl ExportDir {
             built?;
         }
         let text = std::fs::read_to_string(&manifest_path).map_err(io(&manifest_path))?;
-        let value: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| Error::Export(format!("{} is not valid JSON ({e}); delete {}", manifest_path.display(), dir.display())))?;
-        let tensors: HashMap<String, (Vec<usize>, u64)> = serde_json::from_value(value["tensors"].clone())
-            .map_err(|e| Error::Export(format!("{} has no tensor table ({e}); delete {}", manifest_path.display(), dir.display())))?;
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+            Error::Export(format!("{} is not valid JSON ({e}); delete {}", manifest_path.display(), dir.display()))
+        })?;
+        let tensors: HashMap<String, (Vec<usize>, u64)> =
+            serde_json::from_value(value["tensors"].clone()).map_err(|e| {
+                Error::Export(format!(
+                    "{} has no tensor table ({e}); delete {}",
+                    manifest_path.display(),
+                    dir.display()
+                ))
+            })?;
         let manifest = Manifest { tensors: tensors.into_iter().collect() };
         Ok(Self { dir, cfg: ckpt.config.clone(), manifest })
     }
 
-    fn graph(&self, name: &str, build: impl FnOnce() -> std::result::Result<Vec<u8>, protobuf::Error>) -> Result<PathBuf> {
+    fn graph(
+        &self,
+        name: &str,
+        build: impl FnOnce() -> std::result::Result<Vec<u8>, protobuf::Error>,
+    ) -> Result<PathBuf> {
         let path = self.dir.join(name);
         if !path.is_file() {
             let bytes = build().map_err(|e| Error::Export(format!("serialising {name}: {e}")))?;

@@ -143,7 +143,8 @@ impl Ctx<'_> {
                 g.op("Mul", &[&hx, &e], &[])
             }
             Activation::GeluTanh => {
-                let (beta, kappa) = (g.float(lsn_core::activation::GELU_BETA), g.float(lsn_core::activation::GELU_KAPPA));
+                let (beta, kappa) =
+                    (g.float(lsn_core::activation::GELU_BETA), g.float(lsn_core::activation::GELU_KAPPA));
                 let (half, one) = (g.float(0.5), g.float(1.0));
                 let sat = g.float(lsn_core::activation::TANH_SATURATION);
                 let x2 = g.op("Mul", &[x, x], &[]);
@@ -266,12 +267,8 @@ fn taps(c: &mut Ctx<'_>, spec: &BodySpec, inp: &TapInputs, a: &str, layer: usize
     match (spec.quantiles, &inp.ranks) {
         (Quantiles::Graph, Some(ranks)) => {
             let k = g.op("Shape", &[&inp.real], &[]);
-            let sorted = g.op_n(
-                "TopK",
-                &[&ar, &k],
-                &[Attr::Int("axis", 0), Attr::Int("largest", 0), Attr::Int("sorted", 1)],
-                2,
-            );
+            let sorted =
+                g.op_n("TopK", &[&ar, &k], &[Attr::Int("axis", 0), Attr::Int("largest", 0), Attr::Int("sorted", 1)], 2);
             let picked = g.op("Gather", &[&sorted[0], ranks], &[Attr::Int("axis", 0)]); // [ranks, I]
             out.quantiles.push(g.op("Unsqueeze", &[&picked, &axis0], &[]));
         }

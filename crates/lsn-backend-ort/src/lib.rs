@@ -27,10 +27,21 @@ pub use export::EXPORTER_VERSION;
 /// The backend's name, as `Backend::name` reports it and errors cite it.
 pub const NAME: &str = "ort";
 
+/// Where pass 1's per-batch quantiles are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QuantilePass {
+    /// Sorted in the graph (TopK per layer); only the two order statistics of each level come back. The default.
+    #[default]
+    InGraph,
+    /// The graph returns the real tokens' activations and lsn-core's host reducer sorts them.
+    OnHost,
+}
+
 /// The ONNX Runtime backend; exports go to `cache`.
 #[derive(Debug, Clone)]
 pub struct OrtBackend {
     cache: PathBuf,
+    quantiles: QuantilePass,
 }
 
 impl Default for OrtBackend {
@@ -42,12 +53,18 @@ impl Default for OrtBackend {
 impl OrtBackend {
     /// Exports under [`default_cache`].
     pub fn new() -> Self {
-        Self { cache: default_cache() }
+        Self::with_cache(default_cache())
     }
 
     /// Exports under `cache`.
     pub fn with_cache(cache: impl Into<PathBuf>) -> Self {
-        Self { cache: cache.into() }
+        Self { cache: cache.into(), quantiles: QuantilePass::default() }
+    }
+
+    /// Where pass-1 quantiles are computed (the bench compares both).
+    pub fn with_quantile_pass(mut self, quantiles: QuantilePass) -> Self {
+        self.quantiles = quantiles;
+        self
     }
 }
 
@@ -75,7 +92,7 @@ impl Backend for OrtBackend {
         let export = cache::ExportDir::ensure(&ckpt, &self.cache)?;
         // Fail now, not at the first forward pass, when ONNX Runtime itself cannot start.
         runtime::environment()?;
-        Ok(Box::new(model::OrtModel::new(ckpt.config, export, opts.device)))
+        Ok(Box::new(model::OrtModel::new(ckpt.config, export, opts.device, self.quantiles)))
     }
 }
 

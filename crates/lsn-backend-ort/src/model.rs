@@ -13,10 +13,7 @@ use ort::value::{DynValue, Tensor};
 use crate::cache::ExportDir;
 use crate::error::{Context, Result};
 use crate::export::{BodySpec, Head, Quantiles};
-use crate::runtime;
-
-/// How pass-1 quantiles are computed (see the crate docs for the measurement behind the choice).
-pub(crate) const QUANTILE_MODE: Quantiles = Quantiles::Graph;
+use crate::{QuantilePass, runtime};
 
 /// How many body sessions stay loaded (each holds the model's weights).
 const BODY_SESSIONS: usize = 2;
@@ -25,6 +22,7 @@ pub(crate) struct OrtModel {
     cfg: ModelConfig,
     export: ExportDir,
     device: Device,
+    quantiles: Quantiles,
     prepacked: PrepackedWeights,
     /// Most recently used last.
     bodies: Vec<(BodySpec, Session)>,
@@ -45,11 +43,15 @@ fn extract<T: ort::value::PrimitiveTensorElementType + Copy>(v: &DynValue, name:
 }
 
 impl OrtModel {
-    pub(crate) fn new(cfg: ModelConfig, export: ExportDir, device: Device) -> Self {
+    pub(crate) fn new(cfg: ModelConfig, export: ExportDir, device: Device, quantiles: QuantilePass) -> Self {
         Self {
             cfg,
             export,
             device,
+            quantiles: match quantiles {
+                QuantilePass::InGraph => Quantiles::Graph,
+                QuantilePass::OnHost => Quantiles::Host,
+            },
             prepacked: PrepackedWeights::new(),
             bodies: Vec::new(),
             head_logits: None,
@@ -86,7 +88,7 @@ impl OrtModel {
         let spec = BodySpec {
             count_pos: taps.count_pos,
             moments: taps.moments,
-            quantiles: if taps.quantiles { QUANTILE_MODE } else { Quantiles::No },
+            quantiles: if taps.quantiles { self.quantiles } else { Quantiles::No },
             above: taps.above.is_some(),
             head: if want == Want::Nothing { Head::No } else { Head::Hidden },
         };
@@ -214,7 +216,8 @@ impl OrtModel {
         let vocab = self.cfg.vocab_size;
         let session = self.head_session(true)?;
         head::chunked_nll(batch, vocab, |at, target| {
-            let rows: Vec<f32> = at.iter().flat_map(|&p| &hidden[p as usize * d..(p as usize + 1) * d]).copied().collect();
+            let rows: Vec<f32> =
+                at.iter().flat_map(|&p| &hidden[p as usize * d..(p as usize + 1) * d]).copied().collect();
             let h = tensor(&[at.len(), d], rows)?;
             let t = tensor(&[at.len()], target.iter().map(|&t| i64::from(t)).collect())?;
             let out = session

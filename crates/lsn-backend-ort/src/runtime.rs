@@ -77,7 +77,10 @@ pub(crate) fn session(path: &Path, device: Device, prepacked: &PrepackedWeights)
 }
 
 #[cfg(feature = "cuda")]
-fn cuda(builder: ort::session::builder::SessionBuilder, ordinal: usize) -> Result<ort::session::builder::SessionBuilder> {
+fn cuda(
+    builder: ort::session::builder::SessionBuilder,
+    ordinal: usize,
+) -> Result<ort::session::builder::SessionBuilder> {
     let ep = ort::ep::CUDA::default().with_device_id(ordinal as i32).build().error_on_failure();
     builder.with_execution_providers([ep]).during(|| {
         format!(

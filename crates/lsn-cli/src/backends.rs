@@ -47,9 +47,9 @@ pub fn available() -> Vec<&'static str> {
         cfg!(feature = "tch").then_some("tch"),
         cfg!(feature = "ort").then_some("ort"),
     ]
-        .into_iter()
-        .flatten()
-        .collect()
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 /// The backend called `name`; ort keeps its ONNX exports under `home`/onnx.

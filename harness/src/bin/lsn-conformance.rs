@@ -34,7 +34,10 @@ fn main() -> Result<()> {
             }
             "--json" => json = Some(args.next().context("--json needs a file")?.into()),
             "-h" | "--help" => {
-                println!("lsn-conformance [--device cpu|cuda[:N]] [--backends a,b] [--json FILE]\n\n{}\n\n--backends runs only the named backends (the first is the reference)", env!("CARGO_PKG_DESCRIPTION"));
+                println!(
+                    "lsn-conformance [--device cpu|cuda[:N]] [--backends a,b] [--json FILE]\n\n{}\n\n--backends runs only the named backends (the first is the reference)",
+                    env!("CARGO_PKG_DESCRIPTION")
+                );
                 return Ok(());
             }
             other => bail!("unknown argument {other:?} (see --help)"),

@@ -1,0 +1,107 @@
+//! The ort backend's own behaviour on tiny random checkpoints: the two quantile passes agree bit for bit, exports are
+//! cached by content, and a damaged export is a clear error. (Forward behaviour shared by every backend is tested in
+//! harness/tests/forward.rs; numbers against transformers in the conformance suite and xtask/fixtures/check_onnx.py.)
+
+use std::path::Path;
+
+use lsn_backend_ort::{OrtBackend, QuantilePass};
+use lsn_core::{Backend, LoadOptions, ModelFiles, QUANTILES, Taps, TokenBatch, Want};
+use lsn_weights::{tiny_configs, write_random_model};
+
+fn export_dirs(cache: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "stat")
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn quantiles_sorted_in_the_graph_equal_the_host_reducer() {
+    for (name, cfg) in tiny_configs() {
+        let model_dir = tempfile::tempdir().unwrap();
+        write_random_model(&cfg, 3, model_dir.path()).unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let files = ModelFiles::new(model_dir.path());
+        // Padded rows: the taps reduce over the real tokens only.
+        let batch = TokenBatch::padded(&[(1..20).collect(), (5..12).collect(), vec![7, 3]], 0).unwrap();
+        let thresholds = std::sync::Arc::new(vec![0.01f32; cfg.num_layers * cfg.intermediate_size * 2]);
+        let taps = Taps { above: Some(thresholds), ..Taps::pass1() };
+        let mut out = Vec::new();
+        for pass in [QuantilePass::InGraph, QuantilePass::OnHost] {
+            let backend = OrtBackend::with_cache(cache.path()).with_quantile_pass(pass);
+            let mut model = backend.load(&files, &LoadOptions::default()).unwrap();
+            out.push(model.forward(&batch, &taps, Want::Logits).unwrap());
+        }
+        let (a, b) = (out[0].taps.as_ref().unwrap(), out[1].taps.as_ref().unwrap());
+        assert_eq!(a.n_tokens, 28, "{name}");
+        let q = a.quantiles.as_ref().unwrap();
+        let plane = cfg.num_layers * cfg.intermediate_size;
+        assert_eq!(q.len(), QUANTILES.len() * plane, "{name}");
+        assert_eq!(a.quantiles, b.quantiles, "{name}: quantiles differ between the passes");
+        assert_eq!(
+            (&a.count_pos, &a.sum, &a.sum_sq, &a.count_above),
+            (&b.count_pos, &b.sum, &b.sum_sq, &b.count_above)
+        );
+        assert_eq!(out[0].logits, out[1].logits, "{name}");
+        assert!((0..plane).all(|j| (1..QUANTILES.len()).all(|k| q[k * plane + j] >= q[(k - 1) * plane + j])));
+    }
+}
+
+#[test]
+fn exports_are_cached_by_checkpoint_content() {
+    let (_, cfg) = &tiny_configs()[0];
+    let cache = tempfile::tempdir().unwrap();
+    let model_dir = tempfile::tempdir().unwrap();
+    let files = ModelFiles::new(model_dir.path());
+    let backend = OrtBackend::with_cache(cache.path());
+    write_random_model(cfg, 1, model_dir.path()).unwrap();
+    backend.load(&files, &LoadOptions::default()).unwrap();
+    let first = export_dirs(cache.path());
+    assert_eq!(first.len(), 1, "{first:?}");
+    let weights = cache.path().join(&first[0]).join("weights.bin");
+    let written = std::fs::metadata(&weights).unwrap().modified().unwrap();
+    // The same checkpoint again: the export is reused, not rewritten.
+    backend.load(&files, &LoadOptions::default()).unwrap();
+    assert_eq!(export_dirs(cache.path()), first);
+    assert_eq!(std::fs::metadata(&weights).unwrap().modified().unwrap(), written);
+    // Other weights under the same path: a new export.
+    let other = tempfile::tempdir().unwrap();
+    write_random_model(cfg, 2, other.path()).unwrap();
+    std::fs::copy(other.path().join("model.safetensors"), model_dir.path().join("model.safetensors")).unwrap();
+    backend.load(&files, &LoadOptions::default()).unwrap();
+    let second = export_dirs(cache.path());
+    assert_eq!(second.len(), 2, "{second:?}");
+    assert!(second.iter().all(|d| !d.ends_with(".tmp")), "{second:?}");
+}
+
+#[test]
+fn a_damaged_export_is_a_clear_error() {
+    let (_, cfg) = &tiny_configs()[1];
+    let cache = tempfile::tempdir().unwrap();
+    let model_dir = tempfile::tempdir().unwrap();
+    write_random_model(cfg, 1, model_dir.path()).unwrap();
+    let files = ModelFiles::new(model_dir.path());
+    let backend = OrtBackend::with_cache(cache.path());
+    backend.load(&files, &LoadOptions::default()).unwrap();
+    let dir = cache.path().join(&export_dirs(cache.path())[0]);
+    std::fs::write(dir.join("manifest.json"), "{not json").unwrap();
+    let e = backend.load(&files, &LoadOptions::default()).err().expect("a damaged manifest fails").to_string();
+    assert!(e.contains("manifest.json") && e.contains("delete"), "{e}");
+}
+
+#[test]
+fn the_stand_alone_export_names_its_input_output_and_weights() {
+    let (_, cfg) = &tiny_configs()[1];
+    let cache = tempfile::tempdir().unwrap();
+    let model_dir = tempfile::tempdir().unwrap();
+    write_random_model(cfg, 5, model_dir.path()).unwrap();
+    let graph = lsn_backend_ort::export_model(&ModelFiles::new(model_dir.path()), cache.path()).unwrap();
+    assert!(graph.is_file() && graph.with_file_name("weights.bin").is_file());
+    let bytes = std::fs::read(&graph).unwrap();
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.contains("input_ids") && text.contains("logits") && text.contains("weights.bin"));
+    assert!(!text.contains("real_index"), "the stand-alone graph needs no tap inputs");
+}
