@@ -232,7 +232,7 @@ mod tests {
             "nowhere"
         }
         fn capabilities(&self) -> Capabilities {
-            Capabilities { devices: vec![Device::Cuda(7)], taps: false, train: false }
+            Capabilities { devices: vec![Device::Cuda(7)], taps: false, intervene: false, train: false }
         }
         fn load(&self, _: &ModelFiles, _: &LoadOptions) -> lsn_core::Result<Box<dyn Model>> {
             panic!("the suite must not load a model on a backend that cannot run on its device")

@@ -26,7 +26,9 @@ commands:
              the cross-backend conformance suite (harness/): case × backend table and pairwise table;
              `--device cuda` runs it on the GPU, `--json FILE` also writes the report
   cargo      run cargo with the runtime environment, e.g. `cargo xtask cargo clippy --workspace`
-  fixtures   regenerate fixtures/golden/*.json with HF transformers in .venv-fixtures (needs PyPI; slow)
+  fixtures   regenerate fixtures/golden/*.json with HF transformers in .venv-fixtures (needs PyPI; slow), then
+             check lsn's ONNX export of the real models (`fixtures onnx` runs only that check): onnx.checker and
+             the export's logits in onnxruntime against the goldens
   bench      criterion benches (capture tokens/s on Gemma-3-270M, every backend); `--vs-hf` also times HF transformers +
              PyTorch on the same batch and threads (in .venv-fixtures); other arguments go to `cargo bench`
   help       this text
@@ -52,6 +54,7 @@ fn main() -> Result<()> {
             setup_models()?;
             conformance(&args[1..]).map(drop)
         }
+        Some("fixtures") if args.get(1).is_some_and(|a| a == "onnx") => check_onnx(&fixtures_venv()?),
         Some("fixtures") => fixtures(),
         Some("bench") => bench(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
@@ -225,6 +228,24 @@ fn fixtures() -> Result<()> {
             .args(["--name", preset, "--random-ids", "3", "--seq-len", "24", "--seed", &seed])
             .arg("--out")
             .arg(out_dir.join(format!("{preset}.json"))))?;
+    }
+    check_onnx(&py)
+}
+
+/// `lsn export-onnx` for each real model, then xtask/fixtures/check_onnx.py on it: onnx.checker (full check) and the
+/// exported graph's logits in onnxruntime against the HF goldens.
+fn check_onnx(py: &Path) -> Result<()> {
+    setup()?;
+    setup_models()?;
+    for name in REAL_MODELS {
+        let out = root().join("target/lsn-onnx").join(name);
+        lsn(&["export-onnx", "--model", name, "--out", &out.display().to_string()])?;
+        run(Command::new(py)
+            .arg(root().join("xtask/fixtures/check_onnx.py"))
+            .arg("--onnx")
+            .arg(out.join("model.onnx"))
+            .arg("--golden")
+            .arg(root().join("fixtures/golden").join(format!("{name}.json"))))?;
     }
     Ok(())
 }

@@ -55,7 +55,7 @@ impl Backend for CandleBackend {
         if cfg!(feature = "cuda") {
             devices.push(Device::Cuda(0));
         }
-        Capabilities { devices, taps: true, train: false }
+        Capabilities { devices, taps: true, intervene: false, train: false }
     }
 
     fn load(&self, files: &ModelFiles, opts: &LoadOptions) -> Result<Box<dyn Model>> {

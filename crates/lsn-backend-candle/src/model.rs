@@ -130,4 +130,17 @@ impl lsn_core::Model for CandleModel {
         batch.check_vocab(self.cfg.vocab_size)?;
         self.run(batch, taps, want)
     }
+
+    fn forward_intervened(
+        &mut self,
+        _: &TokenBatch,
+        _: &Taps,
+        _: &lsn_core::Intervention,
+        _: Want,
+    ) -> lsn_core::Result<ForwardOut> {
+        Err(lsn_core::Error::Unsupported {
+            backend: crate::NAME,
+            capability: "test-time interventions (not yet)".into(),
+        })
+    }
 }

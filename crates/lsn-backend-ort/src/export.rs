@@ -58,6 +58,9 @@ pub(crate) struct BodySpec {
     pub(crate) moments: bool,
     pub(crate) quantiles: Quantiles,
     pub(crate) above: bool,
+    /// Inputs `intervention_mask` (bool) and `intervention_value` (f32), both `[layers, intermediate]`: where the
+    /// mask is set, the activation is replaced by the value at every position (before the taps).
+    pub(crate) intervene: bool,
     pub(crate) head: Head,
 }
 
@@ -79,10 +82,11 @@ impl BodySpec {
             Head::Logits => "-logits",
         };
         format!(
-            "body{}{}{q}{}{h}.onnx",
+            "body{}{}{q}{}{}{h}.onnx",
             if self.count_pos { "-countpos" } else { "" },
             if self.moments { "-moments" } else { "" },
             if self.above { "-above" } else { "" },
+            if self.intervene { "-intervened" } else { "" },
         )
     }
 }
@@ -327,6 +331,10 @@ pub(crate) fn body(cfg: &ModelConfig, manifest: &Manifest, spec: &BodySpec) -> R
             )
         }),
     };
+    let intervention = spec.intervene.then(|| {
+        let dims = [Dim::Fixed(cfg.num_layers), Dim::Fixed(inter)];
+        (c.g.input("intervention_mask", Elem::BOOL, &dims), c.g.input("intervention_value", Elem::FLOAT, &dims))
+    });
     let pos = positional(&mut c, &ids);
 
     let embed = c.w("model.embed_tokens.weight");
@@ -398,7 +406,14 @@ pub(crate) fn body(cfg: &ModelConfig, manifest: &Manifest, spec: &BodySpec) -> R
         let pre = if gemma { "pre_feedforward_layernorm" } else { "post_attention_layernorm" };
         let h = c.rms_norm(&x, &format!("{p}.{pre}.weight"));
         let gate = c.linear(&h, &format!("{p}.mlp.gate_proj.weight"));
-        let a = c.activate(&gate);
+        let mut a = c.activate(&gate);
+        if let Some((mask, value)) = &intervention {
+            let g = &mut c.g;
+            let l = g.int(l as i64);
+            let m = g.op("Gather", &[mask, &l], &[Attr::Int("axis", 0)]); // [I], broadcast over positions
+            let v = g.op("Gather", &[value, &l], &[Attr::Int("axis", 0)]);
+            a = g.op("Where", &[&m, &v, &a], &[]);
+        }
         if spec.any_tap() {
             taps(&mut c, spec, &tap_in, &a, l, &mut outs);
         }

@@ -78,7 +78,7 @@ impl Backend for OrtBackend {
         if cfg!(feature = "cuda") && runtime::cuda_available() {
             devices.push(Device::Cuda(0));
         }
-        Capabilities { devices, taps: true, train: false }
+        Capabilities { devices, taps: true, intervene: true, train: false }
     }
 
     fn load(&self, files: &ModelFiles, opts: &LoadOptions) -> Result<Box<dyn Model>> {
@@ -107,6 +107,7 @@ pub fn export_model(files: &ModelFiles, cache: &Path) -> Result<PathBuf> {
         moments: false,
         quantiles: export::Quantiles::No,
         above: false,
+        intervene: false,
         head: export::Head::Logits,
     };
     Ok(export.body(&spec)?)

@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 
 use lsn_core::taps::{lerp_fused, quantile_position};
-use lsn_core::{Dense, Device, ForwardOut, ModelConfig, QUANTILES, TapReducer, TapStats, Taps, TokenBatch, Want, head};
+use lsn_core::{
+    Dense, Device, ForwardOut, Intervention, ModelConfig, QUANTILES, TapReducer, TapStats, Taps, TokenBatch, Want, head,
+};
 use ort::session::Session;
 use ort::session::builder::PrepackedWeights;
 use ort::value::{DynValue, Tensor};
@@ -78,7 +80,7 @@ impl OrtModel {
         Ok(&mut self.bodies.last_mut().expect("just pushed").1)
     }
 
-    fn run(&mut self, batch: &TokenBatch, taps: &Taps, want: Want) -> Result<ForwardOut> {
+    fn run(&mut self, batch: &TokenBatch, taps: &Taps, iv: Option<&Intervention>, want: Want) -> Result<ForwardOut> {
         if want == Want::Nothing && !taps.any() {
             return Ok(ForwardOut::default());
         }
@@ -90,6 +92,7 @@ impl OrtModel {
             moments: taps.moments,
             quantiles: if taps.quantiles { self.quantiles } else { Quantiles::No },
             above: taps.above.is_some(),
+            intervene: iv.is_some(),
             head: if want == Want::Nothing { Head::No } else { Head::Hidden },
         };
         let n_tokens = batch.n_tokens();
@@ -119,6 +122,11 @@ impl OrtModel {
             inputs.push(("thresholds", tensor(&[layers, n_thr, width], t)?));
         }
 
+        if let Some(iv) = iv {
+            let (mask, value) = iv.dense(layers, width)?;
+            inputs.push(("intervention_mask", tensor(&[layers, width], mask)?));
+            inputs.push(("intervention_value", tensor(&[layers, width], value)?));
+        }
         let rows_seq = format!("{} rows × {} tokens", batch.rows, batch.seq_len);
         let session = self.body(spec)?;
         let mut out = session.run(inputs).during(|| format!("forward pass over {rows_seq}"))?;
@@ -236,6 +244,18 @@ impl lsn_core::Model for OrtModel {
     fn forward(&mut self, batch: &TokenBatch, taps: &Taps, want: Want) -> lsn_core::Result<ForwardOut> {
         batch.validate()?;
         batch.check_vocab(self.cfg.vocab_size)?;
-        Ok(self.run(batch, taps, want)?)
+        Ok(self.run(batch, taps, None, want)?)
+    }
+
+    fn forward_intervened(
+        &mut self,
+        batch: &TokenBatch,
+        taps: &Taps,
+        intervention: &Intervention,
+        want: Want,
+    ) -> lsn_core::Result<ForwardOut> {
+        batch.validate()?;
+        batch.check_vocab(self.cfg.vocab_size)?;
+        Ok(self.run(batch, taps, Some(intervention), want)?)
     }
 }

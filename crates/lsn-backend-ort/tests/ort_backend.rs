@@ -105,3 +105,39 @@ fn the_stand_alone_export_names_its_input_output_and_weights() {
     assert!(text.contains("input_ids") && text.contains("logits") && text.contains("weights.bin"));
     assert!(!text.contains("real_index"), "the stand-alone graph needs no tap inputs");
 }
+
+#[test]
+fn interventions_overwrite_activations_without_a_new_export() {
+    use lsn_core::{Intervention, NeuronId};
+    for (name, cfg) in tiny_configs() {
+        let model_dir = tempfile::tempdir().unwrap();
+        write_random_model(&cfg, 4, model_dir.path()).unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let backend = OrtBackend::with_cache(cache.path());
+        let mut model = backend.load(&ModelFiles::new(model_dir.path()), &LoadOptions::default()).unwrap();
+        let batch = TokenBatch::padded(&[(1..15).collect(), (3..9).collect()], 0).unwrap();
+        let plain = model.forward(&batch, &Taps::pass1(), Want::Logits).unwrap();
+        // An empty intervention changes nothing.
+        let none = model.forward_intervened(&batch, &Taps::pass1(), &Intervention::default(), Want::Logits).unwrap();
+        assert_eq!(none, plain, "{name}");
+        // Layer 0 off entirely, and neuron (1, 3) held at 2.5.
+        let width = cfg.intermediate_size as u32;
+        let mut iv = Intervention::deactivate((0..width).map(|j| NeuronId::new(0, j)));
+        iv.set.push((NeuronId::new(1, 3), 2.5));
+        let out = model.forward_intervened(&batch, &Taps::pass1(), &iv, Want::Logits).unwrap();
+        let t = out.taps.as_ref().unwrap();
+        let w = cfg.intermediate_size;
+        assert!(t.count_pos.as_ref().unwrap()[..w].iter().all(|&c| c == 0), "{name}");
+        assert!(t.sum.as_ref().unwrap()[..w].iter().all(|&s| s == 0.0), "{name}");
+        let at = w + 3;
+        assert_eq!(t.count_pos.as_ref().unwrap()[at], t.n_tokens, "{name}");
+        assert_eq!(t.sum.as_ref().unwrap()[at], 2.5 * t.n_tokens as f64, "{name}");
+        let plane = cfg.num_layers * w;
+        assert!((0..QUANTILES.len()).all(|k| t.quantiles.as_ref().unwrap()[k * plane + at] == 2.5), "{name}");
+        assert_ne!(out.logits, plain.logits, "{name}: the intervention must reach the logits");
+        // A neuron set from another model is a clear error.
+        let bad = Intervention::deactivate([NeuronId::new(cfg.num_layers as u32, 0)]);
+        let e = model.forward_intervened(&batch, &Taps::NONE, &bad, Want::Logits).unwrap_err().to_string();
+        assert!(e.contains("outside the model"), "{e}");
+    }
+}

@@ -106,4 +106,17 @@ impl lsn_core::Model for TchModel {
         batch.check_vocab(self.cfg.vocab_size)?;
         Ok(self.run(batch, taps, want)?)
     }
+
+    fn forward_intervened(
+        &mut self,
+        _: &TokenBatch,
+        _: &Taps,
+        _: &lsn_core::Intervention,
+        _: Want,
+    ) -> lsn_core::Result<ForwardOut> {
+        Err(lsn_core::Error::Unsupported {
+            backend: crate::NAME,
+            capability: "test-time interventions (not yet)".into(),
+        })
+    }
 }

@@ -94,6 +94,15 @@ impl Model for Dies {
         self.left -= 1;
         self.inner.forward(b, taps, want)
     }
+    fn forward_intervened(
+        &mut self,
+        b: &TokenBatch,
+        taps: &Taps,
+        iv: &lsn_core::Intervention,
+        want: Want,
+    ) -> lsn_core::Result<ForwardOut> {
+        self.inner.forward_intervened(b, taps, iv, want)
+    }
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Dense, ModelConfig, Result, TokenBatch};
+use crate::{Dense, Intervention, ModelConfig, Result, TokenBatch};
 
 /// Where a model runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -51,6 +51,8 @@ pub struct Capabilities {
     pub devices: Vec<Device>,
     /// Whether `forward` can return per-neuron FFN statistics.
     pub taps: bool,
+    /// Whether `forward_intervened` is available (test-time overwrites of chosen neurons).
+    pub intervene: bool,
     /// Whether the backend can take gradient steps (masked LoRA training); inference-only backends say no.
     pub train: bool,
 }
@@ -157,4 +159,13 @@ pub trait Model: Send {
     fn config(&self) -> &ModelConfig;
     /// One forward pass over `batch`, reducing the requested `taps` over its real tokens.
     fn forward(&mut self, batch: &TokenBatch, taps: &Taps, want: Want) -> Result<ForwardOut>;
+    /// `forward` with `intervention` applied at every position (the taps see the overwritten activations). Backends
+    /// without test-time interventions (see `Capabilities::intervene`) return `Error::Unsupported`.
+    fn forward_intervened(
+        &mut self,
+        batch: &TokenBatch,
+        taps: &Taps,
+        intervention: &Intervention,
+        want: Want,
+    ) -> Result<ForwardOut>;
 }

@@ -31,6 +31,9 @@ pub enum Error {
     /// The input batch is malformed (ids out of vocabulary, inconsistent shape).
     #[error("invalid batch: {0}")]
     InvalidBatch(String),
+    /// An intervention names neurons the model does not have, or bad values.
+    #[error("invalid intervention: {0}")]
+    InvalidIntervention(String),
     /// The backend cannot do what was asked.
     #[error("backend {backend} does not support {capability}")]
     Unsupported { backend: &'static str, capability: String },

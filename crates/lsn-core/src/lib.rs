@@ -10,6 +10,7 @@ mod dense;
 mod error;
 mod fs;
 pub mod head;
+mod intervention;
 mod lang;
 mod neuron;
 pub mod positions;
@@ -24,6 +25,7 @@ pub use config::{Activation, AttentionKind, Family, HfConfig, ModelConfig, RopeS
 pub use dense::Dense;
 pub use error::{Error, Result};
 pub use fs::{cache_home, write_atomic};
+pub use intervention::Intervention;
 pub use lang::Lang;
 pub use neuron::NeuronId;
 pub use rng::SeededRng;
