@@ -99,6 +99,27 @@ fn write_weights(ckpt: &Checkpoint, path: &Path) -> Result<Manifest> {
     Ok(manifest)
 }
 
+/// Checks that an export holds every tensor of `cfg` with its shape, inside `weights.bin`.
+fn check_export(dir: &Path, cfg: &ModelConfig, manifest: &Manifest) -> Result<()> {
+    let weights = dir.join(WEIGHTS_FILE);
+    let len = std::fs::metadata(&weights).map_err(io(&weights))?.len();
+    let damaged =
+        |what: String| Error::Export(format!("{} is damaged ({what}); delete it to export again", dir.display()));
+    for spec in expected_tensors(cfg) {
+        match manifest.tensors.get(&spec.name) {
+            None => return Err(damaged(format!("manifest.json lacks {}", spec.name))),
+            Some((shape, _)) if *shape != spec.shape => {
+                return Err(damaged(format!("{} has shape {shape:?}, not {:?}", spec.name, spec.shape)));
+            }
+            Some((shape, offset)) if offset + 4 * shape.iter().product::<usize>() as u64 > len => {
+                return Err(damaged(format!("{} lies beyond the end of {WEIGHTS_FILE} ({len} bytes)", spec.name)));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
 impl ExportDir {
     /// The export of `ckpt` under `cache`, written now unless it exists.
     pub(crate) fn ensure(ckpt: &Checkpoint, cache: &Path) -> Result<Self> {
@@ -144,6 +165,7 @@ impl ExportDir {
                 ))
             })?;
         let manifest = Manifest { tensors: tensors.into_iter().collect() };
+        check_export(&dir, &ckpt.config, &manifest)?;
         Ok(Self { dir, cfg: ckpt.config.clone(), manifest })
     }
 

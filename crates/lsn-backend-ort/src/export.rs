@@ -99,7 +99,8 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// The initializer of checkpoint tensor `name` (declared on first use).
+    /// The initializer of checkpoint tensor `name` (declared on first use; `ExportDir` has checked that the manifest
+    /// holds every tensor of the config).
     fn w(&mut self, name: &str) -> String {
         let (shape, offset) = self.manifest.tensors.get(name).cloned().unwrap_or_default();
         if !self.g.has_initializer(name) {

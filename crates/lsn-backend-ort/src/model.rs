@@ -96,6 +96,13 @@ impl OrtModel {
             head: if want == Want::Nothing { Head::No } else { Head::Hidden },
         };
         let n_tokens = batch.n_tokens();
+        if n_tokens > 1 << 24 {
+            // Counts are summed in f32 in the graph, exact up to 2^24.
+            return Err(lsn_core::Error::InvalidBatch(format!(
+                "{n_tokens} tokens in one batch; the ort backend counts up to 2^24 per batch: split the batch"
+            ))
+            .into());
+        }
         let positions: Vec<(usize, usize, f32)> = QUANTILES.iter().map(|&q| quantile_position(n_tokens, q)).collect();
         let mut inputs: Vec<(&str, DynValue)> = Vec::new();
         let ids: Vec<i64> = batch.ids.iter().map(|&i| i64::from(i)).collect();

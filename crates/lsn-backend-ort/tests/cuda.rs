@@ -28,8 +28,11 @@ fn the_cuda_execution_provider_matches_the_cpu() {
         let dn = max_diff(&cpu.1.data, &gpu.1.data);
         let (tc, tg) = (cpu.0.taps.as_ref().unwrap(), gpu.0.taps.as_ref().unwrap());
         let dq = max_diff(tc.quantiles.as_ref().unwrap(), tg.quantiles.as_ref().unwrap());
-        let dc = tc.count_pos.as_ref().unwrap().iter().zip(tg.count_pos.as_ref().unwrap()).filter(|(a, b)| a != b).count();
-        eprintln!("{name}: CUDA vs CPU max |Δlogit| {dl:.3e}, |ΔNLL| {dn:.3e}, |Δquantile| {dq:.3e}, {dc} count_pos differ");
+        let dc =
+            tc.count_pos.as_ref().unwrap().iter().zip(tg.count_pos.as_ref().unwrap()).filter(|(a, b)| a != b).count();
+        eprintln!(
+            "{name}: CUDA vs CPU max |Δlogit| {dl:.3e}, |ΔNLL| {dn:.3e}, |Δquantile| {dq:.3e}, {dc} count_pos differ"
+        );
         assert!(dl <= 1e-3 && dn <= 1e-4 && dq <= 1e-4, "{name}");
         assert!(dc <= 2, "{name}");
     }

@@ -90,6 +90,13 @@ fn a_damaged_export_is_a_clear_error() {
     std::fs::write(dir.join("manifest.json"), "{not json").unwrap();
     let e = backend.load(&files, &LoadOptions::default()).err().expect("a damaged manifest fails").to_string();
     assert!(e.contains("manifest.json") && e.contains("delete"), "{e}");
+    // A truncated weights file is caught at load, not as garbage at the first forward pass.
+    std::fs::remove_dir_all(&dir).unwrap();
+    backend.load(&files, &LoadOptions::default()).unwrap();
+    let weights = std::fs::OpenOptions::new().write(true).open(dir.join("weights.bin")).unwrap();
+    weights.set_len(1000).unwrap();
+    let e = backend.load(&files, &LoadOptions::default()).err().expect("a truncated export fails").to_string();
+    assert!(e.contains("beyond the end") && e.contains("delete"), "{e}");
 }
 
 #[test]
