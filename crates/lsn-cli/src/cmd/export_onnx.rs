@@ -16,20 +16,18 @@ pub struct Args {
     /// A fetched model's name (gemma-3-270m, smollm2-135m) or a HF checkpoint directory.
     #[arg(long, default_value = "gemma-3-270m")]
     pub model: String,
-    /// Directory to write model.onnx and weights.bin into (created; existing files are replaced; the weights are
-    /// hard-linked from the cache where the file system allows).
+    /// Directory to copy model.onnx and weights.bin into (created; existing files are replaced).
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
 
-/// Places `from` at `to` (a hard link where the file system allows, else a copy) through a temporary sibling and a
-/// rename, so `to` is never half-written.
+/// Copies `from` to `to` through a temporary sibling and a rename, so `to` is never half-written. (A hard link would
+/// save the space, but `onnx.checker` rejects external data with several links.)
 fn copy_atomic(from: &Path, to: &Path) -> Result<()> {
-    let tmp = to.with_extension(format!("tmp.{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    std::fs::hard_link(from, &tmp)
-        .or_else(|_| std::fs::copy(from, &tmp).map(drop))
-        .and_then(|()| std::fs::rename(&tmp, to))
+    let name = to.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = to.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::copy(from, &tmp)
+        .and_then(|_| std::fs::rename(&tmp, to))
         .inspect_err(|_| {
             let _ = std::fs::remove_file(&tmp);
         })
