@@ -175,6 +175,8 @@ impl ExportDir {
         build: impl FnOnce() -> std::result::Result<Vec<u8>, protobuf::Error>,
     ) -> Result<PathBuf> {
         let path = self.dir.join(name);
+        // Threads of one process share the temporary name `write_atomic` uses.
+        let _guard = EXPORTING.lock().unwrap_or_else(|p| p.into_inner());
         if !path.is_file() {
             let bytes = build().map_err(|e| Error::Export(format!("serialising {name}: {e}")))?;
             lsn_core::write_atomic(&path, &bytes).map_err(io(&path))?;

@@ -8,12 +8,12 @@ use lsn_core::taps::{lerp_fused, quantile_position};
 use lsn_core::{
     Dense, Device, ForwardOut, Intervention, ModelConfig, QUANTILES, TapReducer, TapStats, Taps, TokenBatch, Want, head,
 };
-use ort::session::Session;
 use ort::session::builder::PrepackedWeights;
+use ort::session::{Session, SessionOutputs};
 use ort::value::{DynValue, Tensor};
 
 use crate::cache::ExportDir;
-use crate::error::{Context, Result};
+use crate::error::{Context, Error, Result};
 use crate::export::{BodySpec, Head, Quantiles};
 use crate::{QuantilePass, runtime};
 
@@ -40,7 +40,9 @@ fn tensor<T: ort::value::PrimitiveTensorElementType + Clone + std::fmt::Debug + 
     Ok(Tensor::from_array((shape, data)).during(|| "building an input tensor".into())?.into_dyn())
 }
 
-fn extract<T: ort::value::PrimitiveTensorElementType + Copy>(v: &DynValue, name: &str) -> Result<Vec<T>> {
+/// Output `name` of a run as a flat vector.
+fn extract<T: ort::value::PrimitiveTensorElementType + Copy>(out: &SessionOutputs<'_>, name: &str) -> Result<Vec<T>> {
+    let v = out.get(name).ok_or_else(|| Error::Export(format!("the graph has no output {name}")))?;
     Ok(v.try_extract_tensor::<T>().during(|| format!("reading output {name}"))?.1.to_vec())
 }
 
@@ -84,17 +86,6 @@ impl OrtModel {
         if want == Want::Nothing && !taps.any() {
             return Ok(ForwardOut::default());
         }
-        let (layers, width) = (self.cfg.num_layers, self.cfg.intermediate_size);
-        let plane = layers * width;
-        let n_thr = taps.n_thresholds(plane)?;
-        let spec = BodySpec {
-            count_pos: taps.count_pos,
-            moments: taps.moments,
-            quantiles: if taps.quantiles { self.quantiles } else { Quantiles::No },
-            above: taps.above.is_some(),
-            intervene: iv.is_some(),
-            head: if want == Want::Nothing { Head::No } else { Head::Hidden },
-        };
         let n_tokens = batch.n_tokens();
         if n_tokens > 1 << 24 {
             // Counts are summed in f32 in the graph, exact up to 2^24.
@@ -103,8 +94,48 @@ impl OrtModel {
             ))
             .into());
         }
-        let positions: Vec<(usize, usize, f32)> = QUANTILES.iter().map(|&q| quantile_position(n_tokens, q)).collect();
-        let mut inputs: Vec<(&str, DynValue)> = Vec::new();
+        let spec = BodySpec {
+            count_pos: taps.count_pos,
+            moments: taps.moments,
+            quantiles: if taps.quantiles { self.quantiles } else { Quantiles::No },
+            above: taps.above.is_some(),
+            intervene: iv.is_some(),
+            head: if want == Want::Nothing { Head::No } else { Head::Hidden },
+        };
+        let inputs = self.inputs(batch, taps, iv, &spec)?;
+        let (layers, width) = (self.cfg.num_layers, self.cfg.intermediate_size);
+        let rows_seq = format!("{} rows × {} tokens", batch.rows, batch.seq_len);
+        let session = self.body(spec)?;
+        let out = session.run(inputs).during(|| format!("forward pass over {rows_seq}"))?;
+        let stats = if spec.any_tap() { Some(read_taps(&out, &spec, layers, width, n_tokens)?) } else { None };
+        let hidden = match spec.head {
+            Head::Hidden => Some(extract::<f32>(&out, "hidden")?),
+            _ => None,
+        };
+        drop(out);
+        let mut result = ForwardOut { taps: stats, ..ForwardOut::default() };
+        if let Some(hidden) = hidden {
+            match want {
+                Want::Nothing => {}
+                Want::Logits => result.logits = Some(self.logits(&hidden, batch.rows, batch.seq_len)?),
+                Want::Nll => result.nll = Some(self.nll(&hidden, batch)?),
+            }
+        }
+        Ok(result)
+    }
+
+    /// The inputs of body graph `spec` for this batch.
+    fn inputs(
+        &self,
+        batch: &TokenBatch,
+        taps: &Taps,
+        iv: Option<&Intervention>,
+        spec: &BodySpec,
+    ) -> Result<Vec<(&'static str, DynValue)>> {
+        let (layers, width) = (self.cfg.num_layers, self.cfg.intermediate_size);
+        let plane = layers * width;
+        let n_tokens = batch.n_tokens();
+        let mut inputs = Vec::new();
         let ids: Vec<i64> = batch.ids.iter().map(|&i| i64::from(i)).collect();
         inputs.push(("input_ids", tensor(&[batch.rows, batch.seq_len], ids)?));
         if spec.any_tap() {
@@ -115,94 +146,32 @@ impl OrtModel {
             inputs.push(("real_index", tensor(&[n_tokens], real)?));
         }
         if spec.quantiles == Quantiles::Graph {
-            let ranks: Vec<i64> = positions.iter().flat_map(|&(lo, hi, _)| [lo as i64, hi as i64]).collect();
+            let ranks: Vec<i64> = QUANTILES
+                .iter()
+                .flat_map(|&q| {
+                    let (lo, hi, _) = quantile_position(n_tokens, q);
+                    [lo as i64, hi as i64]
+                })
+                .collect();
             inputs.push(("quantile_ranks", tensor(&[ranks.len()], ranks)?));
         }
         if let Some(thr) = &taps.above {
             // `[S, layers·width]` → `[layers, S, width]`.
+            let n_thr = taps.n_thresholds(plane)?;
             let mut t = Vec::with_capacity(thr.len());
             for l in 0..layers {
                 for s in 0..n_thr {
-                    t.extend_from_slice(&thr[s * plane + l * width..s * plane + (l + 1) * width]);
+                    t.extend_from_slice(&thr[s * plane + l * width..][..width]);
                 }
             }
             inputs.push(("thresholds", tensor(&[layers, n_thr, width], t)?));
         }
-
         if let Some(iv) = iv {
             let (mask, value) = iv.dense(layers, width)?;
             inputs.push(("intervention_mask", tensor(&[layers, width], mask)?));
             inputs.push(("intervention_value", tensor(&[layers, width], value)?));
         }
-        let rows_seq = format!("{} rows × {} tokens", batch.rows, batch.seq_len);
-        let session = self.body(spec)?;
-        let mut out = session.run(inputs).during(|| format!("forward pass over {rows_seq}"))?;
-        let mut stats = TapStats { layers, intermediate: width, n_tokens: n_tokens as u64, ..TapStats::default() };
-        let counts = |v: Vec<f32>| v.into_iter().map(|c| c as u64).collect::<Vec<u64>>();
-        if spec.count_pos {
-            stats.count_pos = Some(counts(extract::<f32>(&out["count_pos"], "count_pos")?));
-        }
-        if spec.moments {
-            stats.sum = Some(extract::<f64>(&out["sum"], "sum")?);
-            stats.sum_sq = Some(extract::<f64>(&out["sum_sq"], "sum_sq")?);
-        }
-        match spec.quantiles {
-            Quantiles::Graph => {
-                // `[layers, 2·levels, width]`: the low and high order statistics of each level.
-                let picked = extract::<f32>(&out["quantile_stats"], "quantile_stats")?;
-                let ranks = 2 * positions.len();
-                let mut q = vec![0f32; positions.len() * plane];
-                for l in 0..layers {
-                    for (k, &(_, _, w)) in positions.iter().enumerate() {
-                        let lo = &picked[(l * ranks + 2 * k) * width..][..width];
-                        let hi = &picked[(l * ranks + 2 * k + 1) * width..][..width];
-                        let dst = &mut q[k * plane + l * width..][..width];
-                        for j in 0..width {
-                            dst[j] = lerp_fused(lo[j], hi[j], w);
-                        }
-                    }
-                }
-                stats.quantiles = Some(q);
-            }
-            Quantiles::Host => {
-                let mut r = TapReducer::new(layers, width, &Taps { quantiles: true, ..Taps::NONE })?;
-                for l in 0..layers {
-                    let name = format!("act_{l}");
-                    let v = out.remove(&name).expect("declared output");
-                    let (_, a) = v.try_extract_tensor::<f32>().during(|| format!("reading output {name}"))?;
-                    r.push(l, a, None)?;
-                }
-                stats.quantiles = r.finish(n_tokens as u64)?.quantiles;
-            }
-            Quantiles::No => {}
-        }
-        if spec.above {
-            // `[layers, S, width]` → `[S, layers·width]`.
-            let c = extract::<f32>(&out["count_above"], "count_above")?;
-            let mut above = vec![0u64; n_thr * plane];
-            for l in 0..layers {
-                for s in 0..n_thr {
-                    for j in 0..width {
-                        above[s * plane + l * width + j] = c[(l * n_thr + s) * width + j] as u64;
-                    }
-                }
-            }
-            stats.count_above = Some(above);
-        }
-        let hidden = match spec.head {
-            Head::Hidden => Some(extract::<f32>(&out["hidden"], "hidden")?),
-            _ => None,
-        };
-        drop(out);
-        let mut result = ForwardOut { taps: spec.any_tap().then_some(stats), ..ForwardOut::default() };
-        if let Some(hidden) = hidden {
-            match want {
-                Want::Nothing => {}
-                Want::Logits => result.logits = Some(self.logits(&hidden, batch.rows, batch.seq_len)?),
-                Want::Nll => result.nll = Some(self.nll(&hidden, batch)?),
-            }
-        }
-        Ok(result)
+        Ok(inputs)
     }
 
     fn head_session(&mut self, nll: bool) -> Result<&mut Session> {
@@ -222,7 +191,7 @@ impl OrtModel {
             let out = session
                 .run(vec![("hidden", h)])
                 .during(|| format!("LM head over positions {start}..{}", start + len))?;
-            Ok(extract::<f32>(&out["logits"], "logits")?)
+            Ok(extract::<f32>(&out, "logits")?)
         })
     }
 
@@ -238,9 +207,77 @@ impl OrtModel {
             let out = session
                 .run(vec![("hidden", h), ("targets", t)])
                 .during(|| format!("next-token NLL over {} positions", at.len()))?;
-            Ok(extract::<f32>(&out["nll"], "nll")?)
+            Ok(extract::<f32>(&out, "nll")?)
         })
     }
+}
+
+/// The tap statistics of body graph `spec` from its outputs, in `TapStats`' layout (quantiles finished by lsn-core's
+/// rule: fused lerp between the graph's order statistics, or the host reducer over the returned activations).
+fn read_taps(
+    out: &SessionOutputs<'_>,
+    spec: &BodySpec,
+    layers: usize,
+    width: usize,
+    n_tokens: usize,
+) -> Result<TapStats> {
+    let plane = layers * width;
+    let mut stats = TapStats { layers, intermediate: width, n_tokens: n_tokens as u64, ..TapStats::default() };
+    let counts = |v: Vec<f32>| v.into_iter().map(|c| c as u64).collect::<Vec<u64>>();
+    if spec.count_pos {
+        stats.count_pos = Some(counts(extract::<f32>(out, "count_pos")?));
+    }
+    if spec.moments {
+        stats.sum = Some(extract::<f64>(out, "sum")?);
+        stats.sum_sq = Some(extract::<f64>(out, "sum_sq")?);
+    }
+    match spec.quantiles {
+        Quantiles::Graph => {
+            // `[layers, 2·levels, width]`: the low and high order statistics of each level.
+            let picked = extract::<f32>(out, "quantile_stats")?;
+            let ranks = 2 * QUANTILES.len();
+            let mut q = vec![0f32; QUANTILES.len() * plane];
+            for l in 0..layers {
+                for (k, &level) in QUANTILES.iter().enumerate() {
+                    let (_, _, w) = quantile_position(n_tokens, level);
+                    let lo = &picked[(l * ranks + 2 * k) * width..][..width];
+                    let hi = &picked[(l * ranks + 2 * k + 1) * width..][..width];
+                    let dst = &mut q[k * plane + l * width..][..width];
+                    for j in 0..width {
+                        dst[j] = lerp_fused(lo[j], hi[j], w);
+                    }
+                }
+            }
+            stats.quantiles = Some(q);
+        }
+        Quantiles::Host => {
+            let mut r = TapReducer::new(layers, width, &Taps { quantiles: true, ..Taps::NONE })?;
+            for l in 0..layers {
+                let name = format!("act_{l}");
+                let v = out.get(&name).ok_or_else(|| Error::Export(format!("the graph has no output {name}")))?;
+                let (_, a) = v.try_extract_tensor::<f32>().during(|| format!("reading output {name}"))?;
+                r.push(l, a, None)?;
+            }
+            stats.quantiles = r.finish(n_tokens as u64)?.quantiles;
+        }
+        Quantiles::No => {}
+    }
+    if spec.above {
+        // `[layers, S, width]` → `[S, layers·width]`.
+        let c = extract::<f32>(out, "count_above")?;
+        let n_thr = c.len() / plane.max(1);
+        let mut above = vec![0u64; n_thr * plane];
+        for l in 0..layers {
+            for s in 0..n_thr {
+                let src = &c[(l * n_thr + s) * width..][..width];
+                for (dst, &v) in above[s * plane + l * width..][..width].iter_mut().zip(src) {
+                    *dst = v as u64;
+                }
+            }
+        }
+        stats.count_above = Some(above);
+    }
+    Ok(stats)
 }
 
 impl lsn_core::Model for OrtModel {
