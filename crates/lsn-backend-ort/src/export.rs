@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::proto::{Attr, Dim, Elem, Graph};
 
 /// Bumped whenever the graphs or the weight layout change; part of the cache key.
-pub const EXPORTER_VERSION: u32 = 1;
+pub const EXPORTER_VERSION: u32 = 2;
 
 /// The file every graph takes its weights from.
 pub(crate) const WEIGHTS_FILE: &str = "weights.bin";
@@ -61,6 +61,10 @@ pub(crate) struct BodySpec {
     /// Inputs `intervention_mask` (bool) and `intervention_value` (f32), both `[layers, intermediate]`: where the
     /// mask is set, the activation is replaced by the value at every position (before the taps).
     pub(crate) intervene: bool,
+    /// Cached decoding: inputs `past_key_<l>` / `past_value_<l>` `[batch, kv_heads, past, head_dim]` (past may be 0),
+    /// outputs `present_key_<l>` / `present_value_<l>` with the new tokens appended; the new tokens sit at positions
+    /// `past..`. Rows must be of equal length (no padding).
+    pub(crate) cache: bool,
     pub(crate) head: Head,
 }
 
@@ -82,11 +86,12 @@ impl BodySpec {
             Head::Logits => "-logits",
         };
         format!(
-            "body{}{}{q}{}{}{h}.onnx",
+            "body{}{}{q}{}{}{}{h}.onnx",
             if self.count_pos { "-countpos" } else { "" },
             if self.moments { "-moments" } else { "" },
             if self.above { "-above" } else { "" },
             if self.intervene { "-intervened" } else { "" },
+            if self.cache { "-cached" } else { "" },
         )
     }
 }
@@ -175,23 +180,26 @@ impl Ctx<'_> {
     }
 }
 
-/// Per-kind RoPE cos/sin `[seq, 1, head_dim]` and additive mask `[seq, seq]`, computed in the graph from `seq`.
+/// Per-kind RoPE cos/sin `[seq, 1, head_dim]` and additive mask `[seq, past + seq]`, computed in the graph: the new
+/// tokens sit at positions `past..past + seq` and see the keys at `0..=` their own position.
 struct Positional {
     global: (String, String, String),
     sliding: Option<(String, String, String)>,
 }
 
-fn positional(c: &mut Ctx<'_>, ids: &str) -> Positional {
+fn positional(c: &mut Ctx<'_>, ids: &str, past: &str) -> Positional {
     let g = &mut c.g;
     let shape = g.op("Shape", &[ids], &[]);
     let one_idx = g.int(1);
     let seq = g.op("Gather", &[&shape, &one_idx], &[Attr::Int("axis", 0)]);
+    let end = g.op("Add", &[past, &seq], &[]);
     let (zero, one) = (g.int(0), g.int(1));
-    let t = g.op("Range", &[&zero, &seq, &one], &[]);
+    let q_pos = g.op("Range", &[past, &end, &one], &[]);
+    let k_pos = g.op("Range", &[&zero, &end, &one], &[]);
     let col_axes = g.ints(&[1]);
     let row_axes = g.ints(&[0]);
-    let t_col = g.op("Unsqueeze", &[&t, &col_axes], &[]); // [seq, 1]
-    let t_row = g.op("Unsqueeze", &[&t, &row_axes], &[]); // [1, seq]
+    let t_col = g.op("Unsqueeze", &[&q_pos, &col_axes], &[]); // [seq, 1]
+    let t_row = g.op("Unsqueeze", &[&k_pos, &row_axes], &[]); // [1, past + seq]
     let tf = g.op("Cast", &[&t_col], &[Attr::Int("to", Elem::FLOAT as i64)]);
     let visible = g.op("LessOrEqual", &[&t_row, &t_col], &[]); // key j ≤ query i
     let (zero_f, neg_inf) = (g.float(0.0), g.float(f32::NEG_INFINITY));
@@ -336,7 +344,28 @@ pub(crate) fn body(cfg: &ModelConfig, manifest: &Manifest, spec: &BodySpec) -> R
         let dims = [Dim::Fixed(cfg.num_layers), Dim::Fixed(inter)];
         (c.g.input("intervention_mask", Elem::BOOL, &dims), c.g.input("intervention_value", Elem::FLOAT, &dims))
     });
-    let pos = positional(&mut c, &ids);
+    let kv_dims = [Dim::Named("batch"), Dim::Fixed(cfg.num_kv_heads), Dim::Named("past"), Dim::Fixed(cfg.head_dim)];
+    let past: Vec<(String, String)> = if spec.cache {
+        (0..cfg.num_layers)
+            .map(|l| {
+                (
+                    c.g.input(&format!("past_key_{l}"), Elem::FLOAT, &kv_dims),
+                    c.g.input(&format!("past_value_{l}"), Elem::FLOAT, &kv_dims),
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let past_len = match past.first() {
+        Some((k, _)) => {
+            let shape = c.g.op("Shape", &[k], &[]);
+            let axis = c.g.int(2);
+            c.g.op("Gather", &[&shape, &axis], &[Attr::Int("axis", 0)])
+        }
+        None => c.g.int(0),
+    };
+    let pos = positional(&mut c, &ids, &past_len);
 
     let embed = c.w("model.embed_tokens.weight");
     let g = &mut c.g;
@@ -353,7 +382,7 @@ pub(crate) fn body(cfg: &ModelConfig, manifest: &Manifest, spec: &BodySpec) -> R
     let q_shape = g.op("Concat", &[&bt, &hd], &[Attr::Int("axis", 0)]);
     let kv_shape = g.op("Concat", &[&bt, &kvd], &[Attr::Int("axis", 0)]);
     let grouped = g.ints(&[0, kv, -1, d]); // [b, kv, group·t, d]
-    let by_head = g.ints(&[0, heads, -1, 0]); // scores [b, heads, t, t]
+    let by_head = g.ints(&[0, heads, -1, 0]); // scores [b, heads, t, past + t]
     let by_group = g.ints(&[0, kv, -1, 0]);
     let heads_back = g.ints(&[0, heads, -1, d]);
     let merged = g.ints(&[-1, heads * d]);
@@ -385,8 +414,22 @@ pub(crate) fn body(cfg: &ModelConfig, manifest: &Manifest, spec: &BodySpec) -> R
         // one KV head are adjacent and fold into its rows.
         let q = g.op("Transpose", &[&q], &[Attr::Ints("perm", vec![0, 2, 1, 3])]); // [b, heads, t, d]
         let q = g.op("Reshape", &[&q, &grouped], &[]); // [b, kv, group·t, d]
-        let kt = g.op("Transpose", &[&k], &[Attr::Ints("perm", vec![0, 2, 3, 1])]); // [b, kv, d, t]
-        let v = g.op("Transpose", &[&v], &[Attr::Ints("perm", vec![0, 2, 1, 3])]); // [b, kv, t, d]
+        let (kt, v) = match past.get(l) {
+            None => (
+                g.op("Transpose", &[&k], &[Attr::Ints("perm", vec![0, 2, 3, 1])]), // [b, kv, d, t]
+                g.op("Transpose", &[&v], &[Attr::Ints("perm", vec![0, 2, 1, 3])]), // [b, kv, t, d]
+            ),
+            Some((pk, pv)) => {
+                let k = g.op("Transpose", &[&k], &[Attr::Ints("perm", vec![0, 2, 1, 3])]);
+                let v = g.op("Transpose", &[&v], &[Attr::Ints("perm", vec![0, 2, 1, 3])]);
+                let k_all = g.op("Concat", &[pk, &k], &[Attr::Int("axis", 2)]); // [b, kv, past + t, d]
+                let v_all = g.op("Concat", &[pv, &v], &[Attr::Int("axis", 2)]);
+                let present = [kv_dims[0], kv_dims[1], Dim::Named("past_plus_seq"), kv_dims[3]];
+                g.output(&k_all, &format!("present_key_{l}"), Elem::FLOAT, &present);
+                g.output(&v_all, &format!("present_value_{l}"), Elem::FLOAT, &present);
+                (g.op("Transpose", &[&k_all], &[Attr::Ints("perm", vec![0, 1, 3, 2])]), v_all)
+            }
+        };
         let s = g.op("MatMul", &[&q, &kt], &[]);
         let s = g.op("Reshape", &[&s, &by_head], &[]); // [b, heads, t, t]
         let s = g.op("Mul", &[&s, &scale], &[]);

@@ -11,6 +11,7 @@
 //! the same bits but measured 2.5× slower (see [`QuantilePass`]).
 
 mod cache;
+mod cached;
 mod error;
 pub mod export;
 mod model;
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 use lsn_core::{Backend, Capabilities, Device, LoadOptions, Model, ModelFiles, Result};
 
 pub use cache::default_cache;
+pub use cached::CachedDecoder;
 pub use export::EXPORTER_VERSION;
 
 /// The backend's name, as `Backend::name` reports it and errors cite it.
@@ -85,6 +87,14 @@ impl Backend for OrtBackend {
     }
 
     fn load(&self, files: &ModelFiles, opts: &LoadOptions) -> Result<Box<dyn Model>> {
+        let (config, export) = self.export(files, opts)?;
+        Ok(Box::new(model::OrtModel::new(config, export, opts.device, self.quantiles)))
+    }
+}
+
+impl OrtBackend {
+    /// Validates the device, exports the checkpoint (once) and starts ONNX Runtime.
+    fn export(&self, files: &ModelFiles, opts: &LoadOptions) -> Result<(lsn_core::ModelConfig, cache::ExportDir)> {
         if let Device::Cuda(n) = opts.device
             && !(cfg!(feature = "cuda") && runtime::cuda_available())
         {
@@ -95,7 +105,13 @@ impl Backend for OrtBackend {
         let export = cache::ExportDir::ensure(&ckpt, &self.cache)?;
         // Fail now, not at the first forward pass, when ONNX Runtime itself cannot start.
         runtime::environment()?;
-        Ok(Box::new(model::OrtModel::new(ckpt.config, export, opts.device, self.quantiles)))
+        Ok((ckpt.config, export))
+    }
+
+    /// Loads `files` for cached decoding (past key/values kept between calls): see [`CachedDecoder`].
+    pub fn load_cached(&self, files: &ModelFiles, opts: &LoadOptions) -> Result<CachedDecoder> {
+        let (config, export) = self.export(files, opts)?;
+        Ok(cached::CachedDecoder::new(config, export, opts.device)?)
     }
 }
 
@@ -111,6 +127,7 @@ pub fn export_model(files: &ModelFiles, cache: &Path) -> Result<PathBuf> {
         quantiles: export::Quantiles::No,
         above: false,
         intervene: false,
+        cache: false,
         head: export::Head::Logits,
     };
     Ok(export.body(&spec)?)

@@ -32,7 +32,7 @@ pub(crate) struct OrtModel {
     head_nll: Option<Session>,
 }
 
-fn tensor<T: ort::value::PrimitiveTensorElementType + Clone + std::fmt::Debug + 'static>(
+pub(crate) fn tensor<T: ort::value::PrimitiveTensorElementType + Clone + std::fmt::Debug + 'static>(
     shape: &[usize],
     data: Vec<T>,
 ) -> Result<DynValue> {
@@ -41,7 +41,10 @@ fn tensor<T: ort::value::PrimitiveTensorElementType + Clone + std::fmt::Debug + 
 }
 
 /// Output `name` of a run as a flat vector.
-fn extract<T: ort::value::PrimitiveTensorElementType + Copy>(out: &SessionOutputs<'_>, name: &str) -> Result<Vec<T>> {
+pub(crate) fn extract<T: ort::value::PrimitiveTensorElementType + Copy>(
+    out: &SessionOutputs<'_>,
+    name: &str,
+) -> Result<Vec<T>> {
     let v = out.get(name).ok_or_else(|| Error::Export(format!("the graph has no output {name}")))?;
     Ok(v.try_extract_tensor::<T>().during(|| format!("reading output {name}"))?.1.to_vec())
 }
@@ -100,6 +103,7 @@ impl OrtModel {
             quantiles: if taps.quantiles { self.quantiles } else { Quantiles::No },
             above: taps.above.is_some(),
             intervene: iv.is_some(),
+            cache: false,
             head: if want == Want::Nothing { Head::No } else { Head::Hidden },
         };
         let inputs = self.inputs(batch, taps, iv, &spec)?;

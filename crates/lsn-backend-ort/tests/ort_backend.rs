@@ -148,3 +148,45 @@ fn interventions_overwrite_activations_without_a_new_export() {
         assert!(e.contains("outside the model"), "{e}");
     }
 }
+
+#[test]
+fn cached_decoding_gives_the_logits_of_the_full_pass() {
+    for (name, cfg) in tiny_configs() {
+        let model_dir = tempfile::tempdir().unwrap();
+        write_random_model(&cfg, 6, model_dir.path()).unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let files = ModelFiles::new(model_dir.path());
+        let backend = OrtBackend::with_cache(cache.path());
+        // Two rows of 14 tokens: longer than tiny-gemma3's sliding window of 8, so cached steps must drop old keys.
+        let rows: Vec<Vec<u32>> = vec![(1..15).collect(), (20..34).collect()];
+        let full = TokenBatch::padded(&rows, 0).unwrap();
+        let want = backend.load(&files, &LoadOptions::default()).unwrap().forward(&full, &Taps::NONE, Want::Logits);
+        let want = want.unwrap().logits.unwrap();
+        let vocab = cfg.vocab_size;
+        let mut dec = backend.load_cached(&files, &LoadOptions::default()).unwrap();
+        let mut got = vec![Vec::new(); 2];
+        // A 6-token prompt, then one token at a time.
+        let mut start = 0;
+        for len in [6, 1, 1, 1, 1, 1, 1, 1, 1] {
+            let ids: Vec<u32> = rows.iter().flat_map(|r| r[start..start + len].to_vec()).collect();
+            let out = dec.feed(2, &ids).unwrap();
+            assert_eq!(out.shape, vec![2, len, vocab]);
+            for (r, g) in got.iter_mut().enumerate() {
+                g.extend_from_slice(&out.data[r * len * vocab..(r + 1) * len * vocab]);
+            }
+            start += len;
+        }
+        assert_eq!(dec.len(), 14);
+        let mut worst = 0f32;
+        for (r, g) in got.iter().enumerate() {
+            let w = &want.data[r * 14 * vocab..(r + 1) * 14 * vocab];
+            worst = g.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(worst, f32::max);
+        }
+        eprintln!("{name}: cached vs full pass, max |Δlogit| {worst:e}");
+        assert!(worst < 1e-4, "{name}: cached logits differ by {worst:e}");
+        // Misuse is an error, and reset starts over.
+        assert!(dec.feed(3, &[1, 2, 3]).unwrap_err().to_string().contains("reset"));
+        dec.reset();
+        assert_eq!(dec.feed(1, &[1, 2, 3]).unwrap().shape, vec![1, 3, vocab]);
+    }
+}
