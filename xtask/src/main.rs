@@ -24,7 +24,8 @@ commands:
              conformance suite
   conformance
              the cross-backend conformance suite (harness/): case × backend table and pairwise table;
-             `--device cuda` runs it on the GPU, `--json FILE` also writes the report
+             `--device cuda` runs it on the GPU, `--json FILE` also writes the report, `--backends a,b` runs
+             only those (the first is the reference)
   cargo      run cargo with the runtime environment, e.g. `cargo xtask cargo clippy --workspace`
   fixtures   regenerate fixtures/golden/*.json with HF transformers in .venv-fixtures (needs PyPI; slow), then
              check lsn's ONNX export of the real models (`fixtures onnx` runs only that check): onnx.checker and

@@ -1,12 +1,33 @@
 //! The ort backend's own behaviour on tiny random checkpoints: the two quantile passes agree bit for bit, exports are
-//! cached by content, and a damaged export is a clear error. (Forward behaviour shared by every backend is tested in
+//! cached by content, a damaged export is a clear error, interventions and cached decoding work. (Forward behaviour shared by every backend is tested in
 //! harness/tests/forward.rs; numbers against transformers in the conformance suite and xtask/fixtures/check_onnx.py.)
 
 use std::path::Path;
 
 use lsn_backend_ort::{OrtBackend, QuantilePass};
-use lsn_core::{Backend, LoadOptions, ModelFiles, QUANTILES, Taps, TokenBatch, Want};
+use lsn_core::{Backend, LoadOptions, ModelConfig, ModelFiles, QUANTILES, Taps, TokenBatch, Want};
 use lsn_weights::{tiny_configs, write_random_model};
+use tempfile::TempDir;
+
+/// A tiny random checkpoint and an empty export cache, each in a temporary directory.
+struct Fixture {
+    model: TempDir,
+    cache: TempDir,
+}
+
+impl Fixture {
+    fn new(cfg: &ModelConfig, seed: u64) -> Self {
+        let model = tempfile::tempdir().unwrap();
+        write_random_model(cfg, seed, model.path()).unwrap();
+        Self { model, cache: tempfile::tempdir().unwrap() }
+    }
+    fn files(&self) -> ModelFiles {
+        ModelFiles::new(self.model.path())
+    }
+    fn backend(&self) -> OrtBackend {
+        OrtBackend::with_cache(self.cache.path())
+    }
+}
 
 fn export_dirs(cache: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(cache)
@@ -21,18 +42,15 @@ fn export_dirs(cache: &Path) -> Vec<String> {
 #[test]
 fn quantiles_sorted_in_the_graph_equal_the_host_reducer() {
     for (name, cfg) in tiny_configs() {
-        let model_dir = tempfile::tempdir().unwrap();
-        write_random_model(&cfg, 3, model_dir.path()).unwrap();
-        let cache = tempfile::tempdir().unwrap();
-        let files = ModelFiles::new(model_dir.path());
+        let fx = Fixture::new(&cfg, 3);
         // Padded rows: the taps reduce over the real tokens only.
         let batch = TokenBatch::padded(&[(1..20).collect(), (5..12).collect(), vec![7, 3]], 0).unwrap();
         let thresholds = std::sync::Arc::new(vec![0.01f32; cfg.num_layers * cfg.intermediate_size * 2]);
         let taps = Taps { above: Some(thresholds), ..Taps::pass1() };
         let mut out = Vec::new();
         for pass in [QuantilePass::InGraph, QuantilePass::OnHost] {
-            let backend = OrtBackend::with_cache(cache.path()).with_quantile_pass(pass);
-            let mut model = backend.load(&files, &LoadOptions::default()).unwrap();
+            let backend = fx.backend().with_quantile_pass(pass);
+            let mut model = backend.load(&fx.files(), &LoadOptions::default()).unwrap();
             out.push(model.forward(&batch, &taps, Want::Logits).unwrap());
         }
         let (a, b) = (out[0].taps.as_ref().unwrap(), out[1].taps.as_ref().unwrap());
@@ -53,26 +71,23 @@ fn quantiles_sorted_in_the_graph_equal_the_host_reducer() {
 #[test]
 fn exports_are_cached_by_checkpoint_content() {
     let (_, cfg) = &tiny_configs()[0];
-    let cache = tempfile::tempdir().unwrap();
-    let model_dir = tempfile::tempdir().unwrap();
-    let files = ModelFiles::new(model_dir.path());
-    let backend = OrtBackend::with_cache(cache.path());
-    write_random_model(cfg, 1, model_dir.path()).unwrap();
+    let fx = Fixture::new(cfg, 1);
+    let (files, backend, cache) = (fx.files(), fx.backend(), fx.cache.path());
     backend.load(&files, &LoadOptions::default()).unwrap();
-    let first = export_dirs(cache.path());
+    let first = export_dirs(cache);
     assert_eq!(first.len(), 1, "{first:?}");
-    let weights = cache.path().join(&first[0]).join("weights.bin");
+    let weights = cache.join(&first[0]).join("weights.bin");
     let written = std::fs::metadata(&weights).unwrap().modified().unwrap();
     // The same checkpoint again: the export is reused, not rewritten.
     backend.load(&files, &LoadOptions::default()).unwrap();
-    assert_eq!(export_dirs(cache.path()), first);
+    assert_eq!(export_dirs(cache), first);
     assert_eq!(std::fs::metadata(&weights).unwrap().modified().unwrap(), written);
     // Other weights under the same path: a new export.
     let other = tempfile::tempdir().unwrap();
     write_random_model(cfg, 2, other.path()).unwrap();
-    std::fs::copy(other.path().join("model.safetensors"), model_dir.path().join("model.safetensors")).unwrap();
+    std::fs::copy(other.path().join("model.safetensors"), fx.model.path().join("model.safetensors")).unwrap();
     backend.load(&files, &LoadOptions::default()).unwrap();
-    let second = export_dirs(cache.path());
+    let second = export_dirs(cache);
     assert_eq!(second.len(), 2, "{second:?}");
     assert!(second.iter().all(|d| !d.ends_with(".tmp")), "{second:?}");
 }
@@ -80,13 +95,10 @@ fn exports_are_cached_by_checkpoint_content() {
 #[test]
 fn a_damaged_export_is_a_clear_error() {
     let (_, cfg) = &tiny_configs()[1];
-    let cache = tempfile::tempdir().unwrap();
-    let model_dir = tempfile::tempdir().unwrap();
-    write_random_model(cfg, 1, model_dir.path()).unwrap();
-    let files = ModelFiles::new(model_dir.path());
-    let backend = OrtBackend::with_cache(cache.path());
+    let fx = Fixture::new(cfg, 1);
+    let (files, backend) = (fx.files(), fx.backend());
     backend.load(&files, &LoadOptions::default()).unwrap();
-    let dir = cache.path().join(&export_dirs(cache.path())[0]);
+    let dir = fx.cache.path().join(&export_dirs(fx.cache.path())[0]);
     std::fs::write(dir.join("manifest.json"), "{not json").unwrap();
     let e = backend.load(&files, &LoadOptions::default()).err().expect("a damaged manifest fails").to_string();
     assert!(e.contains("manifest.json") && e.contains("delete"), "{e}");
@@ -102,10 +114,8 @@ fn a_damaged_export_is_a_clear_error() {
 #[test]
 fn the_stand_alone_export_names_its_input_output_and_weights() {
     let (_, cfg) = &tiny_configs()[1];
-    let cache = tempfile::tempdir().unwrap();
-    let model_dir = tempfile::tempdir().unwrap();
-    write_random_model(cfg, 5, model_dir.path()).unwrap();
-    let graph = lsn_backend_ort::export_model(&ModelFiles::new(model_dir.path()), cache.path()).unwrap();
+    let fx = Fixture::new(cfg, 5);
+    let graph = lsn_backend_ort::export_model(&fx.files(), fx.cache.path()).unwrap();
     assert!(graph.is_file() && graph.with_file_name("weights.bin").is_file());
     let bytes = std::fs::read(&graph).unwrap();
     let text = String::from_utf8_lossy(&bytes);
@@ -117,11 +127,8 @@ fn the_stand_alone_export_names_its_input_output_and_weights() {
 fn interventions_overwrite_activations_without_a_new_export() {
     use lsn_core::{Intervention, NeuronId};
     for (name, cfg) in tiny_configs() {
-        let model_dir = tempfile::tempdir().unwrap();
-        write_random_model(&cfg, 4, model_dir.path()).unwrap();
-        let cache = tempfile::tempdir().unwrap();
-        let backend = OrtBackend::with_cache(cache.path());
-        let mut model = backend.load(&ModelFiles::new(model_dir.path()), &LoadOptions::default()).unwrap();
+        let fx = Fixture::new(&cfg, 4);
+        let mut model = fx.backend().load(&fx.files(), &LoadOptions::default()).unwrap();
         let batch = TokenBatch::padded(&[(1..15).collect(), (3..9).collect()], 0).unwrap();
         let plain = model.forward(&batch, &Taps::pass1(), Want::Logits).unwrap();
         // An empty intervention changes nothing.
@@ -152,11 +159,8 @@ fn interventions_overwrite_activations_without_a_new_export() {
 #[test]
 fn cached_decoding_gives_the_logits_of_the_full_pass() {
     for (name, cfg) in tiny_configs() {
-        let model_dir = tempfile::tempdir().unwrap();
-        write_random_model(&cfg, 6, model_dir.path()).unwrap();
-        let cache = tempfile::tempdir().unwrap();
-        let files = ModelFiles::new(model_dir.path());
-        let backend = OrtBackend::with_cache(cache.path());
+        let fx = Fixture::new(&cfg, 6);
+        let (files, backend) = (fx.files(), fx.backend());
         // Two rows of 14 tokens: longer than tiny-gemma3's sliding window of 8, so cached steps must drop old keys.
         let rows: Vec<Vec<u32>> = vec![(1..15).collect(), (20..34).collect()];
         let full = TokenBatch::padded(&rows, 0).unwrap();
