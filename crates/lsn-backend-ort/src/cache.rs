@@ -38,13 +38,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io { path: path.to_owned(), source }
 }
 
-fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).map_err(io(path))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(io(path))?;
-    Ok(hex::encode(h.finalize()))
-}
-
 /// The content key of `ckpt`: sha256 over the exporter version, `config.json` and every shard's sha256. Shard hashes
 /// are remembered under `stat/` by path, size and modification time, so an unchanged checkpoint is hashed once.
 fn content_key(ckpt: &Checkpoint, cache: &Path) -> Result<String> {
@@ -60,7 +53,7 @@ fn content_key(ckpt: &Checkpoint, cache: &Path) -> Result<String> {
         let digest = match std::fs::read_to_string(&memo) {
             Ok(d) if d.len() == 64 => d,
             _ => {
-                let d = sha256_file(f)?;
+                let d = lsn_core::sha256_file(f)?;
                 // A lost memo only costs a re-hash.
                 let _ = lsn_core::write_atomic(&memo, d.as_bytes());
                 d

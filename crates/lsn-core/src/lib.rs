@@ -7,6 +7,7 @@ mod backend;
 mod batch;
 mod config;
 mod dense;
+mod digest;
 mod error;
 mod fs;
 pub mod head;
@@ -23,6 +24,7 @@ pub use backend::{Backend, Capabilities, Device, ForwardOut, LoadOptions, Model,
 pub use batch::TokenBatch;
 pub use config::{Activation, AttentionKind, Family, HfConfig, ModelConfig, RopeScaling};
 pub use dense::Dense;
+pub use digest::sha256_file;
 pub use error::{Error, Result};
 pub use fs::{cache_home, write_atomic};
 pub use intervention::Intervention;

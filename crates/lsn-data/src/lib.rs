@@ -2,14 +2,13 @@
 
 mod corpus;
 mod data_dir;
-mod digest;
 mod error;
 mod pack;
 mod tokenizer;
 
 pub use corpus::{Corpus, read_sentences};
 pub use data_dir::{DATA_DIR_ENV, FETCH_MARKER, cache_home, model_dir, resolve_data_dir};
-pub use digest::sha256_file;
 pub use error::{Error, Result};
+pub use lsn_core::sha256_file;
 pub use pack::{PackOptions, Packed, Source, SourceInfo, default_sources, pack_language};
 pub use tokenizer::Tokenizer;

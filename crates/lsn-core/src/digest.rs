@@ -1,4 +1,4 @@
-//! sha256 of files, streamed: how downloads, checkpoints and goldens are identified.
+//! sha256 of files, streamed: how downloads, checkpoints, exports and goldens are identified.
 
 use std::io::Read;
 use std::path::Path;
