@@ -55,7 +55,12 @@ fn main() -> Result<()> {
             setup_models()?;
             conformance(&args[1..]).map(drop)
         }
-        Some("fixtures") if args.get(1).is_some_and(|a| a == "onnx") => check_onnx(&fixtures_venv()?),
+        Some("fixtures") if args.get(1).is_some_and(|a| a == "onnx") => {
+            let py = fixtures_venv()?;
+            setup()?;
+            setup_models()?;
+            check_onnx(&py)
+        }
         Some("fixtures") => fixtures(),
         Some("bench") => bench(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
@@ -234,10 +239,8 @@ fn fixtures() -> Result<()> {
 }
 
 /// `lsn export-onnx` for each real model, then xtask/fixtures/check_onnx.py on it: onnx.checker (full check) and the
-/// exported graph's logits in onnxruntime against the HF goldens.
+/// exported graph's logits in onnxruntime against the HF goldens. Needs `setup` and the real models.
 fn check_onnx(py: &Path) -> Result<()> {
-    setup()?;
-    setup_models()?;
     for name in REAL_MODELS {
         let out = root().join("target/lsn-onnx").join(name);
         lsn(&["export-onnx", "--model", name, "--out", &out.display().to_string()])?;

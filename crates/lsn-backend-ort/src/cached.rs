@@ -8,7 +8,7 @@ use ort::value::DynValue;
 
 use crate::cache::ExportDir;
 use crate::error::{Context, Error, Result};
-use crate::export::{BodySpec, Head, Quantiles};
+use crate::export::{BodySpec, Head};
 use crate::model::{extract, tensor};
 use crate::runtime;
 
@@ -32,15 +32,7 @@ impl std::fmt::Debug for CachedDecoder {
 
 impl CachedDecoder {
     pub(crate) fn new(cfg: ModelConfig, export: ExportDir, device: Device) -> Result<Self> {
-        let spec = BodySpec {
-            count_pos: false,
-            moments: false,
-            quantiles: Quantiles::No,
-            above: false,
-            intervene: false,
-            cache: true,
-            head: Head::Logits,
-        };
+        let spec = BodySpec { cache: true, ..BodySpec::plain(Head::Logits) };
         let session = runtime::session(&export.body(&spec)?, device, &PrepackedWeights::new())?;
         Ok(Self { cfg, session, rows: 0, len: 0, past: Vec::new() })
     }

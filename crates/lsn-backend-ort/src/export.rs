@@ -69,6 +69,19 @@ pub(crate) struct BodySpec {
 }
 
 impl BodySpec {
+    /// The decoder with no taps, no intervention and no cache, ending in `head`.
+    pub(crate) const fn plain(head: Head) -> Self {
+        Self {
+            count_pos: false,
+            moments: false,
+            quantiles: Quantiles::No,
+            above: false,
+            intervene: false,
+            cache: false,
+            head,
+        }
+    }
+
     pub(crate) fn any_tap(&self) -> bool {
         self.count_pos || self.moments || self.quantiles != Quantiles::No || self.above
     }

@@ -80,7 +80,7 @@ impl Backend for OrtBackend {
 
     fn capabilities(&self) -> Capabilities {
         let mut devices = vec![Device::Cpu];
-        if cfg!(feature = "cuda") && runtime::cuda_available() {
+        if runtime::cuda_available() {
             devices.push(Device::Cuda(0));
         }
         Capabilities { devices, taps: true, intervene: true, train: false }
@@ -96,7 +96,7 @@ impl OrtBackend {
     /// Validates the device, exports the checkpoint (once) and starts ONNX Runtime.
     fn export(&self, files: &ModelFiles, opts: &LoadOptions) -> Result<(lsn_core::ModelConfig, cache::ExportDir)> {
         if let Device::Cuda(n) = opts.device
-            && !(cfg!(feature = "cuda") && runtime::cuda_available())
+            && !runtime::cuda_available()
         {
             return Err(runtime::unsupported_cuda(n));
         }
@@ -121,14 +121,5 @@ impl OrtBackend {
 pub fn export_model(files: &ModelFiles, cache: &Path) -> Result<PathBuf> {
     let ckpt = lsn_weights::open_checkpoint(files.dir())?;
     let export = cache::ExportDir::ensure(&ckpt, cache)?;
-    let spec = export::BodySpec {
-        count_pos: false,
-        moments: false,
-        quantiles: export::Quantiles::No,
-        above: false,
-        intervene: false,
-        cache: false,
-        head: export::Head::Logits,
-    };
-    Ok(export.body(&spec)?)
+    Ok(export.body(&export::BodySpec::plain(export::Head::Logits))?)
 }

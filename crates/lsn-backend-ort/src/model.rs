@@ -179,12 +179,12 @@ impl OrtModel {
     }
 
     fn head_session(&mut self, nll: bool) -> Result<&mut Session> {
-        let slot = if nll { &self.head_nll } else { &self.head_logits };
+        let (export, device, prepacked) = (&self.export, self.device, &self.prepacked);
+        let slot = if nll { &mut self.head_nll } else { &mut self.head_logits };
         if slot.is_none() {
-            let s = runtime::session(&self.export.head(nll)?, self.device, &self.prepacked)?;
-            if nll { self.head_nll = Some(s) } else { self.head_logits = Some(s) }
+            *slot = Some(runtime::session(&export.head(nll)?, device, prepacked)?);
         }
-        Ok(if nll { self.head_nll.as_mut() } else { self.head_logits.as_mut() }.expect("just loaded"))
+        Ok(slot.as_mut().expect("just loaded"))
     }
 
     fn logits(&mut self, hidden: &[f32], rows: usize, seq: usize) -> lsn_core::Result<Dense> {
