@@ -39,26 +39,14 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 }
 
 /// The content key of `ckpt`: sha256 over the exporter version, `config.json` and every shard's sha256. Shard hashes
-/// are remembered under `stat/` by path, size and modification time, so an unchanged checkpoint is hashed once.
+/// are remembered under `stat/` (lsn-core's `sha256_file_memo`), so an unchanged checkpoint is hashed once.
 fn content_key(ckpt: &Checkpoint, cache: &Path) -> Result<String> {
     let mut files = vec![ckpt.dir.join("config.json")];
     files.extend(ckpt.shards.iter().cloned());
     let mut h = Sha256::new();
     h.update(format!("lsn-onnx-export v{EXPORTER_VERSION}\n"));
     for f in &files {
-        let meta = std::fs::metadata(f).map_err(io(f))?;
-        let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
-        let stat = format!("{}\n{}\n{}", f.display(), meta.len(), mtime.map_or(0, |d| d.as_nanos()));
-        let memo = cache.join("stat").join(hex::encode(Sha256::digest(stat.as_bytes())));
-        let digest = match std::fs::read_to_string(&memo) {
-            Ok(d) if d.len() == 64 => d,
-            _ => {
-                let d = lsn_core::sha256_file(f)?;
-                // A lost memo only costs a re-hash.
-                let _ = lsn_core::write_atomic(&memo, d.as_bytes());
-                d
-            }
-        };
+        let digest = lsn_core::sha256_file_memo(f, &cache.join("stat"))?;
         h.update(f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
         h.update(digest);
     }

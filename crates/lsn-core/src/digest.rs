@@ -7,6 +7,11 @@ use sha2::{Digest, Sha256};
 
 use crate::{Error, Result};
 
+/// Hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
 /// Hex sha256 of the file at `path`.
 pub fn sha256_file(path: &Path) -> Result<String> {
     let io = |source| Error::Io { path: path.to_owned(), source };
@@ -23,9 +28,41 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
+/// [`sha256_file`], remembered under `memo_dir` by the file's absolute path, size and modification time, so an
+/// unchanged multi-gigabyte checkpoint is hashed once. A lost or unreadable memo only costs a re-hash; a file changed
+/// in place gets a new size or mtime and is hashed again.
+pub fn sha256_file_memo(path: &Path, memo_dir: &Path) -> Result<String> {
+    let meta = std::fs::metadata(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
+    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+    let stat = format!("{}\n{}\n{}", abs.display(), meta.len(), mtime.map_or(0, |d| d.as_nanos()));
+    let memo = memo_dir.join(hex::encode(Sha256::digest(stat.as_bytes())));
+    if let Ok(d) = std::fs::read_to_string(&memo)
+        && d.len() == 64
+        && d.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return Ok(d);
+    }
+    let d = sha256_file(path)?;
+    let _ = crate::write_atomic(&memo, d.as_bytes());
+    Ok(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memo_is_used_until_the_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, memo) = (dir.path().join("x"), dir.path().join("memo"));
+        std::fs::write(&p, b"abc").unwrap();
+        let d = sha256_file_memo(&p, &memo).unwrap();
+        assert_eq!(d, sha256_file(&p).unwrap());
+        assert_eq!(std::fs::read_dir(&memo).unwrap().count(), 1);
+        std::fs::write(&p, b"abcd").unwrap();
+        assert_eq!(sha256_file_memo(&p, &memo).unwrap(), sha256_file(&p).unwrap(), "a changed file is re-hashed");
+    }
 
     #[test]
     fn hashes_the_file_and_names_a_missing_one() {

@@ -179,6 +179,55 @@ impl ActivationStats {
         }
     }
 
+    /// Finds values no capture can produce (a count above its token count, a negative sum of squares, batch
+    /// quantile sums that decrease with the level): a damaged or hand-edited file. The message names the first one.
+    pub fn check_possible(&self) -> std::result::Result<(), String> {
+        let plane = self.plane();
+        let p = &self.pass1;
+        let lens = [p.count_pos.len(), p.sum.len(), p.sum_sq.len(), p.quantile_sum.len() / QUANTILES.len().max(1)];
+        if lens.iter().any(|&l| l != plane) {
+            return Err(format!("pass-1 arrays have lengths {lens:?}, expected {plane}"));
+        }
+        let at = |k: usize| format!("layer {}, neuron {}", k / self.intermediate.max(1), k % self.intermediate.max(1));
+        if let Some(k) = p.count_pos.iter().position(|&c| c > p.n_tokens) {
+            return Err(format!("count_pos {} > its {} tokens at {}", p.count_pos[k], p.n_tokens, at(k)));
+        }
+        if let Some(k) = p.sum_sq.iter().position(|&s| s < 0) {
+            return Err(format!("negative sum of squares {} at {}", from_fixed(p.sum_sq[k]), at(k)));
+        }
+        for q in 1..QUANTILES.len() {
+            let (lo, hi) = (&p.quantile_sum[(q - 1) * plane..q * plane], &p.quantile_sum[q * plane..(q + 1) * plane]);
+            if let Some(k) = lo.iter().zip(hi).position(|(a, b)| a > b) {
+                return Err(format!(
+                    "the p{} sum {} exceeds the p{} sum {} at {}",
+                    (QUANTILES[q - 1] * 100.0).round(),
+                    from_fixed(lo[k]),
+                    (QUANTILES[q] * 100.0).round(),
+                    from_fixed(hi[k]),
+                    at(k)
+                ));
+            }
+        }
+        if let Some(p2) = &self.pass2 {
+            if p2.count_above.len() != plane * QUANTILES.len() {
+                return Err(format!(
+                    "count_above has {} values, expected {}",
+                    p2.count_above.len(),
+                    plane * QUANTILES.len()
+                ));
+            }
+            if let Some(k) = p2.count_above.iter().position(|&c| c > p2.n_tokens) {
+                return Err(format!(
+                    "count_above {} > its {} tokens at {}",
+                    p2.count_above[k],
+                    p2.n_tokens,
+                    at(k % plane)
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Per-neuron mean `Σa / n`.
     pub fn mean(&self) -> Vec<f64> {
         let n = self.pass1.n_tokens.max(1) as f64;
@@ -270,5 +319,28 @@ mod tests {
         assert!((s.std()[0] - (20.0f64 / 3.0).sqrt()).abs() < 1e-12);
         assert_eq!(s.quantile_means(), vec![1.5; QUANTILES.len()]);
         assert!(s.add_pass1(&t(f64::NAN, 1.0, 1.0)).unwrap_err().to_string().contains("inf/NaN"));
+    }
+
+    #[test]
+    fn impossible_values_are_found() {
+        let mut s = ActivationStats::new(2, 3);
+        s.add_pass1(&batch(1, 11)).unwrap_or_else(|_| unreachable!());
+        // The synthetic batch's quantiles are not monotone; make them so.
+        let plane = 6;
+        for k in 0..plane {
+            for q in 0..QUANTILES.len() {
+                s.pass1.quantile_sum[q * plane + k] = q as i128;
+            }
+        }
+        s.check_possible().unwrap();
+        let mut bad = s.clone();
+        bad.pass1.count_pos[4] = 12;
+        assert!(bad.check_possible().unwrap_err().contains("count_pos 12 > its 11 tokens at layer 1, neuron 1"));
+        let mut bad = s.clone();
+        bad.pass1.sum_sq[0] = -1;
+        assert!(bad.check_possible().unwrap_err().contains("negative sum of squares"));
+        let mut bad = s.clone();
+        bad.pass1.quantile_sum[plane] = 100;
+        assert!(bad.check_possible().unwrap_err().contains("the p10 sum"));
     }
 }
