@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use lsn_core::{ModelConfig, expected_tensors};
-use safetensors::SafeTensors;
+use lsn_core::{ModelConfig, ModelIdentity, expected_tensors};
+use safetensors::{Dtype, SafeTensors};
 
 use crate::{Error, Result};
 
@@ -47,8 +47,16 @@ fn shard_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Reads `dir/config.json`, locates the weights and checks that every tensor the config implies is present with the
-/// right shape. Tensor data is not read (safetensors headers only, through a memory map).
+/// Tensors a checkpoint may hold beyond the config's list, which every reader ignores: precomputed RoPE buffers of
+/// older exports, and a copy of the embeddings as `lm_head.weight` in a model with tied embeddings (HF ignores it too).
+fn ignorable(name: &str, config: &ModelConfig) -> bool {
+    name.ends_with("rotary_emb.inv_freq") || (name == "lm_head.weight" && config.tie_word_embeddings)
+}
+
+/// Reads `dir/config.json`, locates the weights and checks that the checkpoint matches the config exactly: every
+/// tensor the config implies is present with the right shape and a float dtype (F32, F16, BF16), and no tensor is
+/// left that the config does not account for (a layer beyond `num_hidden_layers`, say). Tensor data is not read
+/// (safetensors headers only, through a memory map).
 pub fn open_checkpoint(dir: &Path) -> Result<Checkpoint> {
     let cfg_path = dir.join("config.json");
     if !cfg_path.is_file() {
@@ -59,7 +67,7 @@ pub fn open_checkpoint(dir: &Path) -> Result<Checkpoint> {
     }
     let config = ModelConfig::from_file(&cfg_path)?;
     let shards = shard_files(dir)?;
-    let mut found: HashMap<String, (Vec<usize>, PathBuf)> = HashMap::new();
+    let mut found: HashMap<String, (Vec<usize>, Dtype, PathBuf)> = HashMap::new();
     for shard in &shards {
         let file = File::open(shard).map_err(|e| Error::io(shard, e))?;
         // SAFETY: the map is read-only and lives only within this loop iteration; a file changed underneath us
@@ -68,7 +76,7 @@ pub fn open_checkpoint(dir: &Path) -> Result<Checkpoint> {
         let st = SafeTensors::deserialize(&mmap)
             .map_err(|e| Error::Safetensors { path: shard.clone(), reason: e.to_string() })?;
         for (name, view) in st.tensors() {
-            found.insert(name, (view.shape().to_vec(), shard.clone()));
+            found.insert(name, (view.shape().to_vec(), view.dtype(), shard.clone()));
         }
     }
     let mut location = HashMap::new();
@@ -82,7 +90,7 @@ pub fn open_checkpoint(dir: &Path) -> Result<Checkpoint> {
                 ))
                 .into());
             }
-            Some((shape, _)) if shape != spec.shape => {
+            Some((shape, _, _)) if shape != spec.shape => {
                 return Err(lsn_core::Error::WeightsMismatch(format!(
                     "tensor {} has shape {:?} but config.json implies {:?} (hidden_size {}, intermediate_size {}, \
                      heads {}/{} × head_dim {}, vocab {}): fix config.json or use the weights it belongs to",
@@ -98,10 +106,48 @@ pub fn open_checkpoint(dir: &Path) -> Result<Checkpoint> {
                 ))
                 .into());
             }
-            Some((_, shard)) => {
+            Some((_, dtype, shard)) if !matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) => {
+                return Err(lsn_core::Error::WeightsMismatch(format!(
+                    "tensor {} in {} has dtype {dtype:?}, not a float type (F32, F16 or BF16): lsn reads unquantized \
+                     checkpoints; convert the model to f32/f16/bf16 safetensors (or from GGUF with `lsn convert`)",
+                    spec.name,
+                    shard.display()
+                ))
+                .into());
+            }
+            Some((_, _, shard)) => {
                 location.insert(spec.name, shard);
             }
         }
     }
+    let mut extra: Vec<&String> = found.keys().filter(|n| !ignorable(n, &config)).collect();
+    extra.sort();
+    if let Some(first) = extra.first() {
+        return Err(lsn_core::Error::WeightsMismatch(format!(
+            "{} tensor(s) in {} are not accounted for by config.json ({} layers, family {:?}), e.g. {first}{}: \
+             config.json describes a different model than the weights; use the config.json that belongs to them",
+            extra.len(),
+            dir.display(),
+            config.num_layers,
+            config.family,
+            if extra.len() > 1 { format!(", {}", extra[1]) } else { String::new() }
+        ))
+        .into());
+    }
     Ok(Checkpoint { dir: dir.to_owned(), config, shards, location })
+}
+
+impl Checkpoint {
+    /// The model's identity by content: sha256 of `config.json`, of `tokenizer`, and of every weight shard (shard
+    /// hashes remembered under `memo_dir` by path, size and mtime, so a large checkpoint is hashed once).
+    pub fn identity(&self, tokenizer: &Path, memo_dir: &Path) -> Result<ModelIdentity> {
+        let config_sha256 = lsn_core::sha256_file(&self.dir.join("config.json"))?;
+        let tokenizer_sha256 = lsn_core::sha256_file(tokenizer)?;
+        let mut shards = std::collections::BTreeMap::new();
+        for s in &self.shards {
+            let name = s.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            shards.insert(name, lsn_core::sha256_file_memo(s, memo_dir)?);
+        }
+        Ok(ModelIdentity::new(config_sha256, tokenizer_sha256, shards))
+    }
 }

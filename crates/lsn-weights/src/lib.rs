@@ -23,4 +23,4 @@ pub use gguf::{Gguf, GgufTensor};
 pub use random::write_random_model;
 pub use reader::TensorReader;
 pub use tiny::tiny_configs;
-pub use tokenizer::tokenizer_from_gguf;
+pub use tokenizer::{byte_tokenizer, tokenizer_from_gguf};

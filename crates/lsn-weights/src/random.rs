@@ -38,8 +38,8 @@ fn values(cfg: &ModelConfig, seed: u64, index: usize, name: &str, shape: &[usize
     (0..n).map(|_| (mean + std * normal(&mut rng)) as f32).collect()
 }
 
-/// Writes `config.json` and `model.safetensors` of a random model for `cfg` into `out_dir` (atomically; a non-empty
-/// existing `out_dir` is refused).
+/// Writes `config.json`, `model.safetensors` and a byte-level `tokenizer.json` ([`crate::byte_tokenizer`]) of a
+/// random model for `cfg` into `out_dir` (atomically; a non-empty existing `out_dir` is refused).
 pub fn write_random_model(cfg: &ModelConfig, seed: u64, out_dir: &Path) -> Result<()> {
     if cfg.to_hf().resolve()? != *cfg {
         return Err(lsn_core::Error::InvalidConfig(
@@ -64,6 +64,9 @@ pub fn write_random_model(cfg: &ModelConfig, seed: u64, out_dir: &Path) -> Resul
     write_f32_safetensors(&dir.join("model.safetensors"), pending)?;
     let text = crate::hf_config::config_json(cfg);
     std::fs::write(dir.join("config.json"), text).map_err(|e| Error::io(dir.join("config.json"), e))?;
+    let tok =
+        serde_json::to_string(&crate::tokenizer::byte_tokenizer(cfg)?).map_err(|e| Error::Tokenizer(e.to_string()))?;
+    std::fs::write(dir.join("tokenizer.json"), tok).map_err(|e| Error::io(dir.join("tokenizer.json"), e))?;
     staging.commit()
 }
 

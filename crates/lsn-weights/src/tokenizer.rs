@@ -95,6 +95,75 @@ pub fn tokenizer_from_gguf(g: &Gguf) -> Result<Value> {
     }))
 }
 
+/// A byte-level `tokenizer.json` for a model with `cfg`'s vocabulary (at least 256 ids beside its special tokens):
+/// every UTF-8 byte of a text is one token `<0xNN>` (a BPE model with no merges and byte fallback), BOS is added in
+/// front where the config has one, and unused ids are `<unused_N>`. Any text tokenizes, so a tiny random model can run
+/// the whole pipeline on real corpora.
+pub fn byte_tokenizer(cfg: &lsn_core::ModelConfig) -> Result<Value> {
+    let mut special: Vec<(u32, &str)> = Vec::new();
+    if let Some(p) = cfg.pad_token_id {
+        special.push((p, "<pad>"));
+    }
+    if let Some(&e) = cfg.eos_token_ids.first() {
+        special.push((e, "<eos>"));
+    }
+    if let Some(b) = cfg.bos_token_id {
+        special.push((b, "<bos>"));
+    }
+    if cfg.vocab_size < 256 + special.len() {
+        return Err(Error::Tokenizer(format!(
+            "a byte-level tokenizer needs 256 ids beside the {} special tokens; the vocabulary has {}",
+            special.len(),
+            cfg.vocab_size
+        )));
+    }
+    let mut names: Vec<Option<String>> = vec![None; cfg.vocab_size];
+    for &(id, name) in &special {
+        if let Some(slot) = names.get_mut(id as usize) {
+            *slot = Some(name.to_owned());
+        }
+    }
+    let mut next_byte = 0u32;
+    let mut unused = 0usize;
+    for slot in names.iter_mut().filter(|n| n.is_none()) {
+        *slot = Some(if next_byte < 256 {
+            next_byte += 1;
+            format!("<0x{:02X}>", next_byte - 1)
+        } else {
+            unused += 1;
+            format!("<unused_{}>", unused - 1)
+        });
+    }
+    let mut vocab = serde_json::Map::new();
+    for (id, n) in names.iter().enumerate() {
+        vocab.insert(n.clone().unwrap_or_default(), json!(id));
+    }
+    let added_tokens: Vec<Value> = special.iter().map(|&(id, name)| added(id as usize, name, true)).collect();
+    let post = match cfg.bos_token_id {
+        Some(bos) => {
+            let b = json!({"SpecialToken": {"id": "<bos>", "type_id": 0}});
+            json!({"type": "TemplateProcessing",
+                   "single": [b, {"Sequence": {"id": "A", "type_id": 0}}],
+                   "pair": [b, {"Sequence": {"id": "A", "type_id": 0}}, b, {"Sequence": {"id": "B", "type_id": 1}}],
+                   "special_tokens": {"<bos>": {"id": "<bos>", "ids": [bos], "tokens": ["<bos>"]}}})
+        }
+        None => Value::Null,
+    };
+    Ok(json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added_tokens,
+        "normalizer": null,
+        "pre_tokenizer": null,
+        "post_processor": post,
+        "decoder": {"type": "ByteFallback"},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": true, "ignore_merges": false,
+                  "vocab": vocab, "merges": []}
+    }))
+}
+
 /// Id → token of a `tokenizer.json`'s model vocabulary, and id → token of its added tokens.
 type IdMap = HashMap<u64, String>;
 

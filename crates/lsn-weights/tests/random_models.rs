@@ -95,3 +95,79 @@ fn truncated_safetensors_is_a_clear_error() {
     let e = open_checkpoint(&dir).unwrap_err().to_string();
     assert!(e.contains("model.safetensors") && e.contains("incomplete or corrupt"), "{e}");
 }
+
+#[test]
+fn a_layer_beyond_num_hidden_layers_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    write_random_model(&tiny("tiny-llama"), 1, &dir).unwrap();
+    let path = dir.join("config.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    v["num_hidden_layers"] = 2.into();
+    std::fs::write(&path, v.to_string()).unwrap();
+    let e = open_checkpoint(&dir).unwrap_err().to_string();
+    assert!(e.contains("not accounted for by config.json") && e.contains("model.layers.2."), "{e}");
+}
+
+#[test]
+fn a_tensor_of_integer_dtype_is_refused() {
+    use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    write_random_model(&tiny("tiny-llama"), 1, &dir).unwrap();
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let views: Vec<(String, TensorView)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, v)| {
+            let dt = if name == "model.norm.weight" { Dtype::I32 } else { v.dtype() };
+            (name, TensorView::new(dt, v.shape().to_vec(), v.data()).unwrap())
+        })
+        .collect();
+    let out = safetensors::serialize(views, None).unwrap();
+    std::fs::write(&path, out).unwrap();
+    let e = open_checkpoint(&dir).unwrap_err().to_string();
+    assert!(e.contains("model.norm.weight") && e.contains("I32") && e.contains("not a float type"), "{e}");
+}
+
+#[test]
+fn identity_tells_weights_apart_under_one_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let memo = tmp.path().join("memo");
+    let ids: Vec<_> = [1u64, 2]
+        .iter()
+        .map(|&seed| {
+            let dir = tmp.path().join(format!("m{seed}"));
+            write_random_model(&tiny("tiny-gemma3"), seed, &dir).unwrap();
+            let tok = dir.join("tokenizer.json");
+            if !tok.exists() {
+                std::fs::write(&tok, "{}").unwrap();
+            }
+            open_checkpoint(&dir).unwrap().identity(&tok, &memo).unwrap()
+        })
+        .collect();
+    assert_eq!(ids[0].config_sha256, ids[1].config_sha256);
+    assert_ne!(ids[0].weights_sha256, ids[1].weights_sha256);
+    assert!(!ids[0].same_model(&ids[1]));
+}
+
+#[test]
+fn the_byte_tokenizer_encodes_any_text_with_bos() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, cfg) in tiny_configs() {
+        let dir = tmp.path().join(name);
+        write_random_model(&cfg, 1, &dir).unwrap();
+        let tok = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).unwrap();
+        assert_eq!(tok.get_vocab_size(true), cfg.vocab_size, "{name}");
+        let ids = tok.encode("hé 中", true).unwrap().get_ids().to_vec();
+        // BOS, then one token per UTF-8 byte: h, é (2), space, 中 (3).
+        assert_eq!(ids.len(), 1 + 7, "{name}: {ids:?}");
+        assert_eq!(ids[0], cfg.bos_token_id.unwrap(), "{name}");
+        assert!(ids.iter().all(|&i| (i as usize) < cfg.vocab_size));
+        let h = tok.token_to_id("<0x68>").unwrap();
+        assert_eq!(ids[1], h, "{name}");
+        assert_eq!(tok.decode(&ids[1..], true).unwrap(), "hé 中", "{name}");
+    }
+}
