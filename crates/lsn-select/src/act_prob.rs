@@ -29,9 +29,23 @@ pub fn act_prob(table: &CountTable, rate: f64) -> Result<Selection> {
     let mut sets = Vec::new();
     let mut scores = BTreeMap::new();
     let mut cutoffs = BTreeMap::new();
+    let mut warnings = Vec::new();
     for (lang, pk) in table.lang_names().into_iter().zip(&p) {
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_unstable_by(|&a, &b| pk[b].total_cmp(&pk[a]).then(a.cmp(&b)));
+        // Neurons tied with the m-th score on both sides of the cut: the (layer, index) tie-break chose among them.
+        if let Some(&last) = order[..m].last() {
+            let cut = pk[last];
+            let inside = order[..m].iter().filter(|&&j| pk[j] == cut).count();
+            let outside = order[m..].iter().filter(|&&j| pk[j] == cut).count();
+            if outside > 0 && inside * 10 >= m {
+                warnings.push(format!(
+                    "{lang}: {inside} of the {m} selected neurons tie with {outside} unselected ones at the cut score \
+                     {cut}, so the (layer, index) tie-break chose them: the scores do not separate these neurons \
+                     (too few capture batches or tokens?)"
+                ));
+            }
+        }
         order.truncate(m);
         if let Some(&last) = order.last() {
             cutoffs.insert(lang.clone(), pk[last]);
@@ -53,6 +67,7 @@ pub fn act_prob(table: &CountTable, rate: f64) -> Result<Selection> {
         sets,
     );
     sel.thresholds.score_cutoff = cutoffs;
+    sel.warnings = warnings;
     sel.act_prob_scores = Some(scores);
     Ok(sel)
 }
@@ -79,9 +94,11 @@ mod tests {
         assert_eq!(s.thresholds.score_cutoff["x"], 0.5);
         let scores = &s.act_prob_scores.as_ref().unwrap()["x"];
         assert_eq!(scores.iter().map(|x| x.score).collect::<Vec<_>>(), vec![0.5, 0.9]);
-        // m = round(0.5·2·4) = 4: (0,2) and all three ties.
+        assert!(s.warnings[0].contains("1 of the 2 selected neurons tie with 2 unselected"), "{:?}", s.warnings);
+        // m = round(0.5·2·4) = 4: (0,2) and all three ties; nothing tied is left out.
         let s = act_prob(&t, 0.5).unwrap();
         assert_eq!(s.of("x").unwrap().len(), 4);
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
         assert_eq!(act_prob(&t, 0.00125).unwrap().m, 0); // round(0.01) = 0
         assert!(act_prob(&t, 1.5).unwrap_err().to_string().contains("outside [0, 1]"));
     }

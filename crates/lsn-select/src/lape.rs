@@ -197,6 +197,16 @@ pub fn lape(table: &CountTable, params: &LapeParams) -> Result<Selection> {
         chosen.len(),
         sets,
     );
+    let passed = h.iter().filter(|x| x.is_finite()).count();
+    if passed < m {
+        sel.warnings.push(format!(
+            "only {passed} neurons pass the activation filter (some language's probability > {filter}) but m = {m}: \
+             {} of the {} candidates have no language above the filter (entropy inf); they are not \
+             language-specific — capture more text, or lower --top-rate",
+            chosen.len() - passed.min(chosen.len()),
+            chosen.len()
+        ));
+    }
     sel.thresholds.filter = Some(filter);
     sel.thresholds.activation_bar = Some(bar);
     sel.thresholds.entropy_cutoff = cutoff;
@@ -296,6 +306,7 @@ mod tests {
         let mk = |preset| LapeParams { preset, top_rate: 0.75, filter_rate: 0.9, bar_rate: 0.9 };
         let m = lape(&t, &mk(LapePreset::Mondal)).unwrap();
         assert_eq!((m.m, m.candidates, m.thresholds.entropy_cutoff), (3, 4, Some(f32::INFINITY)));
+        assert!(m.warnings[0].contains("but m = 3"), "{:?}", m.warnings);
         assert_eq!((m.neurons["a"].clone(), m.counts["b"]), (ids(&[(0, 0)]), 0));
         let tg = lape(&t, &mk(LapePreset::Tang)).unwrap();
         assert_eq!((tg.m, tg.candidates, tg.thresholds.entropy_cutoff), (3, 3, Some(f32::INFINITY)));

@@ -83,6 +83,10 @@ pub struct Selection {
     /// ActProb-90p: per language, each selected neuron's score, in (layer, index) order.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub act_prob_scores: Option<BTreeMap<String, Vec<ActProbScore>>>,
+    /// Why this selection may not mean what its method intends (too few neurons passed LAPE's filter; the cut was
+    /// decided by the (layer, index) tie-break; too few capture batches). Empty for a sound selection.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub warnings: Vec<String>,
 }
 
 /// The neuron at position `flat` of a `[layers, intermediate]` array.
@@ -128,6 +132,7 @@ impl Selection {
             per_layer,
             lape_scores: None,
             act_prob_scores: None,
+            warnings: Vec::new(),
         }
     }
 
