@@ -80,6 +80,7 @@ pub fn capture_all(
                 model: MODEL.name.into(),
                 config_sha256: config_sha256.clone(),
                 tokenizer_sha256: slice.tokenizer_sha256.clone(),
+                weights_sha256: String::new(),
                 backend: backend.name().into(),
                 stats_on: "act".into(),
                 data: serde_json::json!({"slice": name(), "ids_sha256": p.digest}),

@@ -146,6 +146,33 @@ impl StatsFile {
             })
         };
         let stats = ActivationStats { layers: l, intermediate: i, pass1, pass2 };
+        let damaged =
+            |what: String| bad(format!("{what}: the file is damaged or was edited; delete it and capture again"));
+        stats.check_possible().map_err(damaged)?;
+        let covered_tokens = |c: &crate::Coverage| -> u64 {
+            c.0.iter()
+                .flat_map(|&[a, b]| a..b)
+                .map(|b| {
+                    let r0 = b * meta.batch_rows as u64;
+                    let r1 = ((b + 1) * meta.batch_rows as u64).min(meta.rows);
+                    r1.saturating_sub(r0) * meta.row_len as u64
+                })
+                .sum()
+        };
+        if meta.pass1.0.iter().any(|&[a, b]| a >= b || b > meta.batches)
+            || covered_tokens(&meta.pass1) != meta.tokens_pass1
+        {
+            return Err(damaged(format!(
+                "pass 1 covers batches {:?} of {} but counts {} tokens",
+                meta.pass1.0, meta.batches, meta.tokens_pass1
+            )));
+        }
+        if covered_tokens(&meta.pass2) != meta.tokens_pass2 || meta.pass2.0.iter().any(|&[_, b]| b > meta.batches) {
+            return Err(damaged(format!(
+                "pass 2 covers batches {:?} of {} but counts {} tokens",
+                meta.pass2.0, meta.batches, meta.tokens_pass2
+            )));
+        }
         Ok(StatsFile { meta, stats })
     }
 }
@@ -163,4 +190,16 @@ pub fn shard_path(dir: &Path, lang: &str, shard: crate::Shard) -> PathBuf {
 /// The in-progress checkpoint beside an output file.
 pub fn partial_path(out: &Path) -> PathBuf {
     out.with_extension("partial.safetensors")
+}
+
+/// Removes a checkpoint and its `.json` metadata copy (absent ones are fine).
+pub(crate) fn remove_checkpoint(partial: &Path) -> Result<()> {
+    for p in [partial.to_owned(), partial.with_extension("json")] {
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&p, e)),
+        }
+    }
+    Ok(())
 }

@@ -9,6 +9,6 @@ mod run;
 
 pub use error::{Error, Result};
 pub use file::{StatsFile, final_path, partial_path, shard_path};
-pub use merge::{MergeReport, merge_files, merge_language};
+pub use merge::{MergeReport, merge_files, merge_language, shard_files};
 pub use meta::{Coverage, FORMAT, Provenance, Shard, StatsMeta};
 pub use run::{CaptureSpec, NoProgress, Outcome, Progress, capture};

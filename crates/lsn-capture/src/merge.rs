@@ -49,34 +49,72 @@ pub struct MergeReport {
     /// Which pass the merged shards were of (1 or 2).
     pub pass: u8,
     pub complete: bool,
+    /// File names of the shards still missing for this pass (empty when complete).
+    pub missing: Vec<String>,
+}
+
+/// `(index, count)` of a shard file name `<lang>.shard-<i>-of-<n>.safetensors`.
+fn shard_of(name: &str, lang: &str) -> Option<(u32, u32)> {
+    let rest = name.strip_prefix(&format!("{lang}.shard-"))?.strip_suffix(".safetensors")?;
+    let (i, n) = rest.split_once("-of-")?;
+    Some((i.parse().ok()?, n.parse().ok()?))
+}
+
+/// The shard files `<lang>.shard-<i>-of-<n>.safetensors` in `dir` with their `(i, n)`, sorted by name.
+pub fn shard_files(dir: &Path, lang: &str) -> Result<Vec<(PathBuf, (u32, u32))>> {
+    let mut shards: Vec<(PathBuf, (u32, u32))> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter_map(|p| {
+            let s = shard_of(p.file_name()?.to_str()?, lang)?;
+            Some((p, s))
+        })
+        .collect();
+    shards.sort();
+    Ok(shards)
 }
 
 /// Merges every `<lang>.shard-*-of-*.safetensors` in `dir` into `<lang>.safetensors`: the pass-2 shards if there
 /// are any (they each carry the merged pass 1), else the pass-1 shards. Shard files are kept, so merging again is
-/// idempotent.
+/// idempotent. Shards of different splits (`-of-2` beside `-of-4`) are refused by name; shards still missing are
+/// named in the report.
 pub fn merge_language(dir: &Path, lang: &str) -> Result<MergeReport> {
-    let prefix = format!("{lang}.shard-");
-    let mut shards: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            name.starts_with(&prefix) && name.ends_with(".safetensors") && !name.ends_with(".partial.safetensors")
-        })
-        .collect();
-    shards.sort();
-    if shards.is_empty() {
+    let shards = shard_files(dir, lang)?;
+    let Some(&(_, (_, count))) = shards.first() else {
         return Err(Error::Merge(format!(
             "no shard files {lang}.shard-I-of-N.safetensors in {}: run `lsn capture --shard I/N` first",
             dir.display()
         )));
+    };
+    let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if let Some((odd, (_, n))) = shards.iter().find(|(_, (_, n))| *n != count) {
+        return Err(Error::Merge(format!(
+            "{} is a shard of {n} but {} is a shard of {count}: the shards of one language must come from one \
+             --shard I/N split; delete the files of the other split from {}",
+            name(odd),
+            name(&shards[0].0),
+            dir.display()
+        )));
     }
-    let files = shards.iter().map(|p| StatsFile::read(p)).collect::<Result<Vec<_>>>()?;
-    let with_pass2: Vec<StatsFile> = files.iter().filter(|f| !f.meta.pass2.is_empty()).cloned().collect();
-    let (pass, chosen) = if with_pass2.is_empty() { (1, files) } else { (2, with_pass2) };
-    let merged = merge_files(&chosen)?;
+    let files = shards.iter().map(|(p, _)| StatsFile::read(p)).collect::<Result<Vec<_>>>()?;
+    let with_pass2: Vec<usize> = (0..files.len()).filter(|&k| !files[k].meta.pass2.is_empty()).collect();
+    let (pass, chosen): (u8, Vec<usize>) =
+        if with_pass2.is_empty() { (1, (0..files.len()).collect()) } else { (2, with_pass2) };
+    let picked: Vec<StatsFile> = chosen.iter().map(|&k| files[k].clone()).collect();
+    let merged = merge_files(&picked).map_err(|e| match e {
+        Error::Merge(m) => Error::Merge(format!(
+            "{m} (files: {})",
+            chosen.iter().map(|&k| name(&shards[k].0)).collect::<Vec<_>>().join(", ")
+        )),
+        e => e,
+    })?;
     let complete = if pass == 1 { merged.meta.pass1_complete() } else { merged.meta.pass2_complete() };
+    let present: Vec<u32> = chosen.iter().map(|&k| shards[k].1.0).collect();
+    let missing = (0..count)
+        .filter(|i| !present.contains(i))
+        .map(|i| format!("{lang}.shard-{i}-of-{count}.safetensors"))
+        .collect();
     let out = final_path(dir, lang);
     merged.write(&out)?;
-    Ok(MergeReport { out, shards, pass, complete })
+    Ok(MergeReport { out, shards: shards.into_iter().map(|(p, _)| p).collect(), pass, complete, missing })
 }

@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
-/// Version of the statistics file layout.
-pub const FORMAT: u32 = 1;
+/// Version of the statistics file layout (2: provenance carries the weights' sha256).
+pub const FORMAT: u32 = 2;
 
 /// Where the statistics come from. Two files merge (or a partial file resumes) only when these agree exactly.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,12 +17,27 @@ pub struct Provenance {
     pub config_sha256: String,
     /// sha256 of the `tokenizer.json` that made the token ids.
     pub tokenizer_sha256: String,
+    /// The weights' identity: sha256 over every shard's sha256 (`lsn_core::ModelIdentity::weights_sha256`), so
+    /// statistics of a base model and of its fine-tune (same config and tokenizer) never mix.
+    pub weights_sha256: String,
     /// The backend that ran the forward passes.
     pub backend: String,
     /// Statistics of `act_fn(gate_proj(x))` ("act") — the only choice so far.
     pub stats_on: String,
     /// How the token rows were made: sources, seed, budget, and the sha256 of the packed ids.
     pub data: serde_json::Value,
+}
+
+impl Provenance {
+    /// The identity of the model these statistics were captured with (shard hashes are not recorded per file).
+    pub fn identity(&self) -> lsn_core::ModelIdentity {
+        lsn_core::ModelIdentity {
+            config_sha256: self.config_sha256.clone(),
+            tokenizer_sha256: self.tokenizer_sha256.clone(),
+            weights_sha256: self.weights_sha256.clone(),
+            shards: Default::default(),
+        }
+    }
 }
 
 /// One shard `index` of `count`: the contiguous batch range `[index·B/count, (index+1)·B/count)`.
@@ -151,6 +166,13 @@ impl StatsMeta {
         }
         if p.0.model != p.1.model || p.0.config_sha256 != p.1.config_sha256 {
             d.push(format!("model {} vs {}", p.0.model, p.1.model));
+        }
+        if p.0.weights_sha256 != p.1.weights_sha256 {
+            d.push(format!(
+                "weights {} vs {}",
+                lsn_core::identity::short(&p.0.weights_sha256),
+                lsn_core::identity::short(&p.1.weights_sha256)
+            ));
         }
         if p.0.tokenizer_sha256 != p.1.tokenizer_sha256 {
             d.push("tokenizer".into());

@@ -120,6 +120,12 @@ pub fn capture(model: &mut dyn Model, spec: &CaptureSpec, dir: &Path, progress: 
     if spec.row_len == 0 || spec.batch_rows == 0 || spec.checkpoint_every == 0 {
         return Err(Error::Invalid("row length, batch rows and checkpoint interval must be at least 1".into()));
     }
+    if spec.row_len > cfg.max_position_embeddings {
+        return Err(Error::Invalid(format!(
+            "rows of {} tokens are longer than the model's max_position_embeddings ({}): choose a smaller --row-len",
+            spec.row_len, cfg.max_position_embeddings
+        )));
+    }
     if spec.ids.is_empty() || !spec.ids.len().is_multiple_of(spec.row_len) {
         return Err(Error::Invalid(format!(
             "{} token ids do not form whole rows of {} (language {})",
@@ -177,6 +183,7 @@ pub fn capture(model: &mut dyn Model, spec: &CaptureSpec, dir: &Path, progress: 
             covers_all(&existing.meta.pass1)
         };
         if done {
+            crate::file::remove_checkpoint(&job.partial)?;
             return Ok(Outcome::AlreadyDone(out));
         }
     }
@@ -207,9 +214,7 @@ pub fn capture(model: &mut dyn Model, spec: &CaptureSpec, dir: &Path, progress: 
         job.pass(model, &mut file, 2, progress)?;
     }
     file.write(&out)?;
-    if job.partial.exists() {
-        std::fs::remove_file(&job.partial).map_err(|e| Error::io(&job.partial, e))?;
-    }
+    crate::file::remove_checkpoint(&job.partial)?;
     Ok(match (whole, target_pass2) {
         (true, _) => Outcome::Complete(out),
         (false, false) => Outcome::ShardPass1(out),

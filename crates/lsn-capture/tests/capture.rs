@@ -32,6 +32,7 @@ fn spec(ids: &[u32], shard: Shard) -> CaptureSpec<'_> {
             model: "tiny-gemma3".into(),
             config_sha256: "c".into(),
             tokenizer_sha256: "t".into(),
+            weights_sha256: "w".into(),
             backend: "candle".into(),
             stats_on: "act".into(),
             data: serde_json::json!({"test": true}),
@@ -124,6 +125,7 @@ fn an_interrupted_capture_resumes_to_the_same_bytes() {
         let out = capture(&mut model, &spec(&ids, Shard::WHOLE), d.path(), &mut NoProgress).unwrap();
         assert!(bytes(out.path()) == reference, "resumed after {k} batches: bytes differ");
         assert!(!d.path().join("xx.partial.safetensors").exists());
+        assert!(!d.path().join("xx.partial.json").exists(), "the checkpoint's metadata copy was left behind");
     }
 }
 
@@ -166,4 +168,29 @@ fn a_different_capture_is_not_overwritten() {
     std::fs::write(d.path().join("xx.safetensors"), b"garbage").unwrap();
     let e = capture(model.as_mut(), &spec(&ids, Shard::WHOLE), d.path(), &mut NoProgress).unwrap_err().to_string();
     assert!(e.contains("unusable") && e.contains("delete it"), "{e}");
+}
+
+#[test]
+fn merge_names_missing_doubled_and_impossible_shards() {
+    let (_m, mut model) = tiny_model();
+    let ids = ids();
+    let d = tempfile::tempdir().unwrap();
+    for i in [0, 2] {
+        capture(model.as_mut(), &spec(&ids, Shard { index: i, count: 3 }), d.path(), &mut NoProgress).unwrap();
+    }
+    let r = merge_language(d.path(), "xx").unwrap();
+    assert!(!r.complete);
+    assert_eq!(r.missing, vec!["xx.shard-1-of-3.safetensors".to_owned()]);
+    // A shard of another split of the same language.
+    capture(model.as_mut(), &spec(&ids, Shard { index: 0, count: 2 }), d.path(), &mut NoProgress).unwrap();
+    let e = merge_language(d.path(), "xx").unwrap_err().to_string();
+    assert!(e.contains("xx.shard-0-of-2.safetensors") && e.contains("of 3") && e.contains("delete"), "{e}");
+    std::fs::remove_file(d.path().join("xx.shard-0-of-2.safetensors")).unwrap();
+    // A shard whose count exceeds its tokens is refused when merging, naming the file.
+    let p = d.path().join("xx.shard-2-of-3.safetensors");
+    let mut f = StatsFile::read(&p).unwrap();
+    f.stats.pass1.count_pos[3] = f.stats.pass1.n_tokens + 1;
+    f.write(&p).unwrap();
+    let e = merge_language(d.path(), "xx").unwrap_err().to_string();
+    assert!(e.contains("xx.shard-2-of-3.safetensors") && e.contains("count_pos") && e.contains("damaged"), "{e}");
 }
