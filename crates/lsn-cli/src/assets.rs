@@ -96,23 +96,110 @@ pub fn model(name: &str) -> Result<&'static ModelAsset> {
     }
 }
 
-/// The cache directory: `--home`/`LSN_HOME`, else `~/.cache/lsn`.
-pub fn home(explicit: Option<&Path>) -> PathBuf {
-    explicit.map(Path::to_owned).unwrap_or_else(lsn_data::cache_home)
+/// `--home`: the cache directory, for the commands that use it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HomeArg {
+    /// Cache directory for fetched models, ONNX exports and remembered file hashes [default: $LSN_HOME, else
+    /// $XDG_CACHE_HOME/lsn, else ~/.cache/lsn].
+    #[arg(long = "home", env = "LSN_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+}
+
+impl HomeArg {
+    pub fn home(&self) -> PathBuf {
+        self.home.clone().filter(|h| !h.as_os_str().is_empty()).unwrap_or_else(lsn_data::cache_home)
+    }
 }
 
 pub use lsn_data::model_dir;
 
-/// Resolves `--model`: an existing directory, or the name of a fetched model.
+fn known() -> String {
+    MODELS.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
+}
+
+/// Resolves `--model`: an existing directory, or the name of a fetched model (whose files are verified against the
+/// hashes recorded when it was fetched).
 pub fn resolve_model(home: &Path, arg: &str) -> Result<PathBuf> {
     let p = Path::new(arg);
     if p.is_dir() {
         return Ok(p.to_owned());
     }
-    let asset = model(arg)?;
-    let dir = model_dir(home, asset.name);
-    if !dir.join("config.json").is_file() {
-        bail!("model {arg} is not fetched yet: run `lsn fetch-model {arg}` (expected at {})", dir.display());
+    if p.exists() {
+        bail!(
+            "--model {arg} is a file, not a HF checkpoint directory: give the directory holding config.json, \
+             model.safetensors and tokenizer.json (for a GGUF file, run `lsn convert {arg} --out DIR` first)"
+        );
     }
+    let looks_like_path = arg.contains(std::path::MAIN_SEPARATOR) || arg.starts_with('.') || arg.starts_with('~');
+    let asset = match MODELS.iter().find(|m| m.name == arg) {
+        Some(a) if !looks_like_path => a,
+        _ if looks_like_path => bail!(
+            "--model {arg}: directory {} does not exist: give the path of a HF checkpoint directory, or the name of a \
+             model lsn fetches ({})",
+            p.display(),
+            known()
+        ),
+        _ => bail!(
+            "unknown model {arg:?} in --model: there is no directory of that name here, and lsn fetches only {}; give \
+             the path of a HF checkpoint directory",
+            known()
+        ),
+    };
+    let dir = model_dir(home, asset.name);
+    if !dir.join(lsn_data::FETCH_MARKER).is_file() {
+        bail!("model {arg} is not fetched yet: run `lsn fetch-model {arg}` (it will be at {})", dir.display());
+    }
+    verify_fetched(home, &dir).map_err(|why| {
+        anyhow::anyhow!(
+            "the cached model {arg} at {} is damaged ({why}): run `lsn fetch-model {arg} --force`",
+            dir.display()
+        )
+    })?;
     Ok(dir)
+}
+
+/// Where remembered file hashes live (see `lsn_core::sha256_file_memo`).
+pub fn hash_memo(home: &Path) -> PathBuf {
+    home.join("hashes")
+}
+
+/// The files of a fetched model with their sizes and sha256s, as recorded in its fetch marker.
+pub fn file_record(home: &Path, dir: &Path, names: &[String]) -> Result<serde_json::Value> {
+    let mut files = serde_json::Map::new();
+    for name in names {
+        let path = dir.join(name);
+        let bytes = std::fs::metadata(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?.len();
+        let sha256 = lsn_core::sha256_file_memo(&path, &hash_memo(home))?;
+        files.insert(name.clone(), serde_json::json!({"bytes": bytes, "sha256": sha256}));
+    }
+    Ok(serde_json::Value::Object(files))
+}
+
+/// Checks a fetched model's files against the sizes and sha256s its marker records; `Err` says what differs.
+pub fn verify_fetched(home: &Path, dir: &Path) -> std::result::Result<(), String> {
+    let marker = dir.join(lsn_data::FETCH_MARKER);
+    let text = std::fs::read_to_string(&marker).map_err(|e| format!("{}: {e}", marker.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", marker.display()))?;
+    let Some(files) = v.get("files").and_then(|f| f.as_object()) else {
+        return Err(format!("{} records no file hashes (fetched by an older lsn)", marker.display()));
+    };
+    for (name, want) in files {
+        let path = dir.join(name);
+        let size = std::fs::metadata(&path).map_err(|_| format!("{name} is missing"))?.len();
+        if Some(size) != want["bytes"].as_u64() {
+            return Err(format!("{name} has {size} bytes, {} when fetched", want["bytes"]));
+        }
+        let sha = lsn_core::sha256_file_memo(&path, &hash_memo(home)).map_err(|e| e.to_string())?;
+        if Some(sha.as_str()) != want["sha256"].as_str() {
+            return Err(format!("{name} has sha256 {sha}, not the {} recorded when fetched", want["sha256"]));
+        }
+    }
+    Ok(())
+}
+
+/// The identity of the checkpoint `ckpt` (weights hashed once, then remembered by path, size and mtime).
+pub fn identity(home: &Path, ckpt: &lsn_weights::Checkpoint, tokenizer: &Path) -> Result<lsn_core::ModelIdentity> {
+    tracing::info!("hashing the weights of {} (remembered after the first time)", ckpt.dir.display());
+    Ok(ckpt.identity(tokenizer, &hash_memo(home))?)
 }

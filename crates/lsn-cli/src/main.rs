@@ -6,8 +6,6 @@ mod cmd;
 mod fsutil;
 mod plot;
 
-use std::path::PathBuf;
-
 use clap::{Parser, Subcommand};
 
 /// Find and test language-specific neurons in multilingual LLMs.
@@ -18,9 +16,6 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "lsn", version, propagate_version = true)]
 struct Cli {
-    /// Cache directory for fetched models [default: $LSN_HOME, else ~/.cache/lsn].
-    #[arg(long, global = true, env = "LSN_HOME")]
-    home: Option<PathBuf>,
     /// More logging (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -55,16 +50,15 @@ fn init_tracing(verbose: u8) {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose);
-    let home = assets::home(cli.home.as_deref());
     let result = match cli.command {
-        Command::FetchModel(a) => cmd::fetch::run(&home, a),
-        Command::Capture(a) => cmd::capture::run(&home, a),
+        Command::FetchModel(a) => cmd::fetch::run(a),
+        Command::Capture(a) => cmd::capture::run(a),
         Command::Merge(a) => cmd::merge::run(a),
         Command::Select(a) => cmd::select::run(a),
         Command::Convert(a) => cmd::convert::run(a),
-        Command::Ppl(a) => cmd::ppl::run(&home, a),
+        Command::Ppl(a) => cmd::ppl::run(a),
         #[cfg(feature = "ort")]
-        Command::ExportOnnx(a) => cmd::export_onnx::run(&home, a),
+        Command::ExportOnnx(a) => cmd::export_onnx::run(a),
         Command::RandomModel(a) => cmd::random_model::run(a),
     };
     match result {

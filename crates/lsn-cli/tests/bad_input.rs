@@ -1,25 +1,11 @@
 //! Bad input to the `lsn` binary gives one clear error line and a failing exit status, never a panic.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn lsn(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_lsn")).args(args).output().expect("lsn runs");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!stderr.contains("panicked"), "lsn panicked: {stderr}");
-    (out.status.success(), stderr)
-}
-
-/// Fails, with exactly one `error:` line on stderr containing every one of `needles`.
-fn fails_with(args: &[&str], needles: &[&str]) {
-    let (ok, stderr) = lsn(args);
-    assert!(!ok, "lsn {args:?} succeeded");
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(errors.len(), 1, "expected one error line, got: {stderr}");
-    for n in needles {
-        assert!(errors[0].contains(n), "error line lacks {n:?}: {}", errors[0]);
-    }
-}
+use common::fails_with;
 
 fn fetched(name: &str) -> PathBuf {
     let dir = lsn_data::cache_home().join("models").join(name);

@@ -7,8 +7,9 @@ use anyhow::{Context, Result};
 use lsn_capture::{CaptureSpec, Outcome, Provenance, Shard};
 use lsn_core::{Lang, ModelFiles};
 use lsn_data::{PackOptions, Source, Tokenizer, default_sources, pack_language, resolve_data_dir};
+use lsn_run::{OpenOptions, RunDir, StageRecord};
 
-use crate::{assets, backends, fsutil};
+use crate::{assets, backends};
 
 /// Capture the statistics that neuron selection needs, one language at a time.
 ///
@@ -44,26 +45,28 @@ pub struct Args {
     /// Extra plain-text file for a language, one document per line: LANG=PATH (repeatable).
     #[arg(long, value_name = "LANG=PATH")]
     pub text: Vec<String>,
-    /// Tokens per row (the paper: 512).
-    #[arg(long, default_value_t = 512)]
+    /// Tokens per row (the paper: 512); at most the model's max_position_embeddings.
+    #[arg(long, default_value_t = 512, value_parser = crate::cmd::at_least_one)]
     pub row_len: usize,
     /// Token budget per language (whole rows only); default: all the text.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_tokens: Option<u64>,
     /// Seed of the document shuffle.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Rows per forward pass.
-    #[arg(long, default_value_t = 4)]
+    /// Rows per forward pass (at least 1).
+    #[arg(long, default_value_t = 4, value_parser = crate::cmd::at_least_one)]
     pub batch_rows: usize,
     /// This machine's share of the batches, i/N (0-based).
     #[arg(long)]
     pub shard: Option<String>,
-    /// Batches between resumable checkpoints.
-    #[arg(long, default_value_t = 8)]
+    /// Batches between resumable checkpoints (at least 1).
+    #[arg(long, default_value_t = 8, value_parser = crate::cmd::at_least_one)]
     pub checkpoint_every: usize,
     #[command(flatten)]
     pub on: backends::BackendArgs,
+    #[command(flatten)]
+    pub cache: assets::HomeArg,
 }
 
 /// The sources of `lang`: the chosen corpora plus its --text files.
@@ -113,7 +116,20 @@ impl lsn_capture::Progress for Bar {
     }
 }
 
-pub fn run(home: &Path, args: Args) -> Result<()> {
+/// Bytes one language's statistics take on disk (the file, its checkpoint and an atomic write's temporary).
+fn stats_bytes(layers: usize, intermediate: usize) -> u64 {
+    let q = lsn_core::QUANTILES.len() as u64;
+    // count_pos u64, sum and sum_sq i128, quantile_sum i128 × Q, count_above u64 × Q, derived f32: 3 + 2·Q planes.
+    let per_neuron = 8 + 16 + 16 + 16 * q + 8 * q + 4 * (3 + 2 * q);
+    3 * (layers * intermediate) as u64 * per_neuron + (1 << 20)
+}
+
+/// Fewer pass-1 batches than this make the mean batch quantiles (pass 2's thresholds) a poor estimate; with one
+/// batch, pass 2 counts activations above that same batch's own quantiles, so ActProb-90p scores ≈ 10% everywhere.
+pub const FEW_BATCHES: u64 = 8;
+
+pub fn run(args: Args) -> Result<()> {
+    let home = args.cache.home();
     let langs = Lang::parse_list(&args.lang)?;
     anyhow::ensure!(!langs.is_empty(), "--lang names no language");
     let shard = args.shard.as_deref().map(Shard::parse).transpose()?.unwrap_or(Shard::WHOLE);
@@ -124,13 +140,39 @@ pub fn run(home: &Path, args: Args) -> Result<()> {
     let mut texts = Vec::new();
     for t in &args.text {
         let (l, p) = t.split_once('=').with_context(|| format!("--text {t:?} is not LANG=PATH"))?;
-        texts.push((Lang::parse(l.trim())?, PathBuf::from(p)));
+        let lang = Lang::parse(l.trim())?;
+        anyhow::ensure!(
+            langs.contains(&lang),
+            "--text {t} gives text for {lang}, which is not in --lang {}: add {lang} to --lang, or drop this --text",
+            args.lang
+        );
+        texts.push((lang, PathBuf::from(p)));
     }
     let data_dir = if corpora.is_empty() { None } else { Some(resolve_data_dir(args.data_dir.as_deref())?) };
 
-    let dir = assets::resolve_model(home, &args.model)?;
+    // Checks that need no compute come first: the model directory and its config, then the run directory (lock,
+    // writability, free space), so a bad path or a busy run fails in the first second.
+    let dir = assets::resolve_model(&home, &args.model)?;
     let files = ModelFiles::new(&dir);
+    let cfg = lsn_core::ModelConfig::from_file(&files.config())?;
+    anyhow::ensure!(
+        args.row_len <= cfg.max_position_embeddings,
+        "--row-len {} is longer than the model's max_position_embeddings ({} in {}): rows beyond the positions the \
+         model was trained on are refused; choose --row-len of at most {}",
+        args.row_len,
+        cfg.max_position_embeddings,
+        files.config().display(),
+        cfg.max_position_embeddings
+    );
+    let need = stats_bytes(cfg.num_layers, cfg.intermediate_size) * langs.len() as u64;
+    let mut run =
+        RunDir::open(&args.run, &OpenOptions { flag: "--run", create: true, subdirs: &["stats"], need_bytes: need })?;
+    let ckpt = lsn_weights::open_checkpoint(&dir)?;
     let tokenizer = Tokenizer::from_file(&files.tokenizer())?;
+    let identity = assets::identity(&home, &ckpt, &files.tokenizer())?;
+    run.bind_model(&args.model, &identity)?;
+    tokenizer.check_model_vocab(cfg.vocab_size)?;
+
     let opts = PackOptions { row_len: args.row_len, max_tokens: args.max_tokens, seed: args.seed };
     // Pack every language before the (slow) model load, so bad input fails fast.
     let mut packed = Vec::new();
@@ -140,24 +182,47 @@ pub fn run(home: &Path, args: Args) -> Result<()> {
             !sources.is_empty(),
             "no text for {lang}: the chosen corpora do not have it; add --text {lang}=FILE or change --corpus"
         );
-        packed.push(pack_language(&tokenizer, data_dir.as_deref(), lang, &sources, &opts)?);
+        let p = pack_language(&tokenizer, data_dir.as_deref(), lang, &sources, &opts)?;
+        if let Some(budget) = args.max_tokens
+            && budget >= (p.rows as u64 + 1) * p.row_len as u64
+        {
+            eprintln!(
+                "note: {lang}: --max-tokens {budget} asks for more than its text holds; using all of it: {} rows × {} \
+                 = {} tokens",
+                p.rows,
+                p.row_len,
+                p.rows * p.row_len
+            );
+        }
+        let batches = (p.rows as u64).div_ceil(args.batch_rows as u64);
+        if batches < FEW_BATCHES {
+            eprintln!(
+                "warning: {lang}: {} rows make only {batches} batch(es) of {} rows; pass 2's thresholds are the mean of \
+                 {batches} batch quantile(s){}; `lsn select` records this in the neuron file. For usable ActProb-90p \
+                 scores give at least {FEW_BATCHES} batches: more text (--max-tokens), or a smaller --batch-rows",
+                p.rows,
+                args.batch_rows,
+                if batches == 1 { ", so every neuron's ActProb score is ≈ 10% by construction" } else { "" }
+            );
+        }
+        packed.push(p);
     }
-    let config_sha256 = fsutil::sha256_file(&files.config())?;
-    let (backend, mut model) = args.on.load(home, &files)?;
-    tokenizer.check_model_vocab(model.config().vocab_size)?;
-    let stats_dir = args.run.join("stats");
+    let (backend, mut model) = args.on.load(&home, &files)?;
+    let stats_dir = run.path("stats");
     for p in &packed {
         let lang = p.lang.code().to_owned();
+        let data = serde_json::json!({
+            "sources": p.sources, "seed": args.seed, "row_len": p.row_len, "max_tokens": args.max_tokens,
+            "documents": p.n_documents, "stream_tokens": p.stream_tokens, "ids_sha256": p.digest,
+        });
         let provenance = Provenance {
             model: args.model.clone(),
-            config_sha256: config_sha256.clone(),
-            tokenizer_sha256: tokenizer.digest().to_owned(),
+            config_sha256: identity.config_sha256.clone(),
+            tokenizer_sha256: identity.tokenizer_sha256.clone(),
+            weights_sha256: identity.weights_sha256.clone(),
             backend: backend.name().to_owned(),
             stats_on: "act".into(),
-            data: serde_json::json!({
-                "sources": p.sources, "seed": args.seed, "row_len": p.row_len, "max_tokens": args.max_tokens,
-                "documents": p.n_documents, "stream_tokens": p.stream_tokens, "ids_sha256": p.digest,
-            }),
+            data: data.clone(),
         };
         let spec = CaptureSpec {
             lang: lang.clone(),
@@ -174,12 +239,25 @@ pub fn run(home: &Path, args: Args) -> Result<()> {
             .with_context(|| format!("capturing {lang}"))?;
         let secs = t0.elapsed().as_secs_f64();
         let rate = if bar.tokens > 0 { format!(", {:.0} tokens/s", bar.tokens as f64 / secs) } else { String::new() };
-        let what = match &outcome {
-            Outcome::AlreadyDone(_) => "already complete",
-            Outcome::Complete(_) => "complete",
-            Outcome::ShardPass1(_) => "pass 1 of this shard done; run `lsn merge`, then this command again for pass 2",
-            Outcome::ShardPass2(_) => "pass 2 of this shard done; run `lsn merge` to finish",
+        let (what, state) = match &outcome {
+            Outcome::AlreadyDone(_) => ("already complete", "complete"),
+            Outcome::Complete(_) => ("complete", "complete"),
+            Outcome::ShardPass1(_) => {
+                ("pass 1 of this shard done; run `lsn merge`, then this command again for pass 2", "shard pass 1")
+            }
+            Outcome::ShardPass2(_) => ("pass 2 of this shard done; run `lsn merge` to finish", "shard pass 2"),
         };
+        let rel = outcome.path().strip_prefix(run.root()).unwrap_or(outcome.path()).display().to_string();
+        let config = serde_json::json!({
+            "backend": backend.name(), "batch_rows": args.batch_rows, "stats_on": "act", "data": data,
+            "shard": format!("{}/{}", shard.index, shard.count),
+        });
+        let key = if shard.count == 1 {
+            format!("capture/{lang}")
+        } else {
+            format!("capture/{lang}/shard-{}-of-{}", shard.index, shard.count)
+        };
+        run.record(&key, StageRecord::new(config, vec![rel], state))?;
         println!(
             "{lang}: {} rows × {} tokens ({} documents) → {}: {what} ({} token-passes in {secs:.1} s{rate})",
             p.rows,

@@ -19,6 +19,8 @@ pub struct Args {
     /// Directory to copy model.onnx and weights.bin into (created; existing files are replaced).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub cache: assets::HomeArg,
 }
 
 /// Copies `from` to `to` through a temporary sibling and a rename, so `to` is never half-written. (A hard link would
@@ -35,8 +37,12 @@ fn copy_atomic(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn run(home: &Path, args: Args) -> Result<()> {
+pub fn run(args: Args) -> Result<()> {
+    let home = &args.cache.home();
     let dir = assets::resolve_model(home, &args.model)?;
+    if let Some(out) = &args.out {
+        lsn_run::prepare_dir(out, "--out", true)?;
+    }
     let graph = lsn_backend_ort::export_model(&ModelFiles::new(&dir), &home.join("onnx"))
         .with_context(|| format!("exporting {} to ONNX", dir.display()))?;
     let weights = graph.with_file_name("weights.bin");

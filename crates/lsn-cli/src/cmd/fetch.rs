@@ -24,15 +24,24 @@ pub struct Args {
     /// Fetch and convert again even if the model is already present.
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub cache: assets::HomeArg,
 }
 
-pub fn run(home: &Path, args: Args) -> Result<()> {
+pub fn run(args: Args) -> Result<()> {
+    let home = &args.cache.home();
     let asset = assets::model(&args.name)?;
     let dest = assets::model_dir(home, asset.name);
     let marker = dest.join(MARKER);
     if !args.force && is_complete(&marker, asset) {
-        println!("{} is already fetched: {}", asset.name, dest.display());
-        return Ok(());
+        // The files themselves, not only the marker: sizes and sha256s against those recorded at fetch time.
+        match assets::verify_fetched(home, &dest) {
+            Ok(()) => {
+                println!("{} is already fetched and verified: {}", asset.name, dest.display());
+                return Ok(());
+            }
+            Err(why) => eprintln!("note: the cached {} is damaged ({why}); fetching it again", asset.name),
+        }
     }
     let work = home.join("tmp");
     std::fs::create_dir_all(&work).with_context(|| format!("cannot create cache directory {}", work.display()))?;
@@ -52,11 +61,17 @@ pub fn run(home: &Path, args: Args) -> Result<()> {
     let opts = lsn_weights::ConvertOptions { tokenizer_json: tokenizer, overwrite: true };
     lsn_weights::convert_gguf(&gguf, &dest, &opts)
         .with_context(|| format!("converting {} to a HF directory", gguf.display()))?;
+    let names: Vec<String> = std::fs::read_dir(&dest)
+        .with_context(|| format!("cannot list {}", dest.display()))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n != MARKER && !n.starts_with('.'))
+        .collect();
     let stamp = serde_json::json!({
         "model": asset.name,
         "gguf": gguf,
         "gguf_sha256": asset.gguf_sha256,
         "licence": asset.licence,
+        "files": assets::file_record(home, &dest, &names)?,
     });
     crate::fsutil::write_atomic(&marker, serde_json::to_string_pretty(&stamp)?.as_bytes())?;
     println!("{} ready at {}\nlicence: {}", asset.name, dest.display(), asset.licence);

@@ -5,12 +5,14 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use lsn_core::Lang;
+use lsn_run::{OpenOptions, RunDir, StageRecord};
 
 /// Merge the shards written by `lsn capture --shard i/N` into RUN/stats/<lang>.safetensors.
 ///
 /// Merging is exact (integer counts and fixed-point sums), so the merged file is byte-identical to an unsharded
 /// capture once every shard is in. Run it twice: after every shard's pass 1 (pass 2 needs the language's merged
-/// thresholds), and after every shard's pass 2. Shard files are kept, so merging again is harmless.
+/// thresholds), and after every shard's pass 2. Shard files are kept, so merging again is harmless. Shards of another
+/// model than the run's, of another --shard split, or with impossible values are refused by name.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Run directory (the shards are in RUN/stats/).
@@ -22,7 +24,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let dir = args.run.join("stats");
+    let opts = OpenOptions { flag: "--run", create: false, subdirs: &["stats"], need_bytes: 64 << 20 };
+    let mut run = RunDir::open(&args.run, &opts)?;
+    let dir = run.path("stats");
     let langs: Vec<String> = match &args.lang {
         Some(l) => Lang::parse_list(l)?.iter().map(|l| l.code().to_owned()).collect(),
         None => {
@@ -36,13 +40,24 @@ pub fn run(args: Args) -> Result<()> {
         }
     };
     for lang in langs {
+        // Every shard must be of the run's model before anything is written.
+        for (path, _) in lsn_capture::shard_files(&dir, &lang)? {
+            let f = lsn_capture::StatsFile::read(&path)?;
+            run.check_input(&path, &f.meta.provenance.model, &f.meta.provenance.identity())?;
+        }
         let r = lsn_capture::merge_language(&dir, &lang)?;
+        let missing =
+            if r.missing.is_empty() { String::new() } else { format!(" (missing: {})", r.missing.join(", ")) };
         let state = match (r.pass, r.complete) {
-            (1, true) => "pass 1 complete; now run pass 2 (the same `lsn capture --shard` commands again)",
-            (1, false) => "pass 1 incomplete: some shards are missing",
-            (_, true) => "complete",
-            (_, false) => "pass 2 incomplete: some shards are missing",
+            (1, true) => "pass 1 complete; now run pass 2 (the same `lsn capture --shard` commands again)".to_owned(),
+            (1, false) => format!("pass 1 incomplete{missing}"),
+            (_, true) => "complete".to_owned(),
+            (_, false) => format!("pass 2 incomplete{missing}"),
         };
+        let rel = |p: &std::path::Path| p.strip_prefix(run.root()).unwrap_or(p).display().to_string();
+        let config = serde_json::json!({"merged": r.shards.iter().map(|p| rel(p)).collect::<Vec<_>>()});
+        let short = if r.complete && r.pass == 2 { "complete".to_owned() } else { format!("merged pass {}", r.pass) };
+        run.record(&format!("capture/{lang}"), StageRecord::new(config, vec![rel(&r.out)], short))?;
         println!("{lang}: merged {} shard files → {}: {state}", r.shards.len(), r.out.display());
     }
     Ok(())

@@ -9,3 +9,12 @@ pub mod merge;
 pub mod ppl;
 pub mod random_model;
 pub mod select;
+
+/// Parses a count that must be at least 1 (`--batch-rows`, `--sentences`, ...): 0 would silently do nothing.
+pub fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("0 is not allowed here: give at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{s:?} is not a whole number ({e})")),
+    }
+}

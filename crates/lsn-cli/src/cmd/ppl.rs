@@ -25,20 +25,26 @@ pub struct Args {
     /// flores (FLORES-200 devtest) or tico (TICO-19 test).
     #[arg(long, default_value = "flores")]
     pub corpus: String,
-    /// Sentences per language (the first N of the corpus file).
-    #[arg(long, default_value_t = 100)]
+    /// Sentences per language (the first N of the corpus file; all of them if it has fewer).
+    #[arg(long, default_value_t = 100, value_parser = crate::cmd::at_least_one)]
     pub sentences: usize,
     /// Sentences per forward pass.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = crate::cmd::at_least_one)]
     pub batch: usize,
     #[command(flatten)]
     pub on: backends::BackendArgs,
     /// Also write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub cache: assets::HomeArg,
 }
 
-pub fn run(home: &std::path::Path, args: Args) -> Result<()> {
+pub fn run(args: Args) -> Result<()> {
+    let home = &args.cache.home();
+    if let Some(json) = &args.json {
+        lsn_run::prepare_file(json, "--json")?;
+    }
     let corpus = match args.corpus.as_str() {
         "flores" => Corpus::Flores,
         "tico" => Corpus::Tico,
@@ -51,6 +57,14 @@ pub fn run(home: &std::path::Path, args: Args) -> Result<()> {
     let mut texts = Vec::new();
     for &lang in &langs {
         let mut s = read_sentences(&data_dir, corpus, lang)?;
+        if s.len() < args.sentences {
+            eprintln!(
+                "note: {lang}: --sentences {} asks for more than the {} corpus holds; using all {} sentences",
+                args.sentences,
+                args.corpus,
+                s.len()
+            );
+        }
         s.truncate(args.sentences);
         texts.push(s);
     }
@@ -70,7 +84,25 @@ pub fn run(home: &std::path::Path, args: Args) -> Result<()> {
     for (lang, sents) in langs.iter().zip(&texts) {
         bar.set_prefix(lang.code());
         let seqs = sents.iter().map(|s| tokenizer.encode(s)).collect::<Result<Vec<_>, _>>()?;
+        let longest = seqs.iter().map(Vec::len).max().unwrap_or(0);
+        anyhow::ensure!(
+            longest <= model.config().max_position_embeddings,
+            "a {lang} sentence has {longest} tokens, more than the model's max_position_embeddings ({}): sentences \
+             beyond the model's positions are refused",
+            model.config().max_position_embeddings
+        );
         let nll = lsn_eval::perplexity(model.as_mut(), &seqs, args.batch, pad, |n| bar.inc(n as u64))?;
+        anyhow::ensure!(
+            nll.tokens > 0 && nll.mean().is_finite(),
+            "{lang}: the mean NLL over {} predicted tokens is {} — {}",
+            nll.tokens,
+            nll.mean(),
+            if nll.tokens == 0 {
+                "the sentences give no token to predict (each needs at least 2 tokens)"
+            } else {
+                "the model produced non-finite logits; check the weights"
+            }
+        );
         rows.push(serde_json::json!({
             "lang": lang.code(), "sentences": sents.len(), "tokens": nll.tokens,
             "mean_nll": nll.mean(), "ppl": nll.perplexity(),

@@ -1,12 +1,14 @@
 //! `lsn select`: language-specific neurons from captured statistics — LAPE (mondal / tang), ActProb-90p, random.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Result, bail, ensure};
 use lsn_capture::{StatsFile, final_path};
 use lsn_core::Lang;
+use lsn_run::{OpenOptions, RunDir, StageRecord};
 use lsn_select::{CountTable, LapeParams, LapePreset, Selection};
 
+use crate::cmd::capture::FEW_BATCHES;
 use crate::{fsutil, plot};
 
 /// Select language-specific neurons from RUN/stats/<lang>.safetensors (written by `lsn capture`).
@@ -29,8 +31,8 @@ pub struct Args {
     /// Comma-separated methods: lape-mondal, lape-tang, act-prob-90p, random, or all.
     #[arg(long, default_value = "all")]
     pub method: String,
-    /// Name of this language set: outputs go to RUN/neurons/SET/ (e.g. set1).
-    #[arg(long)]
+    /// Name of this language set: outputs go to RUN/neurons/SET/ (e.g. set1; letters, digits, '-', '_', '.').
+    #[arg(long, value_parser = parse_set)]
     pub set: Option<String>,
     /// Override LAPE's top_rate (mondal 0.01, tang 0.05).
     #[arg(long)]
@@ -48,30 +50,77 @@ pub struct Args {
 
 const METHODS: [&str; 4] = ["lape-mondal", "lape-tang", "act-prob-90p", "random"];
 
-fn load(dir: &Path, langs: &[Lang]) -> Result<Vec<StatsFile>> {
+/// A `--set` name: one path component inside RUN/neurons/, never `..` or an absolute path.
+fn parse_set(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && !s.starts_with('.')
+        && s.len() <= 64
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not a set name: use letters, digits, '-', '_' and '.' (not first), at most 64 characters; the \
+             set is a directory inside RUN/neurons/"
+        ))
+    }
+}
+
+/// The statistics of `langs`, each checked to belong to the run's model.
+fn load(run: &mut RunDir, langs: &[Lang]) -> Result<Vec<StatsFile>> {
+    let dir = run.path("stats");
     let mut files: Vec<StatsFile> = Vec::new();
     for lang in langs {
-        let path = final_path(dir, lang.code());
+        let path = final_path(&dir, lang.code());
         ensure!(
             path.is_file(),
-            "no statistics for {lang} at {}: run `lsn capture --lang {lang}` first",
-            path.display()
+            "no statistics for {lang} at {}: run `lsn capture --lang {lang} --run {}` first",
+            path.display(),
+            run.root().display()
         );
         let f = StatsFile::read(&path)?;
+        run.check_input(&path, &f.meta.provenance.model, &f.meta.provenance.identity())?;
         if let Some(first) = files.first() {
             let (a, b) = (&first.meta, &f.meta);
             ensure!(
-                a.provenance.config_sha256 == b.provenance.config_sha256 && a.layers == b.layers,
-                "{} and {} were captured with different models ({} vs {}): select over one model's statistics",
+                a.provenance.stats_on == b.provenance.stats_on && a.layers == b.layers,
+                "{} and {} hold statistics of different quantities ({} vs {}): select over one kind of statistics",
                 a.lang,
                 b.lang,
-                a.provenance.model,
-                b.provenance.model
+                a.provenance.stats_on,
+                b.provenance.stats_on
             );
         }
         files.push(f);
     }
     Ok(files)
+}
+
+/// ActProb-90p's thresholds are pass 1's batch quantiles averaged over batches: with one batch, pass 2 counts the
+/// activations above that batch's own p90, ≈ 10% for every neuron, and the selection is decided by index.
+fn batch_warnings(files: &[StatsFile]) -> Result<Vec<String>> {
+    let mut warnings = Vec::new();
+    for f in files {
+        let (lang, b) = (&f.meta.lang, f.meta.batches);
+        ensure!(
+            b >= 2,
+            "act-prob-90p needs statistics of at least 2 capture batches per language; {lang} has {b} ({} rows of {} \
+             tokens in batches of {}), so its pass 2 counts activations above that batch's own p90 — ≈ 10% for every \
+             neuron, and the selection would be decided by neuron index. Capture more text (--max-tokens) or use a \
+             smaller --batch-rows (at least {FEW_BATCHES} batches recommended), or select only other methods \
+             (--method lape-mondal,lape-tang,random)",
+            f.meta.rows,
+            f.meta.row_len,
+            f.meta.batch_rows
+        );
+        if b < FEW_BATCHES {
+            warnings.push(format!(
+                "{lang}: the p90 thresholds are the mean of only {b} batch quantiles (at least {FEW_BATCHES} \
+                 recommended)"
+            ));
+        }
+    }
+    Ok(warnings)
 }
 
 fn lape_table(files: &[StatsFile]) -> Result<CountTable> {
@@ -104,11 +153,24 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(bad) = methods.iter().find(|m| !METHODS.contains(m)) {
         bail!("unknown method {bad:?}: use {} or all", METHODS.join(", "));
     }
-    let files = load(&args.run.join("stats"), &langs)?;
-    let mut out_dir = args.run.join("neurons");
-    if let Some(set) = &args.set {
-        out_dir = out_dir.join(set);
+    if !args.run.is_dir() {
+        bail!(
+            "no statistics for {}: the run directory {} does not exist; run `lsn capture --lang {} --run {}` first",
+            langs[0],
+            args.run.display(),
+            args.lang,
+            args.run.display()
+        );
     }
+    let sub = match &args.set {
+        Some(set) => format!("neurons/{set}"),
+        None => "neurons".to_owned(),
+    };
+    let subdirs = [sub.as_str()];
+    let mut run =
+        RunDir::open(&args.run, &OpenOptions { flag: "--run", create: false, subdirs: &subdirs, need_bytes: 0 })?;
+    let files = load(&mut run, &langs)?;
+    let out_dir = run.path(&sub);
     for method in methods {
         let sel: Selection = match method {
             "lape-mondal" | "lape-tang" => {
@@ -119,7 +181,12 @@ pub fn run(args: Args) -> Result<()> {
                 }
                 lsn_select::lape(&lape_table(&files)?, &p)?
             }
-            "act-prob-90p" => lsn_select::act_prob(&act_prob_table(&files)?, args.act_prob_rate)?,
+            "act-prob-90p" => {
+                let few = batch_warnings(&files)?;
+                let mut sel = lsn_select::act_prob(&act_prob_table(&files)?, args.act_prob_rate)?;
+                sel.warnings.splice(0..0, few);
+                sel
+            }
             _ => {
                 let m = &files[0].meta;
                 lsn_select::random(m.layers, m.intermediate, args.random_per_layer, args.seed)?
@@ -127,6 +194,17 @@ pub fn run(args: Args) -> Result<()> {
         };
         let json = out_dir.join(format!("{method}.json"));
         fsutil::write_atomic(&json, &serde_json::to_vec_pretty(&sel)?)?;
+        let inputs: Vec<serde_json::Value> = files
+            .iter()
+            .map(
+                |f| serde_json::json!({"lang": f.meta.lang, "data": f.meta.provenance.data, "batches": f.meta.batches}),
+            )
+            .collect();
+        let config = serde_json::json!({"method": method, "languages": sel.languages, "params": sel.params,
+                                        "inputs": inputs});
+        let rel = json.strip_prefix(run.root()).unwrap_or(&json).display().to_string();
+        let key = format!("select/{}{method}", args.set.as_deref().map(|s| format!("{s}/")).unwrap_or_default());
+        run.record(&key, StageRecord::new(config, vec![rel], "complete"))?;
         let series: Vec<plot::LayerCounts> = sel
             .languages
             .iter()
@@ -143,6 +221,9 @@ pub fn run(args: Args) -> Result<()> {
             plots.svg.display(),
             plots.png.map(|p| format!(", {}", p.display())).unwrap_or_default()
         );
+        for w in &sel.warnings {
+            eprintln!("warning: {method}: {w}");
+        }
         for l in &sel.languages {
             let per_layer: Vec<String> = sel.per_layer[l].iter().map(usize::to_string).collect();
             println!("  {l:>6}: {:>5} neurons; per layer [{}]", sel.counts[l], per_layer.join(" "));

@@ -1,0 +1,53 @@
+//! The error type of `lsn-run`: every variant names the path, the flag that chose it, and what to do.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Errors opening, locking or recording in a run directory.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Another live process holds the run directory's lock.
+    #[error(
+        "run directory {path} is in use by pid {pid} (`{command}`, running for {age}): wait for it to finish, or give \
+         this command another {flag}"
+    )]
+    Locked { path: PathBuf, pid: u32, command: String, age: String, flag: String },
+    /// A path that must be a directory has a regular file on the way.
+    #[error("{path} (from {flag}) cannot be a directory: {blocker} is a file; choose another {flag}")]
+    UnderFile { path: PathBuf, blocker: PathBuf, flag: String },
+    /// A directory that should already exist does not.
+    #[error("{path} (from {flag}) does not exist: {hint}")]
+    NotFound { path: PathBuf, flag: String, hint: String },
+    /// A directory could not be created.
+    #[error(
+        "cannot create {path} (from {flag}): {source}; check the permissions of its parent, or choose another {flag}"
+    )]
+    Create { path: PathBuf, flag: String, source: std::io::Error },
+    /// A directory exists but files cannot be written into it.
+    #[error("cannot write into {path} (from {flag}): {source}; fix its permissions, or choose another {flag}")]
+    NotWritable { path: PathBuf, flag: String, source: std::io::Error },
+    /// Too little free space for what the command will write.
+    #[error(
+        "{path} (from {flag}) has {free_mib} MiB free but this command writes about {need_mib} MiB: free some space, \
+         or choose another {flag}"
+    )]
+    NoSpace { path: PathBuf, flag: String, free_mib: u64, need_mib: u64 },
+    /// `run.json` cannot be read or parsed.
+    #[error("{path} is damaged ({reason}): restore it, or move the run directory's results to a new --run")]
+    Manifest { path: PathBuf, reason: String },
+    /// The run directory holds results of another model.
+    #[error(
+        "run directory {path} holds results of model {had} and this command uses {want}, whose files differ \
+         ({diff}): a run directory holds one model's results; give another --run for this model"
+    )]
+    ModelMismatch { path: PathBuf, had: String, want: String, diff: String },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+}

@@ -1,0 +1,211 @@
+//! The run directory: where every stage of one study run writes (`stats/`, `neurons/`, later adapters and results).
+//!
+//! [`RunDir::open`] is the first thing a stage does, before any compute: it checks that the directory exists or can
+//! be created, is writable and has room ([`prepare_dir`], [`check_space`]); takes the directory's exclusive lock (a
+//! second process is refused at once, naming the holder; a lock left by a killed process is taken over); removes
+//! temporary files that killed processes left; and reads the manifest `run.json`, which binds the run to one model
+//! by content ([`lsn_core::ModelIdentity`]: config, tokenizer and weights) and records every stage output with the
+//! hash of its configuration.
+
+mod error;
+mod lock;
+mod manifest;
+mod preflight;
+
+use std::path::{Path, PathBuf};
+
+use lsn_core::ModelIdentity;
+
+pub use error::{Error, Result};
+pub use lock::{Holder, LOCK_FILE, Lock};
+pub use manifest::{MANIFEST_FILE, MANIFEST_FORMAT, Manifest, RunModel, StageRecord};
+pub use preflight::{check_space, prepare_dir, prepare_file};
+
+/// How a stage opens its run directory.
+#[derive(Debug, Clone)]
+pub struct OpenOptions<'a> {
+    /// The flag that named the directory (`--run`), for messages.
+    pub flag: &'a str,
+    /// Create the directory if it is missing (stages that start a run); otherwise a missing one is an error.
+    pub create: bool,
+    /// Sub-directories the stage writes into, created (and checked writable) now.
+    pub subdirs: &'a [&'a str],
+    /// About how many bytes the stage will write.
+    pub need_bytes: u64,
+}
+
+/// An open, locked run directory.
+#[derive(Debug)]
+pub struct RunDir {
+    root: PathBuf,
+    lock: Lock,
+    manifest: Manifest,
+}
+
+impl RunDir {
+    /// Opens (and locks) the run directory `root`; see the module docs for the checks.
+    pub fn open(root: &Path, opts: &OpenOptions) -> Result<RunDir> {
+        prepare_dir(root, opts.flag, opts.create).map_err(|e| match e {
+            Error::NotFound { path, flag, .. } => Error::NotFound {
+                path,
+                flag,
+                hint: "no run there yet: run `lsn capture` with this --run first, or check the path".into(),
+            },
+            e => e,
+        })?;
+        let lock = Lock::acquire(root, opts.flag)?;
+        for sub in opts.subdirs {
+            prepare_dir(&root.join(sub), opts.flag, true)?;
+        }
+        check_space(root, opts.flag, opts.need_bytes)?;
+        let manifest = Manifest::read(root)?;
+        let run = RunDir { root: root.to_owned(), lock, manifest };
+        let cleaned = run.remove_stale_temporaries();
+        if cleaned > 0 {
+            tracing::info!("removed {cleaned} temporary file(s) left in {} by killed processes", root.display());
+        }
+        Ok(run)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `root/rel`.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    /// The lock record this process took over from a dead process, if it did.
+    pub fn took_over(&self) -> Option<&Holder> {
+        self.lock.took_over.as_ref()
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The model this run's results belong to, once a stage has bound one.
+    pub fn model(&self) -> Option<&RunModel> {
+        self.manifest.model.as_ref()
+    }
+
+    /// Binds the run to the model `identity` (named `name`), or checks that it is the model the run already holds:
+    /// another model's results never join a run directory.
+    pub fn bind_model(&mut self, name: &str, identity: &ModelIdentity) -> Result<()> {
+        match &self.manifest.model {
+            Some(m) if m.identity.same_model(identity) => Ok(()),
+            Some(m) => Err(Error::ModelMismatch {
+                path: self.root.clone(),
+                had: m.name.clone(),
+                want: name.to_owned(),
+                diff: m.identity.difference(identity),
+            }),
+            None => {
+                self.manifest.model = Some(RunModel { name: name.to_owned(), identity: identity.clone() });
+                self.manifest.write(&self.root).map(drop)
+            }
+        }
+    }
+
+    /// Checks that statistics or other inputs made with `identity` (as recorded in the file `what`) belong to this
+    /// run's model; the first input binds a run that has none yet.
+    pub fn check_input(&mut self, what: &Path, name: &str, identity: &ModelIdentity) -> Result<()> {
+        self.bind_model(name, identity).map_err(|e| match e {
+            Error::ModelMismatch { path, had, diff, .. } => {
+                Error::ModelMismatch { path, had, want: format!("{name} (recorded in {})", what.display()), diff }
+            }
+            e => e,
+        })
+    }
+
+    /// The record of stage output `key`, if any.
+    pub fn stage(&self, key: &str) -> Option<&StageRecord> {
+        self.manifest.stages.get(key)
+    }
+
+    /// Records (or replaces) stage output `key` in `run.json`.
+    pub fn record(&mut self, key: &str, record: StageRecord) -> Result<()> {
+        self.manifest.stages.insert(key.to_owned(), record);
+        self.manifest.write(&self.root).map(drop)
+    }
+
+    /// Removes `.NAME.PID.tmp` files (the temporaries of atomic writes) under the run directory: with the lock held,
+    /// every one of them belongs to a process that died mid-write.
+    fn remove_stale_temporaries(&self) -> usize {
+        fn walk(dir: &Path, depth: usize, n: &mut usize) {
+            let Ok(entries) = std::fs::read_dir(dir) else { return };
+            for e in entries.flatten() {
+                let p = e.path();
+                let name = e.file_name().to_string_lossy().into_owned();
+                match e.file_type() {
+                    Ok(t) if t.is_dir() && depth > 0 => walk(&p, depth - 1, n),
+                    Ok(t)
+                        if t.is_file()
+                            && name.starts_with('.')
+                            && name.ends_with(".tmp")
+                            && std::fs::remove_file(&p).is_ok() =>
+                    {
+                        tracing::debug!("removed stale temporary {}", p.display());
+                        *n += 1;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut n = 0;
+        walk(&self.root, 3, &mut n);
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn id(w: &str) -> ModelIdentity {
+        ModelIdentity::new("c".into(), "t".into(), BTreeMap::from([("model.safetensors".into(), w.into())]))
+    }
+
+    fn opts() -> OpenOptions<'static> {
+        OpenOptions { flag: "--run", create: true, subdirs: &["stats"], need_bytes: 0 }
+    }
+
+    #[test]
+    fn binds_one_model_and_refuses_another() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("run");
+        {
+            let mut r = RunDir::open(&root, &opts()).unwrap();
+            assert!(root.join("stats").is_dir());
+            r.bind_model("base", &id("aaaa")).unwrap();
+            r.record("capture/en", StageRecord::new(serde_json::json!({"seed": 1}), vec![], "complete")).unwrap();
+        }
+        let mut r = RunDir::open(&root, &opts()).unwrap();
+        assert_eq!(r.model().unwrap().name, "base");
+        assert_eq!(r.stage("capture/en").unwrap().state, "complete");
+        r.bind_model("base again", &id("aaaa")).unwrap();
+        let e = r.bind_model("fine-tune", &id("bbbb")).unwrap_err().to_string();
+        assert!(e.contains("holds results of model base") && e.contains("fine-tune") && e.contains("weights"), "{e}");
+    }
+
+    #[test]
+    fn stale_temporaries_are_removed_and_missing_runs_named() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("run");
+        std::fs::create_dir_all(root.join("stats")).unwrap();
+        std::fs::write(root.join("stats/.en.safetensors.4242.tmp"), "half").unwrap();
+        std::fs::write(root.join("stats/en.partial.safetensors"), "checkpoint").unwrap();
+        drop(RunDir::open(&root, &opts()).unwrap());
+        assert!(!root.join("stats/.en.safetensors.4242.tmp").exists());
+        assert!(root.join("stats/en.partial.safetensors").exists(), "checkpoints are kept for resuming");
+        let o = OpenOptions { create: false, ..opts() };
+        let e = RunDir::open(&t.path().join("nope"), &o).unwrap_err().to_string();
+        assert!(e.contains("does not exist") && e.contains("lsn capture"), "{e}");
+        std::fs::write(root.join(MANIFEST_FILE), "{").unwrap();
+        let e = RunDir::open(&root, &opts()).unwrap_err().to_string();
+        assert!(e.contains("run.json is damaged"), "{e}");
+    }
+}
