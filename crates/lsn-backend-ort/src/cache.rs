@@ -35,7 +35,7 @@ pub(crate) struct ExportDir {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io { path: path.to_owned(), source }
+    move |source| Error::Io { path: path.to_owned(), err: source }
 }
 
 /// The content key of `ckpt`: sha256 over the exporter version, `config.json` and every shard's sha256. Shard hashes
@@ -74,7 +74,7 @@ fn write_weights(ckpt: &Checkpoint, path: &Path) -> Result<Manifest> {
         offset += bytes.len() as u64;
     }
     out.into_inner()
-        .map_err(|e| Error::Io { path: path.to_owned(), source: e.into_error() })?
+        .map_err(|e| Error::Io { path: path.to_owned(), err: e.into_error() })?
         .sync_all()
         .map_err(io(path))?;
     Ok(manifest)
@@ -127,7 +127,7 @@ impl ExportDir {
                     Ok(()) => Ok(()),
                     // Another process finished the same export first: theirs is as good as ours.
                     Err(_) if manifest_path.is_file() => Ok(()),
-                    Err(e) => Err(Error::Io { path: dir.clone(), source: e }),
+                    Err(e) => Err(Error::Io { path: dir.clone(), err: e }),
                 }
             })();
             let _ = std::fs::remove_dir_all(&tmp);

@@ -13,12 +13,8 @@ pub(crate) enum Error {
     Runtime { during: String, message: String },
     #[error("writing the ONNX export: {0}")]
     Export(String),
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{}: {err}", path.display())]
+    Io { path: PathBuf, err: std::io::Error },
     #[error(transparent)]
     Core(#[from] lsn_core::Error),
     #[error(transparent)]

@@ -1,44 +1,17 @@
 //! `lsn capture` killed with SIGKILL mid-run and started again ends with statistics byte-identical to an
-//! uninterrupted run — on a tiny random model with a word-level tokenizer, so the test needs no downloads.
+//! uninterrupted run — on a tiny random model with its byte-level tokenizer, so the test needs no downloads.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn lsn() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_lsn"))
-}
+use common::lsn;
 
-/// A tiny Gemma 3 checkpoint with a 300-word tokenizer, and a text file of 800 short documents.
+/// A tiny Gemma 3 checkpoint (with its byte-level tokenizer) and a text file of 300 short documents.
 fn setup(root: &Path) -> (PathBuf, PathBuf) {
-    let model = root.join("model");
-    let st = lsn().args(["random-model", "tiny-gemma3", "--seed", "3", "--out"]).arg(&model).status().unwrap();
-    assert!(st.success());
-    let vocab: Vec<String> =
-        std::iter::once("\"<unk>\":0".to_owned()).chain((1..300).map(|i| format!("\"w{i}\":{i}"))).collect();
-    let tokenizer = format!(
-        r#"{{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,
-        "pre_tokenizer":{{"type":"Whitespace"}},"post_processor":null,"decoder":null,
-        "model":{{"type":"WordLevel","vocab":{{{}}},"unk_token":"<unk>"}}}}"#,
-        vocab.join(",")
-    );
-    std::fs::write(model.join("tokenizer.json"), tokenizer).unwrap();
-    let mut x = 12345u64;
-    let text: String = (0..800)
-        .map(|_| {
-            (0..12)
-                .map(|_| {
-                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                    format!("w{}", 1 + (x >> 33) % 299)
-                })
-                .collect::<Vec<_>>()
-                .join(" ")
-                + "\n"
-        })
-        .collect();
-    let file = root.join("xx.txt");
-    std::fs::write(&file, text).unwrap();
-    (model, file)
+    (common::random_model(root, "model", "tiny-gemma3", 3), common::text_file(root, "xx.txt", 300))
 }
 
 fn capture(model: &Path, text: &Path, run: &Path) -> Command {

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{fails_with, lsn, ok, output, random_model, run, s, text_file};
+use common::{fails_with, lsn, ok, output, random_model, run, s, text_file, word_level_tokenizer};
 
 /// `lsn capture` of `model` on `--text LANG=text` only; rows of 16 tokens, one row per batch, unless `extra` gives
 /// --row-len or --batch-rows (every other flag of `extra` is appended).
@@ -265,15 +265,7 @@ fn no_nan_reaches_a_results_file() {
     let t = tempfile::tempdir().unwrap();
     let model = random_model(t.path(), "m", "tiny-llama", 1);
     // A word-level tokenizer without BOS: each one-word sentence is a single token, with nothing to predict.
-    let vocab: Vec<String> =
-        std::iter::once("\"<unk>\":0".to_owned()).chain((1..300).map(|i| format!("\"w{i}\":{i}"))).collect();
-    let tokenizer = format!(
-        r#"{{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,
-        "pre_tokenizer":{{"type":"Whitespace"}},"post_processor":null,"decoder":null,
-        "model":{{"type":"WordLevel","vocab":{{{}}},"unk_token":"<unk>"}}}}"#,
-        vocab.join(",")
-    );
-    std::fs::write(model.join("tokenizer.json"), tokenizer).unwrap();
+    std::fs::write(model.join("tokenizer.json"), word_level_tokenizer()).unwrap();
     let flores = t.path().join("data/corpus/flores200_devtest");
     std::fs::create_dir_all(&flores).unwrap();
     std::fs::write(flores.join("en.eng_Latn.devtest"), "w1\nw2\nw3\n").unwrap();

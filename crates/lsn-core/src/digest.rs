@@ -14,7 +14,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Hex sha256 of the file at `path`.
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let io = |source| Error::Io { path: path.to_owned(), source };
+    let io = |source| Error::Io { path: path.to_owned(), err: source };
     let mut f = std::fs::File::open(path).map_err(io)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -32,7 +32,7 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 /// unchanged multi-gigabyte checkpoint is hashed once. A lost or unreadable memo only costs a re-hash; a file changed
 /// in place gets a new size or mtime and is hashed again.
 pub fn sha256_file_memo(path: &Path, memo_dir: &Path) -> Result<String> {
-    let meta = std::fs::metadata(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
+    let meta = std::fs::metadata(path).map_err(|source| Error::Io { path: path.to_owned(), err: source })?;
     let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
     let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
     let stat = format!("{}\n{}\n{}", abs.display(), meta.len(), mtime.map_or(0, |d| d.as_nanos()));

@@ -45,7 +45,7 @@ pub fn read_sentences(data_dir: &Path, corpus: Corpus, lang: Lang) -> Result<Vec
             pattern: path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
         });
     }
-    let text = std::fs::read_to_string(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+    let text = std::fs::read_to_string(&path).map_err(|source| Error::Io { path: path.clone(), err: source })?;
     let lines: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
     if lines.is_empty() {
         return Err(Error::EmptyCorpus { path });

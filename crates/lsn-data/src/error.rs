@@ -43,6 +43,6 @@ pub enum Error {
     /// Tokenizer and model do not belong together.
     #[error("tokenizer/model mismatch: {0}")]
     TokenizerMismatch(String),
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
 }

@@ -227,7 +227,7 @@ fn read_text(path: &Path) -> Result<Vec<String>> {
     if !path.is_file() {
         return Err(Error::MissingText { path: path.to_owned() });
     }
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_owned(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_owned(), err: source })?;
     let lines: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
     if lines.is_empty() {
         return Err(Error::EmptyText { path: path.to_owned() });

@@ -20,13 +20,11 @@ pub enum Error {
     #[error("{path} (from {flag}) does not exist: {hint}")]
     NotFound { path: PathBuf, flag: String, hint: String },
     /// A directory could not be created.
-    #[error(
-        "cannot create {path} (from {flag}): {source}; check the permissions of its parent, or choose another {flag}"
-    )]
-    Create { path: PathBuf, flag: String, source: std::io::Error },
+    #[error("cannot create {path} (from {flag}): {err}; check the permissions of its parent, or choose another {flag}")]
+    Create { path: PathBuf, flag: String, err: std::io::Error },
     /// A directory exists but files cannot be written into it.
-    #[error("cannot write into {path} (from {flag}): {source}; fix its permissions, or choose another {flag}")]
-    NotWritable { path: PathBuf, flag: String, source: std::io::Error },
+    #[error("cannot write into {path} (from {flag}): {err}; fix its permissions, or choose another {flag}")]
+    NotWritable { path: PathBuf, flag: String, err: std::io::Error },
     /// Too little free space for what the command will write.
     #[error(
         "{path} (from {flag}) has {free_mib} MiB free but this command writes about {need_mib} MiB: free some space, \
@@ -42,12 +40,12 @@ pub enum Error {
          ({diff}): a run directory holds one model's results; give another --run for this model"
     )]
     ModelMismatch { path: PathBuf, had: String, want: String, diff: String },
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
 }
 
 impl Error {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+    pub(crate) fn io(path: impl Into<PathBuf>, err: std::io::Error) -> Self {
+        Error::Io { path: path.into(), err }
     }
 }

@@ -31,17 +31,17 @@ pub fn prepare_dir(dir: &Path, flag: &str, create: bool) -> Result<()> {
                 hint: "check the path, or run the stage that writes it first".into(),
             });
         }
-        std::fs::create_dir_all(dir).map_err(|source| Error::Create {
+        std::fs::create_dir_all(dir).map_err(|err| Error::Create {
             path: dir.to_owned(),
             flag: flag.to_owned(),
-            source,
+            err,
         })?;
     }
     let probe = dir.join(format!(".lsn-probe.{}.tmp", std::process::id()));
-    std::fs::File::create(&probe).map_err(|source| Error::NotWritable {
+    std::fs::File::create(&probe).map_err(|err| Error::NotWritable {
         path: dir.to_owned(),
         flag: flag.to_owned(),
-        source,
+        err,
     })?;
     let _ = std::fs::remove_file(&probe);
     Ok(())
@@ -53,7 +53,7 @@ pub fn prepare_file(path: &Path, flag: &str) -> Result<()> {
         return Err(Error::NotWritable {
             path: path.to_owned(),
             flag: flag.to_owned(),
-            source: std::io::Error::other("it is a directory; give a file name"),
+            err: std::io::Error::other("it is a directory; give a file name"),
         });
     }
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));

@@ -45,13 +45,13 @@ pub enum Error {
         "output directory {path} exists and is not empty: choose another directory, remove it, or ask to overwrite it"
     )]
     OutputExists { path: PathBuf },
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
 }
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io { path: path.into(), err: source }
     }
 }
 
@@ -60,7 +60,7 @@ impl From<Error> for lsn_core::Error {
     fn from(e: Error) -> Self {
         match e {
             Error::Core(core) => core,
-            Error::Io { path, source } => lsn_core::Error::Io { path, source },
+            Error::Io { path, err } => lsn_core::Error::Io { path, err },
             other => lsn_core::Error::Checkpoint(other.to_string()),
         }
     }

@@ -15,6 +15,15 @@ fn added(id: usize, content: &str, special: bool) -> Value {
            "normalized": false, "special": special})
 }
 
+/// A post-processor that puts the token `name` (id `bos`) in front of every sequence.
+fn bos_template(name: &str, bos: u64) -> Value {
+    let b = json!({"SpecialToken": {"id": name, "type_id": 0}});
+    json!({"type": "TemplateProcessing",
+           "single": [b, {"Sequence": {"id": "A", "type_id": 0}}],
+           "pair": [b, {"Sequence": {"id": "A", "type_id": 0}}, b, {"Sequence": {"id": "B", "type_id": 1}}],
+           "special_tokens": { (name): {"id": name, "ids": [bos], "tokens": [name]}}})
+}
+
 /// Builds an HF `tokenizer.json` from the GGUF's byte-level BPE vocabulary (`tokenizer.ggml.model = "gpt2"`).
 ///
 /// Tokens and merges come from `tokenizer.ggml.tokens` / `.merges`; control tokens (type 3) become special added
@@ -58,11 +67,7 @@ pub fn tokenizer_from_gguf(g: &Gguf) -> Result<Value> {
             let name = tokens.get(bos as usize).ok_or_else(|| {
                 Error::Tokenizer(format!("BOS id {bos} is outside the vocabulary of {}", g.path().display()))
             })?;
-            let b = json!({"SpecialToken": {"id": name, "type_id": 0}});
-            json!({"type": "TemplateProcessing",
-                   "single": [b, {"Sequence": {"id": "A", "type_id": 0}}],
-                   "pair": [b, {"Sequence": {"id": "A", "type_id": 0}}, b, {"Sequence": {"id": "B", "type_id": 1}}],
-                   "special_tokens": { (*name): {"id": name, "ids": [bos], "tokens": [name]}}})
+            bos_template(name, bos)
         }
         _ => {
             json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true})
@@ -140,13 +145,7 @@ pub fn byte_tokenizer(cfg: &lsn_core::ModelConfig) -> Result<Value> {
     }
     let added_tokens: Vec<Value> = special.iter().map(|&(id, name)| added(id as usize, name, true)).collect();
     let post = match cfg.bos_token_id {
-        Some(bos) => {
-            let b = json!({"SpecialToken": {"id": "<bos>", "type_id": 0}});
-            json!({"type": "TemplateProcessing",
-                   "single": [b, {"Sequence": {"id": "A", "type_id": 0}}],
-                   "pair": [b, {"Sequence": {"id": "A", "type_id": 0}}, b, {"Sequence": {"id": "B", "type_id": 1}}],
-                   "special_tokens": {"<bos>": {"id": "<bos>", "ids": [bos], "tokens": ["<bos>"]}}})
-        }
+        Some(bos) => bos_template("<bos>", u64::from(bos)),
         None => Value::Null,
     };
     Ok(json!({

