@@ -291,3 +291,17 @@ fn help_shows_only_the_flags_a_command_uses() {
         "{rm}"
     );
 }
+
+#[test]
+fn statistics_of_different_context_lengths_are_not_compared() {
+    let t = tempfile::tempdir().unwrap();
+    let model = random_model(t.path(), "m", "tiny-llama", 1);
+    let text = text_file(t.path(), "xx.txt", 40);
+    let run_dir = t.path().join("r");
+    ok(&strs(&capture_args(&model, "en", &format!("en={}", text.display()), &run_dir, &[])));
+    ok(&strs(&capture_args(&model, "fr", &format!("fr={}", text.display()), &run_dir, &[("--row-len", "32")])));
+    fails_with(
+        &["select", "--run", s(&run_dir), "--lang", "en,fr", "--method", "lape-tang"],
+        &["rows of 16 tokens", "rows of 32", "--row-len 16"],
+    );
+}

@@ -90,6 +90,19 @@ fn load(run: &mut RunDir, langs: &[Lang]) -> Result<Vec<StatsFile>> {
                 a.provenance.stats_on,
                 b.provenance.stats_on
             );
+            // Activations depend on the context length: languages compared by LAPE must share it.
+            ensure!(
+                a.row_len == b.row_len,
+                "{} was captured in rows of {} tokens and {} in rows of {}: statistics of different context lengths \
+                 are not comparable; capture {} again with --row-len {} (into another --run, or after deleting {})",
+                a.lang,
+                a.row_len,
+                b.lang,
+                b.row_len,
+                b.lang,
+                a.row_len,
+                path.display()
+            );
         }
         files.push(f);
     }
