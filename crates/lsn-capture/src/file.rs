@@ -112,6 +112,22 @@ impl StatsFile {
             return Err(bad(format!("format {} but this lsn reads format {FORMAT}; capture again", meta.format)));
         }
         let _ = st.len();
+        // `<lang>.safetensors`, `<lang>.shard-…`, `<lang>.partial…`: the name says which language the file is for.
+        let named = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.split('.').next()).unwrap_or("");
+        if named != meta.lang {
+            return Err(bad(format!(
+                "it holds statistics of language {:?}, not of {named:?} as its name says (a renamed or copied file?); \
+                 delete it and capture {named} again",
+                meta.lang
+            )));
+        }
+        if meta.quantiles != QUANTILES {
+            return Err(bad(format!(
+                "its quantile levels {:?} are not {QUANTILES:?}: the file is damaged or was edited; delete it and \
+                 capture again",
+                meta.quantiles
+            )));
+        }
         let (l, i, q) = (meta.layers, meta.intermediate, QUANTILES.len());
         let get = |name: &str, dt: Dtype, shape: &[usize]| -> Result<Vec<u8>> {
             let v = st.tensor(name).map_err(|_| bad(format!("tensor {name} is missing")))?;

@@ -49,7 +49,8 @@ pub struct MergeReport {
     /// Which pass the merged shards were of (1 or 2).
     pub pass: u8,
     pub complete: bool,
-    /// File names of the shards still missing for this pass (empty when complete).
+    /// The shards still needed for this pass, each with why: `en.shard-1-of-4.safetensors (absent)`, or `(no pass 2
+    /// yet)` (empty when complete).
     pub missing: Vec<String>,
 }
 
@@ -110,9 +111,13 @@ pub fn merge_language(dir: &Path, lang: &str) -> Result<MergeReport> {
     })?;
     let complete = if pass == 1 { merged.meta.pass1_complete() } else { merged.meta.pass2_complete() };
     let present: Vec<u32> = chosen.iter().map(|&k| shards[k].1.0).collect();
+    let exists: Vec<u32> = shards.iter().map(|(_, (i, _))| *i).collect();
     let missing = (0..count)
         .filter(|i| !present.contains(i))
-        .map(|i| format!("{lang}.shard-{i}-of-{count}.safetensors"))
+        .map(|i| {
+            let why = if exists.contains(&i) { "no pass 2 yet" } else { "absent" };
+            format!("{lang}.shard-{i}-of-{count}.safetensors ({why})")
+        })
         .collect();
     let out = final_path(dir, lang);
     merged.write(&out)?;

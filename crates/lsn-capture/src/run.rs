@@ -177,6 +177,10 @@ pub fn capture(model: &mut dyn Model, spec: &CaptureSpec, dir: &Path, progress: 
     };
 
     if let Some(existing) = read_if_same(&out, &fresh_meta)? {
+        // A lost `.json` copy of the metadata is written again (the statistics file itself is the same bytes).
+        if !out.with_extension("json").is_file() {
+            existing.write(&out)?;
+        }
         let done = if target_pass2 {
             (whole || existing.stats.pass1 == base.stats.pass1) && covers_all(&existing.meta.pass2)
         } else {

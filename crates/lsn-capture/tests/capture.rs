@@ -180,7 +180,7 @@ fn merge_names_missing_doubled_and_impossible_shards() {
     }
     let r = merge_language(d.path(), "xx").unwrap();
     assert!(!r.complete);
-    assert_eq!(r.missing, vec!["xx.shard-1-of-3.safetensors".to_owned()]);
+    assert_eq!(r.missing, vec!["xx.shard-1-of-3.safetensors (absent)".to_owned()]);
     // A shard of another split of the same language.
     capture(model.as_mut(), &spec(&ids, Shard { index: 0, count: 2 }), d.path(), &mut NoProgress).unwrap();
     let e = merge_language(d.path(), "xx").unwrap_err().to_string();
@@ -193,4 +193,12 @@ fn merge_names_missing_doubled_and_impossible_shards() {
     f.write(&p).unwrap();
     let e = merge_language(d.path(), "xx").unwrap_err().to_string();
     assert!(e.contains("xx.shard-2-of-3.safetensors") && e.contains("count_pos") && e.contains("damaged"), "{e}");
+    // A shard of another language renamed into this one.
+    std::fs::remove_file(&p).unwrap();
+    let mut other = spec(&ids, Shard { index: 2, count: 3 });
+    other.lang = "yy".into();
+    capture(model.as_mut(), &other, d.path(), &mut NoProgress).unwrap();
+    std::fs::rename(d.path().join("yy.shard-2-of-3.safetensors"), &p).unwrap();
+    let e = merge_language(d.path(), "xx").unwrap_err().to_string();
+    assert!(e.contains("xx.shard-2-of-3.safetensors") && e.contains("language \"yy\""), "{e}");
 }

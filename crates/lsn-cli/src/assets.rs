@@ -121,6 +121,13 @@ fn known() -> String {
 /// hashes recorded when it was fetched).
 pub fn resolve_model(home: &Path, arg: &str) -> Result<PathBuf> {
     let p = Path::new(arg);
+    let known_name = MODELS.iter().any(|m| m.name == arg);
+    if p.is_dir() && known_name && !p.join("config.json").is_file() {
+        bail!(
+            "--model {arg}: ./{arg} is a directory here without config.json, which hides the fetched model {arg}: \
+             remove or rename ./{arg}, or run from another directory"
+        );
+    }
     if p.is_dir() {
         return Ok(p.to_owned());
     }

@@ -107,7 +107,7 @@ fn statistics_of_other_weights_under_the_same_config_and_tokenizer_are_refused()
     }
     fails_with(
         &["select", "--run", s(&run_a), "--lang", "en,fr", "--method", "lape-mondal"],
-        &["holds results of model", "fr.safetensors", "weights"],
+        &["fr.safetensors was made with another model", "run.json", "weights"],
     );
 }
 
@@ -178,9 +178,33 @@ fn every_given_argument_is_used_or_refused() {
     for flag in ["--sentences", "--batch"] {
         fails_with(&["ppl", "--model", s(&model), "--lang", "en", flag, "0"], &[flag]);
     }
+    fails_with(&strs(&capture_args(&model, "en,en", &en, &run_dir, &[])), &["--lang en,en names en twice"]);
+    fails_with(&strs(&capture_args(&model, "en", &en, &run_dir, &[("--text", &en)])), &["is given twice"]);
+    // A failed first capture leaves no run directory behind.
+    let empty = t.path().join("empty.txt");
+    std::fs::write(&empty, "\n").unwrap();
+    fails_with(&strs(&capture_args(&model, "en", &format!("en={}", empty.display()), &run_dir, &[])), &["no text"]);
+    assert!(!run_dir.exists(), "a failed first capture left {}", run_dir.display());
     // More tokens asked for than the text holds: said, with what was used.
     let (_, stderr) = ok(&strs(&capture_args(&model, "en", &en, &run_dir, &[("--max-tokens", "100000000")])));
     assert!(stderr.contains("--max-tokens 100000000 asks for more than its text holds; using all of it"), "{stderr}");
+    let r = s(&run_dir);
+    let select = |extra: &[&'static str]| -> Vec<String> {
+        ["select", "--run", r, "--lang", "en"].iter().chain(extra).map(|a| a.to_string()).collect()
+    };
+    fails_with(
+        &strs(&select(&["--method", "random", "--top-rate", "0.1"])),
+        &["--top-rate is given but no chosen method"],
+    );
+    fails_with(&strs(&select(&["--method", "all,random"])), &["`all` cannot be combined"]);
+    fails_with(&strs(&select(&["--method", "random,random"])), &["names random twice"]);
+    fails_with(
+        &strs(&select(&["--method", "act-prob-90p", "--act-prob-rate", "1e-9"])),
+        &["no neuron", "--act-prob-rate"],
+    );
+    fails_with(&strs(&select(&["--method", "act-prob-90p", "--act-prob-rate", "NaN"])), &["--act-prob-rate NaN"]);
+    assert!(!run_dir.join("neurons/act-prob-90p.json").exists());
+    ok(&strs(&select(&["--method", "random", "--seed", "3"])));
 }
 
 #[test]

@@ -22,9 +22,14 @@ pub enum Error {
     /// A corpus file exists but holds no text.
     #[error("{path} holds no sentences: the file is empty; restore it or choose another language")]
     EmptyCorpus { path: PathBuf },
-    /// A user's text file (one document per line) does not exist.
-    #[error("text file {path} does not exist: give a plain-text file with one document per line")]
-    MissingText { path: PathBuf },
+    /// A user's text file (one document per line) does not exist, or is not a regular file.
+    #[error("text file {path} {problem}: give a plain-text file with one document per line (--text LANG=FILE)")]
+    MissingText { path: PathBuf, problem: &'static str },
+    /// A user's text file is not UTF-8.
+    #[error(
+        "text file {path} is not UTF-8 text (line {line} holds invalid bytes): convert it to UTF-8, e.g. with iconv"
+    )]
+    NotUtf8 { path: PathBuf, line: usize },
     /// A user's text file holds only empty lines.
     #[error("{path} holds no text: every line is empty; give a plain-text file with one document per line")]
     EmptyText { path: PathBuf },

@@ -225,9 +225,20 @@ pub fn pack_language(
 /// The non-empty (trimmed) lines of a user's text file.
 fn read_text(path: &Path) -> Result<Vec<String>> {
     if !path.is_file() {
-        return Err(Error::MissingText { path: path.to_owned() });
+        let problem = match std::fs::metadata(path) {
+            _ if path.as_os_str().is_empty() => "is an empty path",
+            Err(_) => "does not exist",
+            Ok(m) if m.is_dir() => "is a directory",
+            Ok(_) => "is not a regular file",
+        };
+        return Err(Error::MissingText { path: path.to_owned(), problem });
     }
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_owned(), err: source })?;
+    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_owned(), err: source })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = 1 + e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count();
+        Error::NotUtf8 { path: path.to_owned(), line }
+    })?;
     let lines: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
     if lines.is_empty() {
         return Err(Error::EmptyText { path: path.to_owned() });

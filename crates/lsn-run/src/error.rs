@@ -25,6 +25,9 @@ pub enum Error {
     /// A directory exists but files cannot be written into it.
     #[error("cannot write into {path} (from {flag}): {err}; fix its permissions, or choose another {flag}")]
     NotWritable { path: PathBuf, flag: String, err: std::io::Error },
+    /// A file path names a directory.
+    #[error("{path} (from {flag}) is a directory: give the path of a file to write")]
+    IsADirectory { path: PathBuf, flag: String },
     /// Too little free space for what the command will write.
     #[error(
         "{path} (from {flag}) has {free_mib} MiB free but this command writes about {need_mib} MiB: free some space, \
@@ -32,7 +35,10 @@ pub enum Error {
     )]
     NoSpace { path: PathBuf, flag: String, free_mib: u64, need_mib: u64 },
     /// `run.json` cannot be read or parsed.
-    #[error("{path} is damaged ({reason}): restore it, or move the run directory's results to a new --run")]
+    #[error(
+        "{path} is damaged ({reason}): restore it, or delete it (the statistics files carry their own provenance, \
+         and the next stage writes a new one)"
+    )]
     Manifest { path: PathBuf, reason: String },
     /// The run directory holds results of another model.
     #[error(
@@ -40,6 +46,13 @@ pub enum Error {
          ({diff}): a run directory holds one model's results; give another --run for this model"
     )]
     ModelMismatch { path: PathBuf, had: String, want: String, diff: String },
+    /// An input file (statistics, shards) was made with another model than the run's.
+    #[error(
+        "{file} was made with another model than the one this run holds ({model}, recorded in {manifest}): they \
+         differ in {diff}; a run directory holds one model's results: remove the file, or capture it again with the \
+         run's model"
+    )]
+    InputMismatch { file: PathBuf, model: String, manifest: PathBuf, diff: String },
     #[error("{path}: {err}")]
     Io { path: PathBuf, err: std::io::Error },
 }

@@ -40,12 +40,18 @@ pub struct RunDir {
     root: PathBuf,
     lock: Lock,
     manifest: Manifest,
+    /// Directories this open created, each `(dir, topmost created ancestor)`: removed again if the stage fails before
+    /// it writes anything, so a failed first command leaves no empty run behind.
+    created: Vec<(PathBuf, PathBuf)>,
+    /// Whether this process wrote `run.json`.
+    wrote: bool,
 }
 
 impl RunDir {
     /// Opens (and locks) the run directory `root`; see the module docs for the checks.
     pub fn open(root: &Path, opts: &OpenOptions) -> Result<RunDir> {
-        prepare_dir(root, opts.flag, opts.create).map_err(|e| match e {
+        let mut created = Vec::new();
+        let top = prepare_dir(root, opts.flag, opts.create).map_err(|e| match e {
             Error::NotFound { path, flag, .. } => Error::NotFound {
                 path,
                 flag,
@@ -53,13 +59,16 @@ impl RunDir {
             },
             e => e,
         })?;
+        created.extend(top.map(|t| (root.to_owned(), t)));
         let lock = Lock::acquire(root, opts.flag)?;
+        let mut run = RunDir { root: root.to_owned(), lock, manifest: Manifest::default(), created, wrote: false };
         for sub in opts.subdirs {
-            prepare_dir(&root.join(sub), opts.flag, true)?;
+            let d = root.join(sub);
+            let top = prepare_dir(&d, opts.flag, true)?;
+            run.created.extend(top.map(|t| (d, t)));
         }
         check_space(root, opts.flag, opts.need_bytes)?;
-        let manifest = Manifest::read(root)?;
-        let run = RunDir { root: root.to_owned(), lock, manifest };
+        run.manifest = Manifest::read(root)?;
         let cleaned = run.remove_stale_temporaries();
         if cleaned > 0 {
             tracing::info!("removed {cleaned} temporary file(s) left in {} by killed processes", root.display());
@@ -91,10 +100,15 @@ impl RunDir {
     }
 
     /// Binds the run to the model `identity` (named `name`), or checks that it is the model the run already holds:
-    /// another model's results never join a run directory.
+    /// another model's results never join a run directory. A run that records no stage output yet is re-bound.
     pub fn bind_model(&mut self, name: &str, identity: &ModelIdentity) -> Result<()> {
         match &self.manifest.model {
             Some(m) if m.identity.same_model(identity) => Ok(()),
+            Some(m) if self.manifest.stages.is_empty() => {
+                tracing::info!("{} held no results of {} yet: it now belongs to {name}", self.root.display(), m.name);
+                self.manifest.model = None;
+                self.bind_model(name, identity)
+            }
             Some(m) => Err(Error::ModelMismatch {
                 path: self.root.clone(),
                 had: m.name.clone(),
@@ -103,9 +117,15 @@ impl RunDir {
             }),
             None => {
                 self.manifest.model = Some(RunModel { name: name.to_owned(), identity: identity.clone() });
-                self.manifest.write(&self.root).map(drop)
+                self.write_manifest()
             }
         }
+    }
+
+    fn write_manifest(&mut self) -> Result<()> {
+        self.manifest.write(&self.root)?;
+        self.wrote = true;
+        Ok(())
     }
 
     /// Checks that statistics or other inputs made with `identity` (as recorded in the file `what`) belong to this
@@ -113,7 +133,7 @@ impl RunDir {
     pub fn check_input(&mut self, what: &Path, name: &str, identity: &ModelIdentity) -> Result<()> {
         self.bind_model(name, identity).map_err(|e| match e {
             Error::ModelMismatch { path, had, diff, .. } => {
-                Error::ModelMismatch { path, had, want: format!("{name} (recorded in {})", what.display()), diff }
+                Error::InputMismatch { file: what.to_owned(), model: had, manifest: path.join(MANIFEST_FILE), diff }
             }
             e => e,
         })
@@ -127,7 +147,7 @@ impl RunDir {
     /// Records (or replaces) stage output `key` in `run.json`.
     pub fn record(&mut self, key: &str, record: StageRecord) -> Result<()> {
         self.manifest.stages.insert(key.to_owned(), record);
-        self.manifest.write(&self.root).map(drop)
+        self.write_manifest()
     }
 
     /// Removes `.NAME.PID.tmp` files (the temporaries of atomic writes) under the run directory: with the lock held,
@@ -159,6 +179,31 @@ impl RunDir {
     }
 }
 
+impl Drop for RunDir {
+    /// A stage that failed before writing anything leaves no directory it created behind.
+    fn drop(&mut self) {
+        if self.wrote {
+            return;
+        }
+        for (dir, top) in self.created.iter().rev() {
+            if dir == &self.root {
+                let only_lock = std::fs::read_dir(dir)
+                    .map(|mut d| d.all(|e| e.is_ok_and(|e| e.file_name() == LOCK_FILE)))
+                    .unwrap_or(false);
+                if !only_lock {
+                    continue;
+                }
+                let _ = std::fs::remove_file(dir.join(LOCK_FILE));
+            }
+            for d in dir.ancestors() {
+                if std::fs::remove_dir(d).is_err() || d == top {
+                    break;
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -185,10 +230,28 @@ mod tests {
         }
         let mut r = RunDir::open(&root, &opts()).unwrap();
         assert_eq!(r.model().unwrap().name, "base");
+        assert!(RunDir::open(&root, &opts()).unwrap_err().to_string().contains("in use by pid"));
         assert_eq!(r.stage("capture/en").unwrap().state, "complete");
         r.bind_model("base again", &id("aaaa")).unwrap();
         let e = r.bind_model("fine-tune", &id("bbbb")).unwrap_err().to_string();
         assert!(e.contains("holds results of model base") && e.contains("fine-tune") && e.contains("weights"), "{e}");
+        let e = r.check_input(Path::new("stats/fr.safetensors"), "x", &id("bbbb")).unwrap_err().to_string();
+        assert!(e.contains("stats/fr.safetensors was made with another model") && e.contains("run.json"), "{e}");
+    }
+
+    #[test]
+    fn a_failed_first_stage_leaves_nothing_and_an_unused_binding_is_replaced() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("a/run");
+        drop(RunDir::open(&root, &opts()).unwrap());
+        assert!(!t.path().join("a").exists(), "an unused new run directory is removed");
+        {
+            let mut r = RunDir::open(&root, &opts()).unwrap();
+            r.bind_model("wrong tokenizer", &id("aaaa")).unwrap();
+        }
+        let mut r = RunDir::open(&root, &opts()).unwrap();
+        r.bind_model("right one", &id("bbbb")).unwrap();
+        assert_eq!(r.model().unwrap().name, "right one");
     }
 
     #[test]

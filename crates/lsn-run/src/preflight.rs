@@ -18,12 +18,14 @@ fn file_in_the_way(path: &Path) -> Option<PathBuf> {
 }
 
 /// Makes sure the directory `dir` exists (creating it and its parents when `create`) and that a file can be written
-/// into it; `flag` names the option that chose it, for the message.
-pub fn prepare_dir(dir: &Path, flag: &str, create: bool) -> Result<()> {
+/// into it; `flag` names the option that chose it, for the message. Returns the topmost directory it created, if any.
+pub fn prepare_dir(dir: &Path, flag: &str, create: bool) -> Result<Option<PathBuf>> {
     if let Some(blocker) = file_in_the_way(dir) {
         return Err(Error::UnderFile { path: dir.to_owned(), blocker, flag: flag.to_owned() });
     }
+    let mut created = None;
     if !dir.is_dir() {
+        created = dir.ancestors().take_while(|a| !a.as_os_str().is_empty() && !a.exists()).last().map(Path::to_owned);
         if !create {
             return Err(Error::NotFound {
                 path: dir.to_owned(),
@@ -44,20 +46,16 @@ pub fn prepare_dir(dir: &Path, flag: &str, create: bool) -> Result<()> {
         err,
     })?;
     let _ = std::fs::remove_file(&probe);
-    Ok(())
+    Ok(created)
 }
 
 /// Makes sure the directory that will hold the file `path` exists and is writable (see [`prepare_dir`]).
 pub fn prepare_file(path: &Path, flag: &str) -> Result<()> {
     if path.is_dir() {
-        return Err(Error::NotWritable {
-            path: path.to_owned(),
-            flag: flag.to_owned(),
-            err: std::io::Error::other("it is a directory; give a file name"),
-        });
+        return Err(Error::IsADirectory { path: path.to_owned(), flag: flag.to_owned() });
     }
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    prepare_dir(parent, flag, true)
+    prepare_dir(parent, flag, true).map(drop)
 }
 
 /// Fails when the file system of `dir` has less than `need_bytes` free.
@@ -89,7 +87,9 @@ mod tests {
         assert!(e.contains("--run"), "{e}");
         let e = prepare_dir(&t.path().join("missing"), "--run", false).unwrap_err().to_string();
         assert!(e.contains("does not exist"), "{e}");
-        prepare_dir(&t.path().join("new/deep"), "--run", true).unwrap();
+        let top = prepare_dir(&t.path().join("new/deep"), "--run", true).unwrap();
+        assert_eq!(top, Some(t.path().join("new")));
+        assert_eq!(prepare_dir(&t.path().join("new/deep"), "--run", true).unwrap(), None);
         assert_eq!(std::fs::read_dir(t.path().join("new/deep")).unwrap().count(), 0, "the probe is removed");
         let e = check_space(t.path(), "--run", u64::MAX).unwrap_err().to_string();
         assert!(e.contains("MiB free"), "{e}");

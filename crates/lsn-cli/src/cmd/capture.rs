@@ -130,23 +130,24 @@ pub const FEW_BATCHES: u64 = 8;
 
 pub fn run(args: Args) -> Result<()> {
     let home = args.cache.home();
-    let langs = Lang::parse_list(&args.lang)?;
-    anyhow::ensure!(!langs.is_empty(), "--lang names no language");
+    let langs = crate::cmd::parse_langs(&args.lang, "--lang")?;
     let shard = args.shard.as_deref().map(Shard::parse).transpose()?.unwrap_or(Shard::WHOLE);
     let corpora: Vec<&str> = args.corpus.split(',').map(str::trim).filter(|s| !s.is_empty() && *s != "none").collect();
     if let Some(bad) = corpora.iter().find(|c| !["flores", "tico"].contains(c)) {
         anyhow::bail!("unknown corpus {bad:?} in --corpus: use flores, tico or none");
     }
-    let mut texts = Vec::new();
+    let mut texts: Vec<(Lang, PathBuf)> = Vec::new();
     for t in &args.text {
         let (l, p) = t.split_once('=').with_context(|| format!("--text {t:?} is not LANG=PATH"))?;
-        let lang = Lang::parse(l.trim())?;
+        let entry = (Lang::parse(l.trim())?, PathBuf::from(p));
+        let lang = entry.0;
         anyhow::ensure!(
             langs.contains(&lang),
             "--text {t} gives text for {lang}, which is not in --lang {}: add {lang} to --lang, or drop this --text",
             args.lang
         );
-        texts.push((lang, PathBuf::from(p)));
+        anyhow::ensure!(!texts.contains(&entry), "--text {t} is given twice: its documents would count twice");
+        texts.push(entry);
     }
     let data_dir = if corpora.is_empty() { None } else { Some(resolve_data_dir(args.data_dir.as_deref())?) };
 
@@ -164,13 +165,23 @@ pub fn run(args: Args) -> Result<()> {
         files.config().display(),
         cfg.max_position_embeddings
     );
+    backends::by_name(&args.on.backend, &home)?;
     let need = stats_bytes(cfg.num_layers, cfg.intermediate_size) * langs.len() as u64;
-    let mut run =
-        RunDir::open(&args.run, &OpenOptions { flag: "--run", create: true, subdirs: &["stats"], need_bytes: need })?;
+    let opts = OpenOptions { flag: "--run", create: true, subdirs: &["stats"], need_bytes: need };
+    let mut run = RunDir::open(&args.run, &opts)?;
+    let stats_dir = run.path("stats");
+    for lang in &langs {
+        let out = if shard.count == 1 {
+            lsn_capture::final_path(&stats_dir, lang.code())
+        } else {
+            lsn_capture::shard_path(&stats_dir, lang.code(), shard)
+        };
+        for p in [out.clone(), out.with_extension("json"), lsn_capture::partial_path(&out)] {
+            anyhow::ensure!(!p.is_dir(), "{} is a directory, where capture writes a file: remove it", p.display());
+        }
+    }
     let ckpt = lsn_weights::open_checkpoint(&dir)?;
     let tokenizer = Tokenizer::from_file(&files.tokenizer())?;
-    let identity = assets::identity(&home, &ckpt, &files.tokenizer())?;
-    run.bind_model(&args.model, &identity)?;
     tokenizer.check_model_vocab(cfg.vocab_size)?;
 
     let opts = PackOptions { row_len: args.row_len, max_tokens: args.max_tokens, seed: args.seed };
@@ -195,6 +206,13 @@ pub fn run(args: Args) -> Result<()> {
             );
         }
         let batches = (p.rows as u64).div_ceil(args.batch_rows as u64);
+        anyhow::ensure!(
+            u64::from(shard.count) <= batches,
+            "--shard {}/{} splits {lang}'s {batches} batches into more shards than batches: use at most {batches} \
+             shards (or more text, or a smaller --batch-rows)",
+            shard.index,
+            shard.count
+        );
         if batches < FEW_BATCHES {
             eprintln!(
                 "warning: {lang}: {} rows make only {batches} batch(es) of {} rows; pass 2's thresholds are the mean of \
@@ -207,8 +225,10 @@ pub fn run(args: Args) -> Result<()> {
         }
         packed.push(p);
     }
+    // Only a model that passed every check is bound to the run.
+    let identity = assets::identity(&home, &ckpt, &files.tokenizer())?;
+    run.bind_model(&args.model, &identity)?;
     let (backend, mut model) = args.on.load(&home, &files)?;
-    let stats_dir = run.path("stats");
     for p in &packed {
         let lang = p.lang.code().to_owned();
         let data = serde_json::json!({
@@ -240,6 +260,10 @@ pub fn run(args: Args) -> Result<()> {
         let secs = t0.elapsed().as_secs_f64();
         let rate = if bar.tokens > 0 { format!(", {:.0} tokens/s", bar.tokens as f64 / secs) } else { String::new() };
         let (what, state) = match &outcome {
+            Outcome::AlreadyDone(_) if shard.count > 1 => (
+                "this shard's pass is already done: run `lsn merge` (after pass 1, then this command again for pass 2)",
+                "shard done",
+            ),
             Outcome::AlreadyDone(_) => ("already complete", "complete"),
             Outcome::Complete(_) => ("complete", "complete"),
             Outcome::ShardPass1(_) => {

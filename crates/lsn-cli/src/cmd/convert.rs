@@ -23,6 +23,16 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if args.out.exists() && !args.out.is_dir() {
+        anyhow::bail!("--out {} is a file: give the path of a directory to write", args.out.display());
+    }
+    let busy = std::fs::read_dir(&args.out).map(|mut d| d.next().is_some()).unwrap_or(false);
+    if busy && !args.force {
+        anyhow::bail!(
+            "--out {} exists and is not empty: choose another --out, remove it, or pass --force to replace it",
+            args.out.display()
+        );
+    }
     let opts = lsn_weights::ConvertOptions { tokenizer_json: args.tokenizer, overwrite: args.force };
     let report = lsn_weights::convert_gguf(&args.gguf, &args.out, &opts)
         .with_context(|| format!("converting {}", args.gguf.display()))?;

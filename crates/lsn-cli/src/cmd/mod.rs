@@ -18,3 +18,13 @@ pub fn at_least_one(s: &str) -> Result<usize, String> {
         Err(e) => Err(format!("{s:?} is not a whole number ({e})")),
     }
 }
+
+/// Parses a comma-separated language list given to `flag`, refusing an empty list and a language given twice.
+pub fn parse_langs(list: &str, flag: &str) -> anyhow::Result<Vec<lsn_core::Lang>> {
+    let langs = lsn_core::Lang::parse_list(list)?;
+    anyhow::ensure!(!langs.is_empty(), "{flag} names no language");
+    for (k, l) in langs.iter().enumerate() {
+        anyhow::ensure!(!langs[..k].contains(l), "{flag} {list} names {l} twice: list each language once");
+    }
+    Ok(langs)
+}

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use lsn_core::{Lang, ModelFiles};
+use lsn_core::ModelFiles;
 use lsn_data::{Corpus, Tokenizer, read_sentences, resolve_data_dir};
 
 use crate::{assets, backends};
@@ -50,8 +50,7 @@ pub fn run(args: Args) -> Result<()> {
         "tico" => Corpus::Tico,
         other => anyhow::bail!("unknown corpus {other:?}: use flores or tico"),
     };
-    let langs = Lang::parse_list(&args.lang)?;
-    anyhow::ensure!(!langs.is_empty(), "--lang names no language");
+    let langs = crate::cmd::parse_langs(&args.lang, "--lang")?;
     let data_dir = resolve_data_dir(args.data_dir.as_deref())?;
     // Read every language's text before the (slow) model load, so bad input fails fast.
     let mut texts = Vec::new();

@@ -21,7 +21,7 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// List the presets.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["preset", "out"])]
     pub list: bool,
 }
 
@@ -40,6 +40,12 @@ pub fn run(args: Args) -> Result<()> {
     let Some((_, cfg)) = presets.iter().find(|(n, _)| *n == name) else {
         bail!("unknown preset {name:?} (known: {})", presets.iter().map(|p| p.0).collect::<Vec<_>>().join(", "));
     };
+    if out.exists() && !out.is_dir() {
+        bail!("--out {} is a file: give the path of a new directory", out.display());
+    }
+    if std::fs::read_dir(&out).map(|mut d| d.next().is_some()).unwrap_or(false) {
+        bail!("--out {} exists and is not empty: give the path of a new (or empty) directory", out.display());
+    }
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         lsn_run::prepare_dir(parent, "--out", true)?;
     }

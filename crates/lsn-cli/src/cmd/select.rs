@@ -34,18 +34,18 @@ pub struct Args {
     /// Name of this language set: outputs go to RUN/neurons/SET/ (e.g. set1; letters, digits, '-', '_', '.').
     #[arg(long, value_parser = parse_set)]
     pub set: Option<String>,
-    /// Override LAPE's top_rate (mondal 0.01, tang 0.05).
+    /// LAPE: fraction of all neurons kept as candidates, in (0, 1] [default: the preset's, mondal 0.01, tang 0.05].
     #[arg(long)]
     pub top_rate: Option<f64>,
-    /// ActProb-90p: fraction of all neurons selected per language.
-    #[arg(long, default_value_t = lsn_select::ACT_PROB_RATE)]
-    pub act_prob_rate: f64,
-    /// Random control: neurons per layer.
-    #[arg(long, default_value_t = lsn_select::RANDOM_PER_LAYER)]
-    pub random_per_layer: usize,
-    /// Random control: seed.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// ActProb-90p: fraction of all neurons selected per language, in (0, 1] [default: 0.00125, the paper's].
+    #[arg(long)]
+    pub act_prob_rate: Option<f64>,
+    /// Random control: neurons per layer [default: 10].
+    #[arg(long, value_parser = crate::cmd::at_least_one)]
+    pub random_per_layer: Option<usize>,
+    /// Random control: seed [default: 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
 }
 
 const METHODS: [&str; 4] = ["lape-mondal", "lape-tang", "act-prob-90p", "random"];
@@ -66,8 +66,9 @@ fn parse_set(s: &str) -> Result<String, String> {
     }
 }
 
-/// The statistics of `langs`, each checked to belong to the run's model.
-fn load(run: &mut RunDir, langs: &[Lang]) -> Result<Vec<StatsFile>> {
+/// The statistics of `langs`, each checked to belong to the run's model; and a warning when they were computed by
+/// different backends (equal up to float rounding, which can move a neuron across a cut).
+fn load(run: &mut RunDir, langs: &[Lang]) -> Result<(Vec<StatsFile>, Option<String>)> {
     let dir = run.path("stats");
     let mut files: Vec<StatsFile> = Vec::new();
     for lang in langs {
@@ -106,7 +107,17 @@ fn load(run: &mut RunDir, langs: &[Lang]) -> Result<Vec<StatsFile>> {
         }
         files.push(f);
     }
-    Ok(files)
+    let mut backends: Vec<String> = files.iter().map(|f| f.meta.provenance.backend.clone()).collect();
+    backends.sort();
+    backends.dedup();
+    let mixed = (backends.len() > 1).then(|| {
+        format!(
+            "the languages' statistics were computed by different backends ({}): equal up to float rounding, which \
+             can move a neuron across a cut",
+            backends.join(", ")
+        )
+    });
+    Ok((files, mixed))
 }
 
 /// ActProb-90p's thresholds are pass 1's batch quantiles averaged over batches: with one batch, pass 2 counts the
@@ -158,13 +169,50 @@ fn by_lang(files: &[StatsFile]) -> Vec<(&str, &lsn_core::ActivationStats)> {
     files.iter().map(|f| (f.meta.lang.as_str(), &f.stats)).collect()
 }
 
+/// A rate flag's value: a fraction in (0, 1].
+fn rate(flag: &str, v: Option<f64>) -> Result<Option<f64>> {
+    if let Some(r) = v {
+        ensure!(
+            r > 0.0 && r <= 1.0,
+            "{flag} {r} is not a fraction in (0, 1]: e.g. {flag} 0.01 selects 1% of all neurons"
+        );
+    }
+    Ok(v)
+}
+
 pub fn run(args: Args) -> Result<()> {
-    let langs = Lang::parse_list(&args.lang)?;
-    ensure!(!langs.is_empty(), "--lang names no language");
-    let methods: Vec<&str> =
-        if args.method == "all" { METHODS.to_vec() } else { args.method.split(',').map(str::trim).collect() };
-    if let Some(bad) = methods.iter().find(|m| !METHODS.contains(m)) {
-        bail!("unknown method {bad:?}: use {} or all", METHODS.join(", "));
+    let langs = crate::cmd::parse_langs(&args.lang, "--lang")?;
+    let methods: Vec<&str> = if args.method.trim() == "all" {
+        METHODS.to_vec()
+    } else {
+        args.method.split(',').map(str::trim).filter(|m| !m.is_empty()).collect()
+    };
+    ensure!(!methods.is_empty(), "--method names no method: use {} or all", METHODS.join(", "));
+    for (k, m) in methods.iter().enumerate() {
+        if *m == "all" {
+            bail!("--method {}: `all` cannot be combined with other methods; give all, or a list", args.method);
+        }
+        if !METHODS.contains(m) {
+            bail!("unknown method {m:?} in --method: use {} or all", METHODS.join(", "));
+        }
+        ensure!(!methods[..k].contains(m), "--method {} names {m} twice", args.method);
+    }
+    let uses = |prefix: &str| methods.iter().any(|m| m.starts_with(prefix));
+    for (given, flag, prefix) in [
+        (args.top_rate.is_some(), "--top-rate", "lape"),
+        (args.act_prob_rate.is_some(), "--act-prob-rate", "act-prob"),
+        (args.random_per_layer.is_some(), "--random-per-layer", "random"),
+        (args.seed.is_some(), "--seed", "random"),
+    ] {
+        ensure!(!given || uses(prefix), "{flag} is given but no chosen method uses it (--method {})", args.method);
+    }
+    let top_rate = rate("--top-rate", args.top_rate)?;
+    let act_prob_rate = rate("--act-prob-rate", args.act_prob_rate)?.unwrap_or(lsn_select::ACT_PROB_RATE);
+    if args.run.exists() && !args.run.is_dir() {
+        bail!(
+            "--run {} is a file, not a run directory: give the directory `lsn capture --run` wrote",
+            args.run.display()
+        );
     }
     if !args.run.is_dir() {
         bail!(
@@ -182,29 +230,46 @@ pub fn run(args: Args) -> Result<()> {
     let subdirs = [sub.as_str()];
     let mut run =
         RunDir::open(&args.run, &OpenOptions { flag: "--run", create: false, subdirs: &subdirs, need_bytes: 0 })?;
-    let files = load(&mut run, &langs)?;
+    let (files, mixed) = load(&mut run, &langs)?;
     let out_dir = run.path(&sub);
     for method in methods {
-        let sel: Selection = match method {
+        let (mut sel, flag): (Selection, &str) = match method {
             "lape-mondal" | "lape-tang" => {
                 let preset = if method == "lape-mondal" { LapePreset::Mondal } else { LapePreset::Tang };
                 let mut p = LapeParams::new(preset);
-                if let Some(t) = args.top_rate {
+                if let Some(t) = top_rate {
                     p.top_rate = t;
                 }
-                lsn_select::lape(&lape_table(&files)?, &p)?
+                (lsn_select::lape(&lape_table(&files)?, &p)?, "--top-rate")
             }
             "act-prob-90p" => {
                 let few = batch_warnings(&files)?;
-                let mut sel = lsn_select::act_prob(&act_prob_table(&files)?, args.act_prob_rate)?;
+                let mut sel = lsn_select::act_prob(&act_prob_table(&files)?, act_prob_rate)?;
                 sel.warnings.splice(0..0, few);
-                sel
+                (sel, "--act-prob-rate")
             }
             _ => {
                 let m = &files[0].meta;
-                lsn_select::random(m.layers, m.intermediate, args.random_per_layer, args.seed)?
+                let per_layer = args.random_per_layer.unwrap_or(lsn_select::RANDOM_PER_LAYER);
+                (lsn_select::random(m.layers, m.intermediate, per_layer, args.seed.unwrap_or(0))?, "--random-per-layer")
             }
         };
+        ensure!(
+            sel.m > 0,
+            "{method} would select no neuron: m rounds to 0 for this model ({} layers × {}); raise {flag}",
+            sel.layers,
+            sel.intermediate
+        );
+        sel.warnings.extend(mixed.iter().cloned());
+        let series: Vec<plot::LayerCounts> = sel
+            .languages
+            .iter()
+            .map(|l| plot::LayerCounts { lang: l.clone(), per_layer: sel.per_layer[l].clone() })
+            .collect();
+        let title =
+            format!("{}: {method} neurons per layer ({})", files[0].meta.provenance.model, sel.languages.join(" "));
+        // The plots first: a failure there leaves the previous selection file and the manifest as they were.
+        let plots = plot::neurons_per_layer(&title, &series, &out_dir.join(format!("{method}.layers")))?;
         let json = out_dir.join(format!("{method}.json"));
         fsutil::write_atomic(&json, &serde_json::to_vec_pretty(&sel)?)?;
         let inputs: Vec<serde_json::Value> = files
@@ -218,14 +283,6 @@ pub fn run(args: Args) -> Result<()> {
         let rel = json.strip_prefix(run.root()).unwrap_or(&json).display().to_string();
         let key = format!("select/{}{method}", args.set.as_deref().map(|s| format!("{s}/")).unwrap_or_default());
         run.record(&key, StageRecord::new(config, vec![rel], "complete"))?;
-        let series: Vec<plot::LayerCounts> = sel
-            .languages
-            .iter()
-            .map(|l| plot::LayerCounts { lang: l.clone(), per_layer: sel.per_layer[l].clone() })
-            .collect();
-        let title =
-            format!("{}: {method} neurons per layer ({})", files[0].meta.provenance.model, sel.languages.join(" "));
-        let plots = plot::neurons_per_layer(&title, &series, &out_dir.join(format!("{method}.layers")))?;
         println!(
             "{method}: m = {}, {} candidates → {} (plot {}{})",
             sel.m,
