@@ -154,15 +154,25 @@ pub fn resolve_model(home: &Path, arg: &str) -> Result<PathBuf> {
     };
     let dir = model_dir(home, asset.name);
     if !dir.join(lsn_data::FETCH_MARKER).is_file() {
-        bail!("model {arg} is not fetched yet: run `lsn fetch-model {arg}` (it will be at {})", dir.display());
+        bail!(
+            "model {arg} is not fetched yet: run `lsn fetch-model {arg}{}` (it will be at {})",
+            home_flag(home),
+            dir.display()
+        );
     }
     verify_fetched(home, &dir).map_err(|why| {
         anyhow::anyhow!(
-            "the cached model {arg} at {} is damaged ({why}): run `lsn fetch-model {arg} --force`",
-            dir.display()
+            "the cached model {arg} at {} is damaged ({why}): run `lsn fetch-model {arg} --force{}`",
+            dir.display(),
+            home_flag(home)
         )
     })?;
     Ok(dir)
+}
+
+/// ` --home DIR` when `home` is not the default cache, for commands a message suggests.
+fn home_flag(home: &Path) -> String {
+    if home == lsn_data::cache_home() { String::new() } else { format!(" --home {}", home.display()) }
 }
 
 /// Where remembered file hashes live (see `lsn_core::sha256_file_memo`).

@@ -155,7 +155,8 @@ pub fn run(args: Args) -> Result<()> {
     // writability, free space), so a bad path or a busy run fails in the first second.
     let dir = assets::resolve_model(&home, &args.model)?;
     let files = ModelFiles::new(&dir);
-    let cfg = lsn_core::ModelConfig::from_file(&files.config())?;
+    let cfg = lsn_core::ModelConfig::from_file(&files.config())
+        .with_context(|| format!("{} (the model of --model {})", files.config().display(), args.model))?;
     anyhow::ensure!(
         args.row_len <= cfg.max_position_embeddings,
         "--row-len {} is longer than the model's max_position_embeddings ({} in {}): rows beyond the positions the \

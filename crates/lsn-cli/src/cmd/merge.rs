@@ -46,8 +46,11 @@ pub fn run(args: Args) -> Result<()> {
             run.check_input(&path, &f.meta.provenance.model, &f.meta.provenance.identity())?;
         }
         let r = lsn_capture::merge_language(&dir, &lang)?;
-        let missing =
-            if r.missing.is_empty() { String::new() } else { format!(" (missing: {})", r.missing.join(", ")) };
+        let missing = match r.missing.len() {
+            0 => String::new(),
+            n if n <= 6 => format!("; still needed: {}", r.missing.join(", ")),
+            n => format!("; {n} shards still needed, e.g. {} … {}", r.missing[..3].join(", "), r.missing[n - 1]),
+        };
         let state = match (r.pass, r.complete) {
             (1, true) => "pass 1 complete; now run pass 2 (the same `lsn capture --shard` commands again)".to_owned(),
             (1, false) => format!("pass 1 incomplete{missing}"),

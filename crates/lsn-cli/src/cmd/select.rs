@@ -74,6 +74,13 @@ fn load(run: &mut RunDir, langs: &[Lang]) -> Result<(Vec<StatsFile>, Option<Stri
     for lang in langs {
         let path = final_path(&dir, lang.code());
         ensure!(
+            path.is_file() || !lsn_capture::partial_path(&path).is_file(),
+            "the capture of {lang} in {} was interrupted ({} holds its checkpoint): run the same `lsn capture` \
+             command again to resume it",
+            run.root().display(),
+            lsn_capture::partial_path(&path).display()
+        );
+        ensure!(
             path.is_file(),
             "no statistics for {lang} at {}: run `lsn capture --lang {lang} --run {}` first",
             path.display(),
@@ -282,7 +289,16 @@ pub fn run(args: Args) -> Result<()> {
                                         "inputs": inputs});
         let rel = json.strip_prefix(run.root()).unwrap_or(&json).display().to_string();
         let key = format!("select/{}{method}", args.set.as_deref().map(|s| format!("{s}/")).unwrap_or_default());
-        run.record(&key, StageRecord::new(config, vec![rel], "complete"))?;
+        let record = StageRecord::new(config, vec![rel], "complete");
+        if let Some(old) = run.stage(&key).filter(|o| o.config_sha256 != record.config_sha256) {
+            eprintln!(
+                "note: {} replaces a {method} selection made with other settings (languages {}); give --set NAME to \
+                 keep both",
+                json.display(),
+                old.config["languages"]
+            );
+        }
+        run.record(&key, record)?;
         println!(
             "{method}: m = {}, {} candidates → {} (plot {}{})",
             sel.m,
