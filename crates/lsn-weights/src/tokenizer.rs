@@ -85,7 +85,21 @@ pub fn tokenizer_from_gguf(g: &Gguf) -> Result<Value> {
         .filter(|(_, ty)| **ty == CONTROL || **ty == USER_DEFINED)
         .map(|(id, ty)| added(id, tokens[id], *ty == CONTROL))
         .collect();
-    Ok(json!({
+    let decoder = json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true});
+    Ok(bpe_tokenizer(added_tokens, pre, post, decoder, false, vocab, json!(merges)))
+}
+
+/// A `tokenizer.json` with a BPE model (no normalizer).
+fn bpe_tokenizer(
+    added_tokens: Vec<Value>,
+    pre: Value,
+    post: Value,
+    decoder: Value,
+    byte_fallback: bool,
+    vocab: serde_json::Map<String, Value>,
+    merges: Value,
+) -> Value {
+    json!({
         "version": "1.0",
         "truncation": null,
         "padding": null,
@@ -93,11 +107,11 @@ pub fn tokenizer_from_gguf(g: &Gguf) -> Result<Value> {
         "normalizer": null,
         "pre_tokenizer": pre,
         "post_processor": post,
-        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "decoder": decoder,
         "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
-                  "vocab": vocab, "merges": merges}
-    }))
+                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": byte_fallback,
+                  "ignore_merges": false, "vocab": vocab, "merges": merges}
+    })
 }
 
 /// A byte-level `tokenizer.json` for a model with `cfg`'s vocabulary (at least 256 ids beside its special tokens):
@@ -148,19 +162,7 @@ pub fn byte_tokenizer(cfg: &lsn_core::ModelConfig) -> Result<Value> {
         Some(bos) => bos_template("<bos>", u64::from(bos)),
         None => Value::Null,
     };
-    Ok(json!({
-        "version": "1.0",
-        "truncation": null,
-        "padding": null,
-        "added_tokens": added_tokens,
-        "normalizer": null,
-        "pre_tokenizer": null,
-        "post_processor": post,
-        "decoder": {"type": "ByteFallback"},
-        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": true, "ignore_merges": false,
-                  "vocab": vocab, "merges": []}
-    }))
+    Ok(bpe_tokenizer(added_tokens, Value::Null, post, json!({"type": "ByteFallback"}), true, vocab, json!([])))
 }
 
 /// Id → token of a `tokenizer.json`'s model vocabulary, and id → token of its added tokens.
