@@ -120,6 +120,18 @@ pub fn merge_language(dir: &Path, lang: &str) -> Result<MergeReport> {
         })
         .collect();
     let out = final_path(dir, lang);
+    // A complete result is never replaced by a different merge (stray shards of an abandoned attempt).
+    if out.is_file() {
+        let existing = StatsFile::read(&out)?;
+        if existing.meta.pass2_complete() && existing.to_bytes()? != merged.to_bytes()? {
+            return Err(Error::Merge(format!(
+                "{} is already complete, and these shard files would replace it with other statistics: {}; they \
+                 are left over from another attempt: delete them (or move the complete file away to merge them)",
+                out.display(),
+                chosen.iter().map(|&k| name(&shards[k].0)).collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
     merged.write(&out)?;
     Ok(MergeReport { out, shards: shards.into_iter().map(|(p, _)| p).collect(), pass, complete, missing })
 }

@@ -165,7 +165,18 @@ pub fn capture(model: &mut dyn Model, spec: &CaptureSpec, dir: &Path, progress: 
     let (target_pass2, base) = if whole {
         (true, fresh())
     } else {
-        match read_if_same(&final_path(dir, &spec.lang), &fresh_meta)?.filter(|f| f.meta.pass1_complete()) {
+        let merged = read_if_same(&final_path(dir, &spec.lang), &fresh_meta)?;
+        // A language already complete needs no shard: running one would only make a shard that `merge` refuses.
+        if merged.as_ref().is_some_and(|m| m.meta.pass2_complete()) {
+            return Ok(Outcome::AlreadyDone(final_path(dir, &spec.lang)));
+        }
+        // Sibling shards of this split must be of the same capture, or `merge` would refuse them after the compute.
+        for (path, (_, count)) in crate::merge::shard_files(dir, &spec.lang)? {
+            if count == spec.shard.count && path != out {
+                read_if_same(&path, &fresh_meta)?;
+            }
+        }
+        match merged.filter(|f| f.meta.pass1_complete()) {
             Some(merged) => {
                 let mut base = merged;
                 base.meta.pass2 = Coverage::default();
@@ -206,7 +217,11 @@ pub fn capture(model: &mut dyn Model, spec: &CaptureSpec, dir: &Path, progress: 
         }
         Ok(_) => base,
         Err(e) => {
-            tracing::warn!("ignoring unusable checkpoint {}: {e}", job.partial.display());
+            let why = match StatsFile::read(&job.partial) {
+                Ok(p) => format!("it is of another capture (differs in {})", p.meta.difference(&fresh_meta)),
+                Err(_) => e.to_string(),
+            };
+            tracing::warn!("discarding the checkpoint {}: {why}; starting over", job.partial.display());
             base
         }
     };

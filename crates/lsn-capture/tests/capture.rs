@@ -75,7 +75,21 @@ fn shards_merge_into_the_unsharded_bytes() {
         let r = merge_language(d.path(), "xx").unwrap();
         assert!(r.complete && r.pass == 2);
         assert!(bytes(&r.out) == reference, "{n} shards merged differ from one pass");
+        // Merging again is harmless; a shard asked for again is already done.
+        merge_language(d.path(), "xx").unwrap();
+        let o = capture(model.as_mut(), &spec(&ids, Shard { index: 0, count: n }), d.path(), &mut NoProgress);
+        assert!(matches!(o.unwrap(), Outcome::AlreadyDone(_)));
     }
+    // A stray pass-1 shard of an abandoned split does not replace a complete result.
+    let o = capture(model.as_mut(), &spec(&ids, Shard { index: 0, count: 2 }), whole.path(), &mut NoProgress);
+    assert!(matches!(o.unwrap(), Outcome::AlreadyDone(_)));
+    let other = tempfile::tempdir().unwrap();
+    capture(model.as_mut(), &spec(&ids, Shard { index: 0, count: 2 }), other.path(), &mut NoProgress).unwrap();
+    let name = "xx.shard-0-of-2.safetensors";
+    std::fs::copy(other.path().join(name), whole.path().join(name)).unwrap();
+    let e = merge_language(whole.path(), "xx").unwrap_err().to_string();
+    assert!(e.contains("already complete") && e.contains("xx.shard-0-of-2.safetensors"), "{e}");
+    assert!(bytes(&whole.path().join("xx.safetensors")) == reference);
 }
 
 /// Fails every forward pass after the first `left`.

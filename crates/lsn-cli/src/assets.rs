@@ -101,7 +101,7 @@ pub fn model(name: &str) -> Result<&'static ModelAsset> {
 pub struct HomeArg {
     /// Cache directory for fetched models, ONNX exports and remembered file hashes [default: $LSN_HOME, else
     /// $XDG_CACHE_HOME/lsn, else ~/.cache/lsn].
-    #[arg(long = "home", env = "LSN_HOME", value_name = "DIR")]
+    #[arg(long = "home", value_name = "DIR")]
     pub home: Option<PathBuf>,
 }
 

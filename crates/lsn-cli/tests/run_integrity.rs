@@ -179,7 +179,7 @@ fn every_given_argument_is_used_or_refused() {
         fails_with(&["ppl", "--model", s(&model), "--lang", "en", flag, "0"], &[flag]);
     }
     fails_with(&strs(&capture_args(&model, "en,en", &en, &run_dir, &[])), &["--lang en,en names en twice"]);
-    fails_with(&strs(&capture_args(&model, "en", &en, &run_dir, &[("--text", &en)])), &["is given twice"]);
+    fails_with(&strs(&capture_args(&model, "en", &en, &run_dir, &[("--text", &en)])), &["are the same file"]);
     // A failed first capture leaves no run directory behind.
     let empty = t.path().join("empty.txt");
     std::fs::write(&empty, "\n").unwrap();
@@ -328,4 +328,32 @@ fn statistics_of_different_context_lengths_are_not_compared() {
         &["select", "--run", s(&run_dir), "--lang", "en,fr", "--method", "lape-tang"],
         &["rows of 16 tokens", "rows of 32", "--row-len 16"],
     );
+}
+
+#[test]
+fn inputs_are_neither_destroyed_nor_counted_twice() {
+    let t = tempfile::tempdir().unwrap();
+    // convert --force into the directory that holds its own input.
+    let gx = t.path().join("gx");
+    std::fs::create_dir(&gx).unwrap();
+    std::fs::write(gx.join("in.gguf"), "GGUF not really").unwrap();
+    fails_with(&["convert", s(&gx.join("in.gguf")), "--out", s(&gx), "--force"], &["holds the GGUF", "another --out"]);
+    assert!(gx.join("in.gguf").is_file());
+    // One text file under two spellings.
+    let model = random_model(t.path(), "m", "tiny-llama", 1);
+    let text = text_file(t.path(), "en.txt", 40);
+    std::os::unix::fs::symlink(&text, t.path().join("link.txt")).unwrap();
+    let run_dir = t.path().join("r");
+    let twice = format!("en={}", t.path().join("link.txt").display());
+    let a = capture_args(&model, "en", &format!("en={}", text.display()), &run_dir, &[("--text", &twice)]);
+    fails_with(&strs(&a), &["are the same file", "count twice"]);
+    // select checks every output path before it computes anything.
+    ok(&strs(&capture_args(&model, "en", &format!("en={}", text.display()), &run_dir, &[])));
+    std::fs::create_dir_all(run_dir.join("neurons/random.layers.png")).unwrap();
+    fails_with(
+        &["select", "--run", s(&run_dir), "--lang", "en", "--method", "random"],
+        &["random.layers.png is a directory"],
+    );
+    let left: Vec<_> = std::fs::read_dir(run_dir.join("neurons")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left.len(), 1, "{left:?}");
 }

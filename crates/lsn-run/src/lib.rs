@@ -128,6 +128,21 @@ impl RunDir {
         Ok(())
     }
 
+    /// Checks, without binding anything, that `identity` may join this run (see [`RunDir::bind_model`]).
+    pub fn check_model(&self, name: &str, identity: &ModelIdentity) -> Result<()> {
+        match &self.manifest.model {
+            Some(m) if !m.identity.same_model(identity) && !self.manifest.stages.is_empty() => {
+                Err(Error::ModelMismatch {
+                    path: self.root.clone(),
+                    had: m.name.clone(),
+                    want: name.to_owned(),
+                    diff: m.identity.difference(identity),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Checks that statistics or other inputs made with `identity` (as recorded in the file `what`) belong to this
     /// run's model; the first input binds a run that has none yet.
     pub fn check_input(&mut self, what: &Path, name: &str, identity: &ModelIdentity) -> Result<()> {

@@ -24,6 +24,11 @@ pub struct Holder {
 }
 
 impl Holder {
+    /// How long ago it took the lock, for people (`42 s`, `3 min`, `2 h`).
+    pub fn age(&self) -> String {
+        age(self.since)
+    }
+
     fn me() -> Holder {
         let mut command: String = std::env::args().collect::<Vec<_>>().join(" ");
         if command.len() > 300 {
@@ -88,13 +93,7 @@ impl Lock {
         // Locked now: whatever record is inside was left by a process that died holding the lock.
         let took_over = read_holder(&mut file).filter(|h| h.pid != std::process::id());
         if let Some(h) = &took_over {
-            tracing::warn!(
-                "took over the lock of {}: it was held by pid {} (`{}`, {} ago), which is no longer running",
-                dir.display(),
-                h.pid,
-                h.command,
-                age(h.since)
-            );
+            tracing::info!("took over the lock of {}: pid {} is no longer running", dir.display(), h.pid);
         }
         let me = serde_json::to_vec(&Holder::me()).unwrap_or_default();
         (|| -> std::io::Result<()> {

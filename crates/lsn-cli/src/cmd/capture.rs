@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use lsn_capture::{CaptureSpec, Outcome, Provenance, Shard};
 use lsn_core::{Lang, ModelFiles};
 use lsn_data::{PackOptions, Source, Tokenizer, default_sources, pack_language, resolve_data_dir};
-use lsn_run::{OpenOptions, RunDir, StageRecord};
+use lsn_run::{OpenOptions, StageRecord};
 
 use crate::{assets, backends};
 
@@ -146,10 +146,32 @@ pub fn run(args: Args) -> Result<()> {
             "--text {t} gives text for {lang}, which is not in --lang {}: add {lang} to --lang, or drop this --text",
             args.lang
         );
-        anyhow::ensure!(!texts.contains(&entry), "--text {t} is given twice: its documents would count twice");
         texts.push(entry);
     }
     let data_dir = if corpora.is_empty() { None } else { Some(resolve_data_dir(args.data_dir.as_deref())?) };
+    // One file read twice (under two spellings, or a corpus file also given as --text) would count its documents
+    // twice.
+    for &lang in &langs {
+        let mut seen: Vec<(PathBuf, String)> = Vec::new();
+        for src in sources_for(lang, &corpora, &texts, data_dir.as_deref()) {
+            let (path, what) = match &src {
+                Source::Text(p) => (p.clone(), format!("--text {lang}={}", p.display())),
+                s => {
+                    let corpus = if *s == Source::Flores { lsn_data::Corpus::Flores } else { lsn_data::Corpus::Tico };
+                    let d = data_dir.as_deref().unwrap_or(Path::new("."));
+                    (corpus.path(d, lang), format!("the {} corpus", s.name()))
+                }
+            };
+            let key = std::fs::canonicalize(&path).unwrap_or(path);
+            if let Some((_, first)) = seen.iter().find(|(k, _)| *k == key) {
+                anyhow::bail!(
+                    "{what} and {first} are the same file ({}): its documents would count twice",
+                    key.display()
+                );
+            }
+            seen.push((key, what));
+        }
+    }
 
     // Checks that need no compute come first: the model directory and its config, then the run directory (lock,
     // writability, free space), so a bad path or a busy run fails in the first second.
@@ -169,7 +191,7 @@ pub fn run(args: Args) -> Result<()> {
     backends::by_name(&args.on.backend, &home)?;
     let need = stats_bytes(cfg.num_layers, cfg.intermediate_size) * langs.len() as u64;
     let opts = OpenOptions { flag: "--run", create: true, subdirs: &["stats"], need_bytes: need };
-    let mut run = RunDir::open(&args.run, &opts)?;
+    let mut run = crate::cmd::open_run(&args.run, &opts)?;
     let stats_dir = run.path("stats");
     for lang in &langs {
         let out = if shard.count == 1 {
@@ -226,10 +248,23 @@ pub fn run(args: Args) -> Result<()> {
         }
         packed.push(p);
     }
-    // Only a model that passed every check is bound to the run.
     let identity = assets::identity(&home, &ckpt, &files.tokenizer())?;
-    run.bind_model(&args.model, &identity)?;
+    run.check_model(&args.model, &identity)?;
     let (backend, mut model) = args.on.load(&home, &files)?;
+    // Only a model that passed every check and loaded is bound to the run.
+    run.bind_model(&args.model, &identity)?;
+    for (key, rec) in run.manifest().stages.iter().filter(|(k, _)| k.starts_with("capture/")) {
+        let (row_len, other_backend) = (&rec.config["data"]["row_len"], &rec.config["backend"]);
+        if *row_len != serde_json::json!(args.row_len) || *other_backend != serde_json::json!(backend.name()) {
+            eprintln!(
+                "warning: {key} in this run used --row-len {row_len} on backend {other_backend}, this capture \
+                 --row-len {} on {}: `lsn select` refuses to compare different row lengths",
+                args.row_len,
+                backend.name()
+            );
+            break;
+        }
+    }
     for p in &packed {
         let lang = p.lang.code().to_owned();
         let data = serde_json::json!({

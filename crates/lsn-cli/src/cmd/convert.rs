@@ -26,6 +26,21 @@ pub fn run(args: Args) -> Result<()> {
     if args.out.exists() && !args.out.is_dir() {
         anyhow::bail!("--out {} is a file: give the path of a directory to write", args.out.display());
     }
+    if let Some(t) = &args.tokenizer {
+        anyhow::ensure!(t.is_file(), "--tokenizer {}: not a file; give the path of a tokenizer.json", t.display());
+    }
+    // --force replaces --out: never when it holds an input of this very command.
+    if let Ok(out) = std::fs::canonicalize(&args.out) {
+        for (flag, input) in [("the GGUF", Some(&args.gguf)), ("--tokenizer", args.tokenizer.as_ref())] {
+            if let Some(inside) = input.and_then(|i| std::fs::canonicalize(i).ok()).filter(|i| i.starts_with(&out)) {
+                anyhow::bail!(
+                    "--out {} holds {flag} {} that this command reads: choose another --out",
+                    args.out.display(),
+                    inside.display()
+                );
+            }
+        }
+    }
     let busy = std::fs::read_dir(&args.out).map(|mut d| d.next().is_some()).unwrap_or(false);
     if busy && !args.force {
         anyhow::bail!(

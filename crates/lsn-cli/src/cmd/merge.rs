@@ -4,8 +4,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use lsn_core::Lang;
-use lsn_run::{OpenOptions, RunDir, StageRecord};
+use lsn_run::{OpenOptions, StageRecord};
 
 /// Merge the shards written by `lsn capture --shard i/N` into RUN/stats/<lang>.safetensors.
 ///
@@ -25,10 +24,10 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let opts = OpenOptions { flag: "--run", create: false, subdirs: &["stats"], need_bytes: 64 << 20 };
-    let mut run = RunDir::open(&args.run, &opts)?;
+    let mut run = crate::cmd::open_run(&args.run, &opts)?;
     let dir = run.path("stats");
     let langs: Vec<String> = match &args.lang {
-        Some(l) => Lang::parse_list(l)?.iter().map(|l| l.code().to_owned()).collect(),
+        Some(l) => crate::cmd::parse_langs(l, "--lang")?.iter().map(|l| l.code().to_owned()).collect(),
         None => {
             let entries = std::fs::read_dir(&dir)
                 .with_context(|| format!("cannot read {} (run `lsn capture --shard i/N` first)", dir.display()))?;

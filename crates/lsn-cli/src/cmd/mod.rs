@@ -28,3 +28,18 @@ pub fn parse_langs(list: &str, flag: &str) -> anyhow::Result<Vec<lsn_core::Lang>
     }
     Ok(langs)
 }
+
+/// Opens (and locks) a run directory, saying so when it takes over the lock of a process that died.
+pub fn open_run(root: &std::path::Path, opts: &lsn_run::OpenOptions) -> anyhow::Result<lsn_run::RunDir> {
+    let run = lsn_run::RunDir::open(root, opts)?;
+    if let Some(h) = run.took_over() {
+        eprintln!(
+            "warning: took over the lock of {}: it was held by pid {} (`{}`, {} ago), which is no longer running",
+            root.display(),
+            h.pid,
+            h.command,
+            h.age()
+        );
+    }
+    Ok(run)
+}

@@ -21,7 +21,7 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// List the presets.
-    #[arg(long, conflicts_with_all = ["preset", "out"])]
+    #[arg(long, conflicts_with_all = ["preset", "out", "seed"])]
     pub list: bool,
 }
 

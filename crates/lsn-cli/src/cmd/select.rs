@@ -234,11 +234,23 @@ pub fn run(args: Args) -> Result<()> {
         Some(set) => format!("neurons/{set}"),
         None => "neurons".to_owned(),
     };
+    let out_dir = args.run.join(&sub);
+    if out_dir.exists() && !out_dir.is_dir() {
+        bail!("{} is a file, where select writes the set {sub}: choose another --set, or remove it", out_dir.display());
+    }
+    // Every output path of every method, before any is computed: a failure halfway would leave a partial set.
+    for method in &methods {
+        for ext in ["json", "layers.svg", "layers.png"] {
+            let p = out_dir.join(format!("{method}.{ext}"));
+            ensure!(!p.is_dir(), "{} is a directory, where select writes a file: remove it", p.display());
+        }
+    }
     let subdirs = [sub.as_str()];
-    let mut run =
-        RunDir::open(&args.run, &OpenOptions { flag: "--run", create: false, subdirs: &subdirs, need_bytes: 0 })?;
+    let mut run = crate::cmd::open_run(
+        &args.run,
+        &OpenOptions { flag: "--run", create: false, subdirs: &subdirs, need_bytes: 0 },
+    )?;
     let (files, mixed) = load(&mut run, &langs)?;
-    let out_dir = run.path(&sub);
     for method in methods {
         let (mut sel, flag): (Selection, &str) = match method {
             "lape-mondal" | "lape-tang" => {
