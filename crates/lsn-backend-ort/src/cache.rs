@@ -39,14 +39,16 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 }
 
 /// The content key of `ckpt`: sha256 over the exporter version, `config.json` and every shard's sha256. Shard hashes
-/// are remembered under `stat/` (lsn-core's `sha256_file_memo`), so an unchanged checkpoint is hashed once.
+/// are remembered (lsn-core's `sha256_file_memo`) in the cache directory's `hashes/`, beside this export cache
+/// (`<home>/onnx`), where the CLI remembers them too: an unchanged checkpoint is hashed once.
 fn content_key(ckpt: &Checkpoint, cache: &Path) -> Result<String> {
+    let memo = lsn_core::hash_memo_dir(cache.parent().unwrap_or(cache));
     let mut files = vec![ckpt.dir.join("config.json")];
     files.extend(ckpt.shards.iter().cloned());
     let mut h = Sha256::new();
     h.update(format!("lsn-onnx-export v{EXPORTER_VERSION}\n"));
     for f in &files {
-        let digest = lsn_core::sha256_file_memo(f, &cache.join("stat"))?;
+        let digest = lsn_core::sha256_file_memo(f, &memo)?;
         h.update(f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
         h.update(digest);
     }

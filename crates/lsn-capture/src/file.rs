@@ -166,14 +166,8 @@ impl StatsFile {
             |what: String| bad(format!("{what}: the file is damaged or was edited; delete it and capture again"));
         stats.check_possible().map_err(damaged)?;
         let covered_tokens = |c: &crate::Coverage| -> u64 {
-            c.0.iter()
-                .flat_map(|&[a, b]| a..b)
-                .map(|b| {
-                    let r0 = b * meta.batch_rows as u64;
-                    let r1 = ((b + 1) * meta.batch_rows as u64).min(meta.rows);
-                    r1.saturating_sub(r0) * meta.row_len as u64
-                })
-                .sum()
+            let rows = |&[a, b]: &[u64; 2]| crate::meta::batch_rows(meta.batch_rows, meta.rows, (a, b));
+            c.0.iter().map(rows).map(|(r0, r1)| r1.saturating_sub(r0) * meta.row_len as u64).sum()
         };
         if meta.pass1.0.iter().any(|&[a, b]| a >= b || b > meta.batches)
             || covered_tokens(&meta.pass1) != meta.tokens_pass1

@@ -49,6 +49,8 @@ pub struct MergeReport {
     /// Which pass the merged shards were of (1 or 2).
     pub pass: u8,
     pub complete: bool,
+    /// Where the merged statistics come from (model, tokenizer, weights, data).
+    pub provenance: crate::Provenance,
     /// The shards still needed for this pass, each with why: `en.shard-1-of-4.safetensors (absent)`, or `(no pass 2
     /// yet)` (empty when complete).
     pub missing: Vec<String>,
@@ -78,8 +80,8 @@ pub fn shard_files(dir: &Path, lang: &str) -> Result<Vec<(PathBuf, (u32, u32))>>
 /// Merges every `<lang>.shard-*-of-*.safetensors` in `dir` into `<lang>.safetensors`: the pass-2 shards if there
 /// are any (they each carry the merged pass 1), else the pass-1 shards. Shard files are kept, so merging again is
 /// idempotent. Shards of different splits (`-of-2` beside `-of-4`) are refused by name; shards still missing are
-/// named in the report.
-pub fn merge_language(dir: &Path, lang: &str) -> Result<MergeReport> {
+/// named in the report. With `model`, every shard must have been captured with that model (the run's).
+pub fn merge_language(dir: &Path, lang: &str, model: Option<&lsn_core::ModelIdentity>) -> Result<MergeReport> {
     let shards = shard_files(dir, lang)?;
     let Some(&(_, (_, count))) = shards.first() else {
         return Err(Error::Merge(format!(
@@ -98,6 +100,19 @@ pub fn merge_language(dir: &Path, lang: &str) -> Result<MergeReport> {
         )));
     }
     let files = shards.iter().map(|(p, _)| StatsFile::read(p)).collect::<Result<Vec<_>>>()?;
+    if let Some(want) = model {
+        for ((path, _), f) in shards.iter().zip(&files) {
+            let got = f.meta.provenance.identity();
+            if !got.same_model(want) {
+                return Err(Error::Merge(format!(
+                    "{} was captured with another model than the run's (they differ in {}): remove it, or capture \
+                     the shard again with the run's model",
+                    path.display(),
+                    want.difference(&got)
+                )));
+            }
+        }
+    }
     let with_pass2: Vec<usize> = (0..files.len()).filter(|&k| !files[k].meta.pass2.is_empty()).collect();
     let (pass, chosen): (u8, Vec<usize>) =
         if with_pass2.is_empty() { (1, (0..files.len()).collect()) } else { (2, with_pass2) };
@@ -133,5 +148,6 @@ pub fn merge_language(dir: &Path, lang: &str) -> Result<MergeReport> {
         }
     }
     merged.write(&out)?;
-    Ok(MergeReport { out, shards: shards.into_iter().map(|(p, _)| p).collect(), pass, complete, missing })
+    let provenance = merged.meta.provenance.clone();
+    Ok(MergeReport { out, shards: shards.into_iter().map(|(p, _)| p).collect(), pass, complete, provenance, missing })
 }

@@ -68,6 +68,12 @@ impl Shard {
     }
 }
 
+/// The rows `[r0, r1)` of batches `a..b` when `rows` rows are cut into batches of `batch_rows` (the last may be short).
+pub(crate) fn batch_rows(batch_rows: usize, rows: u64, (a, b): (u64, u64)) -> (u64, u64) {
+    let br = batch_rows as u64;
+    ((a * br).min(rows), (b * br).min(rows))
+}
+
 /// A set of batch indices as sorted, disjoint, non-adjacent half-open ranges.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Coverage(pub Vec<[u64; 2]>);

@@ -76,7 +76,7 @@ struct Job<'s, 'a> {
 
 impl Job<'_, '_> {
     fn batch(&self, b: u64) -> Result<TokenBatch> {
-        let (r0, r1) = (b * self.spec.batch_rows as u64, ((b + 1) * self.spec.batch_rows as u64).min(self.rows));
+        let (r0, r1) = crate::meta::batch_rows(self.spec.batch_rows, self.rows, (b, b + 1));
         let (a, z) = (r0 as usize * self.spec.row_len, r1 as usize * self.spec.row_len);
         Ok(TokenBatch::full((r1 - r0) as usize, self.spec.row_len, self.spec.ids[a..z].to_vec())?)
     }

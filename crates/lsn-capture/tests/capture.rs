@@ -66,17 +66,17 @@ fn shards_merge_into_the_unsharded_bytes() {
             let o = capture(model.as_mut(), &spec(&ids, Shard { index: i, count: n }), d.path(), &mut NoProgress);
             assert!(matches!(o.unwrap(), Outcome::ShardPass1(_)));
         }
-        let r = merge_language(d.path(), "xx").unwrap();
+        let r = merge_language(d.path(), "xx", None).unwrap();
         assert!(r.complete && r.pass == 1);
         for i in (0..n).rev() {
             let o = capture(model.as_mut(), &spec(&ids, Shard { index: i, count: n }), d.path(), &mut NoProgress);
             assert!(matches!(o.unwrap(), Outcome::ShardPass2(_)));
         }
-        let r = merge_language(d.path(), "xx").unwrap();
+        let r = merge_language(d.path(), "xx", None).unwrap();
         assert!(r.complete && r.pass == 2);
         assert!(bytes(&r.out) == reference, "{n} shards merged differ from one pass");
         // Merging again is harmless; a shard asked for again is already done.
-        merge_language(d.path(), "xx").unwrap();
+        merge_language(d.path(), "xx", None).unwrap();
         let o = capture(model.as_mut(), &spec(&ids, Shard { index: 0, count: n }), d.path(), &mut NoProgress);
         assert!(matches!(o.unwrap(), Outcome::AlreadyDone(_)));
     }
@@ -87,7 +87,7 @@ fn shards_merge_into_the_unsharded_bytes() {
     capture(model.as_mut(), &spec(&ids, Shard { index: 0, count: 2 }), other.path(), &mut NoProgress).unwrap();
     let name = "xx.shard-0-of-2.safetensors";
     std::fs::copy(other.path().join(name), whole.path().join(name)).unwrap();
-    let e = merge_language(whole.path(), "xx").unwrap_err().to_string();
+    let e = merge_language(whole.path(), "xx", None).unwrap_err().to_string();
     assert!(e.contains("already complete") && e.contains("xx.shard-0-of-2.safetensors"), "{e}");
     assert!(bytes(&whole.path().join("xx.safetensors")) == reference);
 }
@@ -192,12 +192,16 @@ fn merge_names_missing_doubled_and_impossible_shards() {
     for i in [0, 2] {
         capture(model.as_mut(), &spec(&ids, Shard { index: i, count: 3 }), d.path(), &mut NoProgress).unwrap();
     }
-    let r = merge_language(d.path(), "xx").unwrap();
+    let r = merge_language(d.path(), "xx", None).unwrap();
     assert!(!r.complete);
     assert_eq!(r.missing, vec!["xx.shard-1-of-3.safetensors (absent)".to_owned()]);
+    // Shards of another model than the run's.
+    let other = lsn_core::ModelIdentity::new("c".into(), "t".into(), [("model.safetensors".into(), "z".into())].into());
+    let e = merge_language(d.path(), "xx", Some(&other)).unwrap_err().to_string();
+    assert!(e.contains("xx.shard-0-of-3.safetensors was captured with another model"), "{e}");
     // A shard of another split of the same language.
     capture(model.as_mut(), &spec(&ids, Shard { index: 0, count: 2 }), d.path(), &mut NoProgress).unwrap();
-    let e = merge_language(d.path(), "xx").unwrap_err().to_string();
+    let e = merge_language(d.path(), "xx", None).unwrap_err().to_string();
     assert!(e.contains("xx.shard-0-of-2.safetensors") && e.contains("of 3") && e.contains("delete"), "{e}");
     std::fs::remove_file(d.path().join("xx.shard-0-of-2.safetensors")).unwrap();
     // A shard whose count exceeds its tokens is refused when merging, naming the file.
@@ -205,7 +209,7 @@ fn merge_names_missing_doubled_and_impossible_shards() {
     let mut f = StatsFile::read(&p).unwrap();
     f.stats.pass1.count_pos[3] = f.stats.pass1.n_tokens + 1;
     f.write(&p).unwrap();
-    let e = merge_language(d.path(), "xx").unwrap_err().to_string();
+    let e = merge_language(d.path(), "xx", None).unwrap_err().to_string();
     assert!(e.contains("xx.shard-2-of-3.safetensors") && e.contains("count_pos") && e.contains("damaged"), "{e}");
     // A shard of another language renamed into this one.
     std::fs::remove_file(&p).unwrap();
@@ -213,6 +217,6 @@ fn merge_names_missing_doubled_and_impossible_shards() {
     other.lang = "yy".into();
     capture(model.as_mut(), &other, d.path(), &mut NoProgress).unwrap();
     std::fs::rename(d.path().join("yy.shard-2-of-3.safetensors"), &p).unwrap();
-    let e = merge_language(d.path(), "xx").unwrap_err().to_string();
+    let e = merge_language(d.path(), "xx", None).unwrap_err().to_string();
     assert!(e.contains("xx.shard-2-of-3.safetensors") && e.contains("language \"yy\""), "{e}");
 }

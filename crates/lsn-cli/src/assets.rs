@@ -175,9 +175,10 @@ fn home_flag(home: &Path) -> String {
     if home == lsn_data::cache_home() { String::new() } else { format!(" --home {}", home.display()) }
 }
 
-/// Where remembered file hashes live (see `lsn_core::sha256_file_memo`).
+/// Where remembered file hashes live (see `lsn_core::sha256_file_memo`); the ort backend's export cache
+/// (`home/onnx`) uses the same directory.
 pub fn hash_memo(home: &Path) -> PathBuf {
-    home.join("hashes")
+    lsn_core::hash_memo_dir(home)
 }
 
 /// The files of a fetched model with their sizes and sha256s, as recorded in its fetch marker.
@@ -215,8 +216,13 @@ pub fn verify_fetched(home: &Path, dir: &Path) -> std::result::Result<(), String
     Ok(())
 }
 
-/// The identity of the checkpoint `ckpt` (weights hashed once, then remembered by path, size and mtime).
-pub fn identity(home: &Path, ckpt: &lsn_weights::Checkpoint, tokenizer: &Path) -> Result<lsn_core::ModelIdentity> {
+/// The identity of the checkpoint `ckpt` with the tokenizer `tok` (weights hashed once, then remembered by path,
+/// size and mtime).
+pub fn identity(
+    home: &Path,
+    ckpt: &lsn_weights::Checkpoint,
+    tok: &lsn_data::Tokenizer,
+) -> Result<lsn_core::ModelIdentity> {
     tracing::info!("hashing the weights of {} (remembered after the first time)", ckpt.dir.display());
-    Ok(ckpt.identity(tokenizer, &hash_memo(home))?)
+    Ok(ckpt.identity(tok.digest(), &hash_memo(home))?)
 }

@@ -28,6 +28,12 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
+/// The directory of remembered file hashes in the cache directory `home`: one for every user of
+/// [`sha256_file_memo`] (the CLI's model identities, the ort export cache), so a checkpoint is hashed once.
+pub fn hash_memo_dir(home: &Path) -> std::path::PathBuf {
+    home.join("hashes")
+}
+
 /// [`sha256_file`], remembered under `memo_dir` by the file's absolute path, size and modification time, so an
 /// unchanged multi-gigabyte checkpoint is hashed once. A lost or unreadable memo only costs a re-hash; a file changed
 /// in place gets a new size or mtime and is hashed again.
@@ -36,7 +42,7 @@ pub fn sha256_file_memo(path: &Path, memo_dir: &Path) -> Result<String> {
     let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
     let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
     let stat = format!("{}\n{}\n{}", abs.display(), meta.len(), mtime.map_or(0, |d| d.as_nanos()));
-    let memo = memo_dir.join(hex::encode(Sha256::digest(stat.as_bytes())));
+    let memo = memo_dir.join(sha256_hex(stat.as_bytes()));
     if let Ok(d) = std::fs::read_to_string(&memo)
         && d.len() == 64
         && d.bytes().all(|b| b.is_ascii_hexdigit())

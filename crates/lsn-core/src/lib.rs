@@ -25,7 +25,7 @@ pub use backend::{Backend, Capabilities, Device, ForwardOut, LoadOptions, Model,
 pub use batch::TokenBatch;
 pub use config::{Activation, AttentionKind, Family, HfConfig, ModelConfig, RopeScaling};
 pub use dense::Dense;
-pub use digest::{sha256_file, sha256_file_memo, sha256_hex};
+pub use digest::{hash_memo_dir, sha256_file, sha256_file_memo, sha256_hex};
 pub use error::{Error, Result};
 pub use fs::{cache_home, write_atomic};
 pub use identity::ModelIdentity;

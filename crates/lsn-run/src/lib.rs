@@ -99,36 +99,8 @@ impl RunDir {
         self.manifest.model.as_ref()
     }
 
-    /// Binds the run to the model `identity` (named `name`), or checks that it is the model the run already holds:
-    /// another model's results never join a run directory. A run that records no stage output yet is re-bound.
-    pub fn bind_model(&mut self, name: &str, identity: &ModelIdentity) -> Result<()> {
-        match &self.manifest.model {
-            Some(m) if m.identity.same_model(identity) => Ok(()),
-            Some(m) if self.manifest.stages.is_empty() => {
-                tracing::info!("{} held no results of {} yet: it now belongs to {name}", self.root.display(), m.name);
-                self.manifest.model = None;
-                self.bind_model(name, identity)
-            }
-            Some(m) => Err(Error::ModelMismatch {
-                path: self.root.clone(),
-                had: m.name.clone(),
-                want: name.to_owned(),
-                diff: m.identity.difference(identity),
-            }),
-            None => {
-                self.manifest.model = Some(RunModel { name: name.to_owned(), identity: identity.clone() });
-                self.write_manifest()
-            }
-        }
-    }
-
-    fn write_manifest(&mut self) -> Result<()> {
-        self.manifest.write(&self.root)?;
-        self.wrote = true;
-        Ok(())
-    }
-
-    /// Checks, without binding anything, that `identity` may join this run (see [`RunDir::bind_model`]).
+    /// Checks, without binding anything, that `identity` may join this run: the run holds no results yet, or its
+    /// results are of this model.
     pub fn check_model(&self, name: &str, identity: &ModelIdentity) -> Result<()> {
         match &self.manifest.model {
             Some(m) if !m.identity.same_model(identity) && !self.manifest.stages.is_empty() => {
@@ -141,6 +113,27 @@ impl RunDir {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Binds the run to the model `identity` (named `name`) after [`RunDir::check_model`]: another model's results
+    /// never join a run directory; a run that records no stage output yet is re-bound.
+    pub fn bind_model(&mut self, name: &str, identity: &ModelIdentity) -> Result<()> {
+        self.check_model(name, identity)?;
+        match &self.manifest.model {
+            Some(m) if m.identity.same_model(identity) => return Ok(()),
+            Some(m) => {
+                tracing::info!("{} held no results of {} yet: it now belongs to {name}", self.root.display(), m.name)
+            }
+            None => {}
+        }
+        self.manifest.model = Some(RunModel { name: name.to_owned(), identity: identity.clone() });
+        self.write_manifest()
+    }
+
+    fn write_manifest(&mut self) -> Result<()> {
+        self.manifest.write(&self.root)?;
+        self.wrote = true;
+        Ok(())
     }
 
     /// Checks that statistics or other inputs made with `identity` (as recorded in the file `what`) belong to this

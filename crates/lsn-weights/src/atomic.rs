@@ -34,7 +34,7 @@ impl Staging {
     pub(crate) fn new(target: &Path, overwrite: bool) -> Result<Staging> {
         if target.exists() {
             if !target.is_dir() {
-                return Err(Error::OutputExists { path: target.to_owned() });
+                return Err(Error::OutputIsFile { path: target.to_owned() });
             }
             if !overwrite && !is_empty_dir(target)? {
                 return Err(Error::OutputExists { path: target.to_owned() });

@@ -138,11 +138,12 @@ pub fn open_checkpoint(dir: &Path) -> Result<Checkpoint> {
 }
 
 impl Checkpoint {
-    /// The model's identity by content: sha256 of `config.json`, of `tokenizer`, and of every weight shard (shard
-    /// hashes remembered under `memo_dir` by path, size and mtime, so a large checkpoint is hashed once).
-    pub fn identity(&self, tokenizer: &Path, memo_dir: &Path) -> Result<ModelIdentity> {
+    /// The model's identity by content: sha256 of `config.json`, the given sha256 of its tokenizer (the loaded
+    /// tokenizer already knows it), and of every weight shard (shard hashes remembered under `memo_dir` by path, size
+    /// and mtime, so a large checkpoint is hashed once).
+    pub fn identity(&self, tokenizer_sha256: &str, memo_dir: &Path) -> Result<ModelIdentity> {
         let config_sha256 = lsn_core::sha256_file(&self.dir.join("config.json"))?;
-        let tokenizer_sha256 = lsn_core::sha256_file(tokenizer)?;
+        let tokenizer_sha256 = tokenizer_sha256.to_owned();
         let mut shards = std::collections::BTreeMap::new();
         for s in &self.shards {
             let name = s.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

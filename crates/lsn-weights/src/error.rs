@@ -41,10 +41,11 @@ pub enum Error {
     #[error("tokenizer: {0}")]
     Tokenizer(String),
     /// The output directory already holds files.
-    #[error(
-        "output directory {path} exists and is not empty: choose another directory, remove it, or ask to overwrite it"
-    )]
+    #[error("output directory {path} exists and is not empty: choose another directory, or remove it")]
     OutputExists { path: PathBuf },
+    /// The output directory's path names a file.
+    #[error("output path {path} is a file: give the path of a directory")]
+    OutputIsFile { path: PathBuf },
     #[error("{path}: {err}")]
     Io { path: PathBuf, err: std::io::Error },
 }

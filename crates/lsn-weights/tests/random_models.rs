@@ -145,7 +145,7 @@ fn identity_tells_weights_apart_under_one_config() {
             if !tok.exists() {
                 std::fs::write(&tok, "{}").unwrap();
             }
-            open_checkpoint(&dir).unwrap().identity(&tok, &memo).unwrap()
+            open_checkpoint(&dir).unwrap().identity(&lsn_core::sha256_file(&tok).unwrap(), &memo).unwrap()
         })
         .collect();
     assert_eq!(ids[0].config_sha256, ids[1].config_sha256);

@@ -177,8 +177,10 @@ pub fn run(args: Args) -> Result<()> {
     // writability, free space), so a bad path or a busy run fails in the first second.
     let dir = assets::resolve_model(&home, &args.model)?;
     let files = ModelFiles::new(&dir);
-    let cfg = lsn_core::ModelConfig::from_file(&files.config())
-        .with_context(|| format!("{} (the model of --model {})", files.config().display(), args.model))?;
+    // Headers only: the config is read and every tensor checked against it without loading the weights.
+    let ckpt = lsn_weights::open_checkpoint(&dir)
+        .with_context(|| format!("{} (the model of --model {})", dir.display(), args.model))?;
+    let cfg = &ckpt.config;
     anyhow::ensure!(
         args.row_len <= cfg.max_position_embeddings,
         "--row-len {} is longer than the model's max_position_embeddings ({} in {}): rows beyond the positions the \
@@ -203,7 +205,6 @@ pub fn run(args: Args) -> Result<()> {
             anyhow::ensure!(!p.is_dir(), "{} is a directory, where capture writes a file: remove it", p.display());
         }
     }
-    let ckpt = lsn_weights::open_checkpoint(&dir)?;
     let tokenizer = Tokenizer::from_file(&files.tokenizer())?;
     tokenizer.check_model_vocab(cfg.vocab_size)?;
 
@@ -248,22 +249,21 @@ pub fn run(args: Args) -> Result<()> {
         }
         packed.push(p);
     }
-    let identity = assets::identity(&home, &ckpt, &files.tokenizer())?;
+    let identity = assets::identity(&home, &ckpt, &tokenizer)?;
     run.check_model(&args.model, &identity)?;
     let (backend, mut model) = args.on.load(&home, &files)?;
     // Only a model that passed every check and loaded is bound to the run.
     run.bind_model(&args.model, &identity)?;
-    for (key, rec) in run.manifest().stages.iter().filter(|(k, _)| k.starts_with("capture/")) {
-        let (row_len, other_backend) = (&rec.config["data"]["row_len"], &rec.config["backend"]);
-        if *row_len != serde_json::json!(args.row_len) || *other_backend != serde_json::json!(backend.name()) {
-            eprintln!(
-                "warning: {key} in this run used --row-len {row_len} on backend {other_backend}, this capture \
-                 --row-len {} on {}: `lsn select` refuses to compare different row lengths",
-                args.row_len,
-                backend.name()
-            );
-            break;
-        }
+    // Capture records (not merge records, which name shards) of this run with another row length.
+    let other_row_len = run.manifest().stages.iter().find(|(k, rec)| {
+        k.starts_with("capture/") && rec.config["data"]["row_len"].as_u64().is_some_and(|r| r != args.row_len as u64)
+    });
+    if let Some((key, rec)) = other_row_len {
+        eprintln!(
+            "warning: {key} in this run used --row-len {}, this capture --row-len {}: `lsn select` refuses to compare \
+             different row lengths",
+            rec.config["data"]["row_len"], args.row_len
+        );
     }
     for p in &packed {
         let lang = p.lang.code().to_owned();

@@ -23,9 +23,6 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if args.out.exists() && !args.out.is_dir() {
-        anyhow::bail!("--out {} is a file: give the path of a directory to write", args.out.display());
-    }
     if let Some(t) = &args.tokenizer {
         anyhow::ensure!(t.is_file(), "--tokenizer {}: not a file; give the path of a tokenizer.json", t.display());
     }

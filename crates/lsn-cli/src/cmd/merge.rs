@@ -39,12 +39,11 @@ pub fn run(args: Args) -> Result<()> {
         }
     };
     for lang in langs {
-        // Every shard must be of the run's model before anything is written.
-        for (path, _) in lsn_capture::shard_files(&dir, &lang)? {
-            let f = lsn_capture::StatsFile::read(&path)?;
-            run.check_input(&path, &f.meta.provenance.model, &f.meta.provenance.identity())?;
-        }
-        let r = lsn_capture::merge_language(&dir, &lang)?;
+        // Every shard must be of the run's model before anything is written; a run without one is bound to the
+        // shards' model.
+        let model = run.model().map(|m| m.identity.clone());
+        let r = lsn_capture::merge_language(&dir, &lang, model.as_ref())?;
+        run.check_input(&r.out, &r.provenance.model, &r.provenance.identity())?;
         let missing = match r.missing.len() {
             0 => String::new(),
             n if n <= 6 => format!("; still needed: {}", r.missing.join(", ")),

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 /// Write a tiny random-weight model of a preset shape as a HF checkpoint directory: config.json,
 /// model.safetensors and a byte-level tokenizer.json (every UTF-8 byte one token, BOS in front), so the model runs
@@ -40,16 +40,10 @@ pub fn run(args: Args) -> Result<()> {
     let Some((_, cfg)) = presets.iter().find(|(n, _)| *n == name) else {
         bail!("unknown preset {name:?} (known: {})", presets.iter().map(|p| p.0).collect::<Vec<_>>().join(", "));
     };
-    if out.exists() && !out.is_dir() {
-        bail!("--out {} is a file: give the path of a new directory", out.display());
-    }
-    if std::fs::read_dir(&out).map(|mut d| d.next().is_some()).unwrap_or(false) {
-        bail!("--out {} exists and is not empty: give the path of a new (or empty) directory", out.display());
-    }
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         lsn_run::prepare_dir(parent, "--out", true)?;
     }
-    lsn_weights::write_random_model(cfg, args.seed, &out)?;
+    lsn_weights::write_random_model(cfg, args.seed, &out).context("--out")?;
     println!("wrote {name} (seed {}) to {}: config.json, model.safetensors, tokenizer.json", args.seed, out.display());
     Ok(())
 }
