@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use lsn_core::{LoadOptions, ModelFiles, QUANTILES, Taps, TokenBatch, Want};
+use lsn_core::{LoadOptions, ModelFiles, Outputs, QUANTILES, Request, Taps, TokenBatch};
 
 const ROWS: usize = 4;
 const ROW_LEN: usize = 512;
@@ -36,12 +36,14 @@ fn capture(c: &mut Criterion) {
         let cfg = model.config().clone();
         let thresholds = Arc::new(vec![0.05f32; cfg.num_layers * cfg.intermediate_size * QUANTILES.len()]);
         g.bench_function(format!("{name}/pass1"), |b| {
-            b.iter(|| model.forward(&batch, &Taps::pass1(), Want::Nothing).unwrap())
+            b.iter(|| model.run(&Request::new(&batch, Outputs::NONE).taps(&Taps::pass1())).unwrap())
         });
         let pass2 = Taps::pass2(thresholds);
-        g.bench_function(format!("{name}/pass2"), |b| b.iter(|| model.forward(&batch, &pass2, Want::Nothing).unwrap()));
+        g.bench_function(format!("{name}/pass2"), |b| {
+            b.iter(|| model.run(&Request::new(&batch, Outputs::NONE).taps(&pass2)).unwrap())
+        });
         g.bench_function(format!("{name}/count-pos-only"), |b| {
-            b.iter(|| model.forward(&batch, &Taps::COUNT_POS, Want::Nothing).unwrap())
+            b.iter(|| model.run(&Request::new(&batch, Outputs::NONE).taps(&Taps::COUNT_POS)).unwrap())
         });
     }
     g.finish();

@@ -1,11 +1,11 @@
 //! Cases against HF transformers goldens (`fixtures/golden/<model>.json`, made by `cargo xtask fixtures`): logits at
-//! the golden's top-k and sample ids, next-token NLL (from the logits and from the backend's own `Want::Nll`), and
+//! the golden's top-k and sample ids, next-token NLL (from the logits and from the backend's own `Outputs::NLL`), and
 //! per-neuron positive-activation counts of the FFN tap.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use lsn_core::{Backend, LoadOptions, Model, ModelFiles, Taps, TokenBatch, Want};
+use lsn_core::{Backend, LoadOptions, Model, ModelFiles, Outputs, Request, Taps, TokenBatch};
 use serde::Deserialize;
 
 use crate::report::Check;
@@ -132,23 +132,21 @@ struct Worst {
     near_zero_neurons: usize,
 }
 
-fn measure(model: &mut dyn Model, g: &Golden, with_taps: bool) -> Result<Worst, String> {
+fn measure(model: &mut dyn Model, g: &Golden) -> Result<Worst, String> {
     let (layers, inter) = (g.taps.layers, g.taps.intermediate);
     let mut counts = vec![0u64; layers * inter];
     let mut n_tokens = 0;
     let mut w = Worst::default();
     for (s, seq) in g.sequences.iter().enumerate() {
         let batch = TokenBatch::single(&seq.ids).map_err(|e| e.to_string())?;
-        let taps = if with_taps { Taps::COUNT_POS } else { Taps::NONE };
-        let out = model.forward(&batch, &taps, Want::Logits).map_err(|e| e.to_string())?;
+        let req = Request::new(&batch, Outputs::LOGITS).taps(&Taps::COUNT_POS);
+        let out = model.run(&req).map_err(|e| e.to_string())?;
         let logits = out.logits.ok_or("no logits returned")?;
         let vocab = logits.shape[2];
-        if with_taps {
-            let taps = out.taps.ok_or("no taps returned")?;
-            n_tokens += taps.n_tokens;
-            for (c, t) in counts.iter_mut().zip(taps.count_pos.ok_or("no count_pos returned")?) {
-                *c += t;
-            }
+        let taps = out.taps.ok_or("no taps returned")?;
+        n_tokens += taps.n_tokens;
+        for (c, t) in counts.iter_mut().zip(taps.count_pos.ok_or("no count_pos returned")?) {
+            *c += t;
         }
         let mut nll_sum = 0.0;
         for t in 0..seq.ids.len() {
@@ -169,13 +167,10 @@ fn measure(model: &mut dyn Model, g: &Golden, with_taps: bool) -> Result<Worst, 
         let mean = nll_sum / (seq.ids.len() - 1) as f64;
         w.mean_nll = w.mean_nll.max((mean - seq.mean_nll).abs());
         // The backend's own NLL path must agree too.
-        let nll = model.forward(&batch, &Taps::NONE, Want::Nll).map_err(|e| e.to_string())?.nll;
+        let nll = model.run(&Request::new(&batch, Outputs::NLL)).map_err(|e| e.to_string())?.nll;
         let nll = nll.ok_or_else(|| format!("sequence {s}: no NLL returned"))?;
         let device_mean = nll.data.iter().map(|&x| f64::from(x)).sum::<f64>() / nll.data.len() as f64;
         w.mean_nll = w.mean_nll.max((device_mean - seq.mean_nll).abs());
-    }
-    if !with_taps {
-        return Ok(w);
     }
     if n_tokens != g.taps.n_tokens {
         return Err(format!("taps cover {n_tokens} tokens, the goldens {}", g.taps.n_tokens));
@@ -195,8 +190,8 @@ fn measure(model: &mut dyn Model, g: &Golden, with_taps: bool) -> Result<Worst, 
     Ok(w)
 }
 
-/// The golden cases of `m` on `backend`: `logits/<m>`, `nll/<m>`, and `taps/<m>` when the backend has taps.
-pub fn checks(backend: &dyn Backend, env: &Env, m: &GoldenModel, with_taps: bool) -> Vec<Check> {
+/// The golden cases of `m` on `backend`: `logits/<m>`, `nll/<m>` and `taps/<m>`.
+pub fn checks(backend: &dyn Backend, env: &Env, m: &GoldenModel) -> Vec<Check> {
     let b = backend.name();
     let (logits, nll, taps) = (format!("logits/{}", m.name), format!("nll/{}", m.name), format!("taps/{}", m.name));
     let all_failed = |reason: String| {
@@ -219,12 +214,9 @@ pub fn checks(backend: &dyn Backend, env: &Env, m: &GoldenModel, with_taps: bool
         }
         let mut model =
             backend.load(&ModelFiles::new(&dir), &LoadOptions { device: env.device }).map_err(|e| e.to_string())?;
-        measure(model.as_mut(), &g, with_taps)
+        measure(model.as_mut(), &g)
     };
     let taps_check = |w: &Worst| {
-        if !with_taps {
-            return Check::skipped(&taps, b, format!("{b} reports no FFN taps"));
-        }
         Check::measured(
             &taps,
             b,

@@ -79,15 +79,11 @@ pub fn run_suite(backends: &[Box<dyn Backend>], env: &Env, on_check: &mut dyn Fn
             continue;
         }
         for m in golden::MODELS {
-            for c in golden::checks(backend.as_ref(), env, m, caps.taps) {
+            for c in golden::checks(backend.as_ref(), env, m) {
                 push(&mut report, c);
             }
         }
         let case = format!("capture/{slice_name}");
-        if !caps.taps {
-            push(&mut report, Check::skipped(&case, b, format!("{b} reports no FFN taps")));
-            continue;
-        }
         let captured = loaded.get_or_insert_with(|| slice::load(env)).as_ref().map_err(Clone::clone).and_then(|s| {
             let stats = slice::capture_all(backend.as_ref(), env, s, &env.scratch().join(format!("slice-{b}")))?;
             let sets = slice::select_all(&stats)?;
@@ -232,7 +228,7 @@ mod tests {
             "nowhere"
         }
         fn capabilities(&self) -> Capabilities {
-            Capabilities { devices: vec![Device::Cuda(7)], taps: false, intervene: false, train: false }
+            Capabilities { devices: vec![Device::Cuda(7)] }
         }
         fn load(&self, _: &ModelFiles, _: &LoadOptions) -> lsn_core::Result<Box<dyn Model>> {
             panic!("the suite must not load a model on a backend that cannot run on its device")

@@ -5,7 +5,9 @@
 mod common;
 
 use common::{tiny_gemma, tiny_llama, tiny_sliding_llama, tokens, write_checkpoint};
-use lsn_core::{Backend, Device, Error, ForwardOut, HfConfig, LoadOptions, Model, ModelFiles, Taps, TokenBatch, Want};
+use lsn_core::{
+    Backend, Device, Error, ForwardOut, HfConfig, LoadOptions, Model, ModelFiles, Outputs, Request, Taps, TokenBatch,
+};
 use lsn_harness::backends;
 
 fn load_on(backend: &dyn Backend, hf: &HfConfig, seed: u64) -> (tempfile::TempDir, Box<dyn Model>) {
@@ -37,7 +39,7 @@ fn shapes_of_logits_nll_and_taps() {
         let (_dir, mut m) = load_on(backend.as_ref(), &hf, 1);
         let cfg = m.config().clone();
         let b = TokenBatch::padded(&[tokens(9, cfg.vocab_size, 1), tokens(6, cfg.vocab_size, 2)], 0).unwrap();
-        let out = m.forward(&b, &Taps::COUNT_POS, Want::Logits).unwrap();
+        let out = m.run(&Request::new(&b, Outputs::LOGITS).taps(&Taps::COUNT_POS)).unwrap();
         let logits = out.logits.expect("logits");
         assert_eq!(logits.shape, vec![2, 9, cfg.vocab_size], "{name}");
         assert!(logits.data.iter().all(|x| x.is_finite()), "{name}");
@@ -49,7 +51,7 @@ fn shapes_of_logits_nll_and_taps() {
         assert!(counts.iter().all(|&c| c <= 15), "{name}");
         assert!(counts.iter().any(|&c| c > 0) && counts.iter().any(|&c| c < 15), "{name}: taps look degenerate");
 
-        let out = m.forward(&b, &Taps::NONE, Want::Nll).unwrap();
+        let out = m.run(&Request::new(&b, Outputs::NLL)).unwrap();
         assert_eq!(out.nll.expect("nll").shape, vec![2, 8], "{name}");
         assert!(out.taps.is_none() && out.logits.is_none());
     }
@@ -62,19 +64,19 @@ fn rows_do_not_depend_on_padding_or_neighbours() {
         let v = m.config().vocab_size;
         let seqs = [tokens(5, v, 10), tokens(13, v, 11), tokens(8, v, 12)];
         let batch = TokenBatch::padded(&seqs, 0).unwrap();
-        let all = m.forward(&batch, &Taps::COUNT_POS, Want::Logits).unwrap();
-        let all_nll = m.forward(&batch, &Taps::NONE, Want::Nll).unwrap().nll.unwrap();
+        let all = m.run(&Request::new(&batch, Outputs::LOGITS).taps(&Taps::COUNT_POS)).unwrap();
+        let all_nll = m.run(&Request::new(&batch, Outputs::NLL)).unwrap().nll.unwrap();
         let logits = all.logits.unwrap();
         let mut summed = vec![0u64; all.taps.as_ref().unwrap().count_pos.as_ref().unwrap().len()];
         for (r, s) in seqs.iter().enumerate() {
             let single = TokenBatch::single(s).unwrap();
-            let one = m.forward(&single, &Taps::COUNT_POS, Want::Logits).unwrap();
+            let one = m.run(&Request::new(&single, Outputs::LOGITS).taps(&Taps::COUNT_POS)).unwrap();
             let one_logits = one.logits.unwrap();
             for t in 0..s.len() {
                 let d = max_abs_diff(logits.row(&[r, t]), one_logits.row(&[0, t]));
                 assert!(d <= 1e-5, "{name}: row {r} position {t} logits moved by {d} in the padded batch");
             }
-            let one_nll = m.forward(&single, &Taps::NONE, Want::Nll).unwrap().nll.unwrap();
+            let one_nll = m.run(&Request::new(&single, Outputs::NLL)).unwrap().nll.unwrap();
             let row = all_nll.row(&[r]);
             let d = max_abs_diff(&row[..s.len() - 1], &one_nll.data);
             assert!(d <= 1e-5, "{name}: row {r} NLL moved by {d}");
@@ -95,11 +97,11 @@ fn want_nothing_skips_the_head_but_keeps_the_taps() {
         let (_dir, mut m) = load_on(backend.as_ref(), &hf, 3);
         let v = m.config().vocab_size;
         let b = TokenBatch::full(2, 7, [tokens(7, v, 20), tokens(7, v, 21)].concat()).unwrap();
-        let none = m.forward(&b, &Taps::COUNT_POS, Want::Nothing).unwrap();
+        let none = m.run(&Request::new(&b, Outputs::NONE).taps(&Taps::COUNT_POS)).unwrap();
         assert!(none.logits.is_none() && none.nll.is_none(), "{name}");
-        let with_head = m.forward(&b, &Taps::COUNT_POS, Want::Logits).unwrap();
+        let with_head = m.run(&Request::new(&b, Outputs::LOGITS).taps(&Taps::COUNT_POS)).unwrap();
         assert_eq!(none.taps, with_head.taps, "{name}");
-        assert_eq!(m.forward(&b, &Taps::NONE, Want::Nothing).unwrap(), ForwardOut::default(), "{name}");
+        assert_eq!(m.run(&Request::new(&b, Outputs::NONE)).unwrap(), ForwardOut::default(), "{name}");
     }
 }
 
@@ -110,8 +112,8 @@ fn nll_is_the_log_softmax_of_the_logits() {
         let v = m.config().vocab_size;
         let seqs = [tokens(10, v, 30), tokens(4, v, 31)];
         let b = TokenBatch::padded(&seqs, 0).unwrap();
-        let logits = m.forward(&b, &Taps::NONE, Want::Logits).unwrap().logits.unwrap();
-        let nll = m.forward(&b, &Taps::NONE, Want::Nll).unwrap().nll.unwrap();
+        let logits = m.run(&Request::new(&b, Outputs::LOGITS)).unwrap().logits.unwrap();
+        let nll = m.run(&Request::new(&b, Outputs::NLL)).unwrap().nll.unwrap();
         for (r, s) in seqs.iter().enumerate() {
             for t in 0..s.len() - 1 {
                 let row = logits.row(&[r, t]);
@@ -135,8 +137,8 @@ fn sliding_window_limits_how_far_back_a_token_reaches() {
         let a = tokens(12, v, 40);
         let mut b = a.clone();
         b[0] = if a[0] == 1 { 2 } else { 1 };
-        let la = m.forward(&TokenBatch::single(&a).unwrap(), &Taps::NONE, Want::Logits).unwrap().logits.unwrap();
-        let lb = m.forward(&TokenBatch::single(&b).unwrap(), &Taps::NONE, Want::Logits).unwrap().logits.unwrap();
+        let la = m.run(&Request::new(&TokenBatch::single(&a).unwrap(), Outputs::LOGITS)).unwrap().logits.unwrap();
+        let lb = m.run(&Request::new(&TokenBatch::single(&b).unwrap(), Outputs::LOGITS)).unwrap().logits.unwrap();
         for t in 0..12 {
             let d = max_abs_diff(la.row(&[0, t]), lb.row(&[0, t]));
             if t <= 6 {
@@ -156,8 +158,8 @@ fn gemma_global_layer_sees_past_the_window() {
         let a = tokens(16, v, 50);
         let mut b = a.clone();
         b[0] = if a[0] == 1 { 2 } else { 1 };
-        let la = m.forward(&TokenBatch::single(&a).unwrap(), &Taps::NONE, Want::Logits).unwrap().logits.unwrap();
-        let lb = m.forward(&TokenBatch::single(&b).unwrap(), &Taps::NONE, Want::Logits).unwrap().logits.unwrap();
+        let la = m.run(&Request::new(&TokenBatch::single(&a).unwrap(), Outputs::LOGITS)).unwrap().logits.unwrap();
+        let lb = m.run(&Request::new(&TokenBatch::single(&b).unwrap(), Outputs::LOGITS)).unwrap().logits.unwrap();
         assert!(max_abs_diff(la.row(&[0, 15]), lb.row(&[0, 15])) > 1e-6, "{}", backend.name());
     }
 }
@@ -168,14 +170,14 @@ fn out_of_vocabulary_ids_are_rejected() {
         let (_dir, mut m) = load_on(backend.as_ref(), &tiny_llama(), 7);
         let v = m.config().vocab_size as u32;
         let b = TokenBatch::single(&[1, v]).unwrap();
-        match m.forward(&b, &Taps::COUNT_POS, Want::Logits) {
+        match m.run(&Request::new(&b, Outputs::LOGITS).taps(&Taps::COUNT_POS)) {
             Err(Error::InvalidBatch(msg)) => assert!(msg.contains(&format!("token id {v}")), "{msg}"),
             other => panic!("{}: expected InvalidBatch, got {other:?}", backend.name()),
         }
         let broken = TokenBatch { rows: 2, seq_len: 3, ids: vec![1; 6], lengths: vec![3, 4] };
-        assert!(matches!(m.forward(&broken, &Taps::NONE, Want::Nll), Err(Error::InvalidBatch(_))));
+        assert!(matches!(m.run(&Request::new(&broken, Outputs::NLL)), Err(Error::InvalidBatch(_))));
         let broken = TokenBatch { rows: 2, seq_len: 3, ids: vec![1; 5], lengths: vec![3, 3] };
-        assert!(matches!(m.forward(&broken, &Taps::NONE, Want::Nll), Err(Error::InvalidBatch(_))));
+        assert!(matches!(m.run(&Request::new(&broken, Outputs::NLL)), Err(Error::InvalidBatch(_))));
     }
 }
 
@@ -184,7 +186,10 @@ fn bad_thresholds_are_rejected() {
     for backend in backends() {
         let (_dir, mut m) = load_on(backend.as_ref(), &tiny_gemma(), 11);
         let taps = Taps::pass2(std::sync::Arc::new(vec![0.0; 5]));
-        let err = m.forward(&TokenBatch::single(&[2, 3]).unwrap(), &taps, Want::Nothing).unwrap_err().to_string();
+        let err = m
+            .run(&Request::new(&TokenBatch::single(&[2, 3]).unwrap(), Outputs::NONE).taps(&taps))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a multiple of layers × intermediate"), "{}: {err}", backend.name());
     }
 }
@@ -193,7 +198,8 @@ fn bad_thresholds_are_rejected() {
 fn single_token_rows_have_an_empty_nll() {
     for backend in backends() {
         let (_dir, mut m) = load_on(backend.as_ref(), &tiny_gemma(), 8);
-        let out = m.forward(&TokenBatch::single(&[2]).unwrap(), &Taps::COUNT_POS, Want::Nll).unwrap();
+        let out =
+            m.run(&Request::new(&TokenBatch::single(&[2]).unwrap(), Outputs::NLL).taps(&Taps::COUNT_POS)).unwrap();
         let nll = out.nll.unwrap();
         assert_eq!(nll.shape, vec![1, 0], "{}", backend.name());
         assert_eq!(out.taps.unwrap().n_tokens, 1);
@@ -205,7 +211,7 @@ fn backends_report_themselves_and_refuse_devices_they_lack() {
     let (dir, _) = write_checkpoint(&tiny_llama(), 9);
     for backend in backends() {
         let caps = backend.capabilities();
-        assert!(caps.taps && caps.devices.contains(&Device::Cpu), "{}", backend.name());
+        assert!(caps.devices.contains(&Device::Cpu), "{}", backend.name());
         // A device this build cannot use is a clear Unsupported error, never a panic.
         let missing =
             (0..8).map(Device::Cuda).find(|d| !caps.devices.contains(d)).expect("some CUDA ordinal is absent");
@@ -260,11 +266,173 @@ fn project_tiny_models_load_and_run() {
             assert_eq!(m.config(), &cfg, "{name}");
             let len = cfg.sliding_window.map_or(12, |w| w + 5);
             let b = TokenBatch::padded(&[tokens(len, cfg.vocab_size, 60), tokens(3, cfg.vocab_size, 61)], 0).unwrap();
-            let out = m.forward(&b, &Taps::COUNT_POS, Want::Nll).unwrap();
+            let out = m.run(&Request::new(&b, Outputs::NLL).taps(&Taps::COUNT_POS)).unwrap();
             let nll = out.nll.unwrap();
             assert_eq!(nll.shape, vec![2, len - 1], "{name}");
             assert!(nll.data.iter().all(|x| x.is_finite() && *x >= 0.0), "{name}");
             assert_eq!(out.taps.unwrap().n_tokens, (len + 3) as u64, "{name}");
         }
+    }
+}
+
+#[test]
+fn interventions_overwrite_activations_at_every_position() {
+    use lsn_core::{Intervention, NeuronId, QUANTILES};
+    for (backend, name, hf) in cases() {
+        let (_dir, mut m) = load_on(backend.as_ref(), &hf, 5);
+        let cfg = m.config().clone();
+        let v = cfg.vocab_size;
+        let batch = TokenBatch::padded(&[tokens(11, v, 40), tokens(5, v, 41)], 0).unwrap();
+        let both = Outputs { logits: true, nll: true, ..Outputs::NONE };
+        let plain = m.run(&Request::new(&batch, both).taps(&Taps::pass1())).unwrap();
+        // An empty intervention changes nothing.
+        let empty = Intervention::default();
+        let none = m.run(&Request::new(&batch, both).taps(&Taps::pass1()).intervene(Some(&empty))).unwrap();
+        assert_eq!(none, plain, "{name}");
+        // Layer 0 off entirely, and neuron (1, 3) held at 2.5: the taps see the overwritten values.
+        let w = cfg.intermediate_size;
+        let mut iv = Intervention::deactivate((0..w as u32).map(|j| NeuronId::new(0, j)));
+        iv.set.push((NeuronId::new(1, 3), 2.5));
+        let out = m.run(&Request::new(&batch, both).taps(&Taps::pass1()).intervene(Some(&iv))).unwrap();
+        let t = out.taps.as_ref().unwrap();
+        assert!(t.count_pos.as_ref().unwrap()[..w].iter().all(|&c| c == 0), "{name}");
+        assert!(t.sum.as_ref().unwrap()[..w].iter().all(|&s| s == 0.0), "{name}");
+        let at = w + 3;
+        assert_eq!(t.count_pos.as_ref().unwrap()[at], t.n_tokens, "{name}");
+        assert_eq!(t.sum.as_ref().unwrap()[at], 2.5 * t.n_tokens as f64, "{name}");
+        let plane = cfg.num_layers * w;
+        assert!((0..QUANTILES.len()).all(|k| t.quantiles.as_ref().unwrap()[k * plane + at] == 2.5), "{name}");
+        assert_ne!(out.logits, plain.logits, "{name}: the intervention must reach the logits");
+        // Interventions keep rows independent of padding and neighbours.
+        let single = TokenBatch::single(&batch.ids[..11]).unwrap();
+        let one = m.run(&Request::new(&single, Outputs::LOGITS).intervene(Some(&iv))).unwrap().logits.unwrap();
+        let d = max_abs_diff(&out.logits.as_ref().unwrap().data[..11 * v], &one.data);
+        assert!(d <= 1e-5, "{name}: intervened row 0 moved by {d} in the batch");
+        // gate_pre taps read gate_proj(x): the intervention (after the activation) does not touch them.
+        let pre = Taps::pass1().at(lsn_core::TapPoint::GatePre);
+        let a = m.run(&Request::new(&batch, Outputs::NONE).taps(&pre)).unwrap().taps.unwrap();
+        let b = m.run(&Request::new(&batch, Outputs::NONE).taps(&pre).intervene(Some(&iv))).unwrap().taps.unwrap();
+        assert_eq!(a.count_pos.as_ref().unwrap()[..w], b.count_pos.as_ref().unwrap()[..w], "{name}");
+        // Counts of > 0 agree at both tap points (the activations keep the sign); values do not.
+        assert_eq!(a.count_pos, plain.taps.as_ref().unwrap().count_pos, "{name}");
+        assert_ne!(a.sum, plain.taps.as_ref().unwrap().sum, "{name}");
+        // A neuron set from another model is a clear error.
+        let bad = Intervention::deactivate([NeuronId::new(cfg.num_layers as u32, 0)]);
+        let e = m.run(&Request::new(&batch, Outputs::LOGITS).intervene(Some(&bad))).unwrap_err().to_string();
+        assert!(e.contains("outside the model"), "{name}: {e}");
+    }
+}
+
+#[test]
+fn last_logits_and_hidden_states_are_read_at_the_last_real_token() {
+    use lsn_core::HiddenAt;
+    for (backend, name, hf) in cases() {
+        let (_dir, mut m) = load_on(backend.as_ref(), &hf, 6);
+        let cfg = m.config().clone();
+        let (v, d) = (cfg.vocab_size, cfg.hidden_size);
+        let batch = TokenBatch::padded(&[tokens(4, v, 50), tokens(9, v, 51)], 0).unwrap();
+        let all = Outputs { logits: true, last_logits: true, hidden: Some(HiddenAt::All), ..Outputs::NONE };
+        let out = m.run(&Request::new(&batch, all)).unwrap();
+        let (logits, last) = (out.logits.unwrap(), out.last_logits.unwrap());
+        let hidden = out.hidden.unwrap();
+        assert_eq!((last.shape.clone(), hidden.shape.clone()), (vec![2, v], vec![2, 9, d]), "{name}");
+        let lr = m.run(&Request::new(&batch, Outputs::hidden(HiddenAt::LastReal))).unwrap().hidden.unwrap();
+        for (r, len) in [(0, 4), (1, 9)] {
+            // The head runs on other chunks of rows, so its GEMM may round differently in the last bit.
+            let dl = max_abs_diff(last.row(&[r]), logits.row(&[r, len - 1]));
+            assert!(dl <= 1e-5, "{name}: row {r} last logits differ by {dl}");
+            assert_eq!(lr.row(&[r]), hidden.row(&[r, len - 1]), "{name}: row {r}");
+        }
+    }
+}
+
+#[test]
+fn cached_decoding_gives_the_logits_of_the_full_pass() {
+    use lsn_core::{Intervention, NeuronId};
+    // Sequences longer than tiny-gemma's sliding window of 4, so cached steps must hide old keys.
+    for (backend, name, hf) in cases() {
+        let (_dir, mut m) = load_on(backend.as_ref(), &hf, 7);
+        let v = m.config().vocab_size;
+        let seqs = [tokens(14, v, 60), tokens(12, v, 61), tokens(13, v, 62)];
+        let prompts = [3, 7, 1]; // ragged prompts: padding in the prefill
+        let iv = Intervention { set: vec![(NeuronId::new(0, 1), 0.0), (NeuronId::new(1, 2), 1.5)] };
+        for intervention in [None, Some(&iv)] {
+            let full = TokenBatch::padded(&seqs, 0).unwrap();
+            let want = m.run(&Request::new(&full, Outputs::LOGITS).intervene(intervention)).unwrap().logits.unwrap();
+            let mut dec = m.decoder(intervention).unwrap();
+            let prompt_rows: Vec<Vec<u32>> = seqs.iter().zip(prompts).map(|(s, p)| s[..p].to_vec()).collect();
+            let first = dec.prefill(&TokenBatch::padded(&prompt_rows, 0).unwrap()).unwrap();
+            let mut worst = 0f32;
+            for (r, p) in prompts.iter().enumerate() {
+                worst = worst.max(max_abs_diff(first.row(&[r]), want.row(&[r, p - 1])));
+            }
+            // Feed the rest of each sequence one token per step; retire row 1 after two steps.
+            let mut pos = prompts;
+            for step in 0.. {
+                if step == 2 {
+                    dec.retire(&[1]).unwrap();
+                }
+                let live = dec.live().to_vec();
+                let live: Vec<usize> = live.into_iter().filter(|&r| pos[r] < seqs[r].len()).collect();
+                if live.len() < dec.live().len() {
+                    let done: Vec<usize> = dec.live().iter().copied().filter(|r| !live.contains(r)).collect();
+                    dec.retire(&done).unwrap();
+                }
+                if live.is_empty() {
+                    break;
+                }
+                let next: Vec<u32> = live.iter().map(|&r| seqs[r][pos[r]]).collect();
+                let out = dec.step(&next).unwrap();
+                assert_eq!(out.shape, vec![live.len(), v], "{name}");
+                for (i, &r) in live.iter().enumerate() {
+                    worst = worst.max(max_abs_diff(out.row(&[i]), want.row(&[r, pos[r]])));
+                    pos[r] += 1;
+                }
+            }
+            assert_eq!(pos, [14, 9, 13], "{name}");
+            eprintln!("{name} (intervention: {}): cached vs full pass, max |Δlogit| {worst:e}", intervention.is_some());
+            assert!(worst < 1e-4, "{name}: cached logits differ by {worst:e}");
+            // Misuse is a clear error.
+            assert!(dec.step(&[1, 2, 3, 4]).unwrap_err().to_string().contains("live"), "{name}");
+            dec.reset();
+            assert!(dec.step(&[1]).unwrap_err().to_string().contains("prefill"), "{name}");
+        }
+    }
+}
+
+#[test]
+fn greedy_generation_is_the_argmax_of_the_full_pass_and_stops_at_eos() {
+    use lsn_core::{Greedy, greedy};
+    for (backend, name, hf) in cases() {
+        let (_dir, mut m) = load_on(backend.as_ref(), &hf, 8);
+        let v = m.config().vocab_size;
+        let prompts = vec![tokens(5, v, 70), tokens(2, v, 71)];
+        let opts = Greedy { max_new_tokens: 6, eos: vec![], pad: 0 };
+        let got = greedy(m.decoder(None).unwrap().as_mut(), &prompts, &opts).unwrap();
+        for (r, g) in got.iter().enumerate() {
+            // Re-derive each token with full passes, no cache.
+            let mut seq = prompts[r].clone();
+            for &id in &g.ids {
+                let out = m.run(&Request::new(&TokenBatch::single(&seq).unwrap(), Outputs::LAST_LOGITS)).unwrap();
+                assert_eq!(lsn_core::decode::argmax(&out.last_logits.unwrap().data), id, "{name}: row {r}");
+                seq.push(id);
+            }
+            assert_eq!((g.ids.len(), g.eos), (6, false), "{name}");
+        }
+        // With the third token of row 0 declared EOS, row 0 stops there; row 1 goes on unless it meets it too.
+        let eos = got[0].ids[2];
+        let opts = Greedy { eos: vec![eos], ..opts };
+        let stopped = greedy(m.decoder(None).unwrap().as_mut(), &prompts, &opts).unwrap();
+        let cut = got[0].ids.iter().position(|&t| t == eos).unwrap() + 1;
+        assert_eq!(stopped[0].ids, got[0].ids[..cut], "{name}");
+        assert!(stopped[0].eos, "{name}");
+        let cut1 = got[1].ids.iter().position(|&t| t == eos).map_or(6, |i| i + 1);
+        assert_eq!(stopped[1].ids, got[1].ids[..cut1], "{name}");
+        // Bad requests are clear errors.
+        let zero = Greedy { max_new_tokens: 0, ..opts.clone() };
+        let e = greedy(m.decoder(None).unwrap().as_mut(), &prompts, &zero).unwrap_err().to_string();
+        assert!(e.contains("max_new_tokens"), "{name}: {e}");
+        let e = greedy(m.decoder(None).unwrap().as_mut(), &[vec![]], &opts).unwrap_err().to_string();
+        assert!(e.contains("empty"), "{name}: {e}");
     }
 }

@@ -3,9 +3,8 @@
 //!
 //! Only this crate sees Candle: models cross the boundary as `Box<dyn lsn_core::Model>`, results as plain data.
 
+mod decoder;
 mod error;
-mod gemma3;
-mod llama;
 mod model;
 mod ops;
 mod weights;
@@ -55,7 +54,7 @@ impl Backend for CandleBackend {
         if cfg!(feature = "cuda") {
             devices.push(Device::Cuda(0));
         }
-        Capabilities { devices, taps: true, intervene: false, train: false }
+        Capabilities { devices }
     }
 
     fn load(&self, files: &ModelFiles, opts: &LoadOptions) -> Result<Box<dyn Model>> {

@@ -1,146 +1,115 @@
-//! `CandleModel`: one loaded checkpoint behind `lsn_core::Model` — runs a family's decoder, reduces the FFN taps and
-//! applies the LM head only as far as `Want` asks (logits, or next-token NLL chunk by chunk).
+//! `CandleModel`: one loaded checkpoint as an `lsn_core::Engine` — the decoder body with its FFN hook, one LM-head
+//! chunk and cached steps; lsn-core's pipeline above it makes it a `Model`.
 
 use candle_core::{Device, Tensor};
-use lsn_core::head;
-use lsn_core::{Dense, Family, ForwardOut, ModelConfig, TapReducer, Taps, TokenBatch, Want};
+use lsn_core::engine::downcast_cache;
+use lsn_core::{BodyOut, BodyPass, Engine, KvCache, ModelConfig, Step, TapReducer};
 
+use crate::decoder::{Cache, Decoder, Hook, host};
 use crate::error::{Context, Result};
-use crate::ops::{self, TapCounter};
+use crate::ops::{self, Positions, RopeFreqs, TapCounter};
 use crate::weights::Weights;
-use crate::{gemma3::Gemma3, llama::Llama};
-
-/// What a decoder body returns.
-pub(crate) enum BodyOut {
-    /// The final-normed hidden states `[rows·seq, hidden]`.
-    Hidden(Tensor),
-    /// The head was not wanted: the body stopped after the last layer's tap.
-    TapsOnly,
-}
-
-/// A family's decoder stack, from token ids to the final norm.
-pub(crate) trait Body: Send {
-    /// The (unscaled) token embedding matrix `[vocab, hidden]`, the head of tied models.
-    fn embedding(&self) -> &Tensor;
-    /// Runs `ids` (`[rows·seq]`, u32, row-major) through every layer, pushing each layer's FFN tap into `taps`.
-    /// With `head == false` the caller needs no hidden states and the body may stop early.
-    fn forward(
-        &self,
-        ids: &Tensor,
-        rows: usize,
-        seq: usize,
-        taps: Option<&mut TapCounter>,
-        head: bool,
-    ) -> candle_core::Result<BodyOut>;
-}
 
 /// A loaded model on a Candle device.
 pub(crate) struct CandleModel {
     cfg: ModelConfig,
     device: Device,
-    body: Box<dyn Body>,
-    /// `lm_head.weight` of untied models; tied models use the body's embedding.
+    decoder: Decoder,
+    rope: RopeFreqs,
+    /// `lm_head.weight` of untied models; tied models use the embedding matrix.
     lm_head: Option<Tensor>,
 }
 
 impl CandleModel {
     pub(crate) fn load(w: &Weights, cfg: &ModelConfig, device: &Device) -> Result<Self> {
-        let body: Box<dyn Body> = match cfg.family {
-            Family::Llama => Box::new(Llama::load(w, cfg)?),
-            Family::Gemma3 => Box::new(Gemma3::load(w, cfg)?),
-        };
-        let lm_head = if cfg.tie_word_embeddings { None } else { Some(w.get("lm_head.weight")?) };
-        Ok(Self { cfg: cfg.clone(), device: device.clone(), body, lm_head })
-    }
-
-    fn head(&self) -> &Tensor {
-        self.lm_head.as_ref().unwrap_or_else(|| self.body.embedding())
-    }
-
-    fn run(&self, batch: &TokenBatch, taps: &Taps, want: Want) -> lsn_core::Result<ForwardOut> {
-        if want == Want::Nothing && !taps.any() {
-            return Ok(ForwardOut::default());
-        }
-        let (rows, seq) = (batch.rows, batch.seq_len);
-        let dev = &self.device;
-        let ids = Tensor::from_slice(&batch.ids, rows * seq, dev).during(|| "uploading token ids".into())?;
-        let mut counter = if taps.any() {
-            Some(TapCounter::new(
-                batch.real_positions(),
-                TapReducer::new(self.cfg.num_layers, self.cfg.intermediate_size, taps)?,
-            ))
-        } else {
-            None
-        };
-        let head = want != Want::Nothing;
-        let out = self
-            .body
-            .forward(&ids, rows, seq, counter.as_mut(), head)
-            .during(|| format!("{:?} forward pass over {rows} rows × {seq} tokens", self.cfg.family))?;
-        let taps = match counter {
-            Some(c) => Some(c.finish(batch.n_tokens() as u64).during(|| "reducing FFN taps".into())?),
-            None => None,
-        };
-        let mut result = ForwardOut { taps, ..ForwardOut::default() };
-        if let BodyOut::Hidden(hidden) = out {
-            match want {
-                Want::Nothing => {}
-                Want::Logits => result.logits = Some(self.logits(&hidden, rows, seq)?),
-                Want::Nll => result.nll = Some(self.nll(&hidden, batch)?),
-            }
-        }
-        Ok(result)
+        let decoder = Decoder::load(w, cfg)?;
+        let lm_head = if cfg.tie_word_embeddings { None } else { Some(w.get(decoder.arch.head_weight)?) };
+        Ok(Self { cfg: cfg.clone(), device: device.clone(), decoder, rope: RopeFreqs::new(cfg), lm_head })
     }
 
     /// Head logits of hidden rows `[n, hidden]` → `[n, vocab]`.
-    fn head_logits(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {
-        ops::softcap(ops::linear(hidden, self.head())?, self.cfg.final_logit_softcap)
+    fn head(&self, hidden: &[f32]) -> candle_core::Result<Tensor> {
+        let d = self.cfg.hidden_size;
+        let h = Tensor::from_slice(hidden, (hidden.len() / d, d), &self.device)?;
+        let w = self.lm_head.as_ref().unwrap_or(&self.decoder.embed);
+        ops::softcap(ops::linear(&h, w)?, self.decoder.arch.final_softcap)
     }
 
-    fn logits(&self, hidden: &Tensor, rows: usize, seq: usize) -> lsn_core::Result<Dense> {
-        head::chunked_logits(rows, seq, self.cfg.vocab_size, |start, len| {
-            Ok(hidden
-                .narrow(0, start, len)
-                .and_then(|h| self.head_logits(&h))
-                .and_then(|l| l.flatten_all()?.to_vec1::<f32>())
-                .during(|| format!("LM head over positions {start}..{}", start + len))?)
-        })
-    }
-
-    fn nll(&self, hidden: &Tensor, batch: &TokenBatch) -> lsn_core::Result<Dense> {
-        head::chunked_nll(batch, self.cfg.vocab_size, |at, target| {
-            Ok((|| {
-                let idx = Tensor::from_slice(at, at.len(), &self.device)?;
-                let tgt = Tensor::from_slice(target, target.len(), &self.device)?;
-                let logits = self.head_logits(&hidden.index_select(&idx, 0)?)?;
-                ops::nll_rows(&logits, &tgt)?.to_vec1::<f32>()
-            })()
-            .during(|| format!("next-token NLL over {} positions", at.len()))?)
-        })
+    fn ids(&self, ids: &[u32]) -> Result<Tensor> {
+        Tensor::from_slice(ids, ids.len(), &self.device).during(|| "uploading token ids".into())
     }
 }
 
-impl lsn_core::Model for CandleModel {
+impl Engine for CandleModel {
     fn config(&self) -> &ModelConfig {
         &self.cfg
     }
 
-    fn forward(&mut self, batch: &TokenBatch, taps: &Taps, want: Want) -> lsn_core::Result<ForwardOut> {
-        batch.validate()?;
-        batch.check_vocab(self.cfg.vocab_size)?;
-        self.run(batch, taps, want)
+    fn backend(&self) -> &'static str {
+        crate::NAME
     }
 
-    fn forward_intervened(
-        &mut self,
-        _: &TokenBatch,
-        _: &Taps,
-        _: &lsn_core::Intervention,
-        _: Want,
-    ) -> lsn_core::Result<ForwardOut> {
-        Err(lsn_core::Error::Unsupported {
-            backend: crate::NAME,
-            capability: "test-time interventions (not yet)".into(),
-        })
+    fn body(&mut self, pass: &BodyPass<'_>) -> lsn_core::Result<BodyOut> {
+        let batch = pass.batch;
+        let (rows, seq) = (batch.rows, batch.seq_len);
+        let ids = self.ids(&batch.ids)?;
+        let taps = if pass.taps.any() {
+            let reducer = TapReducer::new(self.cfg.num_layers, self.cfg.intermediate_size, pass.taps)?;
+            Some(TapCounter::new(batch.real_positions(), reducer))
+        } else {
+            None
+        };
+        let dev = &self.device;
+        let hidden = (|| {
+            let mut hook = Hook::new(pass.overwrite, taps, pass.taps.point, self.cfg.num_layers, dev)?;
+            let pos = self.rope.positions(seq, dev)?;
+            let h = self.decoder.forward(&ids, rows, seq, &pos, &mut hook, None, pass.hidden, None)?;
+            Ok::<_, candle_core::Error>((h.map(|h| host(&h)).transpose()?, hook.taps))
+        })()
+        .during(|| format!("{:?} forward pass over {rows} rows × {seq} tokens", self.cfg.family))?;
+        let (hidden, counter) = hidden;
+        let taps = match counter {
+            Some(c) => Some(c.finish(batch.n_tokens() as u64).during(|| "reducing FFN taps".into())?),
+            None => None,
+        };
+        Ok(BodyOut { taps, hidden })
+    }
+
+    fn head_logits(&mut self, hidden: &[f32]) -> lsn_core::Result<Vec<f32>> {
+        Ok(self.head(hidden).and_then(|l| host(&l)).during(|| "LM head".into())?)
+    }
+
+    fn head_nll(&mut self, hidden: &[f32], targets: &[u32]) -> lsn_core::Result<Vec<f32>> {
+        Ok((|| {
+            let tgt = Tensor::from_slice(targets, targets.len(), &self.device)?;
+            ops::nll_rows(&self.head(hidden)?, &tgt)?.to_vec1::<f32>()
+        })()
+        .during(|| format!("next-token NLL over {} positions", targets.len()))?)
+    }
+
+    fn new_cache(&mut self) -> lsn_core::Result<KvCache> {
+        Ok(Box::new(Cache::default()))
+    }
+
+    fn step(&mut self, cache: &mut KvCache, step: &Step<'_>) -> lsn_core::Result<Vec<f32>> {
+        let cache = downcast_cache::<Cache>(cache, crate::NAME)?;
+        let ids = self.ids(step.ids)?;
+        let dev = &self.device;
+        Ok((|| {
+            let pos = Positions::of_step(step, self.cfg.attn_scale, dev)?;
+            let mut hook = Hook::new(step.overwrite, None, lsn_core::TapPoint::Act, self.cfg.num_layers, dev)?;
+            let out = Tensor::from_slice(step.out, step.out.len(), dev)?;
+            let h = self.decoder.forward(&ids, step.rows, step.len, &pos, &mut hook, Some(cache), true, Some(&out))?;
+            match h {
+                Some(h) => host(&h),
+                None => candle_core::bail!("the decoder returned no hidden state"),
+            }
+        })()
+        .during(|| format!("cached step of {} rows × {} tokens after {}", step.rows, step.len, step.past))?)
+    }
+
+    fn keep_rows(&mut self, cache: &mut KvCache, rows: &[usize]) -> lsn_core::Result<()> {
+        let cache = downcast_cache::<Cache>(cache, crate::NAME)?;
+        Ok(Decoder::keep_rows(cache, rows).during(|| "dropping finished rows from the cache".into())?)
     }
 }

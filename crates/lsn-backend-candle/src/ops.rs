@@ -66,11 +66,21 @@ pub(crate) struct Rope {
 
 impl Rope {
     pub(crate) fn new(inv_freq: &[f32], seq_len: usize, q_scale: f64, device: &Device) -> Result<Self> {
-        let half = inv_freq.len();
         let (cos, sin) = positions::rope_tables(inv_freq, seq_len);
+        Self::from_tables(cos, sin, &[seq_len, inv_freq.len()], q_scale, device)
+    }
+
+    /// From tables `[.., head_dim / 2]`: `[t, half]`, or `[b, t, half]` with a position per row.
+    pub(crate) fn from_tables(
+        cos: Vec<f32>,
+        sin: Vec<f32>,
+        dims: &[usize],
+        q_scale: f64,
+        device: &Device,
+    ) -> Result<Self> {
         let s = q_scale as f32;
         let (cos_q, sin_q): (Vec<f32>, Vec<f32>) = cos.iter().zip(&sin).map(|(c, n)| (c * s, n * s)).unzip();
-        let t = |v: Vec<f32>| Tensor::from_vec(v, (seq_len, half), device);
+        let t = |v: Vec<f32>| Tensor::from_vec(v, dims, device);
         Ok(Self { cos: t(cos)?, sin: t(sin)?, cos_q: t(cos_q)?, sin_q: t(sin_q)? })
     }
 
@@ -135,7 +145,7 @@ impl RopeFreqs {
     }
 }
 
-/// The RoPE table and mask of each attention kind for one sequence length.
+/// The RoPE table and mask of each attention kind for one pass.
 #[derive(Debug)]
 pub(crate) struct Positions {
     global: (Rope, Tensor),
@@ -143,6 +153,19 @@ pub(crate) struct Positions {
 }
 
 impl Positions {
+    /// The tables and masks of a cached step (one position per row and token, masks `[b, 1, 1, t, s]`).
+    pub(crate) fn of_step(step: &lsn_core::Step<'_>, q_scale: f64, device: &Device) -> Result<Self> {
+        let (rows, len, total) = (step.rows, step.len, step.past + step.len);
+        let build = |p: &lsn_core::StepPositions| -> Result<(Rope, Tensor)> {
+            let half = p.cos.len() / (rows * len).max(1);
+            let rope = Rope::from_tables(p.cos.clone(), p.sin.clone(), &[rows, len, half], q_scale, device)?;
+            Ok((rope, Tensor::from_slice(&p.mask, (rows, 1, 1, len, total), device)?))
+        };
+        let global = build(step.of(AttentionKind::Global))?;
+        let sliding = step.positions.iter().find(|p| p.kind == AttentionKind::Sliding).map(build).transpose()?;
+        Ok(Self { global, sliding })
+    }
+
     /// The table and mask of a layer of this kind.
     pub(crate) fn of(&self, kind: AttentionKind) -> (&Rope, &Tensor) {
         match (kind, &self.sliding) {
@@ -154,21 +177,20 @@ impl Positions {
 
 /// Scaled dot-product attention with grouped KV heads.
 ///
-/// `q` `[b, t, heads, d]` (RoPE and the score scale already applied), `k`/`v` `[b, t, kv_heads, d]`;
-/// `mask` `[t, t]` additive.
+/// `q` `[b, t, heads, d]` (RoPE and the score scale already applied), `k`/`v` `[b, kv_heads, s, d]` (contiguous; `s`
+/// ≥ `t` with a cache); `mask` additive, broadcastable to `[b, kv_heads, group, t, s]` (`[t, t]` for a whole pass,
+/// `[b, 1, 1, t, s]` for a cached step).
 /// Query head `h` uses KV head `h / (heads / kv_heads)`, as HF's `repeat_kv`. The KV heads are never copied: each
 /// KV head's query group is stacked along the sequence axis so one batched matmul serves the whole group.
 /// Returns `[b·t, heads·d]`.
 pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Result<Tensor> {
     let (b, t, heads, d) = q.dims4()?;
-    let kv_heads = k.dim(2)?;
+    let (_, kv_heads, s, _) = k.dims4()?;
     let group = heads / kv_heads;
     let q = q.transpose(1, 2)?.contiguous()?.reshape((b, kv_heads, group * t, d))?;
-    let k = k.transpose(1, 2)?.contiguous()?;
-    let v = v.transpose(1, 2)?.contiguous()?;
-    let scores = q.matmul(&k.t()?)?.reshape((b, kv_heads, group, t, t))?.broadcast_add(mask)?;
-    let probs = candle_nn::ops::softmax_last_dim(&scores)?.reshape((b, kv_heads, group * t, t))?;
-    probs.matmul(&v)?.reshape((b, heads, t, d))?.transpose(1, 2)?.contiguous()?.reshape((b * t, heads * d))
+    let scores = q.matmul(&k.t()?)?.reshape((b, kv_heads, group, t, s))?.broadcast_add(mask)?;
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?.reshape((b, kv_heads, group * t, s))?;
+    probs.matmul(v)?.reshape((b, heads, t, d))?.transpose(1, 2)?.contiguous()?.reshape((b * t, heads * d))
 }
 
 /// Hands each layer's FFN tap `a` `[b·t, intermediate]` to lsn-core's host reducer (the one definition of the tap

@@ -12,13 +12,14 @@
 
 use std::collections::BTreeMap;
 
-use lsn_core::{Activation, AttentionKind, Family, ModelConfig, positions};
+use lsn_core::arch::{self, Arch};
+use lsn_core::{Activation, AttentionKind, ModelConfig, positions};
 use serde::{Deserialize, Serialize};
 
 use crate::proto::{Attr, Dim, Elem, Graph};
 
 /// Bumped whenever the graphs or the weight layout change; part of the cache key.
-pub const EXPORTER_VERSION: u32 = 2;
+pub const EXPORTER_VERSION: u32 = 3;
 
 /// The file every graph takes its weights from.
 pub(crate) const WEIGHTS_FILE: &str = "weights.bin";
@@ -58,12 +59,15 @@ pub(crate) struct BodySpec {
     pub(crate) moments: bool,
     pub(crate) quantiles: Quantiles,
     pub(crate) above: bool,
+    /// Taps read `gate_proj(x)` before the activation (`TapPoint::GatePre`) instead of the activation.
+    pub(crate) gate_pre: bool,
     /// Inputs `intervention_mask` (bool) and `intervention_value` (f32), both `[layers, intermediate]`: where the
     /// mask is set, the activation is replaced by the value at every position (before the taps).
     pub(crate) intervene: bool,
-    /// Cached decoding: inputs `past_key_<l>` / `past_value_<l>` `[batch, kv_heads, past, head_dim]` (past may be 0),
-    /// outputs `present_key_<l>` / `present_value_<l>` with the new tokens appended; the new tokens sit at positions
-    /// `past..`. Rows must be of equal length (no padding).
+    /// A cached step: inputs `past_key_<l>` / `past_value_<l>` `[batch, kv_heads, past, head_dim]` (past may be 0),
+    /// the RoPE tables and masks of each attention kind (`rope_cos_global`, `rope_sin_global`, `mask_global`, and
+    /// `_sliding`), and `out_index` (the positions whose hidden state comes back); outputs `present_key_<l>` /
+    /// `present_value_<l>` with the new tokens appended. lsn-core's decoder computes positions and masks.
     pub(crate) cache: bool,
     pub(crate) head: Head,
 }
@@ -76,6 +80,7 @@ impl BodySpec {
             moments: false,
             quantiles: Quantiles::No,
             above: false,
+            gate_pre: false,
             intervene: false,
             cache: false,
             head,
@@ -99,19 +104,21 @@ impl BodySpec {
             Head::Logits => "-logits",
         };
         format!(
-            "body{}{}{q}{}{}{}{h}.onnx",
+            "body{}{}{q}{}{}{}{}{h}.onnx",
             if self.count_pos { "-countpos" } else { "" },
             if self.moments { "-moments" } else { "" },
             if self.above { "-above" } else { "" },
+            if self.gate_pre && self.any_tap() { "-gatepre" } else { "" },
             if self.intervene { "-intervened" } else { "" },
             if self.cache { "-cached" } else { "" },
         )
     }
 }
 
-/// Graph-building context: the config and where the weights are.
+/// Graph-building context: the config, the family's description and where the weights are.
 struct Ctx<'a> {
     cfg: &'a ModelConfig,
+    arch: Arch,
     manifest: &'a Manifest,
     g: Graph,
 }
@@ -193,26 +200,52 @@ impl Ctx<'_> {
     }
 }
 
-/// Per-kind RoPE cos/sin `[seq, 1, head_dim]` and additive mask `[seq, past + seq]`, computed in the graph: the new
-/// tokens sit at positions `past..past + seq` and see the keys at `0..=` their own position.
+/// Per-kind RoPE cos/sin and additive mask: for a whole pass computed in the graph (cos/sin `[seq, 1, head_dim]`,
+/// mask `[seq, seq]`), for a cached step graph inputs that lsn-core's decoder computes from each slot's position
+/// (cos/sin `[batch, seq, 1, head_dim]`, mask `[batch, 1, seq, past + seq]`).
 struct Positional {
     global: (String, String, String),
     sliding: Option<(String, String, String)>,
 }
 
-fn positional(c: &mut Ctx<'_>, ids: &str, past: &str) -> Positional {
+impl Positional {
+    fn of(&self, kind: AttentionKind) -> &(String, String, String) {
+        match (kind, &self.sliding) {
+            (AttentionKind::Sliding, Some(s)) => s,
+            _ => &self.global,
+        }
+    }
+}
+
+/// The positional inputs of a cached step graph.
+fn positional_inputs(c: &mut Ctx<'_>) -> Positional {
+    let d = c.cfg.head_dim;
+    let mut input = |kind: &str| {
+        let table = [Dim::Named("batch"), Dim::Named("seq"), Dim::Fixed(1), Dim::Fixed(d)];
+        let mask = [Dim::Named("batch"), Dim::Fixed(1), Dim::Named("seq"), Dim::Named("past_plus_seq")];
+        (
+            c.g.input(&format!("rope_cos_{kind}"), Elem::FLOAT, &table),
+            c.g.input(&format!("rope_sin_{kind}"), Elem::FLOAT, &table),
+            c.g.input(&format!("mask_{kind}"), Elem::FLOAT, &mask),
+        )
+    };
+    let global = input("global");
+    let sliding = c.cfg.layer_kinds.contains(&AttentionKind::Sliding).then(|| input("sliding"));
+    Positional { global, sliding }
+}
+
+/// The positional tables of a whole pass over `ids`, computed in the graph from lsn-core's frequencies.
+fn positional(c: &mut Ctx<'_>, ids: &str) -> Positional {
     let g = &mut c.g;
     let shape = g.op("Shape", &[ids], &[]);
     let one_idx = g.int(1);
     let seq = g.op("Gather", &[&shape, &one_idx], &[Attr::Int("axis", 0)]);
-    let end = g.op("Add", &[past, &seq], &[]);
     let (zero, one) = (g.int(0), g.int(1));
-    let q_pos = g.op("Range", &[past, &end, &one], &[]);
-    let k_pos = g.op("Range", &[&zero, &end, &one], &[]);
+    let t = g.op("Range", &[&zero, &seq, &one], &[]);
     let col_axes = g.ints(&[1]);
     let row_axes = g.ints(&[0]);
-    let t_col = g.op("Unsqueeze", &[&q_pos, &col_axes], &[]); // [seq, 1]
-    let t_row = g.op("Unsqueeze", &[&k_pos, &row_axes], &[]); // [1, past + seq]
+    let t_col = g.op("Unsqueeze", &[&t, &col_axes], &[]); // [seq, 1]
+    let t_row = g.op("Unsqueeze", &[&t, &row_axes], &[]); // [1, seq]
     let tf = g.op("Cast", &[&t_col], &[Attr::Int("to", Elem::FLOAT as i64)]);
     let visible = g.op("LessOrEqual", &[&t_row, &t_col], &[]); // key j ≤ query i
     let (zero_f, neg_inf) = (g.float(0.0), g.float(f32::NEG_INFINITY));
@@ -317,9 +350,8 @@ fn taps(c: &mut Ctx<'_>, spec: &BodySpec, inp: &TapInputs, a: &str, layer: usize
 
 /// The LM head on 2-D hidden rows: `[n, vocab]` logits, soft-capped where the model says so.
 fn head(c: &mut Ctx<'_>, hidden: &str) -> String {
-    let name = if c.cfg.tie_word_embeddings { "model.embed_tokens.weight" } else { "lm_head.weight" };
-    let logits = c.linear(hidden, name);
-    match c.cfg.final_logit_softcap {
+    let logits = c.linear(hidden, c.arch.head_weight);
+    match c.arch.final_softcap {
         None => logits,
         Some(cap) => {
             let g = &mut c.g;
@@ -331,162 +363,185 @@ fn head(c: &mut Ctx<'_>, hidden: &str) -> String {
     }
 }
 
-/// The body graph `spec` of `cfg` with weights at `manifest`.
-pub(crate) fn body(cfg: &ModelConfig, manifest: &Manifest, spec: &BodySpec) -> Result<Vec<u8>, protobuf::Error> {
-    let mut c = Ctx { cfg, manifest, g: Graph::new("lsn_decoder") };
-    let (heads, kv, d) = (cfg.num_heads as i64, cfg.num_kv_heads as i64, cfg.head_dim as i64);
-    let (hidden, inter) = (cfg.hidden_size, cfg.intermediate_size);
-    let ids = c.g.input("input_ids", Elem::INT64, &[Dim::Named("batch"), Dim::Named("seq")]);
-    let tap_in = TapInputs {
-        real: if spec.any_tap() {
-            c.g.input("real_index", Elem::INT64, &[Dim::Named("tokens")])
-        } else {
-            String::new()
-        },
+/// Every input of a body graph besides `input_ids`.
+struct BodyInputs {
+    taps: TapInputs,
+    /// `intervention_mask` (bool) and `intervention_value` (f32), `[layers, intermediate]`.
+    intervention: Option<(String, String)>,
+    /// `past_key_<l>` / `past_value_<l>` per layer (cached step).
+    past: Vec<(String, String)>,
+    /// `out_index` `[n]`: the flat positions whose hidden state a cached step returns.
+    out_index: Option<String>,
+}
+
+fn body_inputs(c: &mut Ctx<'_>, spec: &BodySpec) -> BodyInputs {
+    let cfg = c.cfg;
+    let inter = cfg.intermediate_size;
+    let g = &mut c.g;
+    let taps = TapInputs {
+        real: if spec.any_tap() { g.input("real_index", Elem::INT64, &[Dim::Named("tokens")]) } else { String::new() },
         ranks: (spec.quantiles == Quantiles::Graph)
-            .then(|| c.g.input("quantile_ranks", Elem::INT64, &[Dim::Named("ranks")])),
+            .then(|| g.input("quantile_ranks", Elem::INT64, &[Dim::Named("ranks")])),
         thresholds: spec.above.then(|| {
-            c.g.input(
-                "thresholds",
-                Elem::FLOAT,
-                &[Dim::Fixed(cfg.num_layers), Dim::Named("n_thresholds"), Dim::Fixed(inter)],
-            )
+            let dims = [Dim::Fixed(cfg.num_layers), Dim::Named("n_thresholds"), Dim::Fixed(inter)];
+            g.input("thresholds", Elem::FLOAT, &dims)
         }),
     };
     let intervention = spec.intervene.then(|| {
         let dims = [Dim::Fixed(cfg.num_layers), Dim::Fixed(inter)];
-        (c.g.input("intervention_mask", Elem::BOOL, &dims), c.g.input("intervention_value", Elem::FLOAT, &dims))
+        (g.input("intervention_mask", Elem::BOOL, &dims), g.input("intervention_value", Elem::FLOAT, &dims))
     });
-    let kv_dims = [Dim::Named("batch"), Dim::Fixed(cfg.num_kv_heads), Dim::Named("past"), Dim::Fixed(cfg.head_dim)];
-    let past: Vec<(String, String)> = if spec.cache {
+    let kv_dims = kv_dims(cfg, "past");
+    let past = if spec.cache {
         (0..cfg.num_layers)
             .map(|l| {
                 (
-                    c.g.input(&format!("past_key_{l}"), Elem::FLOAT, &kv_dims),
-                    c.g.input(&format!("past_value_{l}"), Elem::FLOAT, &kv_dims),
+                    g.input(&format!("past_key_{l}"), Elem::FLOAT, &kv_dims),
+                    g.input(&format!("past_value_{l}"), Elem::FLOAT, &kv_dims),
                 )
             })
             .collect()
     } else {
         Vec::new()
     };
-    let past_len = match past.first() {
-        Some((k, _)) => {
-            let shape = c.g.op("Shape", &[k], &[]);
-            let axis = c.g.int(2);
-            c.g.op("Gather", &[&shape, &axis], &[Attr::Int("axis", 0)])
-        }
-        None => c.g.int(0),
-    };
-    let pos = positional(&mut c, &ids, &past_len);
+    let out_index = spec.cache.then(|| g.input("out_index", Elem::INT64, &[Dim::Named("positions")]));
+    BodyInputs { taps, intervention, past, out_index }
+}
 
-    let embed = c.w("model.embed_tokens.weight");
+/// `[batch, kv_heads, slots, head_dim]`, the layout of cached keys and values.
+fn kv_dims(cfg: &ModelConfig, slots: &'static str) -> [Dim; 4] {
+    [Dim::Named("batch"), Dim::Fixed(cfg.num_kv_heads), Dim::Named(slots), Dim::Fixed(cfg.head_dim)]
+}
+
+/// Shape constants of the attention block, built once per graph.
+struct AttnShapes {
+    q: String,
+    kv: String,
+    grouped: String,
+    by_head: String,
+    by_group: String,
+    heads_back: String,
+    merged: String,
+    scale: String,
+}
+
+fn attn_shapes(c: &mut Ctx<'_>, bt: &str) -> AttnShapes {
+    let cfg = c.cfg;
+    let (heads, kv, d) = (cfg.num_heads as i64, cfg.num_kv_heads as i64, cfg.head_dim as i64);
     let g = &mut c.g;
-    let bt = g.op("Shape", &[&ids], &[]);
-    let flat = g.ints(&[-1, hidden as i64]);
-    let x = g.op("Gather", &[&embed, &ids], &[Attr::Int("axis", 0)]);
-    let mut x = g.op("Reshape", &[&x, &flat], &[]); // [n, hidden]
-    if let Some(s) = positions::embed_scale(cfg) {
-        let s = g.float(s);
-        x = g.op("Mul", &[&x, &s], &[]);
-    }
     let hd = g.ints(&[heads, d]);
     let kvd = g.ints(&[kv, d]);
-    let q_shape = g.op("Concat", &[&bt, &hd], &[Attr::Int("axis", 0)]);
-    let kv_shape = g.op("Concat", &[&bt, &kvd], &[Attr::Int("axis", 0)]);
-    let grouped = g.ints(&[0, kv, -1, d]); // [b, kv, group·t, d]
-    let by_head = g.ints(&[0, heads, -1, 0]); // scores [b, heads, t, past + t]
-    let by_group = g.ints(&[0, kv, -1, 0]);
-    let heads_back = g.ints(&[0, heads, -1, d]);
-    let merged = g.ints(&[-1, heads * d]);
-    let scale = g.float(cfg.attn_scale as f32);
-    let gemma = cfg.family == Family::Gemma3;
-    let mut outs = TapOuts::default();
-    let last = cfg.num_layers - 1;
-    for (l, &kind) in cfg.layer_kinds.iter().enumerate() {
-        let p = format!("model.layers.{l}");
-        let (cos, sin, mask) = match (kind, &pos.sliding) {
-            (AttentionKind::Sliding, Some(s)) => s.clone(),
-            _ => pos.global.clone(),
-        };
-        let h = c.rms_norm(&x, &format!("{p}.input_layernorm.weight"));
-        let q = c.linear(&h, &format!("{p}.self_attn.q_proj.weight"));
-        let k = c.linear(&h, &format!("{p}.self_attn.k_proj.weight"));
-        let v = c.linear(&h, &format!("{p}.self_attn.v_proj.weight"));
-        let mut q = c.g.op("Reshape", &[&q, &q_shape], &[]);
-        let mut k = c.g.op("Reshape", &[&k, &kv_shape], &[]);
-        let v = c.g.op("Reshape", &[&v, &kv_shape], &[]);
-        if gemma {
-            q = c.rms_norm(&q, &format!("{p}.self_attn.q_norm.weight"));
-            k = c.rms_norm(&k, &format!("{p}.self_attn.k_norm.weight"));
-        }
-        let g = &mut c.g;
-        let q = rope(g, &q, &cos, &sin);
-        let k = rope(g, &k, &cos, &sin);
-        // Grouped-query attention as HF's `repeat_kv`: query head h reads KV head h / group, so the query heads of
-        // one KV head are adjacent and fold into its rows.
-        let q = g.op("Transpose", &[&q], &[Attr::Ints("perm", vec![0, 2, 1, 3])]); // [b, heads, t, d]
-        let q = g.op("Reshape", &[&q, &grouped], &[]); // [b, kv, group·t, d]
-        let (kt, v) = match past.get(l) {
-            None => (
-                g.op("Transpose", &[&k], &[Attr::Ints("perm", vec![0, 2, 3, 1])]), // [b, kv, d, t]
-                g.op("Transpose", &[&v], &[Attr::Ints("perm", vec![0, 2, 1, 3])]), // [b, kv, t, d]
-            ),
-            Some((pk, pv)) => {
-                let k = g.op("Transpose", &[&k], &[Attr::Ints("perm", vec![0, 2, 1, 3])]);
-                let v = g.op("Transpose", &[&v], &[Attr::Ints("perm", vec![0, 2, 1, 3])]);
-                let k_all = g.op("Concat", &[pk, &k], &[Attr::Int("axis", 2)]); // [b, kv, past + t, d]
-                let v_all = g.op("Concat", &[pv, &v], &[Attr::Int("axis", 2)]);
-                let present = [kv_dims[0], kv_dims[1], Dim::Named("past_plus_seq"), kv_dims[3]];
-                g.output(&k_all, &format!("present_key_{l}"), Elem::FLOAT, &present);
-                g.output(&v_all, &format!("present_value_{l}"), Elem::FLOAT, &present);
-                (g.op("Transpose", &[&k_all], &[Attr::Ints("perm", vec![0, 1, 3, 2])]), v_all)
-            }
-        };
-        let s = g.op("MatMul", &[&q, &kt], &[]);
-        let s = g.op("Reshape", &[&s, &by_head], &[]); // [b, heads, t, t]
-        let s = g.op("Mul", &[&s, &scale], &[]);
-        let s = g.op("Add", &[&s, &mask], &[]);
-        let s = g.op("Softmax", &[&s], &[Attr::Int("axis", -1)]);
-        let s = g.op("Reshape", &[&s, &by_group], &[]);
-        let att = g.op("MatMul", &[&s, &v], &[]); // [b, kv, group·t, d]
-        let att = g.op("Reshape", &[&att, &heads_back], &[]);
-        let att = g.op("Transpose", &[&att], &[Attr::Ints("perm", vec![0, 2, 1, 3])]); // [b, t, heads, d]
-        let att = g.op("Reshape", &[&att, &merged], &[]);
-        // `attn_logit_softcapping` is not applied: transformers' Gemma3Attention does not pass it on either.
-        let mut att = c.linear(&att, &format!("{p}.self_attn.o_proj.weight"));
-        if gemma {
-            att = c.rms_norm(&att, &format!("{p}.post_attention_layernorm.weight"));
-        }
-        x = c.g.op("Add", &[&x, &att], &[]);
-
-        let pre = if gemma { "pre_feedforward_layernorm" } else { "post_attention_layernorm" };
-        let h = c.rms_norm(&x, &format!("{p}.{pre}.weight"));
-        let gate = c.linear(&h, &format!("{p}.mlp.gate_proj.weight"));
-        let mut a = c.activate(&gate);
-        if let Some((mask, value)) = &intervention {
-            let g = &mut c.g;
-            let l = g.int(l as i64);
-            let m = g.op("Gather", &[mask, &l], &[Attr::Int("axis", 0)]); // [I], broadcast over positions
-            let v = g.op("Gather", &[value, &l], &[Attr::Int("axis", 0)]);
-            a = g.op("Where", &[&m, &v, &a], &[]);
-        }
-        if spec.any_tap() {
-            taps(&mut c, spec, &tap_in, &a, l, &mut outs);
-        }
-        if l == last && spec.head == Head::No {
-            break; // capture needs only the taps
-        }
-        let up = c.linear(&h, &format!("{p}.mlp.up_proj.weight"));
-        let au = c.g.op("Mul", &[&a, &up], &[]);
-        let mut f = c.linear(&au, &format!("{p}.mlp.down_proj.weight"));
-        if gemma {
-            f = c.rms_norm(&f, &format!("{p}.post_feedforward_layernorm.weight"));
-        }
-        x = c.g.op("Add", &[&x, &f], &[]);
+    AttnShapes {
+        q: g.op("Concat", &[bt, &hd], &[Attr::Int("axis", 0)]),
+        kv: g.op("Concat", &[bt, &kvd], &[Attr::Int("axis", 0)]),
+        grouped: g.ints(&[0, kv, -1, d]),    // [b, kv, group·t, d]
+        by_head: g.ints(&[0, heads, -1, 0]), // scores [b, heads, t, s]
+        by_group: g.ints(&[0, kv, -1, 0]),
+        heads_back: g.ints(&[0, heads, -1, d]),
+        merged: g.ints(&[-1, heads * d]),
+        scale: g.float(cfg.attn_scale as f32),
     }
+}
+
+/// The attention block of layer `l` on the residual stream `x` `[n, hidden]`; returns the new stream. With `past`,
+/// the layer's keys and values follow the cached ones and are returned as `present_*`.
+fn attention_block(
+    c: &mut Ctx<'_>,
+    l: usize,
+    x: &str,
+    (cos, sin, mask): &(String, String, String),
+    past: Option<&(String, String)>,
+    sh: &AttnShapes,
+) -> String {
+    let n = c.arch.layer(l);
+    let h = c.rms_norm(x, &n.input_norm);
+    let q = c.linear(&h, &n.q);
+    let k = c.linear(&h, &n.k);
+    let v = c.linear(&h, &n.v);
+    let mut q = c.g.op("Reshape", &[&q, &sh.q], &[]);
+    let mut k = c.g.op("Reshape", &[&k, &sh.kv], &[]);
+    let v = c.g.op("Reshape", &[&v, &sh.kv], &[]);
+    if let (Some(qn), Some(kn)) = (&n.q_norm, &n.k_norm) {
+        q = c.rms_norm(&q, qn);
+        k = c.rms_norm(&k, kn);
+    }
+    let kv_dims = kv_dims(c.cfg, "past_plus_seq");
+    let g = &mut c.g;
+    let q = rope(g, &q, cos, sin);
+    let k = rope(g, &k, cos, sin);
+    // Grouped-query attention as HF's `repeat_kv`: query head h reads KV head h / group, so the query heads of
+    // one KV head are adjacent and fold into its rows.
+    let q = g.op("Transpose", &[&q], &[Attr::Ints("perm", vec![0, 2, 1, 3])]); // [b, heads, t, d]
+    let q = g.op("Reshape", &[&q, &sh.grouped], &[]); // [b, kv, group·t, d]
+    let mut k = g.op("Transpose", &[&k], &[Attr::Ints("perm", vec![0, 2, 1, 3])]); // [b, kv, t, d]
+    let mut v = g.op("Transpose", &[&v], &[Attr::Ints("perm", vec![0, 2, 1, 3])]);
+    if let Some((pk, pv)) = past {
+        k = g.op("Concat", &[pk, &k], &[Attr::Int("axis", 2)]); // [b, kv, past + t, d]
+        v = g.op("Concat", &[pv, &v], &[Attr::Int("axis", 2)]);
+        g.output(&k, &format!("present_key_{l}"), Elem::FLOAT, &kv_dims);
+        g.output(&v, &format!("present_value_{l}"), Elem::FLOAT, &kv_dims);
+    }
+    let kt = g.op("Transpose", &[&k], &[Attr::Ints("perm", vec![0, 1, 3, 2])]); // [b, kv, d, s]
+    let s = g.op("MatMul", &[&q, &kt], &[]);
+    let s = g.op("Reshape", &[&s, &sh.by_head], &[]); // [b, heads, t, s]
+    let s = g.op("Mul", &[&s, &sh.scale], &[]);
+    let s = g.op("Add", &[&s, mask], &[]);
+    let s = g.op("Softmax", &[&s], &[Attr::Int("axis", -1)]);
+    let s = g.op("Reshape", &[&s, &sh.by_group], &[]);
+    let att = g.op("MatMul", &[&s, &v], &[]); // [b, kv, group·t, d]
+    let att = g.op("Reshape", &[&att, &sh.heads_back], &[]);
+    let att = g.op("Transpose", &[&att], &[Attr::Ints("perm", vec![0, 2, 1, 3])]); // [b, t, heads, d]
+    let att = g.op("Reshape", &[&att, &sh.merged], &[]);
+    // `attn_logit_softcapping` is not applied: transformers' Gemma3Attention does not pass it on either.
+    let mut att = c.linear(&att, &n.o);
+    if let Some(pn) = &n.post_attn_norm {
+        att = c.rms_norm(&att, pn);
+    }
+    c.g.op("Add", &[x, &att], &[])
+}
+
+/// The FFN of layer `l` with its hook (overwrite, then taps); returns the new stream, or `None` when the graph ends
+/// at this layer's taps (the last layer of a graph without a head).
+fn ffn_block(
+    c: &mut Ctx<'_>,
+    spec: &BodySpec,
+    inputs: &BodyInputs,
+    l: usize,
+    x: &str,
+    outs: &mut TapOuts,
+) -> Option<String> {
+    let n = c.arch.layer(l);
+    let h = c.rms_norm(x, &n.pre_ffn_norm);
+    let gate = c.linear(&h, &n.gate);
+    let mut a = c.activate(&gate);
+    if let Some((mask, value)) = &inputs.intervention {
+        let g = &mut c.g;
+        let li = g.int(l as i64);
+        let m = g.op("Gather", &[mask, &li], &[Attr::Int("axis", 0)]); // [I], broadcast over positions
+        let v = g.op("Gather", &[value, &li], &[Attr::Int("axis", 0)]);
+        a = g.op("Where", &[&m, &v, &a], &[]);
+    }
+    if spec.any_tap() {
+        let tapped = if spec.gate_pre { gate.clone() } else { a.clone() };
+        taps(c, spec, &inputs.taps, &tapped, l, outs);
+    }
+    if l == c.cfg.num_layers - 1 && spec.head == Head::No {
+        return None; // capture needs only the taps
+    }
+    let up = c.linear(&h, &n.up);
+    let au = c.g.op("Mul", &[&a, &up], &[]);
+    let mut f = c.linear(&au, &n.down);
+    if let Some(pn) = &n.post_ffn_norm {
+        f = c.rms_norm(&f, pn);
+    }
+    Some(c.g.op("Add", &[x, &f], &[]))
+}
+
+/// The tap outputs, concatenated over layers, and what the graph ends with.
+fn body_outputs(c: &mut Ctx<'_>, spec: &BodySpec, inputs: &BodyInputs, x: &str, bt: &str, outs: &TapOuts) {
+    let cfg = c.cfg;
     let layers = Dim::Fixed(cfg.num_layers);
-    let width = Dim::Fixed(inter);
+    let width = Dim::Fixed(cfg.intermediate_size);
     let concat = |c: &mut Ctx<'_>, parts: &[String], name: &str, elem: Elem, dims: &[Dim]| {
         if !parts.is_empty() {
             let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
@@ -494,38 +549,67 @@ pub(crate) fn body(cfg: &ModelConfig, manifest: &Manifest, spec: &BodySpec) -> R
             c.g.output(&all, name, elem, dims);
         }
     };
-    concat(&mut c, &outs.count_pos, "count_pos", Elem::FLOAT, &[layers, width]);
-    concat(&mut c, &outs.sum, "sum", Elem::DOUBLE, &[layers, width]);
-    concat(&mut c, &outs.sum_sq, "sum_sq", Elem::DOUBLE, &[layers, width]);
-    concat(&mut c, &outs.quantiles, "quantile_stats", Elem::FLOAT, &[layers, Dim::Named("ranks"), width]);
-    concat(&mut c, &outs.above, "count_above", Elem::FLOAT, &[layers, Dim::Named("n_thresholds"), width]);
+    concat(c, &outs.count_pos, "count_pos", Elem::FLOAT, &[layers, width]);
+    concat(c, &outs.sum, "sum", Elem::DOUBLE, &[layers, width]);
+    concat(c, &outs.sum_sq, "sum_sq", Elem::DOUBLE, &[layers, width]);
+    concat(c, &outs.quantiles, "quantile_stats", Elem::FLOAT, &[layers, Dim::Named("ranks"), width]);
+    concat(c, &outs.above, "count_above", Elem::FLOAT, &[layers, Dim::Named("n_thresholds"), width]);
+    let x = match &inputs.out_index {
+        Some(at) => c.g.op("Gather", &[x, at], &[Attr::Int("axis", 0)]),
+        None => x.to_owned(),
+    };
     match spec.head {
         Head::No => {}
         Head::Hidden => {
-            let h = c.rms_norm(&x, "model.norm.weight");
-            c.g.output(&h, "hidden", Elem::FLOAT, &[Dim::Named("positions"), Dim::Fixed(hidden)]);
+            let h = c.rms_norm(&x, arch::FINAL_NORM);
+            c.g.output(&h, "hidden", Elem::FLOAT, &[Dim::Named("positions"), Dim::Fixed(cfg.hidden_size)]);
         }
         Head::Logits => {
-            let h = c.rms_norm(&x, "model.norm.weight");
-            let logits = head(&mut c, &h);
+            let h = c.rms_norm(&x, arch::FINAL_NORM);
+            let logits = head(c, &h);
             let shape = c.g.ints(&[cfg.vocab_size as i64]);
-            let full = c.g.op("Concat", &[&bt, &shape], &[Attr::Int("axis", 0)]);
+            let full = c.g.op("Concat", &[bt, &shape], &[Attr::Int("axis", 0)]);
             let logits = c.g.op("Reshape", &[&logits, &full], &[]);
-            c.g.output(
-                &logits,
-                "logits",
-                Elem::FLOAT,
-                &[Dim::Named("batch"), Dim::Named("seq"), Dim::Fixed(cfg.vocab_size)],
-            );
+            let dims = [Dim::Named("batch"), Dim::Named("seq"), Dim::Fixed(cfg.vocab_size)];
+            c.g.output(&logits, "logits", Elem::FLOAT, &dims);
         }
     }
+}
+
+/// The body graph `spec` of `cfg` with weights at `manifest`.
+pub(crate) fn body(cfg: &ModelConfig, manifest: &Manifest, spec: &BodySpec) -> Result<Vec<u8>, protobuf::Error> {
+    let mut c = Ctx { cfg, arch: Arch::of(cfg), manifest, g: Graph::new("lsn_decoder") };
+    let ids = c.g.input("input_ids", Elem::INT64, &[Dim::Named("batch"), Dim::Named("seq")]);
+    let inputs = body_inputs(&mut c, spec);
+    let pos = if spec.cache { positional_inputs(&mut c) } else { positional(&mut c, &ids) };
+
+    let embed = c.w(arch::EMBED);
+    let g = &mut c.g;
+    let bt = g.op("Shape", &[&ids], &[]);
+    let flat = g.ints(&[-1, cfg.hidden_size as i64]);
+    let x = g.op("Gather", &[&embed, &ids], &[Attr::Int("axis", 0)]);
+    let mut x = g.op("Reshape", &[&x, &flat], &[]); // [n, hidden]
+    if let Some(s) = c.arch.embed_scale {
+        let s = c.g.float(s);
+        x = c.g.op("Mul", &[&x, &s], &[]);
+    }
+    let shapes = attn_shapes(&mut c, &bt);
+    let mut outs = TapOuts::default();
+    for (l, &kind) in cfg.layer_kinds.iter().enumerate() {
+        x = attention_block(&mut c, l, &x, pos.of(kind), inputs.past.get(l), &shapes);
+        match ffn_block(&mut c, spec, &inputs, l, &x, &mut outs) {
+            Some(next) => x = next,
+            None => break,
+        }
+    }
+    body_outputs(&mut c, spec, &inputs, &x, &bt, &outs);
     c.g.into_model_bytes(&format!("lsn {:?} decoder, exporter v{EXPORTER_VERSION}", cfg.family))
 }
 
 /// The head graph: `hidden` `[n, hidden_size]` → `logits` `[n, vocab]`; with `nll`, also `targets` `[n]` →
 /// `nll` `[n]` = logsumexp − logit[target], in f64 (an f32 sum over a 262144-entry vocabulary biases it ~1e-5).
 pub(crate) fn head_graph(cfg: &ModelConfig, manifest: &Manifest, nll: bool) -> Result<Vec<u8>, protobuf::Error> {
-    let mut c = Ctx { cfg, manifest, g: Graph::new("lsn_head") };
+    let mut c = Ctx { cfg, arch: Arch::of(cfg), manifest, g: Graph::new("lsn_head") };
     let hidden = c.g.input("hidden", Elem::FLOAT, &[Dim::Named("positions"), Dim::Fixed(cfg.hidden_size)]);
     let logits = head(&mut c, &hidden);
     if nll {

@@ -11,7 +11,6 @@
 //! the same bits but measured 2.5× slower (see [`QuantilePass`]).
 
 mod cache;
-mod cached;
 mod error;
 pub mod export;
 mod model;
@@ -23,7 +22,6 @@ use std::path::{Path, PathBuf};
 use lsn_core::{Backend, Capabilities, Device, LoadOptions, Model, ModelFiles, Result};
 
 pub use cache::default_cache;
-pub use cached::CachedDecoder;
 pub use export::EXPORTER_VERSION;
 
 /// The backend's name, as `Backend::name` reports it and errors cite it.
@@ -83,7 +81,7 @@ impl Backend for OrtBackend {
         if runtime::cuda_available() {
             devices.push(Device::Cuda(0));
         }
-        Capabilities { devices, taps: true, intervene: true, train: false }
+        Capabilities { devices }
     }
 
     fn load(&self, files: &ModelFiles, opts: &LoadOptions) -> Result<Box<dyn Model>> {
@@ -106,12 +104,6 @@ impl OrtBackend {
         // Fail now, not at the first forward pass, when ONNX Runtime itself cannot start.
         runtime::environment()?;
         Ok((ckpt.config, export))
-    }
-
-    /// Loads `files` for cached decoding (past key/values kept between calls): see [`CachedDecoder`].
-    pub fn load_cached(&self, files: &ModelFiles, opts: &LoadOptions) -> Result<CachedDecoder> {
-        let (config, export) = self.export(files, opts)?;
-        Ok(cached::CachedDecoder::new(config, export, opts.device)?)
     }
 }
 

@@ -1,12 +1,15 @@
-//! `OrtModel`: one exported checkpoint behind `lsn_core::Model`. Each forward pass picks the body graph that
-//! computes exactly the requested taps and head, runs it, and finishes the statistics on the host (quantile
-//! interpolation by lsn-core's rule); logits and the next-token NLL come from the head graph, chunk by chunk.
+//! `OrtModel`: one exported checkpoint as an `lsn_core::Engine`. Each body pass picks the graph that computes exactly
+//! the requested taps, intervention and head, runs it, and finishes the statistics on the host (quantile
+//! interpolation by lsn-core's rule); head chunks run the head graph; cached steps run the graph with past
+//! key/values, whose cache lives on the host between steps.
 
 use std::path::PathBuf;
 
+use lsn_core::engine::downcast_cache;
 use lsn_core::taps::{lerp_fused, quantile_position};
 use lsn_core::{
-    Dense, Device, ForwardOut, Intervention, ModelConfig, QUANTILES, TapReducer, TapStats, Taps, TokenBatch, Want, head,
+    AttentionKind, BodyOut, BodyPass, Device, Engine, KvCache, ModelConfig, Overwrite, QUANTILES, Step, TapPoint,
+    TapReducer, TapStats, Taps, TokenBatch,
 };
 use ort::session::builder::PrepackedWeights;
 use ort::session::{Session, SessionOutputs};
@@ -30,6 +33,8 @@ pub(crate) struct OrtModel {
     bodies: Vec<(BodySpec, Session)>,
     head_logits: Option<Session>,
     head_nll: Option<Session>,
+    /// The cached-step graphs without and with an intervention.
+    steps: [Option<Session>; 2],
 }
 
 pub(crate) fn tensor<T: ort::value::PrimitiveTensorElementType + Clone + std::fmt::Debug + 'static>(
@@ -63,6 +68,7 @@ impl OrtModel {
             bodies: Vec::new(),
             head_logits: None,
             head_nll: None,
+            steps: [None, None],
         }
     }
 
@@ -85,10 +91,8 @@ impl OrtModel {
         Ok(&mut self.bodies.last_mut().expect("just pushed").1)
     }
 
-    fn run(&mut self, batch: &TokenBatch, taps: &Taps, iv: Option<&Intervention>, want: Want) -> Result<ForwardOut> {
-        if want == Want::Nothing && !taps.any() {
-            return Ok(ForwardOut::default());
-        }
+    fn run_body(&mut self, pass: &BodyPass<'_>) -> Result<BodyOut> {
+        let (batch, taps) = (pass.batch, pass.taps);
         let n_tokens = batch.n_tokens();
         if n_tokens > 1 << 24 {
             // Counts are summed in f32 in the graph, exact up to 2^24.
@@ -102,30 +106,22 @@ impl OrtModel {
             moments: taps.moments,
             quantiles: if taps.quantiles { self.quantiles } else { Quantiles::No },
             above: taps.above.is_some(),
-            intervene: iv.is_some(),
+            gate_pre: taps.point == TapPoint::GatePre,
+            intervene: pass.overwrite.is_some(),
             cache: false,
-            head: if want == Want::Nothing { Head::No } else { Head::Hidden },
+            head: if pass.hidden { Head::Hidden } else { Head::No },
         };
-        let inputs = self.inputs(batch, taps, iv, &spec)?;
+        let inputs = self.inputs(batch, taps, pass.overwrite, &spec)?;
         let (layers, width) = (self.cfg.num_layers, self.cfg.intermediate_size);
         let rows_seq = format!("{} rows × {} tokens", batch.rows, batch.seq_len);
         let session = self.body(spec)?;
         let out = session.run(inputs).during(|| format!("forward pass over {rows_seq}"))?;
-        let stats = if spec.any_tap() { Some(read_taps(&out, &spec, layers, width, n_tokens)?) } else { None };
+        let taps = if spec.any_tap() { Some(read_taps(&out, &spec, layers, width, n_tokens)?) } else { None };
         let hidden = match spec.head {
             Head::Hidden => Some(extract::<f32>(&out, "hidden")?),
             _ => None,
         };
-        drop(out);
-        let mut result = ForwardOut { taps: stats, ..ForwardOut::default() };
-        if let Some(hidden) = hidden {
-            match want {
-                Want::Nothing => {}
-                Want::Logits => result.logits = Some(self.logits(&hidden, batch.rows, batch.seq_len)?),
-                Want::Nll => result.nll = Some(self.nll(&hidden, batch)?),
-            }
-        }
-        Ok(result)
+        Ok(BodyOut { taps, hidden })
     }
 
     /// The inputs of body graph `spec` for this batch.
@@ -133,7 +129,7 @@ impl OrtModel {
         &self,
         batch: &TokenBatch,
         taps: &Taps,
-        iv: Option<&Intervention>,
+        overwrite: Option<&Overwrite>,
         spec: &BodySpec,
     ) -> Result<Vec<(&'static str, DynValue)>> {
         let (layers, width) = (self.cfg.num_layers, self.cfg.intermediate_size);
@@ -170,10 +166,8 @@ impl OrtModel {
             }
             inputs.push(("thresholds", tensor(&[layers, n_thr, width], t)?));
         }
-        if let Some(iv) = iv {
-            let (mask, value) = iv.dense(layers, width)?;
-            inputs.push(("intervention_mask", tensor(&[layers, width], mask)?));
-            inputs.push(("intervention_value", tensor(&[layers, width], value)?));
+        if let Some(o) = overwrite {
+            inputs.extend(intervention_inputs(o)?);
         }
         Ok(inputs)
     }
@@ -187,33 +181,104 @@ impl OrtModel {
         Ok(slot.as_mut().expect("just loaded"))
     }
 
-    fn logits(&mut self, hidden: &[f32], rows: usize, seq: usize) -> lsn_core::Result<Dense> {
-        let (d, vocab) = (self.cfg.hidden_size, self.cfg.vocab_size);
-        let session = self.head_session(false)?;
-        head::chunked_logits(rows, seq, vocab, |start, len| {
-            let h = tensor(&[len, d], hidden[start * d..(start + len) * d].to_vec())?;
-            let out = session
-                .run(vec![("hidden", h)])
-                .during(|| format!("LM head over positions {start}..{}", start + len))?;
-            Ok(extract::<f32>(&out, "logits")?)
-        })
+    fn head_chunk(&mut self, hidden: &[f32], targets: Option<&[u32]>) -> Result<Vec<f32>> {
+        let d = self.cfg.hidden_size;
+        let n = hidden.len() / d;
+        let session = self.head_session(targets.is_some())?;
+        let mut inputs = vec![("hidden", tensor(&[n, d], hidden.to_vec())?)];
+        if let Some(t) = targets {
+            inputs.push(("targets", tensor(&[n], t.iter().map(|&t| i64::from(t)).collect())?));
+        }
+        let out = session.run(inputs).during(|| format!("LM head over {n} positions"))?;
+        extract::<f32>(&out, if targets.is_some() { "nll" } else { "logits" })
     }
 
-    fn nll(&mut self, hidden: &[f32], batch: &TokenBatch) -> lsn_core::Result<Dense> {
-        let d = self.cfg.hidden_size;
-        let vocab = self.cfg.vocab_size;
-        let session = self.head_session(true)?;
-        head::chunked_nll(batch, vocab, |at, target| {
-            let rows: Vec<f32> =
-                at.iter().flat_map(|&p| &hidden[p as usize * d..(p as usize + 1) * d]).copied().collect();
-            let h = tensor(&[at.len(), d], rows)?;
-            let t = tensor(&[at.len()], target.iter().map(|&t| i64::from(t)).collect())?;
-            let out = session
-                .run(vec![("hidden", h), ("targets", t)])
-                .during(|| format!("next-token NLL over {} positions", at.len()))?;
-            Ok(extract::<f32>(&out, "nll")?)
-        })
+    /// The cached-step session (with or without an intervention), loaded on first use.
+    fn step_session(&mut self, intervene: bool) -> Result<&mut Session> {
+        let spec = BodySpec { cache: true, intervene, ..BodySpec::plain(Head::Hidden) };
+        let slot = &mut self.steps[usize::from(intervene)];
+        if slot.is_none() {
+            *slot = Some(runtime::session(&self.export.body(&spec)?, self.device, &self.prepacked)?);
+        }
+        Ok(slot.as_mut().expect("just loaded"))
     }
+
+    fn run_step(&mut self, cache: &mut Cache, step: &Step<'_>) -> Result<Vec<f32>> {
+        let (layers, kv, d) = (self.cfg.num_layers, self.cfg.num_kv_heads, self.cfg.head_dim);
+        let (rows, len, total) = (step.rows, step.len, step.past + step.len);
+        let mut inputs: Vec<(String, DynValue)> = Vec::new();
+        inputs.push(("input_ids".into(), tensor(&[rows, len], step.ids.iter().map(|&i| i64::from(i)).collect())?));
+        let mut kinds = vec![("global", step.of(AttentionKind::Global))];
+        if self.cfg.layer_kinds.contains(&AttentionKind::Sliding) {
+            kinds.push(("sliding", step.of(AttentionKind::Sliding)));
+        }
+        for (name, p) in kinds {
+            let half = p.cos.len() / (rows * len).max(1);
+            // `[rows·len, half]` → `[rows, len, 1, 2·half]`, each half repeated (rotate-half layout).
+            let full = |v: &[f32]| v.chunks(half.max(1)).flat_map(|c| c.iter().chain(c)).copied().collect::<Vec<f32>>();
+            inputs.push((format!("rope_cos_{name}"), tensor(&[rows, len, 1, 2 * half], full(&p.cos))?));
+            inputs.push((format!("rope_sin_{name}"), tensor(&[rows, len, 1, 2 * half], full(&p.sin))?));
+            inputs.push((format!("mask_{name}"), tensor(&[rows, 1, len, total], p.mask.clone())?));
+        }
+        if let Some(o) = step.overwrite {
+            inputs.extend(intervention_inputs(o)?.into_iter().map(|(n, v)| (n.to_owned(), v)));
+        }
+        inputs.push(("out_index".into(), tensor(&[step.out.len()], step.out.iter().map(|&i| i64::from(i)).collect())?));
+        let past = std::mem::take(&mut cache.layers);
+        if past.is_empty() {
+            for l in 0..layers {
+                inputs.push((format!("past_key_{l}"), tensor::<f32>(&[rows, kv, 0, d], Vec::new())?));
+                inputs.push((format!("past_value_{l}"), tensor::<f32>(&[rows, kv, 0, d], Vec::new())?));
+            }
+        } else {
+            for (l, (k, v)) in past.into_iter().enumerate() {
+                inputs.push((format!("past_key_{l}"), k));
+                inputs.push((format!("past_value_{l}"), v));
+            }
+        }
+        let session = self.step_session(step.overwrite.is_some())?;
+        let mut out =
+            session.run(inputs).during(|| format!("cached step of {rows} rows × {len} tokens after {}", step.past))?;
+        let hidden = extract::<f32>(&out, "hidden")?;
+        for l in 0..layers {
+            let mut take = |name: String| out.remove(&name).ok_or_else(|| Error::Export(format!("no output {name}")));
+            let k = take(format!("present_key_{l}"))?;
+            let v = take(format!("present_value_{l}"))?;
+            cache.layers.push((k, v));
+        }
+        Ok(hidden)
+    }
+
+    /// Keeps rows `keep` of the cached keys and values (host copies, rebuilt).
+    fn keep_cache_rows(cache: &mut Cache, keep: &[usize]) -> Result<()> {
+        for (k, v) in &mut cache.layers {
+            for t in [k, v] {
+                let (shape, data) = t.try_extract_tensor::<f32>().during(|| "reading the cache".into())?;
+                let dims: Vec<usize> = shape.iter().map(|&x| x as usize).collect();
+                let per_row: usize = dims[1..].iter().product();
+                let kept: Vec<f32> =
+                    keep.iter().flat_map(|&r| &data[r * per_row..(r + 1) * per_row]).copied().collect();
+                let mut new_dims = dims.clone();
+                new_dims[0] = keep.len();
+                *t = tensor(&new_dims, kept)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The intervention inputs of a graph: `[layers, intermediate]` mask and values.
+fn intervention_inputs(o: &Overwrite) -> Result<Vec<(&'static str, DynValue)>> {
+    Ok(vec![
+        ("intervention_mask", tensor(&[o.layers, o.width], o.mask.clone())?),
+        ("intervention_value", tensor(&[o.layers, o.width], o.value.clone())?),
+    ])
+}
+
+/// The keys and values of every layer between steps, as the graph returned them.
+#[derive(Default)]
+struct Cache {
+    layers: Vec<(DynValue, DynValue)>,
 }
 
 /// The tap statistics of body graph `spec` from its outputs, in `TapStats`' layout (quantiles finished by lsn-core's
@@ -284,26 +349,38 @@ fn read_taps(
     Ok(stats)
 }
 
-impl lsn_core::Model for OrtModel {
+impl Engine for OrtModel {
     fn config(&self) -> &ModelConfig {
         &self.cfg
     }
 
-    fn forward(&mut self, batch: &TokenBatch, taps: &Taps, want: Want) -> lsn_core::Result<ForwardOut> {
-        batch.validate()?;
-        batch.check_vocab(self.cfg.vocab_size)?;
-        Ok(self.run(batch, taps, None, want)?)
+    fn backend(&self) -> &'static str {
+        crate::NAME
     }
 
-    fn forward_intervened(
-        &mut self,
-        batch: &TokenBatch,
-        taps: &Taps,
-        intervention: &Intervention,
-        want: Want,
-    ) -> lsn_core::Result<ForwardOut> {
-        batch.validate()?;
-        batch.check_vocab(self.cfg.vocab_size)?;
-        Ok(self.run(batch, taps, Some(intervention), want)?)
+    fn body(&mut self, pass: &BodyPass<'_>) -> lsn_core::Result<BodyOut> {
+        Ok(self.run_body(pass)?)
+    }
+
+    fn head_logits(&mut self, hidden: &[f32]) -> lsn_core::Result<Vec<f32>> {
+        Ok(self.head_chunk(hidden, None)?)
+    }
+
+    fn head_nll(&mut self, hidden: &[f32], targets: &[u32]) -> lsn_core::Result<Vec<f32>> {
+        Ok(self.head_chunk(hidden, Some(targets))?)
+    }
+
+    fn new_cache(&mut self) -> lsn_core::Result<KvCache> {
+        Ok(Box::new(Cache::default()))
+    }
+
+    fn step(&mut self, cache: &mut KvCache, step: &Step<'_>) -> lsn_core::Result<Vec<f32>> {
+        let cache = downcast_cache::<Cache>(cache, crate::NAME)?;
+        Ok(self.run_step(cache, step)?)
+    }
+
+    fn keep_rows(&mut self, cache: &mut KvCache, rows: &[usize]) -> lsn_core::Result<()> {
+        let cache = downcast_cache::<Cache>(cache, crate::NAME)?;
+        Ok(Self::keep_cache_rows(cache, rows)?)
     }
 }

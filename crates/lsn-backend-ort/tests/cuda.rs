@@ -3,7 +3,7 @@
 #![cfg(feature = "cuda")]
 
 use lsn_backend_ort::OrtBackend;
-use lsn_core::{Backend, Device, LoadOptions, ModelFiles, Taps, TokenBatch, Want};
+use lsn_core::{Backend, Device, LoadOptions, ModelFiles, Outputs, Request, Taps, TokenBatch};
 use lsn_weights::{tiny_configs, write_random_model};
 
 #[test]
@@ -18,8 +18,8 @@ fn the_cuda_execution_provider_matches_the_cpu() {
         let mut outs = Vec::new();
         for device in [Device::Cpu, Device::Cuda(0)] {
             let mut model = backend.load(&files, &LoadOptions { device }).unwrap();
-            let logits = model.forward(&batch, &Taps::pass1(), Want::Logits).unwrap();
-            let nll = model.forward(&batch, &Taps::NONE, Want::Nll).unwrap().nll.unwrap();
+            let logits = model.run(&Request::new(&batch, Outputs::LOGITS).taps(&Taps::pass1())).unwrap();
+            let nll = model.run(&Request::new(&batch, Outputs::NLL)).unwrap().nll.unwrap();
             outs.push((logits, nll));
         }
         let max_diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);

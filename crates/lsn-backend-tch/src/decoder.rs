@@ -1,22 +1,16 @@
-//! The two decoder families on libtorch, one layer loop: Llama (RMSNorm `w·x`, RoPE with optional scaling, GQA,
-//! SwiGLU) and Gemma 3 (embeddings × √hidden, `(1 + w)` norms, q/k norms before RoPE, sandwich norms around attention
-//! and FFN, sliding-window layers with their own RoPE base, GeGLU). Prefill only; mirrors HF transformers in f32.
+//! The two decoder families on libtorch, one layer loop reading lsn-core's [`Arch`]: Llama (RMSNorm `w·x`, RoPE with
+//! optional scaling, GQA, SwiGLU) and Gemma 3 (embeddings × √hidden, `(1 + w)` norms, q/k norms before RoPE, sandwich
+//! norms around attention and FFN, sliding-window layers with their own RoPE base, GeGLU). The same loop serves a
+//! whole pass and a cached step; it mirrors HF transformers in f32.
 
-use lsn_core::{AttentionKind, Family, ModelConfig};
-use tch::{TchError, Tensor};
+use lsn_core::arch::{self, Arch};
+use lsn_core::{AttentionKind, ModelConfig, Overwrite, TapPoint};
+use tch::{Device, Kind, TchError, Tensor};
 
 use crate::error::Result;
 use crate::ops::{self, Positions};
 use crate::taps::DeviceTaps;
 use crate::weights::Weights;
-
-/// Gemma 3's extra norms: q/k norms and the norms after attention and around the FFN.
-struct GemmaNorms {
-    q_norm: Tensor,
-    k_norm: Tensor,
-    post_attn: Tensor,
-    post_ffn: Tensor,
-}
 
 struct Layer {
     kind: AttentionKind,
@@ -25,9 +19,11 @@ struct Layer {
     k: Tensor,
     v: Tensor,
     o: Tensor,
-    /// Llama: `post_attention_layernorm` (before the FFN); Gemma 3: `pre_feedforward_layernorm`.
+    q_norm: Option<Tensor>,
+    k_norm: Option<Tensor>,
+    post_attn_norm: Option<Tensor>,
     pre_ffn_norm: Tensor,
-    gemma: Option<GemmaNorms>,
+    post_ffn_norm: Option<Tensor>,
     gate: Tensor,
     up: Tensor,
     down: Tensor,
@@ -36,78 +32,128 @@ struct Layer {
 /// A decoder stack from token ids to the final norm.
 pub(crate) struct Decoder {
     cfg: ModelConfig,
+    pub(crate) arch: Arch,
     pub(crate) embed: Tensor,
-    embed_scale: Option<f64>,
     layers: Vec<Layer>,
     norm: Tensor,
     positions: Option<Positions>,
 }
 
-/// What the decoder returns.
-pub(crate) enum BodyOut {
-    /// The final-normed hidden states `[rows·seq, hidden]`.
-    Hidden(Tensor),
-    /// The head was not wanted: the pass stopped after the last layer's tap.
-    TapsOnly,
+/// Keys and values of every layer `[rows, kv_heads, slots, head_dim]`; `None` before the first step.
+#[derive(Default)]
+pub(crate) struct Cache {
+    pub(crate) layers: Vec<Option<(Tensor, Tensor)>>,
+}
+
+/// The FFN hook of one pass: overwrite the chosen neurons, then hand the tapped value to the device reducer.
+pub(crate) struct Hook<'t> {
+    /// Per layer, the mask (bool) and values `[intermediate]` of the overwritten neurons; `None` where none is.
+    overwrite: Vec<Option<(Tensor, Tensor)>>,
+    taps: Option<&'t mut DeviceTaps>,
+    point: TapPoint,
+}
+
+impl<'t> Hook<'t> {
+    pub(crate) fn new(
+        overwrite: Option<&Overwrite>,
+        taps: Option<&'t mut DeviceTaps>,
+        point: TapPoint,
+        layers: usize,
+        device: Device,
+    ) -> std::result::Result<Self, TchError> {
+        let mut per_layer = Vec::with_capacity(layers);
+        for l in 0..layers {
+            per_layer.push(match overwrite.and_then(|o| o.layer(l)) {
+                Some((mask, value)) => Some((
+                    Tensor::f_from_slice(mask)?.f_to_kind(Kind::Bool)?.f_to_device(device)?,
+                    Tensor::f_from_slice(value)?.f_to_device(device)?,
+                )),
+                None => None,
+            });
+        }
+        Ok(Self { overwrite: per_layer, taps, point })
+    }
+
+    /// `act_fn(gate)` of layer `l` after the overwrite; taps read it (or `gate`, at `TapPoint::GatePre`).
+    fn apply(&mut self, l: usize, gate: &Tensor, a: Tensor) -> std::result::Result<Tensor, TchError> {
+        let a = match &self.overwrite[l] {
+            Some((mask, value)) => value.f_where_self(mask, &a)?,
+            None => a,
+        };
+        if let Some(t) = self.taps.as_deref_mut() {
+            let tapped = match self.point {
+                TapPoint::Act => &a,
+                TapPoint::GatePre => gate,
+            };
+            let width = *tapped.size().last().unwrap_or(&0);
+            t.push(&tapped.f_reshape([-1, width])?)?;
+        }
+        Ok(a)
+    }
 }
 
 impl Decoder {
     pub(crate) fn load(w: &Weights, cfg: &ModelConfig) -> Result<Self> {
-        let gemma = cfg.family == Family::Gemma3;
+        let arch = Arch::of(cfg);
+        let plus_one = arch.norm_plus_one;
+        let norm = |n: &str| w.norm(n, plus_one);
+        let opt_norm = |n: &Option<String>| n.as_deref().map(norm).transpose();
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for (l, &kind) in cfg.layer_kinds.iter().enumerate() {
-            let p = format!("model.layers.{l}");
-            let get = |n: &str| w.get(&format!("{p}.{n}.weight"));
-            let norm = |n: &str| w.norm(&format!("{p}.{n}.weight"), gemma);
-            let gemma_norms = if gemma {
-                Some(GemmaNorms {
-                    q_norm: norm("self_attn.q_norm")?,
-                    k_norm: norm("self_attn.k_norm")?,
-                    post_attn: norm("post_attention_layernorm")?,
-                    post_ffn: norm("post_feedforward_layernorm")?,
-                })
-            } else {
-                None
-            };
+            let n = arch.layer(l);
             layers.push(Layer {
                 kind,
-                input_norm: norm("input_layernorm")?,
-                q: get("self_attn.q_proj")?,
-                k: get("self_attn.k_proj")?,
-                v: get("self_attn.v_proj")?,
-                o: get("self_attn.o_proj")?,
-                pre_ffn_norm: norm(if gemma { "pre_feedforward_layernorm" } else { "post_attention_layernorm" })?,
-                gemma: gemma_norms,
-                gate: get("mlp.gate_proj")?,
-                up: get("mlp.up_proj")?,
-                down: get("mlp.down_proj")?,
+                input_norm: norm(&n.input_norm)?,
+                q: w.get(&n.q)?,
+                k: w.get(&n.k)?,
+                v: w.get(&n.v)?,
+                o: w.get(&n.o)?,
+                q_norm: opt_norm(&n.q_norm)?,
+                k_norm: opt_norm(&n.k_norm)?,
+                post_attn_norm: opt_norm(&n.post_attn_norm)?,
+                pre_ffn_norm: norm(&n.pre_ffn_norm)?,
+                post_ffn_norm: opt_norm(&n.post_ffn_norm)?,
+                gate: w.get(&n.gate)?,
+                up: w.get(&n.up)?,
+                down: w.get(&n.down)?,
             });
         }
         Ok(Self {
             cfg: cfg.clone(),
-            embed: w.get("model.embed_tokens.weight")?,
-            embed_scale: lsn_core::positions::embed_scale(cfg).map(f64::from),
+            embed: w.get(arch::EMBED)?,
             layers,
-            norm: w.norm("model.norm.weight", gemma)?,
+            norm: norm(arch::FINAL_NORM)?,
             positions: None,
+            arch,
         })
     }
 
-    /// Runs `ids` (`[rows, seq]`, i64) through every layer, handing each layer's FFN tap to `taps`. With
-    /// `head == false` nothing after the last tap is computed.
+    /// Runs `ids` (`[rows, seq]`, i64) through every layer with the FFN `hook`, with the RoPE tables and masks of a
+    /// whole pass (`step == None`) or of a cached step (its keys and values appended to `cache`). Returns the
+    /// final-normed hidden states `[n, hidden]` of the flat positions `out` (all when `None`), or nothing when
+    /// `hidden` is false (the pass then stops after the last tap).
     pub(crate) fn forward(
         &mut self,
         ids: &Tensor,
-        mut taps: Option<&mut DeviceTaps>,
-        head: bool,
-    ) -> std::result::Result<BodyOut, TchError> {
-        let c = &self.cfg;
+        step: Option<(&Positions, &mut Cache)>,
+        hook: &mut Hook<'_>,
+        hidden: bool,
+        out: Option<&Tensor>,
+    ) -> std::result::Result<Option<Tensor>, TchError> {
         let (rows, seq) = ids.size2()?;
+        let device = ids.device();
+        let (pos, mut cache) = match step {
+            Some((pos, cache)) => {
+                cache.layers.resize_with(self.layers.len(), || None);
+                (pos, Some(cache))
+            }
+            None => (Positions::for_len(&mut self.positions, &self.cfg, seq as usize, device)?, None),
+        };
+        let c = &self.cfg;
         let (heads, kv, d, eps) = (c.num_heads as i64, c.num_kv_heads as i64, c.head_dim as i64, c.rms_norm_eps);
-        let pos = Positions::for_len(&mut self.positions, c, seq as usize, ids.device())?;
         let mut x = Tensor::f_embedding(&self.embed, ids, -1, false, false)?;
-        if let Some(s) = self.embed_scale {
-            x = x.f_mul_scalar(s)?;
+        if let Some(s) = self.arch.embed_scale {
+            x = x.f_mul_scalar(f64::from(s))?;
         }
         let last = self.layers.len() - 1;
         for (l, layer) in self.layers.iter().enumerate() {
@@ -116,33 +162,58 @@ impl Decoder {
             let mut q = ops::linear(&h, &layer.q)?.f_reshape([rows, seq, heads, d])?;
             let mut k = ops::linear(&h, &layer.k)?.f_reshape([rows, seq, kv, d])?;
             let v = ops::linear(&h, &layer.v)?.f_reshape([rows, seq, kv, d])?;
-            if let Some(g) = &layer.gemma {
-                q = ops::rms_norm(&q, &g.q_norm, eps)?;
-                k = ops::rms_norm(&k, &g.k_norm, eps)?;
+            if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
+                q = ops::rms_norm(&q, qn, eps)?;
+                k = ops::rms_norm(&k, kn, eps)?;
+            }
+            let q = rope.apply(&q)?.f_transpose(1, 2)?; // [b, heads, t, d]
+            let mut k = rope.apply(&k)?.f_transpose(1, 2)?; // [b, kv, t, d]
+            let mut v = v.f_transpose(1, 2)?;
+            if let Some(cache) = cache.as_deref_mut() {
+                if let Some((pk, pv)) = &cache.layers[l] {
+                    k = Tensor::f_cat(&[pk, &k], 2)?;
+                    v = Tensor::f_cat(&[pv, &v], 2)?;
+                }
+                cache.layers[l] = Some((k.shallow_clone(), v.shallow_clone()));
             }
             // `attn_logit_softcapping` is not applied: transformers' Gemma3Attention does not pass it on either.
-            let att = ops::attention(&rope.apply(&q)?, &rope.apply(&k)?, &v, mask, c.attn_scale)?;
+            let att = ops::attention(&q, &k, &v, mask, c.attn_scale)?;
             let mut att = ops::linear(&att, &layer.o)?;
-            if let Some(g) = &layer.gemma {
-                att = ops::rms_norm(&att, &g.post_attn, eps)?;
+            if let Some(n) = &layer.post_attn_norm {
+                att = ops::rms_norm(&att, n, eps)?;
             }
             x = x.f_add(&att)?;
 
             let h = ops::rms_norm(&x, &layer.pre_ffn_norm, eps)?;
-            let a = ops::activate(&ops::linear(&h, &layer.gate)?, c.activation)?;
-            if let Some(t) = taps.as_deref_mut() {
-                t.push(&a.f_reshape([rows * seq, -1])?)?;
-            }
-            if l == last && !head {
-                // Capture needs only the taps: the last FFN's output and the final norm feed nothing else.
-                return Ok(BodyOut::TapsOnly);
+            let gate = ops::linear(&h, &layer.gate)?;
+            let a = ops::activate(&gate, c.activation)?;
+            let a = hook.apply(l, &gate, a)?;
+            if l == last && !hidden {
+                // Only the taps are wanted: the last FFN's output and the final norm feed nothing else.
+                return Ok(None);
             }
             let mut f = ops::linear(&a.f_mul(&ops::linear(&h, &layer.up)?)?, &layer.down)?;
-            if let Some(g) = &layer.gemma {
-                f = ops::rms_norm(&f, &g.post_ffn, eps)?;
+            if let Some(n) = &layer.post_ffn_norm {
+                f = ops::rms_norm(&f, n, eps)?;
             }
             x = x.f_add(&f)?;
         }
-        Ok(BodyOut::Hidden(ops::rms_norm(&x, &self.norm, eps)?.f_reshape([rows * seq, -1])?))
+        let mut x = x.f_reshape([rows * seq, -1])?;
+        if let Some(out) = out {
+            x = x.f_index_select(0, out)?;
+        }
+        Ok(Some(ops::rms_norm(&x, &self.norm, eps)?))
+    }
+
+    /// Keeps rows `keep` of every layer's cached keys and values.
+    pub(crate) fn keep_rows(cache: &mut Cache, keep: &[usize]) -> std::result::Result<(), TchError> {
+        let Some(device) = cache.layers.iter().flatten().next().map(|(k, _)| k.device()) else { return Ok(()) };
+        let idx: Vec<i64> = keep.iter().map(|&r| r as i64).collect();
+        let idx = Tensor::f_from_slice(&idx)?.f_to_device(device)?;
+        for (k, v) in cache.layers.iter_mut().flatten() {
+            *k = k.f_index_select(0, &idx)?;
+            *v = v.f_index_select(0, &idx)?;
+        }
+        Ok(())
     }
 }

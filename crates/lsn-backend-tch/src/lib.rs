@@ -53,7 +53,7 @@ impl Backend for TchBackend {
         if tch::Cuda::is_available() {
             devices.extend((0..tch::Cuda::device_count() as usize).map(Device::Cuda));
         }
-        Capabilities { devices, taps: true, intervene: false, train: false }
+        Capabilities { devices }
     }
 
     fn load(&self, files: &ModelFiles, opts: &LoadOptions) -> Result<Box<dyn Model>> {

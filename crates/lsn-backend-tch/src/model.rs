@@ -1,13 +1,13 @@
-//! `TchModel`: one loaded checkpoint behind `lsn_core::Model` — runs the decoder, reduces the FFN taps on the device
-//! and applies the LM head only as far as `Want` asks (logits, or next-token NLL chunk by chunk).
+//! `TchModel`: one loaded checkpoint as an `lsn_core::Engine` — the decoder body with its FFN hook (taps reduced on
+//! the device), one LM-head chunk and cached steps; lsn-core's pipeline above it makes it a `Model`.
 
-use lsn_core::head;
-use lsn_core::{Dense, ForwardOut, ModelConfig, TapStats, Taps, TokenBatch, Want};
+use lsn_core::engine::downcast_cache;
+use lsn_core::{BodyOut, BodyPass, Engine, KvCache, ModelConfig, Step, TapPoint};
 use tch::{Device, Tensor};
 
-use crate::decoder::{BodyOut, Decoder};
+use crate::decoder::{Cache, Decoder, Hook};
 use crate::error::{Context, Result};
-use crate::ops::{self, to_vec};
+use crate::ops::{self, Positions, to_vec};
 use crate::taps::DeviceTaps;
 use crate::weights::Weights;
 
@@ -15,108 +15,109 @@ use crate::weights::Weights;
 pub(crate) struct TchModel {
     cfg: ModelConfig,
     device: Device,
-    body: Decoder,
+    decoder: Decoder,
     /// `lm_head.weight` of untied models; tied models use the embedding matrix.
     lm_head: Option<Tensor>,
 }
 
 impl TchModel {
     pub(crate) fn load(w: &Weights, cfg: &ModelConfig, device: Device) -> Result<Self> {
-        let body = Decoder::load(w, cfg)?;
-        let lm_head = if cfg.tie_word_embeddings { None } else { Some(w.get("lm_head.weight")?) };
-        Ok(Self { cfg: cfg.clone(), device, body, lm_head })
+        let decoder = Decoder::load(w, cfg)?;
+        let lm_head = if cfg.tie_word_embeddings { None } else { Some(w.get(decoder.arch.head_weight)?) };
+        Ok(Self { cfg: cfg.clone(), device, decoder, lm_head })
     }
 
-    fn head(&self) -> &Tensor {
-        self.lm_head.as_ref().unwrap_or(&self.body.embed)
+    /// Head logits of hidden rows `[n, hidden]` → `[n, vocab]`.
+    fn head(&self, hidden: &[f32]) -> std::result::Result<Tensor, tch::TchError> {
+        let d = self.cfg.hidden_size as i64;
+        let h = Tensor::f_from_slice(hidden)?.f_reshape([-1, d])?.f_to_device(self.device)?;
+        let w = self.lm_head.as_ref().unwrap_or(&self.decoder.embed);
+        ops::softcap(ops::linear(&h, w)?, self.decoder.arch.final_softcap)
     }
 
-    fn run(&mut self, batch: &TokenBatch, taps: &Taps, want: Want) -> Result<ForwardOut> {
-        if want == Want::Nothing && !taps.any() {
-            return Ok(ForwardOut::default());
-        }
+    fn ids(&self, ids: &[u32], rows: usize) -> Result<Tensor> {
+        let long: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
+        Tensor::f_from_slice(&long)
+            .and_then(|t| t.f_reshape([rows as i64, -1]))
+            .and_then(|t| t.f_to_device(self.device))
+            .during(|| "uploading token ids".into())
+    }
+}
+
+impl Engine for TchModel {
+    fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    fn backend(&self) -> &'static str {
+        crate::NAME
+    }
+
+    fn body(&mut self, pass: &BodyPass<'_>) -> lsn_core::Result<BodyOut> {
+        let batch = pass.batch;
         let (rows, seq) = (batch.rows, batch.seq_len);
         let (layers, width) = (self.cfg.num_layers, self.cfg.intermediate_size);
-        taps.n_thresholds(layers * width)?;
-        let ids: Vec<i64> = batch.ids.iter().map(|&i| i64::from(i)).collect();
-        let ids = Tensor::f_from_slice(&ids)
-            .and_then(|t| t.f_reshape([rows as i64, seq as i64]))
-            .and_then(|t| t.f_to_device(self.device))
-            .during(|| "uploading token ids".into())?;
+        let ids = self.ids(&batch.ids, rows)?;
         let real = batch.real_positions();
-        let mut device_taps = if taps.any() {
+        let mut device_taps = if pass.taps.any() {
             Some(
-                DeviceTaps::new(taps, layers, width, batch.n_tokens(), real.as_deref(), self.device)
+                DeviceTaps::new(pass.taps, layers, width, batch.n_tokens(), real.as_deref(), self.device)
                     .during(|| "preparing FFN taps".into())?,
             )
         } else {
             None
         };
-        let head = want != Want::Nothing;
-        let family = self.cfg.family;
-        let out = tch::no_grad(|| self.body.forward(&ids, device_taps.as_mut(), head))
-            .during(|| format!("{family:?} forward pass over {rows} rows × {seq} tokens"))?;
-        let taps: Option<TapStats> = match device_taps {
+        let (device, family) = (self.device, self.cfg.family);
+        let hidden = tch::no_grad(|| {
+            let mut hook = Hook::new(pass.overwrite, device_taps.as_mut(), pass.taps.point, layers, device)?;
+            let h = self.decoder.forward(&ids, None, &mut hook, pass.hidden, None)?;
+            h.map(|h| to_vec::<f32>(&h)).transpose()
+        })
+        .during(|| format!("{family:?} forward pass over {rows} rows × {seq} tokens"))?;
+        let taps = match device_taps {
             Some(t) => Some(t.finish(layers, batch.n_tokens() as u64).during(|| "reducing FFN taps".into())?),
             None => None,
         };
-        let mut result = ForwardOut { taps, ..ForwardOut::default() };
-        if let BodyOut::Hidden(hidden) = out {
-            match want {
-                Want::Nothing => {}
-                Want::Logits => result.logits = Some(self.logits(&hidden, rows, seq)?),
-                Want::Nll => result.nll = Some(self.nll(&hidden, batch)?),
+        Ok(BodyOut { taps, hidden })
+    }
+
+    fn head_logits(&mut self, hidden: &[f32]) -> lsn_core::Result<Vec<f32>> {
+        Ok(tch::no_grad(|| to_vec::<f32>(&self.head(hidden)?)).during(|| "LM head".into())?)
+    }
+
+    fn head_nll(&mut self, hidden: &[f32], targets: &[u32]) -> lsn_core::Result<Vec<f32>> {
+        let long: Vec<i64> = targets.iter().map(|&x| i64::from(x)).collect();
+        Ok(tch::no_grad(|| {
+            let tgt = Tensor::f_from_slice(&long)?.f_to_device(self.device)?;
+            to_vec::<f32>(&ops::nll_rows(&self.head(hidden)?, &tgt)?)
+        })
+        .during(|| format!("next-token NLL over {} positions", targets.len()))?)
+    }
+
+    fn new_cache(&mut self) -> lsn_core::Result<KvCache> {
+        Ok(Box::new(Cache::default()))
+    }
+
+    fn step(&mut self, cache: &mut KvCache, step: &Step<'_>) -> lsn_core::Result<Vec<f32>> {
+        let cache = downcast_cache::<Cache>(cache, crate::NAME)?;
+        let ids = self.ids(step.ids, step.rows)?;
+        let (device, layers) = (self.device, self.cfg.num_layers);
+        Ok(tch::no_grad(|| {
+            let pos = Positions::of_step(step, device)?;
+            let mut hook = Hook::new(step.overwrite, None, TapPoint::Act, layers, device)?;
+            let out: Vec<i64> = step.out.iter().map(|&i| i64::from(i)).collect();
+            let out = Tensor::f_from_slice(&out)?.f_to_device(device)?;
+            match self.decoder.forward(&ids, Some((&pos, cache)), &mut hook, true, Some(&out))? {
+                Some(h) => to_vec::<f32>(&h),
+                None => Err(tch::TchError::Kind("the decoder returned no hidden state".into())),
             }
-        }
-        Ok(result)
-    }
-
-    /// Head logits of hidden rows `[n, hidden]` → `[n, vocab]`.
-    fn head_logits(&self, hidden: &Tensor) -> std::result::Result<Tensor, tch::TchError> {
-        ops::softcap(ops::linear(hidden, self.head())?, self.cfg.final_logit_softcap)
-    }
-
-    fn logits(&self, hidden: &Tensor, rows: usize, seq: usize) -> lsn_core::Result<Dense> {
-        head::chunked_logits(rows, seq, self.cfg.vocab_size, |start, len| {
-            Ok(tch::no_grad(|| to_vec::<f32>(&self.head_logits(&hidden.f_narrow(0, start as i64, len as i64)?)?))
-                .during(|| format!("LM head over positions {start}..{}", start + len))?)
         })
+        .during(|| format!("cached step of {} rows × {} tokens after {}", step.rows, step.len, step.past))?)
     }
 
-    fn nll(&self, hidden: &Tensor, batch: &TokenBatch) -> lsn_core::Result<Dense> {
-        head::chunked_nll(batch, self.cfg.vocab_size, |at, target| {
-            let long = |v: &[u32]| v.iter().map(|&x| i64::from(x)).collect::<Vec<_>>();
-            Ok(tch::no_grad(|| {
-                let idx = Tensor::f_from_slice(&long(at))?.f_to_device(self.device)?;
-                let tgt = Tensor::f_from_slice(&long(target))?.f_to_device(self.device)?;
-                to_vec::<f32>(&ops::nll_rows(&self.head_logits(&hidden.f_index_select(0, &idx)?)?, &tgt)?)
-            })
-            .during(|| format!("next-token NLL over {} positions", at.len()))?)
-        })
-    }
-}
-
-impl lsn_core::Model for TchModel {
-    fn config(&self) -> &ModelConfig {
-        &self.cfg
-    }
-
-    fn forward(&mut self, batch: &TokenBatch, taps: &Taps, want: Want) -> lsn_core::Result<ForwardOut> {
-        batch.validate()?;
-        batch.check_vocab(self.cfg.vocab_size)?;
-        Ok(self.run(batch, taps, want)?)
-    }
-
-    fn forward_intervened(
-        &mut self,
-        _: &TokenBatch,
-        _: &Taps,
-        _: &lsn_core::Intervention,
-        _: Want,
-    ) -> lsn_core::Result<ForwardOut> {
-        Err(lsn_core::Error::Unsupported {
-            backend: crate::NAME,
-            capability: "test-time interventions (not yet)".into(),
-        })
+    fn keep_rows(&mut self, cache: &mut KvCache, rows: &[usize]) -> lsn_core::Result<()> {
+        let cache = downcast_cache::<Cache>(cache, crate::NAME)?;
+        Ok(tch::no_grad(|| Decoder::keep_rows(cache, rows))
+            .during(|| "dropping finished rows from the cache".into())?)
     }
 }

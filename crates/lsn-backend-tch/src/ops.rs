@@ -27,7 +27,8 @@ pub(crate) fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
     }
 }
 
-/// Rotate-half RoPE for one sequence length: cos/sin `[1, t, 1, head_dim]` (each half repeated).
+/// Rotate-half RoPE: cos/sin `[1, t, 1, head_dim]` for one sequence length, or `[b, t, 1, head_dim]` with a position
+/// per row (each half repeated).
 pub(crate) struct Rope {
     cos: Tensor,
     sin: Tensor,
@@ -35,11 +36,16 @@ pub(crate) struct Rope {
 
 impl Rope {
     fn new(inv_freqs: &[f32], seq_len: usize, device: Device) -> Result<Self> {
-        let half = inv_freqs.len() as i64;
         let (cos, sin) = positions::rope_tables(inv_freqs, seq_len);
-        let table = |v: Vec<f32>| -> Result<Tensor> {
-            let t = Tensor::f_from_slice(&v)?.f_reshape([seq_len as i64, half])?;
-            Tensor::f_cat(&[&t, &t], -1)?.f_reshape([1, seq_len as i64, 1, 2 * half])?.f_to_device(device)
+        Self::from_tables(&cos, &sin, 1, seq_len, inv_freqs.len(), device)
+    }
+
+    /// From tables `[rows · t, half]`.
+    fn from_tables(cos: &[f32], sin: &[f32], rows: usize, t: usize, half: usize, device: Device) -> Result<Self> {
+        let (rows, t, half) = (rows as i64, t as i64, half as i64);
+        let table = |v: &[f32]| -> Result<Tensor> {
+            let x = Tensor::f_from_slice(v)?.f_reshape([rows * t, half])?;
+            Tensor::f_cat(&[&x, &x], -1)?.f_reshape([rows, t, 1, 2 * half])?.f_to_device(device)
         };
         Ok(Self { cos: table(cos)?, sin: table(sin)? })
     }
@@ -54,7 +60,8 @@ impl Rope {
     }
 }
 
-/// RoPE table and additive mask of each attention kind for one sequence length.
+/// RoPE table and additive mask of each attention kind for one sequence length (masks `[t, t]`) or one cached step
+/// (masks `[b, 1, t, s]`).
 pub(crate) struct Positions {
     seq_len: usize,
     global: (Rope, Tensor),
@@ -62,6 +69,21 @@ pub(crate) struct Positions {
 }
 
 impl Positions {
+    /// The tables and masks lsn-core computed for a cached step.
+    pub(crate) fn of_step(step: &lsn_core::Step<'_>, device: Device) -> Result<Self> {
+        let (rows, len, total) = (step.rows, step.len, step.past + step.len);
+        let build = |p: &lsn_core::StepPositions| -> Result<(Rope, Tensor)> {
+            let half = p.cos.len() / (rows * len).max(1);
+            let mask = Tensor::f_from_slice(&p.mask)?
+                .f_reshape([rows as i64, 1, len as i64, total as i64])?
+                .f_to_device(device)?;
+            Ok((Rope::from_tables(&p.cos, &p.sin, rows, len, half, device)?, mask))
+        };
+        let global = build(step.of(AttentionKind::Global))?;
+        let sliding = step.positions.iter().find(|p| p.kind == AttentionKind::Sliding).map(build).transpose()?;
+        Ok(Self { seq_len: len, global, sliding })
+    }
+
     fn build(kind: &LayerPositions, seq_len: usize, device: Device) -> Result<(Rope, Tensor)> {
         let mask = Tensor::f_from_slice(&positions::causal_mask(seq_len, kind.window))?
             .f_reshape([seq_len as i64, seq_len as i64])?
@@ -99,14 +121,11 @@ impl Positions {
 }
 
 /// Scaled dot-product attention with grouped KV heads (query head `h` uses KV head `h / (heads / kv_heads)`, as HF's
-/// `repeat_kv`). `q` `[b, t, heads, d]`, `k`/`v` `[b, t, kv_heads, d]`, both after RoPE; `mask` `[t, t]` additive.
-/// Returns `[b, t, heads·d]`.
+/// `repeat_kv`). `q` `[b, heads, t, d]`, `k`/`v` `[b, kv_heads, s, d]`, both after RoPE; `mask` additive, `[t, t]` or
+/// `[b, 1, t, s]`. Returns `[b, t, heads·d]`.
 pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, scale: f64) -> Result<Tensor> {
-    let (b, t, heads, d) = q.size4()?;
-    let q = q.f_transpose(1, 2)?;
-    let k = k.f_transpose(1, 2)?;
-    let v = v.f_transpose(1, 2)?;
-    let out = Tensor::f_scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, scale, true)?;
+    let (b, heads, t, d) = q.size4()?;
+    let out = Tensor::f_scaled_dot_product_attention(q, k, v, Some(mask), 0.0, false, scale, true)?;
     out.f_transpose(1, 2)?.f_contiguous()?.f_reshape([b, t, heads * d])
 }
 

@@ -177,7 +177,8 @@ mod tests {
         let (layers, width, n) = (2, 37, 53);
         let plane = layers * width;
         let thresholds: Vec<f32> = (0..2 * plane).map(|i| [0.0, -0.17, 0.25, 1.0][i % 4]).collect();
-        let taps = Taps { count_pos: true, moments: true, quantiles: true, above: Some(Arc::new(thresholds)) };
+        let taps =
+            Taps { count_pos: true, moments: true, quantiles: true, above: Some(Arc::new(thresholds)), ..Taps::NONE };
         // Rows 3 and 40 are padding.
         let real: Vec<u32> = (0..n as u32).filter(|&r| r != 3 && r != 40).collect();
         let mut host = TapReducer::new(layers, width, &taps).unwrap();

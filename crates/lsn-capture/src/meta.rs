@@ -22,7 +22,8 @@ pub struct Provenance {
     pub weights_sha256: String,
     /// The backend that ran the forward passes.
     pub backend: String,
-    /// Statistics of `act_fn(gate_proj(x))` ("act") — the only choice so far.
+    /// Where the statistics were read (`lsn_core::TapPoint`): "act" = `act_fn(gate_proj(x))`, "gate_pre" =
+    /// `gate_proj(x)` before the activation (the paper's code). Files of different points never mix.
     pub stats_on: String,
     /// How the token rows were made: sources, seed, budget, and the sha256 of the packed ids.
     pub data: serde_json::Value,

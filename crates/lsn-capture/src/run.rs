@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use lsn_core::{ActivationStats, FIXED_FRAC_BITS, Model, QUANTILES, Taps, TokenBatch, Want};
+use lsn_core::{ActivationStats, FIXED_FRAC_BITS, Model, Outputs, QUANTILES, Request, TapPoint, Taps, TokenBatch};
 
 use crate::file::{StatsFile, final_path, partial_path, shard_path};
 use crate::meta::{Coverage, FORMAT, Provenance, Shard, StatsMeta};
@@ -29,6 +29,18 @@ pub struct CaptureSpec<'a> {
     /// Write a resumable checkpoint after this many batches.
     pub checkpoint_every: usize,
     pub provenance: Provenance,
+}
+
+impl CaptureSpec<'_> {
+    /// Where the statistics are read, as `provenance.stats_on` names it.
+    pub fn tap_point(&self) -> Result<TapPoint> {
+        TapPoint::parse(&self.provenance.stats_on).ok_or_else(|| {
+            Error::Invalid(format!(
+                "statistics on {:?}: the tap point is \"act\" or \"gate_pre\"",
+                self.provenance.stats_on
+            ))
+        })
+    }
 }
 
 /// Progress reports (the CLI draws bars; tests ignore them).
@@ -87,11 +99,12 @@ impl Job<'_, '_> {
         let covered = |f: &StatsFile| if pass == 1 { f.meta.pass1.clone() } else { f.meta.pass2.clone() };
         let mut next = covered(file).next_missing(start);
         let taps = if pass == 1 { Taps::pass1() } else { Taps::pass2(Arc::new(file.stats.quantile_means())) };
+        let taps = taps.at(self.spec.tap_point()?);
         progress.start(pass, end - start, next - start);
         let mut since_checkpoint = 0;
         while next < end {
             let batch = self.batch(next)?;
-            let out = model.forward(&batch, &taps, Want::Nothing)?;
+            let out = model.run(&Request::new(&batch, Outputs::NONE).taps(&taps))?;
             let t = out.taps.ok_or_else(|| Error::Invalid("the backend returned no tap statistics".into()))?;
             if pass == 1 {
                 file.stats.add_pass1(&t)?;

@@ -5,7 +5,9 @@ use std::path::Path;
 
 use lsn_backend_candle::CandleBackend;
 use lsn_capture::{CaptureSpec, NoProgress, Outcome, Provenance, Shard, StatsFile, capture, merge_language};
-use lsn_core::{Backend, ForwardOut, LoadOptions, Model, ModelConfig, ModelFiles, TapStats, Taps, TokenBatch, Want};
+use lsn_core::{
+    Backend, ForwardOut, LoadOptions, Model, ModelConfig, ModelFiles, Outputs, Request, TapStats, Taps, TokenBatch,
+};
 
 fn tiny_model() -> (tempfile::TempDir, Box<dyn Model>) {
     let (_, cfg) = lsn_weights::tiny_configs().into_iter().find(|(n, _)| *n == "tiny-gemma3").unwrap();
@@ -102,21 +104,21 @@ impl Model for Dies {
     fn config(&self) -> &ModelConfig {
         self.inner.config()
     }
-    fn forward(&mut self, b: &TokenBatch, taps: &Taps, want: Want) -> lsn_core::Result<ForwardOut> {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    fn run(&mut self, req: &Request<'_>) -> lsn_core::Result<ForwardOut> {
         if self.left == 0 {
             return Err(lsn_core::Error::InvalidBatch("simulated crash".into()));
         }
         self.left -= 1;
-        self.inner.forward(b, taps, want)
+        self.inner.run(req)
     }
-    fn forward_intervened(
-        &mut self,
-        b: &TokenBatch,
-        taps: &Taps,
-        iv: &lsn_core::Intervention,
-        want: Want,
-    ) -> lsn_core::Result<ForwardOut> {
-        self.inner.forward_intervened(b, taps, iv, want)
+    fn decoder<'m>(
+        &'m mut self,
+        iv: Option<&lsn_core::Intervention>,
+    ) -> lsn_core::Result<Box<dyn lsn_core::Decoder + 'm>> {
+        self.inner.decoder(iv)
     }
 }
 
@@ -155,7 +157,7 @@ fn statistics_match_the_batches_taps() {
     for b in 0..6 {
         let rows = if b == 5 { 1 } else { 2 };
         let batch = TokenBatch::full(rows, 16, ids[b * 32..b * 32 + rows * 16].to_vec()).unwrap();
-        let t: TapStats = model.forward(&batch, &Taps::COUNT_POS, Want::Nothing).unwrap().taps.unwrap();
+        let t: TapStats = model.run(&Request::new(&batch, Outputs::NONE).taps(&Taps::COUNT_POS)).unwrap().taps.unwrap();
         want.iter_mut().zip(t.count_pos.unwrap()).for_each(|(w, c)| *w += c);
     }
     assert_eq!(f.stats.pass1.count_pos, want);

@@ -1,13 +1,15 @@
-//! The backend boundary: `Backend` loads a HF checkpoint directory into a `Model`; `Model::forward` runs one batch.
+//! The backend boundary: `Backend` loads a HF checkpoint directory into a `Model`; `Model::run` answers one
+//! `Request`, `Model::decoder` generates with a key/value cache.
 //!
-//! Both traits are object-safe and exchange plain data only, so one suite can run against `&dyn Backend`.
+//! Both traits are object-safe and exchange plain data only, so one suite can run against `&dyn Backend`. A backend
+//! implements neither `Model` method itself: it implements an [`crate::Engine`] (the decoder body with its FFN hook,
+//! one LM-head chunk, a cached step), and lsn-core's one pipeline on top of it is the `Model`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Dense, Intervention, ModelConfig, Result, TokenBatch};
+use crate::{ForwardOut, Intervention, ModelConfig, Request, Result};
 
 /// Where a model runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -44,105 +46,12 @@ pub struct LoadOptions {
     pub device: Device,
 }
 
-/// What a backend can do; the harness turns missing capabilities into recorded skips.
+/// Where a backend can run. Everything else a `Model` offers (taps, interventions, outputs, cached decoding) every
+/// backend must do, so it is not a capability; the harness turns a missing device into a recorded skip.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Capabilities {
     /// Devices this build can run on.
     pub devices: Vec<Device>,
-    /// Whether `forward` can return per-neuron FFN statistics.
-    pub taps: bool,
-    /// Whether `forward_intervened` is available (test-time overwrites of chosen neurons).
-    pub intervene: bool,
-    /// Whether the backend can take gradient steps (masked LoRA training); inference-only backends say no.
-    pub train: bool,
-}
-
-/// Which per-neuron FFN statistics of `a = act_fn(gate_proj(x))` to reduce over the batch's real tokens.
-///
-/// The reductions themselves are defined once in [`crate::taps::TapReducer`]; a backend may run that host reducer on
-/// the activations or compute the same numbers on its device.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Taps {
-    /// `count_pos[l, j]` = number of tokens with `a[l, j] > 0`.
-    pub count_pos: bool,
-    /// `sum[l, j]` = Σ a and `sum_sq[l, j]` = Σ a², accumulated in f64.
-    pub moments: bool,
-    /// The batch's quantiles of `a[l, j]` over its tokens at [`crate::taps::QUANTILES`] (torch.quantile's linear rule).
-    pub quantiles: bool,
-    /// Thresholds `[n_thresholds, layers × intermediate]`: `count_above[s, l, j]` = #tokens with `a[l, j] > thr[s, l, j]`.
-    pub above: Option<Arc<Vec<f32>>>,
-}
-
-impl Taps {
-    pub const NONE: Taps = Taps { count_pos: false, moments: false, quantiles: false, above: None };
-    pub const COUNT_POS: Taps = Taps { count_pos: true, moments: false, quantiles: false, above: None };
-
-    /// Pass 1 of capture: positive counts, moments and per-batch quantiles.
-    pub fn pass1() -> Taps {
-        Taps { count_pos: true, moments: true, quantiles: true, above: None }
-    }
-
-    /// Pass 2 of capture: counts above per-neuron thresholds `[n, layers × intermediate]`.
-    pub fn pass2(thresholds: Arc<Vec<f32>>) -> Taps {
-        Taps { above: Some(thresholds), ..Taps::NONE }
-    }
-
-    /// How many threshold planes `above` holds for a model of `plane = layers × intermediate` neurons; fails when its
-    /// length is not a whole number of planes.
-    pub fn n_thresholds(&self, plane: usize) -> Result<usize> {
-        match &self.above {
-            Some(t) if plane == 0 || !t.len().is_multiple_of(plane) => Err(crate::Error::InvalidBatch(format!(
-                "tap thresholds hold {} values, not a multiple of layers × intermediate = {plane}",
-                t.len()
-            ))),
-            Some(t) => Ok(t.len() / plane),
-            None => Ok(0),
-        }
-    }
-
-    pub fn any(&self) -> bool {
-        self.count_pos || self.moments || self.quantiles || self.above.is_some()
-    }
-}
-
-/// Per-neuron statistics of one batch, flat `[layers × intermediate]`, row-major by layer; statistics with several
-/// rows (quantiles, thresholds) are `[rows, layers × intermediate]`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct TapStats {
-    pub layers: usize,
-    pub intermediate: usize,
-    /// Number of real tokens the statistics cover.
-    pub n_tokens: u64,
-    /// Present when `Taps::count_pos` was asked for.
-    pub count_pos: Option<Vec<u64>>,
-    /// Σ a, present with `Taps::moments`.
-    pub sum: Option<Vec<f64>>,
-    /// Σ a², present with `Taps::moments`.
-    pub sum_sq: Option<Vec<f64>>,
-    /// `[QUANTILES.len(), layers × intermediate]`, present with `Taps::quantiles`.
-    pub quantiles: Option<Vec<f32>>,
-    /// `[n_thresholds, layers × intermediate]`, present with `Taps::above`.
-    pub count_above: Option<Vec<u64>>,
-}
-
-/// What `forward` should return besides the taps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Want {
-    /// Nothing: the LM head is skipped (capture).
-    Nothing,
-    /// Logits `[rows, seq_len, vocab]`.
-    Logits,
-    /// Per-token negative log-likelihood of the next token, `[rows, seq_len - 1]`:
-    /// `nll[r, t] = −log p(ids[r, t+1] | ids[r, ..=t])`, 0 where `t + 1` is padding. Computed on the device.
-    Nll,
-}
-
-/// The result of one forward pass.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ForwardOut {
-    pub logits: Option<Dense>,
-    pub nll: Option<Dense>,
-    pub taps: Option<TapStats>,
 }
 
 /// A framework that can load models.
@@ -154,18 +63,14 @@ pub trait Backend: Send + Sync {
     fn load(&self, files: &ModelFiles, opts: &LoadOptions) -> Result<Box<dyn Model>>;
 }
 
-/// A loaded model.
+/// A loaded model: lsn-core's pipeline over a backend's [`crate::Engine`] (implemented for every engine).
 pub trait Model: Send {
     fn config(&self) -> &ModelConfig;
-    /// One forward pass over `batch`, reducing the requested `taps` over its real tokens.
-    fn forward(&mut self, batch: &TokenBatch, taps: &Taps, want: Want) -> Result<ForwardOut>;
-    /// `forward` with `intervention` applied at every position (the taps see the overwritten activations). Backends
-    /// without test-time interventions (see `Capabilities::intervene`) return `Error::Unsupported`.
-    fn forward_intervened(
-        &mut self,
-        batch: &TokenBatch,
-        taps: &Taps,
-        intervention: &Intervention,
-        want: Want,
-    ) -> Result<ForwardOut>;
+    /// The backend's name, as errors cite it.
+    fn backend(&self) -> &'static str;
+    /// One forward pass: validates the request, runs the body (taps and intervention at every layer's FFN), and
+    /// computes the outputs asked for.
+    fn run(&mut self, req: &Request<'_>) -> Result<ForwardOut>;
+    /// A key/value-cached decoder over this model, with `intervention` applied at every step.
+    fn decoder<'m>(&'m mut self, intervention: Option<&Intervention>) -> Result<Box<dyn crate::Decoder + 'm>>;
 }

@@ -423,7 +423,7 @@ impl ModelConfig {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const GEMMA: &str = r#"{
@@ -446,6 +446,16 @@ mod tests {
 
     fn parse(s: &str) -> Result<ModelConfig> {
         serde_json::from_str::<HfConfig>(s).unwrap().resolve()
+    }
+
+    /// Gemma-3-270M's config (for other modules' tests).
+    pub(crate) fn gemma_config() -> ModelConfig {
+        parse(GEMMA).unwrap()
+    }
+
+    /// Llama-3.1-8B's config (untied head, GQA, Llama-3 RoPE scaling).
+    pub(crate) fn llama_config() -> ModelConfig {
+        parse(LLAMA31).unwrap()
     }
 
     #[test]

@@ -22,6 +22,11 @@ impl Dense {
         Ok(Self { shape, data })
     }
 
+    /// The same values under another shape of the same size.
+    pub fn reshaped(self, shape: Vec<usize>) -> crate::Result<Self> {
+        Self::new(shape, self.data)
+    }
+
     /// The contiguous slice along the last axis at the given leading indices.
     pub fn row(&self, lead: &[usize]) -> &[f32] {
         assert_eq!(lead.len() + 1, self.shape.len(), "row() takes all but the last index");

@@ -3,11 +3,14 @@
 //! Nothing in here links a tensor framework: values cross the boundary as `Vec`s with shapes.
 
 pub mod activation;
+pub mod arch;
 mod backend;
 mod batch;
 mod config;
+pub mod decode;
 mod dense;
 mod digest;
+pub mod engine;
 mod error;
 mod fs;
 pub mod head;
@@ -16,22 +19,27 @@ mod intervention;
 mod lang;
 mod neuron;
 pub mod positions;
+mod request;
 mod rng;
 mod stats;
 pub mod taps;
 mod tensors;
 
-pub use backend::{Backend, Capabilities, Device, ForwardOut, LoadOptions, Model, ModelFiles, TapStats, Taps, Want};
+pub use arch::Arch;
+pub use backend::{Backend, Capabilities, Device, LoadOptions, Model, ModelFiles};
 pub use batch::TokenBatch;
 pub use config::{Activation, AttentionKind, Family, HfConfig, ModelConfig, RopeScaling};
+pub use decode::{Decoder, Generated, Greedy, greedy};
 pub use dense::Dense;
 pub use digest::{hash_memo_dir, sha256_file, sha256_file_memo, sha256_hex};
+pub use engine::{BodyOut, BodyPass, Engine, KvCache, Overwrite, Step, StepPositions};
 pub use error::{Error, Result};
 pub use fs::{cache_home, write_atomic};
 pub use identity::ModelIdentity;
-pub use intervention::Intervention;
+pub use intervention::{Fill, Intervention};
 pub use lang::Lang;
 pub use neuron::NeuronId;
+pub use request::{ForwardOut, HiddenAt, NO_TAPS, Outputs, Request, TapPoint, TapStats, Taps};
 pub use rng::SeededRng;
 pub use stats::{ActivationStats, FIXED_FRAC_BITS, Pass1, Pass2, from_fixed};
 pub use taps::{QUANTILES, TapReducer};

@@ -256,7 +256,7 @@ mod tests {
         // 3 rows × 2 neurons; rows 0 and 2 are real.
         let a = [1.0f32, -1.0, 100.0, 100.0, 3.0, 0.5];
         let thr = Arc::new(vec![0.0f32, 0.0, 2.0, 0.6]); // two threshold planes of 1 layer × 2
-        let taps = Taps { count_pos: true, moments: true, quantiles: true, above: Some(thr) };
+        let taps = Taps { count_pos: true, moments: true, quantiles: true, above: Some(thr), ..Taps::NONE };
         let mut r = TapReducer::new(1, 2, &taps).unwrap();
         r.push(0, &a, Some(&[0, 2])).unwrap();
         let s = r.finish(2).unwrap();

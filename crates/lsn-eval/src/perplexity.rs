@@ -1,6 +1,6 @@
 //! Perplexity: PPL = exp(mean next-token NLL) over all predicted tokens of a set of sequences.
 
-use lsn_core::{Dense, Model, Result, Taps, TokenBatch, Want};
+use lsn_core::{Dense, Intervention, Model, Outputs, Request, Result, TokenBatch};
 use serde::{Deserialize, Serialize};
 
 /// Running sum of next-token NLL and the number of predicted tokens; mergeable.
@@ -36,13 +36,14 @@ impl NllSum {
     }
 }
 
-/// Next-token NLL summed over `seqs` (each needs ≥ 2 tokens), run `batch_size` sequences at a time, padded.
-/// `progress` is called with the number of sequences done after each batch.
+/// Next-token NLL summed over `seqs` (each needs ≥ 2 tokens), run `batch_size` sequences at a time, padded, with
+/// `intervention` applied at every position. `progress` is called with the number of sequences done after each batch.
 pub fn perplexity(
     model: &mut dyn Model,
     seqs: &[Vec<u32>],
     batch_size: usize,
     pad_id: u32,
+    intervention: Option<&Intervention>,
     mut progress: impl FnMut(usize),
 ) -> Result<NllSum> {
     let mut total = NllSum::default();
@@ -50,10 +51,10 @@ pub fn perplexity(
     for chunk in usable.chunks(batch_size.max(1)) {
         let owned: Vec<Vec<u32>> = chunk.iter().map(|s| (*s).clone()).collect();
         let batch = TokenBatch::padded(&owned, pad_id)?;
-        let out = model.forward(&batch, &Taps::NONE, Want::Nll)?;
+        let out = model.run(&Request::new(&batch, Outputs::NLL).intervene(intervention))?;
         let nll = out.nll.ok_or_else(|| lsn_core::Error::Backend {
-            backend: "model",
-            message: "forward(Want::Nll) returned no NLL".into(),
+            backend: model.backend(),
+            message: "a forward pass asked for the NLL returned none".into(),
         })?;
         total.add(&nll, &batch);
         progress(chunk.len());

@@ -63,6 +63,12 @@ pub struct Args {
     /// Batches between resumable checkpoints (at least 1).
     #[arg(long, default_value_t = 8, value_parser = crate::cmd::at_least_one)]
     pub checkpoint_every: usize,
+    /// Where the statistics are read: act = act_fn(gate_proj(x)), the neuron's activation (what the methods mean);
+    /// gate_pre = gate_proj(x) before the activation, as the paper's code hooked it (its fills P5/P10 are then below
+    /// SiLU's minimum and its ActProb-90p sets differ). Counts of > 0, and so LAPE, are the same at both points. A run
+    /// holds one tap point: selection and interventions refuse to mix them.
+    #[arg(long, default_value = "act", value_parser = ["act", "gate_pre"])]
+    pub tap_point: String,
     #[command(flatten)]
     pub on: backends::BackendArgs,
     #[command(flatten)]
@@ -277,7 +283,7 @@ pub fn run(args: Args) -> Result<()> {
             tokenizer_sha256: identity.tokenizer_sha256.clone(),
             weights_sha256: identity.weights_sha256.clone(),
             backend: backend.name().to_owned(),
-            stats_on: "act".into(),
+            stats_on: args.tap_point.clone(),
             data: data.clone(),
         };
         let spec = CaptureSpec {
@@ -309,7 +315,7 @@ pub fn run(args: Args) -> Result<()> {
         };
         let rel = outcome.path().strip_prefix(run.root()).unwrap_or(outcome.path()).display().to_string();
         let config = serde_json::json!({
-            "backend": backend.name(), "batch_rows": args.batch_rows, "stats_on": "act", "data": data,
+            "backend": backend.name(), "batch_rows": args.batch_rows, "stats_on": args.tap_point, "data": data,
             "shard": format!("{}/{}", shard.index, shard.count),
         });
         let key = if shard.count == 1 {

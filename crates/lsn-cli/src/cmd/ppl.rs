@@ -90,7 +90,7 @@ pub fn run(args: Args) -> Result<()> {
              beyond the model's positions are refused",
             model.config().max_position_embeddings
         );
-        let nll = lsn_eval::perplexity(model.as_mut(), &seqs, args.batch, pad, |n| bar.inc(n as u64))?;
+        let nll = lsn_eval::perplexity(model.as_mut(), &seqs, args.batch, pad, None, |n| bar.inc(n as u64))?;
         anyhow::ensure!(
             nll.tokens > 0 && nll.mean().is_finite(),
             "{lang}: the mean NLL over {} predicted tokens is {} — {}",

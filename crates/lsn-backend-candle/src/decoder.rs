@@ -1,0 +1,212 @@
+//! The decoder of both families on Candle, one layer loop reading lsn-core's [`Arch`]: Llama (RMSNorm `w·x`, RoPE
+//! with optional scaling, GQA, SwiGLU) and Gemma 3 (embeddings × √hidden, `(1 + w)` norms, q/k norms before RoPE,
+//! sandwich norms around attention and FFN, sliding-window layers with their own RoPE base, GeGLU). The same loop
+//! serves a whole pass and a cached step; it mirrors HF transformers in f32 (Gemma's residual stream reaches
+//! |x| ≈ 1e5, beyond f16).
+
+use candle_core::{DType, Device, Result, Tensor};
+use lsn_core::arch::{self, Arch};
+use lsn_core::{AttentionKind, ModelConfig, Overwrite, TapPoint};
+
+use crate::ops::{self, Positions, TapCounter};
+use crate::weights::Weights;
+
+struct Layer {
+    kind: AttentionKind,
+    input_norm: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    o: Tensor,
+    q_norm: Option<Tensor>,
+    k_norm: Option<Tensor>,
+    post_attn_norm: Option<Tensor>,
+    pre_ffn_norm: Tensor,
+    post_ffn_norm: Option<Tensor>,
+    gate: Tensor,
+    up: Tensor,
+    down: Tensor,
+}
+
+/// Keys and values of every layer `[rows, kv_heads, slots, head_dim]`; `None` before the first step.
+#[derive(Default)]
+pub(crate) struct Cache {
+    pub(crate) layers: Vec<Option<(Tensor, Tensor)>>,
+}
+
+/// The FFN hook of one pass: overwrite the chosen neurons, then hand the tapped value to the reducer.
+pub(crate) struct Hook {
+    /// Per layer, the mask (u8) and values `[intermediate]` of the overwritten neurons; `None` where none is.
+    overwrite: Vec<Option<(Tensor, Tensor)>>,
+    pub(crate) taps: Option<TapCounter>,
+    point: TapPoint,
+}
+
+impl Hook {
+    pub(crate) fn new(
+        overwrite: Option<&Overwrite>,
+        taps: Option<TapCounter>,
+        point: TapPoint,
+        layers: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        let mut per_layer = Vec::with_capacity(layers);
+        for l in 0..layers {
+            per_layer.push(match overwrite.and_then(|o| o.layer(l)) {
+                Some((mask, value)) => {
+                    let m: Vec<u8> = mask.iter().map(|&b| u8::from(b)).collect();
+                    Some((Tensor::from_vec(m, mask.len(), device)?, Tensor::from_slice(value, value.len(), device)?))
+                }
+                None => None,
+            });
+        }
+        Ok(Self { overwrite: per_layer, taps, point })
+    }
+
+    /// `act_fn(gate)` of layer `l` after the overwrite; taps read it (or `gate`, at `TapPoint::GatePre`).
+    fn apply(&mut self, l: usize, gate: &Tensor, a: Tensor) -> Result<Tensor> {
+        let a = match &self.overwrite[l] {
+            Some((mask, value)) => {
+                let shape = a.shape().clone();
+                mask.broadcast_as(&shape)?.where_cond(&value.broadcast_as(&shape)?, &a)?
+            }
+            None => a,
+        };
+        if let Some(t) = self.taps.as_mut() {
+            t.push(match self.point {
+                TapPoint::Act => &a,
+                TapPoint::GatePre => gate,
+            })?;
+        }
+        Ok(a)
+    }
+}
+
+/// A decoder stack from token ids to the final norm.
+pub(crate) struct Decoder {
+    cfg: ModelConfig,
+    pub(crate) arch: Arch,
+    pub(crate) embed: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+}
+
+impl Decoder {
+    pub(crate) fn load(w: &Weights, cfg: &ModelConfig) -> crate::error::Result<Self> {
+        let arch = Arch::of(cfg);
+        let plus_one = arch.norm_plus_one;
+        let norm = |n: &str| w.norm(n, plus_one);
+        let opt_norm = |n: &Option<String>| n.as_deref().map(norm).transpose();
+        let mut layers = Vec::with_capacity(cfg.num_layers);
+        for (l, &kind) in cfg.layer_kinds.iter().enumerate() {
+            let n = arch.layer(l);
+            layers.push(Layer {
+                kind,
+                input_norm: norm(&n.input_norm)?,
+                q: w.get(&n.q)?,
+                k: w.get(&n.k)?,
+                v: w.get(&n.v)?,
+                o: w.get(&n.o)?,
+                q_norm: opt_norm(&n.q_norm)?,
+                k_norm: opt_norm(&n.k_norm)?,
+                post_attn_norm: opt_norm(&n.post_attn_norm)?,
+                pre_ffn_norm: norm(&n.pre_ffn_norm)?,
+                post_ffn_norm: opt_norm(&n.post_ffn_norm)?,
+                gate: w.get(&n.gate)?,
+                up: w.get(&n.up)?,
+                down: w.get(&n.down)?,
+            });
+        }
+        Ok(Self { cfg: cfg.clone(), embed: w.get(arch::EMBED)?, layers, norm: norm(arch::FINAL_NORM)?, arch })
+    }
+
+    /// Runs `ids` (`[rows·seq]`, u32, row-major) through every layer with the FFN `hook`. With a `cache`, the tokens
+    /// follow its slots (the masks in `pos` say what each sees) and their keys and values are appended to it.
+    /// Returns the final-normed hidden states of positions `out` (all when `None`), or nothing when `hidden` is
+    /// false (the pass then stops after the last tap).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn forward(
+        &self,
+        ids: &Tensor,
+        rows: usize,
+        seq: usize,
+        pos: &Positions,
+        hook: &mut Hook,
+        mut cache: Option<&mut Cache>,
+        hidden: bool,
+        out: Option<&Tensor>,
+    ) -> Result<Option<Tensor>> {
+        let c = &self.cfg;
+        let (heads, kv, d, eps) = (c.num_heads, c.num_kv_heads, c.head_dim, c.rms_norm_eps);
+        let mut x = self.embed.index_select(ids, 0)?;
+        if let Some(s) = self.arch.embed_scale {
+            x = (x * f64::from(s))?;
+        }
+        if let Some(cache) = cache.as_deref_mut() {
+            cache.layers.resize(self.layers.len(), None);
+        }
+        let last = self.layers.len() - 1;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let (rope, mask) = pos.of(layer.kind);
+            let h = ops::rms_norm(&x, &layer.input_norm, eps)?;
+            let mut q = ops::linear(&h, &layer.q)?.reshape((rows, seq, heads, d))?;
+            let mut k = ops::linear(&h, &layer.k)?.reshape((rows, seq, kv, d))?;
+            let v = ops::linear(&h, &layer.v)?.reshape((rows, seq, kv, d))?;
+            if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
+                q = ops::rms_norm(&q, qn, eps)?;
+                k = ops::rms_norm(&k, kn, eps)?;
+            }
+            let q = rope.queries(&q.contiguous()?)?;
+            let mut k = rope.keys(&k.contiguous()?)?.transpose(1, 2)?.contiguous()?; // [b, kv, t, d]
+            let mut v = v.transpose(1, 2)?.contiguous()?;
+            if let Some(cache) = cache.as_deref_mut() {
+                if let Some((pk, pv)) = &cache.layers[l] {
+                    k = Tensor::cat(&[pk, &k], 2)?;
+                    v = Tensor::cat(&[pv, &v], 2)?;
+                }
+                cache.layers[l] = Some((k.clone(), v.clone()));
+            }
+            // `attn_logit_softcapping` is not applied: transformers' Gemma3Attention does not pass it on either.
+            let mut att = ops::linear(&ops::attention(&q, &k, &v, mask)?, &layer.o)?;
+            if let Some(n) = &layer.post_attn_norm {
+                att = ops::rms_norm(&att, n, eps)?;
+            }
+            x = (x + att)?;
+
+            let h = ops::rms_norm(&x, &layer.pre_ffn_norm, eps)?;
+            let gate = ops::linear(&h, &layer.gate)?;
+            let a = ops::activate(&gate, c.activation)?;
+            let a = hook.apply(l, &gate, a)?;
+            if l == last && !hidden {
+                // Only the taps are wanted: the last FFN's output and the final norm feed nothing else.
+                return Ok(None);
+            }
+            let mut f = ops::linear(&(a * ops::linear(&h, &layer.up)?)?, &layer.down)?;
+            if let Some(n) = &layer.post_ffn_norm {
+                f = ops::rms_norm(&f, n, eps)?;
+            }
+            x = (x + f)?;
+        }
+        if let Some(out) = out {
+            x = x.index_select(out, 0)?;
+        }
+        Ok(Some(ops::rms_norm(&x, &self.norm, eps)?))
+    }
+
+    /// Keeps rows `keep` of every layer's cached keys and values.
+    pub(crate) fn keep_rows(cache: &mut Cache, keep: &[usize]) -> Result<()> {
+        let Some(dev) = cache.layers.iter().flatten().next().map(|(k, _)| k.device().clone()) else { return Ok(()) };
+        let idx: Vec<u32> = keep.iter().map(|&r| r as u32).collect();
+        let idx = Tensor::from_vec(idx, keep.len(), &dev)?;
+        for (k, v) in cache.layers.iter_mut().flatten() {
+            *k = k.index_select(&idx, 0)?;
+            *v = v.index_select(&idx, 0)?;
+        }
+        Ok(())
+    }
+}
+
+/// f32 host copy of a tensor, flattened.
+pub(crate) fn host(t: &Tensor) -> Result<Vec<f32>> {
+    t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
+}

@@ -1,0 +1,230 @@
+//! `Engine`: the part of a model a backend implements — the decoder body with one FFN hook (intervention, then taps),
+//! one LM-head chunk, and one key/value-cached step. Everything above it is written once here: request validation,
+//! the head dispatch (full logits, last-position logits, next-token NLL, hidden states, chunk by chunk so memory
+//! stays bounded) and, in [`crate::decode`], cached decoding. Every `Engine` is a [`Model`].
+
+use std::any::Any;
+
+use crate::head;
+use crate::{
+    AttentionKind, Dense, Error, ForwardOut, HiddenAt, Intervention, Model, ModelConfig, Request, Result, TapStats,
+    Taps, TokenBatch,
+};
+
+/// A validated intervention in the dense layout engines apply: `[layers × intermediate]` mask and values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Overwrite {
+    pub layers: usize,
+    pub width: usize,
+    pub mask: Vec<bool>,
+    pub value: Vec<f32>,
+}
+
+impl Overwrite {
+    /// Validates `iv` against a model of `layers × width` FFN neurons.
+    pub fn new(iv: &Intervention, layers: usize, width: usize) -> Result<Overwrite> {
+        let (mask, value) = iv.dense(layers, width)?;
+        Ok(Overwrite { layers, width, mask, value })
+    }
+
+    /// Layer `l`'s mask and values, or `None` when no neuron of the layer is overwritten (nothing to do there).
+    pub fn layer(&self, l: usize) -> Option<(&[bool], &[f32])> {
+        let r = l * self.width..(l + 1) * self.width;
+        let mask = &self.mask[r.clone()];
+        mask.iter().any(|&m| m).then(|| (mask, &self.value[r]))
+    }
+
+    /// Overwrites `a` `[n, width]` of layer `l` in place (the host rule engines must match).
+    pub fn apply(&self, l: usize, a: &mut [f32]) {
+        if let Some((mask, value)) = self.layer(l) {
+            for row in a.chunks_mut(self.width) {
+                for ((x, &m), &v) in row.iter_mut().zip(mask).zip(value) {
+                    if m {
+                        *x = v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One pass of the decoder body over a validated batch.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyPass<'a> {
+    pub batch: &'a TokenBatch,
+    /// Reduced over the batch's real tokens at `taps.point`; [`crate::NO_TAPS`] for none.
+    pub taps: &'a Taps,
+    /// Applied to `act_fn(gate_proj(x))` at every position of every layer, before the taps and the down projection.
+    pub overwrite: Option<&'a Overwrite>,
+    /// Whether the final-normed hidden states are needed; without them the body may stop after the last tap.
+    pub hidden: bool,
+}
+
+/// What the body returns.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BodyOut {
+    /// Present exactly when `pass.taps.any()`.
+    pub taps: Option<TapStats>,
+    /// The final-normed hidden states `[rows · seq_len, hidden]`, present exactly when `pass.hidden`.
+    pub hidden: Option<Vec<f32>>,
+}
+
+/// The RoPE tables and attention mask of one attention kind for a cached step, computed by lsn-core
+/// ([`crate::decode`]) from each slot's position, so engines apply them and decide nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepPositions {
+    pub kind: AttentionKind,
+    /// `[rows · len, head_dim / 2]`: cos and sin of position × frequency of each new token.
+    pub cos: Vec<f32>,
+    pub sin: Vec<f32>,
+    /// Additive `[rows, len, past + len]`: 0 where new token `i` may attend slot `j`, −∞ elsewhere.
+    pub mask: Vec<f32>,
+}
+
+/// One cached step: `len` new tokens per row appended after `past` cached slots.
+#[derive(Debug, Clone, Copy)]
+pub struct Step<'a> {
+    pub rows: usize,
+    pub len: usize,
+    pub past: usize,
+    /// `[rows, len]`.
+    pub ids: &'a [u32],
+    /// One entry per attention kind the model has (global first).
+    pub positions: &'a [StepPositions],
+    pub overwrite: Option<&'a Overwrite>,
+    /// Flat indices `r · len + i` of the new tokens whose final-normed hidden state to return, in order.
+    pub out: &'a [u32],
+}
+
+impl Step<'_> {
+    /// The tables and mask of a layer of this kind.
+    pub fn of(&self, kind: AttentionKind) -> &StepPositions {
+        self.positions.iter().find(|p| p.kind == kind).unwrap_or(&self.positions[0])
+    }
+}
+
+/// An engine's key/value cache, opaque above the engine (each engine downcasts its own).
+pub type KvCache = Box<dyn Any + Send>;
+
+/// What a backend implements. Inputs arrive validated; outputs are plain host data.
+pub trait Engine: Send {
+    fn config(&self) -> &ModelConfig;
+    /// The backend's name, as errors cite it.
+    fn backend(&self) -> &'static str;
+    /// The decoder body: embeddings, every layer (the FFN hook overwrites, then taps), the final norm.
+    fn body(&mut self, pass: &BodyPass<'_>) -> Result<BodyOut>;
+    /// One LM-head chunk: the (soft-capped) logits `[n, vocab]` of hidden rows `[n, hidden]`.
+    fn head_logits(&mut self, hidden: &[f32]) -> Result<Vec<f32>>;
+    /// One LM-head chunk: `−log softmax(logits(hidden[i]))[targets[i]]` for each of the `n` hidden rows, with the
+    /// log-sum-exp in f64 (an f32 sum over a 262144-entry vocabulary biases it by about 1e-5).
+    fn head_nll(&mut self, hidden: &[f32], targets: &[u32]) -> Result<Vec<f32>>;
+    /// An empty key/value cache.
+    fn new_cache(&mut self) -> Result<KvCache>;
+    /// Appends `step`'s tokens to `cache` (keys and values of every layer) and returns the final-normed hidden states
+    /// `[step.out.len(), hidden]` of the new tokens `step.out` names.
+    fn step(&mut self, cache: &mut KvCache, step: &Step<'_>) -> Result<Vec<f32>>;
+    /// Keeps only rows `rows` (in that order) of `cache`: finished sequences stop costing compute.
+    fn keep_rows(&mut self, cache: &mut KvCache, rows: &[usize]) -> Result<()>;
+}
+
+/// The engine's own cache type, or an error naming the backend (a cache of another engine was passed).
+pub fn downcast_cache<'c, T: 'static>(cache: &'c mut KvCache, backend: &'static str) -> Result<&'c mut T> {
+    cache.downcast_mut::<T>().ok_or_else(|| Error::Backend {
+        backend,
+        message: "a key/value cache of another model was passed to this one".into(),
+    })
+}
+
+fn missing(backend: &'static str, what: &str) -> Error {
+    Error::Backend { backend, message: format!("the engine returned no {what}") }
+}
+
+impl<E: Engine> Model for E {
+    fn config(&self) -> &ModelConfig {
+        Engine::config(self)
+    }
+
+    fn backend(&self) -> &'static str {
+        Engine::backend(self)
+    }
+
+    fn run(&mut self, req: &Request<'_>) -> Result<ForwardOut> {
+        let cfg = Engine::config(self);
+        let (layers, width, d) = (cfg.num_layers, cfg.intermediate_size, cfg.hidden_size);
+        let (vocab, backend) = (cfg.vocab_size, Engine::backend(self));
+        let batch = req.batch;
+        batch.validate()?;
+        batch.check_vocab(vocab)?;
+        req.taps.n_thresholds(layers * width)?;
+        let overwrite = req.intervention.map(|iv| Overwrite::new(iv, layers, width)).transpose()?;
+        let outs = req.outputs;
+        if !outs.needs_hidden() && !req.taps.any() {
+            return Ok(ForwardOut::default());
+        }
+        let body =
+            self.body(&BodyPass { batch, taps: req.taps, overwrite: overwrite.as_ref(), hidden: outs.needs_hidden() })?;
+        if req.taps.any() != body.taps.is_some() {
+            return Err(missing(backend, "tap statistics"));
+        }
+        let mut out = ForwardOut { taps: body.taps, ..ForwardOut::default() };
+        let Some(hidden) = body.hidden else {
+            return if outs.needs_hidden() { Err(missing(backend, "hidden states")) } else { Ok(out) };
+        };
+        let (rows, seq) = (batch.rows, batch.seq_len);
+        if hidden.len() != rows * seq * d {
+            return Err(missing(backend, &format!("hidden states of {rows} × {seq} positions")));
+        }
+        let last: Vec<usize> = (0..rows).map(|r| r * seq + batch.lengths[r] - 1).collect();
+        let gather = |at: &mut dyn Iterator<Item = usize>| -> Vec<f32> {
+            at.flat_map(|p| &hidden[p * d..(p + 1) * d]).copied().collect()
+        };
+        if outs.logits {
+            out.logits = Some(head::chunked_logits(rows, seq, vocab, |start, len| {
+                self.head_logits(&hidden[start * d..(start + len) * d])
+            })?);
+        }
+        if outs.last_logits {
+            let rows_h = gather(&mut last.iter().copied());
+            out.last_logits = Some(
+                head::chunked_logits(rows, 1, vocab, |start, len| {
+                    self.head_logits(&rows_h[start * d..(start + len) * d])
+                })?
+                .reshaped(vec![rows, vocab])?,
+            );
+        }
+        if outs.nll {
+            out.nll = Some(head::chunked_nll(batch, vocab, |at, target| {
+                let h = gather(&mut at.iter().map(|&p| p as usize));
+                self.head_nll(&h, target)
+            })?);
+        }
+        out.hidden = match outs.hidden {
+            None => None,
+            Some(HiddenAt::LastReal) => Some(Dense::new(vec![rows, d], gather(&mut last.iter().copied()))?),
+            Some(HiddenAt::All) => Some(Dense::new(vec![rows, seq, d], hidden)?),
+        };
+        Ok(out)
+    }
+
+    fn decoder<'m>(&'m mut self, intervention: Option<&Intervention>) -> Result<Box<dyn crate::Decoder + 'm>> {
+        Ok(Box::new(crate::decode::CachedDecoder::new(self, intervention)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::NeuronId;
+
+    #[test]
+    fn overwrite_replaces_only_chosen_neurons_of_their_layer() {
+        let iv = Intervention { set: vec![(NeuronId::new(1, 2), 3.5), (NeuronId::new(1, 0), 0.0)] };
+        let o = Overwrite::new(&iv, 2, 3).unwrap();
+        assert!(o.layer(0).is_none());
+        let mut a = vec![1.0, 1.0, 1.0, -2.0, 5.0, 7.0];
+        o.apply(0, &mut a);
+        assert_eq!(a, vec![1.0, 1.0, 1.0, -2.0, 5.0, 7.0]);
+        o.apply(1, &mut a);
+        assert_eq!(a, vec![0.0, 1.0, 3.5, 0.0, 5.0, 3.5]);
+    }
+}
