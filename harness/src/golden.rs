@@ -42,20 +42,21 @@ pub const MODELS: &[GoldenModel] = &[
 ];
 
 #[derive(Deserialize)]
-struct Golden {
+pub(crate) struct Golden {
     model: String,
-    weights_sha256: String,
+    pub(crate) weights_sha256: String,
     sample_ids: Vec<u32>,
-    sequences: Vec<Sequence>,
+    pub(crate) sequences: Vec<Sequence>,
     taps: GoldenTaps,
 }
 
 #[derive(Deserialize)]
-struct Sequence {
-    ids: Vec<u32>,
+pub(crate) struct Sequence {
+    pub(crate) ids: Vec<u32>,
     nll: Vec<f64>,
     mean_nll: f64,
-    topk: Vec<Vec<(u32, f32)>>,
+    /// Per position, the golden's top-k `(id, logit)`.
+    pub(crate) topk: Vec<Vec<(u32, f32)>>,
     sample_logits: Vec<Vec<f32>>,
 }
 
@@ -70,7 +71,7 @@ struct GoldenTaps {
     near_zero: Vec<(usize, usize, u64)>,
 }
 
-fn read_golden(root: &Path, name: &str) -> Result<Golden, String> {
+pub(crate) fn read_golden(root: &Path, name: &str) -> Result<Golden, String> {
     let path = root.join("fixtures/golden").join(format!("{name}.json"));
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let g: Golden = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;

@@ -8,6 +8,7 @@
 //! largest deviation it saw.
 
 pub mod compare;
+pub mod generate;
 pub mod golden;
 pub mod report;
 pub mod slice;

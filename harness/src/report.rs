@@ -50,6 +50,14 @@ impl Check {
         }
     }
 
+    /// Fails a passing check when a second measure (described in its note) is over its own tolerance.
+    pub fn fail_if(mut self, over: bool) -> Self {
+        if over && self.outcome == Outcome::Pass {
+            self.outcome = Outcome::Fail(format!("over tolerance: {}", self.note));
+        }
+        self
+    }
+
     /// A case that could not run or compare.
     pub fn failed(case: &str, backend: &str, reason: String) -> Self {
         Self::plain(case, backend, Outcome::Fail(reason))

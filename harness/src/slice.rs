@@ -107,3 +107,23 @@ pub fn select_all(stats: &[(String, ActivationStats)]) -> Result<Vec<Selection>,
         lsn_select::random(first.layers, first.intermediate, RANDOM_PER_LAYER, RANDOM_SEED).map_err(e)?,
     ])
 }
+
+/// The PPXC cell the backends are compared on.
+pub const PPXC_CELL: &str = "PPXC(zh → zh): PPL of the last 2 zh rows with zh's lape-mondal neurons zeroed, minus PPL";
+/// Largest |ΔPPXC| between backends: PPL ≈ 20–60 here, and mean NLLs agree to ~1e-5 between backends, so the PPLs
+/// to ~1e-3.
+pub const PPXC_TOL: f64 = 1e-2;
+
+/// [`PPXC_CELL`] through `backend`, with the neuron set `lape` (selected on the slice by the same backend).
+pub fn ppxc_cell(backend: &dyn Backend, env: &Env, slice: &Slice, lape: &Selection) -> Result<f64, String> {
+    let zh = slice.packed.iter().find(|p| p.lang.code() == "zh").ok_or("no zh in the slice")?;
+    let rows: Vec<Vec<u32>> = (zh.rows - 2..zh.rows).map(|r| zh.row(r).to_vec()).collect();
+    let set = lape.of("zh").ok_or("lape-mondal selected no zh set")?;
+    let iv = lsn_core::Intervention::deactivate(set.iter().copied());
+    let files = ModelFiles::new(&slice.model_dir);
+    let mut model = backend.load(&files, &LoadOptions { device: env.device }).map_err(|e| e.to_string())?;
+    let e = |e: lsn_core::Error| e.to_string();
+    let base = lsn_eval::perplexity(model.as_mut(), &rows, 2, 0, None, |_| {}).map_err(e)?;
+    let off = lsn_eval::perplexity(model.as_mut(), &rows, 2, 0, Some(&iv), |_| {}).map_err(e)?;
+    Ok(off.perplexity() - base.perplexity())
+}

@@ -7,7 +7,7 @@ use lsn_core::{ActivationStats, Backend, Device};
 use lsn_select::Selection;
 
 use crate::report::{Check, Outcome, PairRow, Report};
-use crate::{compare, golden, slice};
+use crate::{compare, generate, golden, slice};
 
 /// Largest per-neuron |Δ count_pos| and |Δ count_above| between backends on the slice (1024 tokens per language):
 /// activations within float noise of zero (or of a threshold) may fall on either side on different backends. The
@@ -52,6 +52,8 @@ struct SliceRun {
     backend: String,
     stats: Vec<(String, ActivationStats)>,
     sets: Vec<Selection>,
+    /// PPXC of one cell (see [`slice::ppxc_cell`]).
+    ppxc: Result<f64, String>,
 }
 
 /// Runs the suite on `backends`; `on_check` sees each check as it completes (progress output).
@@ -65,13 +67,14 @@ pub fn run_suite(backends: &[Box<dyn Backend>], env: &Env, on_check: &mut dyn Fn
     // Packed once, on first use (a suite whose backends cannot capture never tokenizes the slice).
     let mut loaded: Option<Result<slice::Slice, String>> = None;
     let mut runs: Vec<SliceRun> = Vec::new();
+    let mut continuations: Vec<generate::Continuations> = Vec::new();
     for backend in backends {
         let b = backend.name();
         let caps = backend.capabilities();
         if !caps.devices.contains(&env.device) {
             let reason = format!("{b} cannot run on {:?} in this build (it offers {:?})", env.device, caps.devices);
             for m in golden::MODELS {
-                for kind in ["logits", "nll", "taps"] {
+                for kind in ["logits", "nll", "taps", "intervene", "greedy", "decode"] {
                     push(&mut report, Check::skipped(&format!("{kind}/{}", m.name), b, reason.clone()));
                 }
             }
@@ -82,12 +85,18 @@ pub fn run_suite(backends: &[Box<dyn Backend>], env: &Env, on_check: &mut dyn Fn
             for c in golden::checks(backend.as_ref(), env, m) {
                 push(&mut report, c);
             }
+            let (checks, cont) = generate::checks(backend.as_ref(), env, m);
+            for c in checks {
+                push(&mut report, c);
+            }
+            continuations.extend(cont);
         }
         let case = format!("capture/{slice_name}");
         let captured = loaded.get_or_insert_with(|| slice::load(env)).as_ref().map_err(Clone::clone).and_then(|s| {
             let stats = slice::capture_all(backend.as_ref(), env, s, &env.scratch().join(format!("slice-{b}")))?;
             let sets = slice::select_all(&stats)?;
-            Ok(SliceRun { backend: b.to_owned(), stats, sets })
+            let ppxc = slice::ppxc_cell(backend.as_ref(), env, s, &sets[0]);
+            Ok(SliceRun { backend: b.to_owned(), stats, sets, ppxc })
         });
         match captured {
             Ok(run) => runs.push(run),
@@ -105,14 +114,34 @@ pub fn run_suite(backends: &[Box<dyn Backend>], env: &Env, on_check: &mut dyn Fn
         for b in &runs[i + 1..] {
             let diff = PairDiff::of(a, b);
             if i == 0 {
-                for c in against_reference(&diff, b, &slice_name) {
+                for c in against_reference(&diff, a, b, &slice_name) {
                     push(&mut report, c);
                 }
             }
             report.pairs.extend(diff.rows(a, b));
         }
     }
+    report.pairs.extend(continuation_rows(&continuations));
     report
+}
+
+/// Greedy continuations compared between backends, per model: how many of them differ at all.
+fn continuation_rows(all: &[generate::Continuations]) -> Vec<PairRow> {
+    let mut rows = Vec::new();
+    for (i, a) in all.iter().enumerate() {
+        for b in all[i + 1..].iter().filter(|b| b.model == a.model && b.backend != a.backend) {
+            let differ = a.ids.iter().zip(&b.ids).filter(|(x, y)| x != y).count();
+            let tokens: usize = a.ids.iter().map(Vec::len).sum();
+            rows.push(PairRow {
+                a: a.backend.clone(),
+                b: b.backend.clone(),
+                what: format!("greedy/{}: continuations differing", a.model),
+                value: differ as f64,
+                note: format!("{} continuations, {tokens} tokens", a.ids.len()),
+            });
+        }
+    }
+    rows
 }
 
 fn case_names(slice_name: &str, sets: &[Selection]) -> (String, String, String, Vec<String>) {
@@ -127,7 +156,7 @@ fn case_names(slice_name: &str, sets: &[Selection]) -> (String, String, String, 
 /// The reference backend's rows: it defines the slice's statistics and sets for the others.
 fn reference_checks(r: &SliceRun, slice_name: &str) -> Vec<Check> {
     let (count, quant, above, sets) = case_names(slice_name, &r.sets);
-    let mut v: Vec<Check> = [count, quant, above]
+    let mut v: Vec<Check> = [count, quant, above, format!("ppxc/{slice_name}")]
         .into_iter()
         .chain(sets)
         .map(|case| Check { outcome: Outcome::Reference, ..Check::skipped(&case, &r.backend, String::new()) })
@@ -169,6 +198,9 @@ impl PairDiff {
             ),
             Err(e) => rows.push(row("statistics".into(), f64::NAN, e.clone())),
         }
+        if let (Ok(x), Ok(y)) = (&a.ppxc, &b.ppxc) {
+            rows.push(row(slice::PPXC_CELL.into(), (x - y).abs(), format!("{x:.4} vs {y:.4}")));
+        }
         for (set, x) in self.sets.iter().zip(&a.sets) {
             match set {
                 Ok(d) => rows.push(row(
@@ -184,10 +216,23 @@ impl PairDiff {
 }
 
 /// Backend `run`'s rows of the cross-backend cases, from its differences with the reference.
-fn against_reference(diff: &PairDiff, run: &SliceRun, slice_name: &str) -> Vec<Check> {
+fn against_reference(diff: &PairDiff, reference: &SliceRun, run: &SliceRun, slice_name: &str) -> Vec<Check> {
     let (count, quant, above, set_cases) = case_names(slice_name, &run.sets);
     let b = run.backend.as_str();
     let mut v = Vec::new();
+    let ppxc = format!("ppxc/{slice_name}");
+    v.push(match (&reference.ppxc, &run.ppxc) {
+        (Ok(x), Ok(y)) => Check::measured(
+            &ppxc,
+            b,
+            "abs ΔPPXC",
+            (x - y).abs(),
+            slice::PPXC_TOL,
+            format!("{}: {y:.4} (reference {x:.4})", slice::PPXC_CELL),
+        ),
+        (Err(e), _) => Check::failed(&ppxc, b, format!("the reference could not compute it: {e}")),
+        (_, Err(e)) => Check::failed(&ppxc, b, e.clone()),
+    });
     match &diff.stats {
         Err(e) => v.push(Check::failed(&count, b, e.clone())),
         Ok(diffs) => {
@@ -241,7 +286,7 @@ mod tests {
         let report = run_suite(&[Box::new(Nowhere) as Box<dyn Backend>], &env, &mut |_| {});
         let (pass, fail, skip) = report.counts();
         assert_eq!((pass, fail), (0, 0));
-        assert_eq!(skip, golden::MODELS.len() * 3 + 1);
+        assert_eq!(skip, golden::MODELS.len() * 6 + 1);
         assert!(
             report.checks.iter().all(|c| matches!(&c.outcome, Outcome::Skip(r) if r.contains("cannot run on Cpu")))
         );

@@ -29,7 +29,8 @@ commands:
   cargo      run cargo with the runtime environment, e.g. `cargo xtask cargo clippy --workspace`
   fixtures   regenerate fixtures/golden/*.json with HF transformers in .venv-fixtures (needs PyPI; slow), then
              check lsn's ONNX export of the real models (`fixtures onnx` runs only that check): onnx.checker and
-             the export's logits in onnxruntime against the goldens
+             the export's logits in onnxruntime against the goldens; `fixtures intervene` makes only the
+             intervention and greedy-generation goldens (*.intervene.json)
   bench      criterion benches (capture tokens/s on Gemma-3-270M, every backend); `--vs-hf` also times HF transformers +
              PyTorch on the same batch and threads (in .venv-fixtures); other arguments go to `cargo bench`
   help       this text
@@ -60,6 +61,12 @@ fn main() -> Result<()> {
             setup()?;
             setup_models()?;
             check_onnx(&py)
+        }
+        Some("fixtures") if args.get(1).is_some_and(|a| a == "intervene") => {
+            let py = fixtures_venv()?;
+            setup()?;
+            setup_models()?;
+            fixtures_intervene(&py)
         }
         Some("fixtures") => fixtures(),
         Some("bench") => bench(&args[1..]),
@@ -235,7 +242,42 @@ fn fixtures() -> Result<()> {
             .arg("--out")
             .arg(out_dir.join(format!("{preset}.json"))))?;
     }
+    fixtures_intervene(&py)?;
     check_onnx(&py)
+}
+
+/// The intervention and greedy-generation goldens (`fixtures/golden/NAME.intervene.json`) of every golden model, from
+/// xtask/fixtures/golden_intervene.py. Needs `setup` and the real models.
+fn fixtures_intervene(py: &Path) -> Result<()> {
+    let data = std::env::var("LSN_DATA_DIR").unwrap_or_else(|_| root().join("../shared/data").display().to_string());
+    let out_dir = root().join("fixtures/golden");
+    let script = root().join("xtask/fixtures/golden_intervene.py");
+    let home = home();
+    for name in REAL_MODELS {
+        run(Command::new(py)
+            .arg(&script)
+            .arg("--model-dir")
+            .arg(lsn_data::model_dir(&home, name))
+            .args(["--name", name, "--data-dir", &data])
+            .arg("--out")
+            .arg(out_dir.join(format!("{name}.intervene.json"))))?;
+    }
+    let tiny_root = root().join("target/lsn-fixtures");
+    for (preset, seed) in TINY_MODELS {
+        let dir = tiny_root.join(preset);
+        if !dir.join("model.safetensors").is_file() {
+            let seed = seed.to_string();
+            lsn(&["random-model", preset, "--seed", &seed, "--out", &dir.display().to_string()])?;
+        }
+        run(Command::new(py)
+            .arg(&script)
+            .arg("--model-dir")
+            .arg(&dir)
+            .args(["--name", preset, "--seed", &seed.to_string(), "--new-tokens", "8"])
+            .arg("--out")
+            .arg(out_dir.join(format!("{preset}.intervene.json"))))?;
+    }
+    Ok(())
 }
 
 /// `lsn export-onnx` for each real model, then xtask/fixtures/check_onnx.py on it: onnx.checker (full check) and the

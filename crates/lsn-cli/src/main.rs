@@ -31,6 +31,8 @@ enum Command {
     Select(cmd::select::Args),
     Convert(cmd::convert::Args),
     Ppl(cmd::ppl::Args),
+    Generate(cmd::generate::Args),
+    Ppxc(cmd::ppxc::Args),
     #[cfg(feature = "ort")]
     ExportOnnx(cmd::export_onnx::Args),
     RandomModel(cmd::random_model::Args),
@@ -58,6 +60,8 @@ fn main() -> std::process::ExitCode {
         Command::Select(a) => cmd::select::run(a),
         Command::Convert(a) => cmd::convert::run(a),
         Command::Ppl(a) => cmd::ppl::run(a),
+        Command::Generate(a) => cmd::generate::run(a),
+        Command::Ppxc(a) => cmd::ppxc::run(a),
         #[cfg(feature = "ort")]
         Command::ExportOnnx(a) => cmd::export_onnx::run(a),
         Command::RandomModel(a) => cmd::random_model::run(a),

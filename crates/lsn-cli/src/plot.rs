@@ -1,4 +1,7 @@
-//! Figures: the number of selected neurons per layer and language, as a heatmap plus a line chart (SVG and PNG).
+//! Figures (SVG and PNG): the number of selected neurons per layer and language, as a heatmap plus a line chart;
+//! and language × language matrices on a diverging scale ([`matrix`], the PPXC heatmaps).
+
+pub mod matrix;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -32,11 +35,26 @@ pub struct PlotFiles {
 /// The PNG needs a TrueType font (`$LSN_FONT`, else a few common system paths); without one only the SVG is
 /// written and `png` is `None`.
 pub fn neurons_per_layer(title: &str, series: &[LayerCounts], stem: &Path) -> Result<PlotFiles> {
-    let fig = Figure::new(title, series)?;
+    write(&Figure::new(title, series)?, stem)
+}
+
+/// A figure both backends can draw.
+pub(crate) trait Drawing {
+    /// Width and height in pixels.
+    fn size(&self) -> (u32, u32);
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+    ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>>;
+}
+
+/// Writes `fig` as `<stem>.svg` and, when a TrueType font is found, `<stem>.png` (see [`neurons_per_layer`]).
+pub(crate) fn write(fig: &impl Drawing, stem: &Path) -> Result<PlotFiles> {
+    let (width, height) = fig.size();
     let svg = with_suffix(stem, ".svg");
     let mut text = String::new();
     {
-        let root = SVGBackend::with_string(&mut text, (fig.width, fig.height)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut text, (width, height)).into_drawing_area();
         fig.draw(&root).and_then(|()| root.present()).map_err(|e| render_error(&svg, e))?;
     }
     crate::fsutil::write_atomic(&svg, text.as_bytes())?;
@@ -51,15 +69,14 @@ pub fn neurons_per_layer(title: &str, series: &[LayerCounts], stem: &Path) -> Re
     };
     tracing::debug!("drawing PNG text with {}", font.display());
     let png = with_suffix(stem, ".png");
-    let (w, h) = (fig.width as usize, fig.height as usize);
-    let mut pixels = vec![0u8; w * h * 3];
+    let mut pixels = vec![0u8; width as usize * height as usize * 3];
     {
-        let root = BitMapBackend::with_buffer(&mut pixels, (fig.width, fig.height)).into_drawing_area();
+        let root = BitMapBackend::with_buffer(&mut pixels, (width, height)).into_drawing_area();
         fig.draw(&root).and_then(|()| root.present()).map_err(|e| render_error(&png, e))?;
     }
     let mut bytes = Vec::new();
     image::codecs::png::PngEncoder::new(&mut bytes)
-        .write_image(&pixels, fig.width, fig.height, image::ColorType::Rgb8)
+        .write_image(&pixels, width, height, image::ColorType::Rgb8)
         .with_context(|| format!("cannot encode {} as PNG", png.display()))?;
     crate::fsutil::write_atomic(&png, &bytes)?;
     Ok(PlotFiles { svg, png: Some(png) })
@@ -220,6 +237,19 @@ struct Figure<'a> {
     legend_x: i32,
 }
 
+impl Drawing for Figure<'_> {
+    fn size(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+    ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+        self.draw_all(root)
+    }
+}
+
 impl<'a> Figure<'a> {
     fn new(title: &'a str, series: &'a [LayerCounts]) -> Result<Self> {
         let Some(first) = series.first() else {
@@ -292,7 +322,7 @@ impl<'a> Figure<'a> {
         })
     }
 
-    fn draw<DB: DrawingBackend>(
+    fn draw_all<DB: DrawingBackend>(
         &self,
         root: &DrawingArea<DB, Shift>,
     ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {

@@ -48,6 +48,9 @@ pub enum Error {
     /// Tokenizer and model do not belong together.
     #[error("tokenizer/model mismatch: {0}")]
     TokenizerMismatch(String),
+    /// A task file (XQuAD, XNLI) is missing, malformed, or has a row that does not hold together.
+    #[error("{path}: {problem}")]
+    BadTaskFile { path: PathBuf, problem: String },
     #[error("{path}: {err}")]
     Io { path: PathBuf, err: std::io::Error },
 }

@@ -5,6 +5,7 @@ mod data_dir;
 mod error;
 mod pack;
 mod tokenizer;
+mod xquad;
 
 pub use corpus::{Corpus, read_sentences};
 pub use data_dir::{DATA_DIR_ENV, FETCH_MARKER, cache_home, model_dir, resolve_data_dir};
@@ -12,3 +13,4 @@ pub use error::{Error, Result};
 pub use lsn_core::sha256_file;
 pub use pack::{PackOptions, Packed, Source, SourceInfo, default_sources, pack_language};
 pub use tokenizer::Tokenizer;
+pub use xquad::{QaExample, read_xquad, xquad_path, xquad_prompt};

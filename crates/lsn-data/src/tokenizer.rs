@@ -83,6 +83,11 @@ impl Tokenizer {
         Ok(encs.iter().map(|e| e.get_ids().to_vec()).collect())
     }
 
+    /// The text of `ids`, special tokens skipped.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner.decode(ids, true).map_err(|e| Error::Tokenizer { path: Default::default(), reason: e.to_string() })
+    }
+
     /// The id of a token string, if the vocabulary has it.
     pub fn token_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)

@@ -18,18 +18,7 @@ pub fn random(layers: usize, intermediate: usize, per_layer: usize, seed: u64) -
             "{per_layer} random neurons per layer asked for but a layer has only {intermediate}: ask for at most that many"
         )));
     }
-    let mut rng = SeededRng::new(seed);
-    let mut set = Vec::with_capacity(layers * per_layer);
-    let mut idx: Vec<u32> = Vec::with_capacity(intermediate);
-    for l in 0..layers {
-        idx.clear();
-        idx.extend(0..intermediate as u32);
-        for i in 0..per_layer {
-            let j = i + rng.below((intermediate - i) as u64) as usize;
-            idx.swap(i, j);
-            set.push(lsn_core::NeuronId::new(l as u32, idx[i]));
-        }
-    }
+    let set = random_per_layer(&vec![per_layer; layers], intermediate, seed)?;
     let n = set.len();
     Ok(Selection::build(
         "random",
@@ -42,9 +31,50 @@ pub fn random(layers: usize, intermediate: usize, per_layer: usize, seed: u64) -
     ))
 }
 
+/// `counts[l]` distinct random neurons in each layer `l` (a partial Fisher–Yates shuffle of each layer's indices,
+/// layer after layer from one ChaCha8 stream seeded with `seed`), in (layer, index) order: a random control with the
+/// size and per-layer distribution of a given set (its `Selection::per_layer`).
+pub fn random_per_layer(counts: &[usize], intermediate: usize, seed: u64) -> Result<Vec<lsn_core::NeuronId>> {
+    if let Some(&c) = counts.iter().find(|&&c| c > intermediate) {
+        return Err(Error::Invalid(format!(
+            "{c} random neurons in one layer asked for but a layer has only {intermediate}: ask for at most that many"
+        )));
+    }
+    let mut rng = SeededRng::new(seed);
+    let mut set = Vec::with_capacity(counts.iter().sum());
+    let mut idx: Vec<u32> = Vec::with_capacity(intermediate);
+    for (l, &count) in counts.iter().enumerate() {
+        idx.clear();
+        idx.extend(0..intermediate as u32);
+        for i in 0..count {
+            let j = i + rng.below((intermediate - i) as u64) as usize;
+            idx.swap(i, j);
+        }
+        let mut chosen = idx[..count].to_vec();
+        chosen.sort_unstable();
+        set.extend(chosen.into_iter().map(|j| lsn_core::NeuronId::new(l as u32, j)));
+    }
+    Ok(set)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_per_layer_profile_is_matched_exactly() {
+        let counts = [0, 3, 7, 1];
+        let set = random_per_layer(&counts, 20, 5).unwrap();
+        for (l, &c) in counts.iter().enumerate() {
+            let mut idx: Vec<u32> = set.iter().filter(|n| n.layer as usize == l).map(|n| n.index).collect();
+            assert_eq!(idx.len(), c);
+            idx.dedup();
+            assert_eq!(idx.len(), c, "distinct within a layer");
+        }
+        assert_eq!(set, random_per_layer(&counts, 20, 5).unwrap());
+        assert_ne!(set, random_per_layer(&counts, 20, 6).unwrap());
+        assert!(random_per_layer(&[21], 20, 0).is_err());
+    }
 
     #[test]
     fn seeded_distinct_and_sorted() {

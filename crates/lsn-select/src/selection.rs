@@ -87,6 +87,22 @@ pub struct Selection {
     /// decided by the (layer, index) tie-break; too few capture batches). Empty for a sound selection.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub warnings: Vec<String>,
+    /// The model and statistics the selection was made from (recorded by `lsn select`), so that an intervention
+    /// can refuse a neuron file of another model or statistics of another tap point.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub source: Option<SelectionSource>,
+}
+
+/// What a selection was computed from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SelectionSource {
+    /// The model as the user named it.
+    pub model: String,
+    pub config_sha256: String,
+    pub tokenizer_sha256: String,
+    pub weights_sha256: String,
+    /// The statistics' tap point (`act` or `gate_pre`).
+    pub stats_on: String,
 }
 
 /// The neuron at position `flat` of a `[layers, intermediate]` array.
@@ -133,6 +149,7 @@ impl Selection {
             lape_scores: None,
             act_prob_scores: None,
             warnings: Vec::new(),
+            source: None,
         }
     }
 

@@ -5,8 +5,12 @@ pub mod convert;
 #[cfg(feature = "ort")]
 pub mod export_onnx;
 pub mod fetch;
+pub mod generate;
+pub mod heldout;
+pub mod intervene;
 pub mod merge;
 pub mod ppl;
+pub mod ppxc;
 pub mod random_model;
 pub mod select;
 

@@ -1,4 +1,5 @@
-//! `lsn ppl`: per-language perplexity of a model on FLORES-200 (or TICO-19) sentences.
+//! `lsn ppl`: per-language perplexity of a model on FLORES-200 (or TICO-19) sentences, or on a capture's held-out
+//! rows, optionally with neurons overwritten.
 
 use std::path::PathBuf;
 
@@ -9,7 +10,9 @@ use lsn_data::{Corpus, Tokenizer, read_sentences, resolve_data_dir};
 use crate::{assets, backends};
 
 /// Perplexity per language: each sentence is tokenized on its own (with the tokenizer's special tokens, e.g. BOS)
-/// and PPL = exp(mean next-token NLL over all predicted tokens of the language's sentences).
+/// and PPL = exp(mean next-token NLL over all predicted tokens of the language's sentences). With --heldout RUN, the
+/// language's held-out rows of that capture run are scored instead (text the capture did not see: the rows after
+/// the ones it used, one skipped). With --neurons, the chosen neurons are overwritten at every position.
 /// Token counts differ between scripts, so compare languages with care.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -28,9 +31,17 @@ pub struct Args {
     /// Sentences per language (the first N of the corpus file; all of them if it has fewer).
     #[arg(long, default_value_t = 100, value_parser = crate::cmd::at_least_one)]
     pub sentences: usize,
-    /// Sentences per forward pass.
+    /// Sentences (or held-out rows) per forward pass.
     #[arg(long, default_value_t = 8, value_parser = crate::cmd::at_least_one)]
     pub batch: usize,
+    /// Score each language's held-out rows of this capture run (RUN/stats/LANG.safetensors) instead of sentences.
+    #[arg(long, conflicts_with_all = ["corpus", "sentences"])]
+    pub heldout: Option<PathBuf>,
+    /// Held-out rows per language (with --heldout).
+    #[arg(long, default_value_t = 8, requires = "heldout", value_parser = crate::cmd::at_least_one)]
+    pub rows: usize,
+    #[command(flatten)]
+    pub intervene: crate::cmd::intervene::InterveneArgs,
     #[command(flatten)]
     pub on: backends::BackendArgs,
     /// Also write the results as JSON here.
@@ -38,6 +49,15 @@ pub struct Args {
     pub json: Option<PathBuf>,
     #[command(flatten)]
     pub cache: assets::HomeArg,
+}
+
+/// What is scored for one language.
+struct Texts {
+    lang: lsn_core::Lang,
+    /// Sentences to tokenize, or rows already tokenized.
+    sentences: Vec<String>,
+    rows: Vec<Vec<u32>>,
+    what: String,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -51,84 +71,127 @@ pub fn run(args: Args) -> Result<()> {
         other => anyhow::bail!("unknown corpus {other:?}: use flores or tico"),
     };
     let langs = crate::cmd::parse_langs(&args.lang, "--lang")?;
-    let data_dir = resolve_data_dir(args.data_dir.as_deref())?;
+    let data_dir = match &args.heldout {
+        Some(_) => args.data_dir.clone().or_else(|| resolve_data_dir(None).ok()),
+        None => Some(resolve_data_dir(args.data_dir.as_deref())?),
+    };
     // Read every language's text before the (slow) model load, so bad input fails fast.
     let mut texts = Vec::new();
-    for &lang in &langs {
-        let mut s = read_sentences(&data_dir, corpus, lang)?;
-        if s.len() < args.sentences {
-            eprintln!(
-                "note: {lang}: --sentences {} asks for more than the {} corpus holds; using all {} sentences",
-                args.sentences,
-                args.corpus,
-                s.len()
-            );
+    if args.heldout.is_none() {
+        let data_dir = data_dir.as_deref().expect("resolved above");
+        for &lang in &langs {
+            let mut s = read_sentences(data_dir, corpus, lang)?;
+            if s.len() < args.sentences {
+                eprintln!(
+                    "note: {lang}: --sentences {} asks for more than the {} corpus holds; using all {} sentences",
+                    args.sentences,
+                    args.corpus,
+                    s.len()
+                );
+            }
+            s.truncate(args.sentences);
+            let what = format!("first {} sentences of {}", s.len(), args.corpus);
+            texts.push(Texts { lang, sentences: s, rows: Vec::new(), what });
         }
-        s.truncate(args.sentences);
-        texts.push(s);
     }
     let dir = assets::resolve_model(home, &args.model)?;
     let files = ModelFiles::new(&dir);
     let tokenizer = Tokenizer::from_file(&files.tokenizer())?;
+    if let Some(run) = &args.heldout {
+        for &lang in &langs {
+            let stats = run.join("stats").join(format!("{lang}.safetensors"));
+            anyhow::ensure!(
+                stats.is_file(),
+                "--heldout {}: no statistics for {lang} at {}: capture {lang} into that run first",
+                run.display(),
+                stats.display()
+            );
+            let h = super::heldout::heldout(&stats, data_dir.as_deref(), &tokenizer, args.rows)?;
+            if h.rows.len() < args.rows {
+                eprintln!("note: {lang}: only {} held-out rows exist (asked for {})", h.rows.len(), args.rows);
+            }
+            let what = format!("held-out rows {}..{} of {}", h.first, h.first + h.rows.len(), run.display());
+            texts.push(Texts { lang, sentences: Vec::new(), rows: h.rows, what });
+        }
+    }
     let (backend, mut model) = args.on.load(home, &files)?;
     tokenizer.check_model_vocab(model.config().vocab_size)?;
+    let mut intervener = match &args.intervene.neurons {
+        Some(_) => {
+            let ckpt = lsn_weights::open_checkpoint(&dir)?;
+            let identity = assets::identity(home, &ckpt, &tokenizer)?;
+            let iv = args.intervene.load(model.config(), &identity)?;
+            iv.map(|iv| (iv, identity))
+        }
+        None => None,
+    };
     let pad = model.config().pad_token_id.unwrap_or(0);
 
-    let total: usize = texts.iter().map(Vec::len).sum();
+    let total: usize = texts.iter().map(|t| t.sentences.len() + t.rows.len()).sum();
     let bar = indicatif::ProgressBar::new(total as u64).with_style(
-        indicatif::ProgressStyle::with_template("{prefix:>4} {wide_bar} {pos}/{len} sentences {elapsed}")
+        indicatif::ProgressStyle::with_template("{prefix:>4} {wide_bar} {pos}/{len} sequences {elapsed}")
             .expect("static template"),
     );
     let mut rows = Vec::new();
-    for (lang, sents) in langs.iter().zip(&texts) {
+    for t in &texts {
+        let lang = t.lang;
         bar.set_prefix(lang.code());
-        let seqs = sents.iter().map(|s| tokenizer.encode(s)).collect::<Result<Vec<_>, _>>()?;
+        let seqs = if t.rows.is_empty() {
+            t.sentences.iter().map(|s| tokenizer.encode(s)).collect::<Result<Vec<_>, _>>()?
+        } else {
+            t.rows.clone()
+        };
         let longest = seqs.iter().map(Vec::len).max().unwrap_or(0);
         anyhow::ensure!(
             longest <= model.config().max_position_embeddings,
-            "a {lang} sentence has {longest} tokens, more than the model's max_position_embeddings ({}): sentences \
+            "a {lang} sequence has {longest} tokens, more than the model's max_position_embeddings ({}): sequences \
              beyond the model's positions are refused",
             model.config().max_position_embeddings
         );
-        let nll = lsn_eval::perplexity(model.as_mut(), &seqs, args.batch, pad, None, |n| bar.inc(n as u64))?;
+        let iv = match &mut intervener {
+            Some((iv, identity)) => Some(iv.for_lang(lang.code(), identity)?),
+            None => None,
+        };
+        let nll = lsn_eval::perplexity(model.as_mut(), &seqs, args.batch, pad, iv.as_ref(), |n| bar.inc(n as u64))?;
         anyhow::ensure!(
             nll.tokens > 0 && nll.mean().is_finite(),
             "{lang}: the mean NLL over {} predicted tokens is {} — {}",
             nll.tokens,
             nll.mean(),
             if nll.tokens == 0 {
-                "the sentences give no token to predict (each needs at least 2 tokens)"
+                "the sequences give no token to predict (each needs at least 2 tokens)"
             } else {
                 "the model produced non-finite logits; check the weights"
             }
         );
         rows.push(serde_json::json!({
-            "lang": lang.code(), "sentences": sents.len(), "tokens": nll.tokens,
+            "lang": lang.code(), "sequences": seqs.len(), "text": t.what, "tokens": nll.tokens,
             "mean_nll": nll.mean(), "ppl": nll.perplexity(),
+            "neurons_overwritten": iv.as_ref().map(|i| i.set.len()),
         }));
     }
     bar.finish_and_clear();
+    let intervention = intervener.as_ref().map(|(iv, _)| iv.describe());
     println!(
-        "model {} · backend {} · {} · first {} sentences",
+        "model {} · backend {} · {}",
         args.model,
         backend.name(),
-        args.corpus,
-        args.sentences
+        intervention.as_deref().unwrap_or("no intervention")
     );
-    println!("| lang | sentences | predicted tokens | mean NLL | PPL |\n|---|---:|---:|---:|---:|");
+    println!("| lang | text | predicted tokens | mean NLL | PPL |\n|---|---|---:|---:|---:|");
     for r in &rows {
         println!(
             "| {} | {} | {} | {:.4} | {:.2} |",
             r["lang"].as_str().unwrap_or_default(),
-            r["sentences"],
+            r["text"].as_str().unwrap_or_default(),
             r["tokens"],
             r["mean_nll"].as_f64().unwrap_or(f64::NAN),
             r["ppl"].as_f64().unwrap_or(f64::NAN)
         );
     }
     if let Some(path) = args.json {
-        let doc =
-            serde_json::json!({"model": args.model, "backend": backend.name(), "corpus": args.corpus, "results": rows});
+        let doc = serde_json::json!({"model": args.model, "backend": backend.name(), "results": rows,
+            "intervention": intervener.as_ref().map(|(iv, _)| iv.json())});
         crate::fsutil::write_atomic(&path, serde_json::to_string_pretty(&doc)?.as_bytes())?;
     }
     Ok(())

@@ -280,6 +280,14 @@ pub fn run(args: Args) -> Result<()> {
             sel.intermediate
         );
         sel.warnings.extend(mixed.iter().cloned());
+        let prov = &files[0].meta.provenance;
+        sel.source = Some(lsn_select::SelectionSource {
+            model: prov.model.clone(),
+            config_sha256: prov.config_sha256.clone(),
+            tokenizer_sha256: prov.tokenizer_sha256.clone(),
+            weights_sha256: prov.weights_sha256.clone(),
+            stats_on: prov.stats_on.clone(),
+        });
         let series: Vec<plot::LayerCounts> = sel
             .languages
             .iter()

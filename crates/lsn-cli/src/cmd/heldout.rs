@@ -1,0 +1,82 @@
+//! Held-out rows: the text of a language that its capture did not see, for perplexity and PPXC.
+//!
+//! The split is deterministic. The language is packed again exactly as its capture packed it (the same sources, seed
+//! and row length, recorded in the statistics' provenance), but without the token budget. The capture used the
+//! first `rows` rows; their digest must equal the recorded one (so the text and tokenizer are the ones the capture
+//! saw). The row right after them is skipped, since a document can straddle that boundary; the held-out rows are
+//! the ones after it. A capture that used all of a language's text leaves none: capture with a smaller
+//! `--max-tokens`.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail, ensure};
+use lsn_capture::StatsFile;
+use lsn_core::Lang;
+use lsn_data::{PackOptions, Source, Tokenizer, pack_language};
+
+/// A language's held-out rows.
+#[derive(Debug, Clone)]
+pub struct HeldOut {
+    pub rows: Vec<Vec<u32>>,
+    /// Index of the first held-out row in the unbudgeted packing.
+    pub first: usize,
+}
+
+/// The sources a capture recorded, as `pack_language` takes them.
+fn sources(data: &serde_json::Value, stats: &Path) -> Result<Vec<Source>> {
+    let list = data["sources"].as_array().with_context(|| format!("{} records no data sources", stats.display()))?;
+    list.iter()
+        .map(|s| match s["name"].as_str() {
+            Some("FLORES-200 devtest") => Ok(Source::Flores),
+            Some("TICO-19 test") => Ok(Source::Tico),
+            Some(_) => match s["path"].as_str() {
+                Some(p) => Ok(Source::Text(p.into())),
+                None => bail!("{}: a data source without a path", stats.display()),
+            },
+            None => bail!("{}: a data source without a name", stats.display()),
+        })
+        .collect()
+}
+
+/// Up to `want` held-out rows of the language whose statistics are `stats_path`.
+pub fn heldout(stats_path: &Path, data_dir: Option<&Path>, tok: &Tokenizer, want: usize) -> Result<HeldOut> {
+    let f = StatsFile::read(stats_path)?;
+    let meta = &f.meta;
+    let lang = Lang::parse(&meta.lang)?;
+    let data = &meta.provenance.data;
+    ensure!(
+        tok.digest() == meta.provenance.tokenizer_sha256,
+        "{} was captured with another tokenizer: held-out rows must be cut with the capture's",
+        stats_path.display()
+    );
+    let seed = data["seed"].as_u64().with_context(|| format!("{} records no seed", stats_path.display()))?;
+    let opts = PackOptions { row_len: meta.row_len, max_tokens: None, seed };
+    let all = pack_language(tok, data_dir, lang, &sources(data, stats_path)?, &opts)?;
+    let captured = meta.rows as usize;
+    ensure!(
+        captured <= all.rows,
+        "{lang}: the capture used {captured} rows but its text now gives {}: the data changed since the capture",
+        all.rows
+    );
+    let mut bytes = Vec::with_capacity(captured * meta.row_len * 4 + 8);
+    for &id in &all.ids[..captured * meta.row_len] {
+        bytes.extend_from_slice(&id.to_le_bytes());
+    }
+    bytes.extend_from_slice(&(meta.row_len as u64).to_le_bytes());
+    ensure!(
+        Some(lsn_core::sha256_hex(&bytes).as_str()) == data["ids_sha256"].as_str(),
+        "{lang}: the rows packed now differ from those the capture used (recorded in {}): the text files changed",
+        stats_path.display()
+    );
+    let first = captured + 1;
+    let available = all.rows.saturating_sub(first);
+    ensure!(
+        available > 0,
+        "{lang}: the capture used {captured} of the {} rows its text gives, so no held-out row is left: capture \
+         {lang} with a smaller --max-tokens (e.g. {}) to keep text for perplexity",
+        all.rows,
+        (all.rows.saturating_sub(want + 1)).max(1) * meta.row_len
+    );
+    let rows = (first..first + available.min(want)).map(|r| all.row(r).to_vec()).collect();
+    Ok(HeldOut { rows, first })
+}

@@ -1,0 +1,218 @@
+//! The intervention options shared by the commands that run a model (`ppl`, `generate`, later `eval`): a neuron file
+//! from `lsn select`, whose set of a language is overwritten at every position with one value per neuron.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail, ensure};
+use lsn_capture::StatsFile;
+use lsn_core::{Fill, Intervention, ModelConfig, ModelIdentity, NeuronId, identity::short};
+use lsn_select::Selection;
+
+/// Test-time interventions.
+#[derive(Debug, Clone, clap::Args)]
+pub struct InterveneArgs {
+    /// A neuron file from `lsn select` (RUN/neurons/[SET/]METHOD.json): the neurons of the evaluated language's own
+    /// set are overwritten at every position of every forward pass (prompt, padding, generated tokens).
+    #[arg(long)]
+    pub neurons: Option<PathBuf>,
+    /// The value written into each chosen neuron: zero, or the evaluated language's own per-neuron statistic from its
+    /// capture: mean, p5, p10, p25, p50, p75, p90, p95 (batch quantiles averaged over batches).
+    #[arg(long, requires = "neurons", default_value = "zero")]
+    pub fill: String,
+    /// Apply this language's neuron set instead of the evaluated language's own (e.g. English neurons on Hindi);
+    /// the fill values still come from the evaluated language's statistics.
+    #[arg(long, requires = "neurons")]
+    pub neuron_lang: Option<String>,
+    /// The capture run whose statistics (RUN/stats/LANG.safetensors) give the fill values [default: the run that
+    /// holds --neurons].
+    #[arg(long, requires = "neurons")]
+    pub stats_run: Option<PathBuf>,
+}
+
+/// A loaded neuron file, ready to give each evaluated language its intervention.
+#[derive(Debug)]
+pub struct Intervener {
+    pub file: PathBuf,
+    pub selection: Selection,
+    pub fill: Fill,
+    pub neuron_lang: Option<String>,
+    stats_run: PathBuf,
+    intermediate: usize,
+    values: BTreeMap<String, Vec<f32>>,
+}
+
+/// The run directory that holds a neuron file `RUN/neurons/[SET/]METHOD.json`.
+fn run_of(file: &Path) -> Option<PathBuf> {
+    file.ancestors()
+        .skip(1)
+        .find(|a| a.file_name().is_some_and(|n| n == "neurons"))
+        .and_then(|n| n.parent())
+        .map(|p| if p.as_os_str().is_empty() { PathBuf::from(".") } else { p.to_path_buf() })
+}
+
+impl InterveneArgs {
+    /// Reads and checks the neuron file against the loaded model; `None` without `--neurons`.
+    pub fn load(&self, cfg: &ModelConfig, model: &ModelIdentity) -> Result<Option<Intervener>> {
+        let Some(file) = &self.neurons else { return Ok(None) };
+        let fill = Fill::parse(&self.fill)?;
+        let text = std::fs::read(file).with_context(|| format!("reading the neuron file {}", file.display()))?;
+        let selection: Selection = serde_json::from_slice(&text).with_context(|| {
+            format!("{} is not a neuron file written by `lsn select` (RUN/neurons/[SET/]METHOD.json)", file.display())
+        })?;
+        ensure!(
+            (selection.layers, selection.intermediate) == (cfg.num_layers, cfg.intermediate_size),
+            "{} was selected on a model of {} layers × {} FFN neurons, not this one ({} × {}): select neurons on this \
+             model",
+            file.display(),
+            selection.layers,
+            selection.intermediate,
+            cfg.num_layers,
+            cfg.intermediate_size
+        );
+        if let Some(src) = &selection.source {
+            let theirs = ModelIdentity {
+                config_sha256: src.config_sha256.clone(),
+                tokenizer_sha256: src.tokenizer_sha256.clone(),
+                weights_sha256: src.weights_sha256.clone(),
+                shards: Default::default(),
+            };
+            ensure!(
+                theirs.same_model(model),
+                "{} was selected on another model ({}): they differ in {}; select neurons on this model",
+                file.display(),
+                src.model,
+                theirs.difference(model)
+            );
+        } else {
+            eprintln!(
+                "note: {} does not record the model it was selected on (made by an older lsn); only its shape was checked",
+                file.display()
+            );
+        }
+        if let Some(l) = &self.neuron_lang {
+            ensure!(
+                selection.of(l).is_some(),
+                "--neuron-lang {l}: {} holds sets for {} only",
+                file.display(),
+                selection.languages.join(", ")
+            );
+        }
+        let stats_run = match (&self.stats_run, run_of(file)) {
+            (Some(r), _) => r.clone(),
+            (None, Some(r)) => r,
+            (None, None) if fill.needs_stats() => bail!(
+                "--fill {fill} takes each language's statistics from a capture run, and {} is not inside one \
+                 (RUN/neurons/...): give --stats-run RUN",
+                file.display()
+            ),
+            (None, None) => PathBuf::new(),
+        };
+        Ok(Some(Intervener {
+            file: file.clone(),
+            selection,
+            fill,
+            neuron_lang: self.neuron_lang.clone(),
+            stats_run,
+            intermediate: cfg.intermediate_size,
+            values: BTreeMap::new(),
+        }))
+    }
+}
+
+impl Intervener {
+    /// The neurons applied when evaluating `lang`.
+    pub fn neurons_for(&self, lang: &str) -> Result<&[NeuronId]> {
+        let set = self.neuron_lang.as_deref().unwrap_or(lang);
+        self.selection.of(set).with_context(|| {
+            format!(
+                "{} has no neuron set for {set} (it holds {}): evaluate one of those languages, or give --neuron-lang",
+                self.file.display(),
+                self.selection.languages.join(", ")
+            )
+        })
+    }
+
+    /// The fill values of `lang`'s statistics, read once per language and checked against the model and the tap
+    /// point of the neuron file.
+    fn values(&mut self, lang: &str, model: &ModelIdentity) -> Result<&[f32]> {
+        if !self.values.contains_key(lang) {
+            let v = if self.fill.needs_stats() {
+                let path = self.stats_run.join("stats").join(format!("{lang}.safetensors"));
+                ensure!(
+                    path.is_file(),
+                    "--fill {} needs {lang}'s statistics, and {} does not exist: capture {lang} into {} first",
+                    self.fill,
+                    path.display(),
+                    self.stats_run.display()
+                );
+                let f = StatsFile::read(&path)?;
+                let prov = &f.meta.provenance;
+                ensure!(
+                    prov.identity().same_model(model),
+                    "{} was captured with another model ({}): they differ in {}",
+                    path.display(),
+                    prov.model,
+                    prov.identity().difference(model)
+                );
+                if let Some(src) = &self.selection.source {
+                    ensure!(
+                        src.stats_on == prov.stats_on,
+                        "{} holds statistics at tap point {}, but the neurons of {} were selected from statistics at \
+                         {}: fill with statistics of the same tap point",
+                        path.display(),
+                        prov.stats_on,
+                        self.file.display(),
+                        src.stats_on
+                    );
+                }
+                self.fill.values(Some(&f.stats)).with_context(|| format!("filling from {}", path.display()))?
+            } else {
+                Vec::new()
+            };
+            self.values.insert(lang.to_owned(), v);
+        }
+        Ok(&self.values[lang])
+    }
+
+    /// The intervention when evaluating `lang`.
+    pub fn for_lang(&mut self, lang: &str, model: &ModelIdentity) -> Result<Intervention> {
+        let neurons = self.neurons_for(lang)?.to_vec();
+        let intermediate = self.intermediate;
+        let values = self.values(lang, model)?;
+        Ok(Intervention::filled(&neurons, values, intermediate)?)
+    }
+
+    /// One line saying what is applied, for tables and logs.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} neurons of {} ({}), fill {}",
+            self.neuron_lang.as_deref().unwrap_or("each language's own"),
+            self.file.display(),
+            self.selection.method,
+            self.fill
+        )
+    }
+
+    /// The intervention as JSON for result files.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "neurons": self.file.display().to_string(), "method": self.selection.method, "fill": self.fill.name(),
+            "neuron_lang": self.neuron_lang, "stats_run": self.stats_run.display().to_string(),
+            "selected_on": self.selection.source.as_ref().map(|s| short(&s.weights_sha256).to_owned()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_run_of_a_neuron_file() {
+        assert_eq!(run_of(Path::new("r/neurons/set1/lape-mondal.json")), Some(PathBuf::from("r")));
+        assert_eq!(run_of(Path::new("/a/b/neurons/x.json")), Some(PathBuf::from("/a/b")));
+        assert_eq!(run_of(Path::new("neurons/x.json")), Some(PathBuf::from(".")));
+        assert_eq!(run_of(Path::new("elsewhere/x.json")), None);
+    }
+}

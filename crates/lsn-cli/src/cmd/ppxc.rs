@@ -1,0 +1,250 @@
+//! `lsn ppxc`: the perplexity-change matrix of a neuron selection (DESIGN §4): PPXC(i, j) = PPL(j | language i's
+//! neurons zeroed) − PPL(j), on each language's held-out rows, with a control the paper lacks: the same matrix where
+//! language i's set is replaced by random neurons of the same size and per-layer distribution (seeded).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, ensure};
+use lsn_core::{Intervention, ModelFiles};
+use lsn_data::{Tokenizer, resolve_data_dir};
+use lsn_eval::NllSum;
+use lsn_run::{OpenOptions, StageRecord};
+use lsn_select::Selection;
+
+use crate::plot::matrix::{self, Panel};
+use crate::{assets, backends, fsutil};
+
+/// Perplexity change when each language's neurons are deactivated: PPXC(i, j) = PPL(j | neurons of i set to 0) −
+/// PPL(j), on held-out rows (the rows of each language's text after those its capture used, one skipped at the
+/// boundary). Reads RUN/neurons/[SET/]METHOD.json and RUN/stats/LANG.safetensors; writes
+/// RUN/ppxc/[SET/]METHOD.json and a heatmap (.svg, .png) with the random control beside it.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The run directory (from `lsn capture` and `lsn select`).
+    #[arg(long)]
+    pub run: PathBuf,
+    /// The neuron set's sub-directory under RUN/neurons (as given to `lsn select --set`).
+    #[arg(long)]
+    pub set: Option<String>,
+    /// The selection method whose neurons are deactivated.
+    #[arg(long, default_value = "lape-mondal")]
+    pub method: String,
+    /// Held-out rows per language (of the capture's row length).
+    #[arg(long, default_value_t = 4, value_parser = crate::cmd::at_least_one)]
+    pub rows: usize,
+    /// Rows per forward pass.
+    #[arg(long, default_value_t = 4, value_parser = crate::cmd::at_least_one)]
+    pub batch: usize,
+    /// Seed of the random control (language i's random set uses seed + i).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Skip the random control (halves the time).
+    #[arg(long)]
+    pub no_random: bool,
+    /// The model [default: the one the run belongs to].
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Data directory holding corpus/ [default: $LSN_DATA_DIR].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub on: backends::BackendArgs,
+    #[command(flatten)]
+    pub cache: assets::HomeArg,
+}
+
+/// A K × K matrix of NLL sums, row = deactivated set, column = measured language.
+fn ppl_of(sums: &[NllSum]) -> Vec<f64> {
+    sums.iter().map(NllSum::perplexity).collect()
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let home = &args.cache.home();
+    let set_dir = args.set.as_deref().map(|s| format!("{s}/")).unwrap_or_default();
+    let neurons = args.run.join("neurons").join(format!("{set_dir}{}.json", args.method));
+    let text = std::fs::read(&neurons).with_context(|| {
+        format!(
+            "reading {}: run `lsn select --run {} --method {}` first",
+            neurons.display(),
+            args.run.display(),
+            args.method
+        )
+    })?;
+    let sel: Selection =
+        serde_json::from_slice(&text).with_context(|| format!("{} is not a neuron file", neurons.display()))?;
+    let langs = sel.languages.clone();
+    ensure!(
+        langs.iter().all(|l| l != "random"),
+        "{} is the random control itself; PPXC needs per-language sets (lape-mondal, lape-tang, act-prob-90p)",
+        neurons.display()
+    );
+    let sub = format!("ppxc/{set_dir}");
+    let subdirs = [sub.as_str()];
+    let mut run = crate::cmd::open_run(
+        &args.run,
+        &OpenOptions { flag: "--run", create: false, subdirs: &subdirs, need_bytes: 1 << 20 },
+    )?;
+    let model_name = match (&args.model, run.model()) {
+        (Some(m), _) => m.clone(),
+        (None, Some(m)) => m.name.clone(),
+        (None, None) => "gemma-3-270m".into(),
+    };
+    let dir = assets::resolve_model(home, &model_name)?;
+    let files = ModelFiles::new(&dir);
+    let tokenizer = Tokenizer::from_file(&files.tokenizer())?;
+    let ckpt = lsn_weights::open_checkpoint(&dir)?;
+    let identity = assets::identity(home, &ckpt, &tokenizer)?;
+    run.check_model(&model_name, &identity)?;
+    if let Some(src) = &sel.source {
+        let theirs = lsn_core::ModelIdentity {
+            config_sha256: src.config_sha256.clone(),
+            tokenizer_sha256: src.tokenizer_sha256.clone(),
+            weights_sha256: src.weights_sha256.clone(),
+            shards: Default::default(),
+        };
+        ensure!(
+            theirs.same_model(&identity),
+            "{} was selected on another model ({}): they differ in {}",
+            neurons.display(),
+            src.model,
+            theirs.difference(&identity)
+        );
+    }
+    let data_dir = args.data_dir.clone().or_else(|| resolve_data_dir(None).ok());
+    let mut heldout = Vec::new();
+    for l in &langs {
+        let stats = args.run.join("stats").join(format!("{l}.safetensors"));
+        ensure!(stats.is_file(), "no statistics for {l} at {}: capture {l} into this run first", stats.display());
+        let h = super::heldout::heldout(&stats, data_dir.as_deref(), &tokenizer, args.rows)?;
+        if h.rows.len() < args.rows {
+            eprintln!("note: {l}: only {} held-out rows exist (asked for {})", h.rows.len(), args.rows);
+        }
+        heldout.push(h);
+    }
+    let (backend, mut model) = args.on.load(home, &files)?;
+    let cfg = model.config().clone();
+    ensure!(
+        (sel.layers, sel.intermediate) == (cfg.num_layers, cfg.intermediate_size),
+        "{} was selected on a model of {} × {} neurons, not this one",
+        neurons.display(),
+        sel.layers,
+        sel.intermediate
+    );
+    let pad = cfg.pad_token_id.unwrap_or(0);
+    let k = langs.len();
+    let sets: Vec<Vec<lsn_core::NeuronId>> = langs.iter().map(|l| sel.of(l).unwrap_or_default().to_vec()).collect();
+    let random_sets: Vec<Vec<lsn_core::NeuronId>> = if args.no_random {
+        Vec::new()
+    } else {
+        langs
+            .iter()
+            .enumerate()
+            .map(|(i, l)| lsn_select::random_per_layer(&sel.per_layer[l], sel.intermediate, args.seed + i as u64))
+            .collect::<Result<_, _>>()?
+    };
+    let passes = k * (1 + sets.len() + random_sets.len());
+    let bar = indicatif::ProgressBar::new(passes as u64).with_style(
+        indicatif::ProgressStyle::with_template("{prefix} {wide_bar} {pos}/{len} language × set {elapsed} (eta {eta})")
+            .expect("static template"),
+    );
+    bar.set_prefix("ppxc");
+    let t0 = std::time::Instant::now();
+    let mut score = |iv: Option<&Intervention>, j: usize| -> Result<NllSum> {
+        let s = lsn_eval::perplexity(model.as_mut(), &heldout[j].rows, args.batch, pad, iv, |_| {})?;
+        bar.inc(1);
+        ensure!(
+            s.tokens > 0 && s.mean().is_finite(),
+            "{}: the mean NLL is {} over {} tokens",
+            langs[j],
+            s.mean(),
+            s.tokens
+        );
+        Ok(s)
+    };
+    let base: Vec<NllSum> = (0..k).map(|j| score(None, j)).collect::<Result<_>>()?;
+    let mut matrix_of = |sets: &[Vec<lsn_core::NeuronId>]| -> Result<Vec<NllSum>> {
+        let mut out = Vec::with_capacity(k * k);
+        for set in sets {
+            let iv = Intervention::deactivate(set.iter().copied());
+            for j in 0..k {
+                out.push(score(Some(&iv), j)?);
+            }
+        }
+        Ok(out)
+    };
+    let lape = matrix_of(&sets)?;
+    let random = matrix_of(&random_sets)?;
+    bar.finish_and_clear();
+    let secs = t0.elapsed().as_secs_f64();
+
+    let base_ppl = ppl_of(&base);
+    let delta =
+        |m: &[NllSum]| -> Vec<f64> { m.iter().enumerate().map(|(x, s)| s.perplexity() - base_ppl[x % k]).collect() };
+    let (lape_delta, random_delta) = (delta(&lape), delta(&random));
+    let title = format!("PPXC: PPL change when a language's {} neurons are zeroed ({})", args.method, model_name);
+    let mut panels = vec![Panel { name: format!("{} neurons", args.method), values: lape_delta.clone() }];
+    if !random_sets.is_empty() {
+        panels.push(Panel { name: "random control (same size per layer)".into(), values: random_delta.clone() });
+    }
+    let out_dir = args.run.join(&sub);
+    let plots = matrix::matrices(
+        &title,
+        &langs,
+        &panels,
+        ("neurons zeroed (language i)", "perplexity of (language j)"),
+        &out_dir.join(format!("{}.heatmap", args.method)),
+    )?;
+    let matrix_json = |m: &[NllSum], d: &[f64]| {
+        serde_json::json!({
+            "ppl": m.chunks(k).map(ppl_of).collect::<Vec<_>>(),
+            "mean_nll": m.chunks(k).map(|r| r.iter().map(NllSum::mean).collect::<Vec<_>>()).collect::<Vec<_>>(),
+            "delta": d.chunks(k).map(<[f64]>::to_vec).collect::<Vec<_>>(),
+        })
+    };
+    let config = serde_json::json!({
+        "set": args.set, "method": args.method, "rows": args.rows, "batch": args.batch, "backend": backend.name(),
+        "random_seed": (!args.no_random).then_some(args.seed), "neurons": neurons.display().to_string(),
+    });
+    let doc = serde_json::json!({
+        "model": model_name, "backend": backend.name(), "config": config, "languages": langs,
+        "note": "row i = language whose neurons are set to 0 at every position; column j = language whose held-out \
+                 rows are scored; delta = PPL(j | i zeroed) - PPL(j)",
+        "heldout": heldout.iter().zip(&langs).zip(&base).map(|((h, l), b)| serde_json::json!({
+            "lang": l, "first_row": h.first, "rows": h.rows.len(), "predicted_tokens": b.tokens})).collect::<Vec<_>>(),
+        "neurons_per_language": sets.iter().map(Vec::len).collect::<Vec<_>>(),
+        "baseline": {"ppl": base_ppl, "mean_nll": base.iter().map(NllSum::mean).collect::<Vec<_>>()},
+        "lape": matrix_json(&lape, &lape_delta),
+        "random": (!random_sets.is_empty()).then(|| matrix_json(&random, &random_delta)),
+        "seconds": secs,
+    });
+    let json = out_dir.join(format!("{}.json", args.method));
+    fsutil::write_atomic(&json, &serde_json::to_vec_pretty(&doc)?)?;
+    let rel = |p: &std::path::Path| p.strip_prefix(run.root()).unwrap_or(p).display().to_string();
+    let mut outputs = vec![rel(&json), rel(&plots.svg)];
+    outputs.extend(plots.png.as_deref().map(rel));
+    run.record(&format!("ppxc/{set_dir}{}", args.method), StageRecord::new(config, outputs, "complete"))?;
+
+    println!(
+        "PPXC ({} on {}, {} held-out rows per language, {:.0} s) → {}",
+        args.method,
+        backend.name(),
+        args.rows,
+        secs,
+        json.display()
+    );
+    let header: Vec<String> = langs.iter().map(|l| format!(" {l} |")).collect();
+    println!("| zeroed ↓ / PPL of → |{}\n|---|{}", header.concat(), "---:|".repeat(k));
+    println!("| (baseline PPL) |{}", base_ppl.iter().map(|p| format!(" {p:.2} |")).collect::<String>());
+    for (name, d) in [("", &lape_delta), ("random ", &random_delta)] {
+        for (i, row) in d.chunks(k).enumerate() {
+            let cells: String = row
+                .iter()
+                .enumerate()
+                .map(|(j, v)| if i == j { format!(" **{v:+.2}** |") } else { format!(" {v:+.2} |") })
+                .collect();
+            println!("| {name}{} |{cells}", langs[i]);
+        }
+    }
+    println!("heatmap: {}{}", plots.svg.display(), plots.png.map(|p| format!(", {}", p.display())).unwrap_or_default());
+    Ok(())
+}

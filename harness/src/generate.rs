@@ -1,0 +1,260 @@
+//! Cases of the intervention and generation boundary against HF transformers (`fixtures/golden/<model>.intervene.json`,
+//! made by `xtask/fixtures/golden_intervene.py`), and of cached decoding against the full pass's goldens:
+//! - `intervene/<m>`: logits (at the golden's top-k ids) and NLL with chosen neurons overwritten — by 0, by their mean
+//!   activation, and by a 10th percentile of `gate_proj(x)` before the activation (the paper's statistics);
+//! - `greedy/<m>`: greedy continuations through `Model::decoder` equal HF `generate`'s, with and without the zero
+//!   intervention; a differing token counts only where HF's two best logits were further apart than
+//!   [`NEAR_TIE`] (two correct f32 implementations may break a nearer tie either way);
+//! - `decode/<m>`: a golden sequence fed as a prompt then one token per cached step (past Gemma's sliding window on
+//!   the long sequence): each step's logits against the full-pass goldens.
+
+use lsn_core::{Backend, Decoder, Greedy, Intervention, LoadOptions, Model, ModelFiles, NeuronId, Outputs, Request};
+use lsn_core::{TokenBatch, greedy};
+use serde::Deserialize;
+
+use crate::golden::{self, GoldenModel, LOGIT_TOL, NLL_TOL};
+use crate::report::Check;
+use crate::suite::Env;
+
+/// A greedy step whose two best HF logits are closer than this may pick either token.
+pub const NEAR_TIE: f64 = 1e-3;
+/// Tokens fed as the prompt before cached steps begin, at most (the rest of the sequence goes one token per step).
+const PROMPT_MAX: usize = 480;
+/// Cached steps per sequence, at most.
+const STEPS_MAX: usize = 160;
+
+#[derive(Deserialize)]
+struct Golden {
+    model: String,
+    weights_sha256: String,
+    eos: Vec<u32>,
+    max_new_tokens: usize,
+    cases: Vec<Case>,
+    generation: Vec<Generation>,
+}
+
+#[derive(Deserialize)]
+struct Case {
+    name: String,
+    /// `[layer, index, value]`.
+    neurons: Vec<(u32, u32, f32)>,
+    sequences: Vec<CaseSequence>,
+}
+
+#[derive(Deserialize)]
+struct CaseSequence {
+    ids: Vec<u32>,
+    topk_ids: Vec<Vec<u32>>,
+    topk_logits: Vec<Vec<f32>>,
+    nll: Vec<f64>,
+}
+
+#[derive(Deserialize)]
+struct Generation {
+    intervention: String,
+    prompt: Vec<u32>,
+    generated: Vec<u32>,
+    margins: Vec<f64>,
+}
+
+/// The greedy continuations one backend produced, for the cross-backend table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Continuations {
+    pub backend: String,
+    pub model: String,
+    pub ids: Vec<Vec<u32>>,
+}
+
+fn read(env: &Env, name: &str) -> Result<Golden, String> {
+    let path = env.root.join("fixtures/golden").join(format!("{name}.intervene.json"));
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| format!("{}: {e} (run `cargo xtask fixtures`)", path.display()))?;
+    let g: Golden = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    if g.model != name {
+        return Err(format!("{} holds the goldens of {}", path.display(), g.model));
+    }
+    Ok(g)
+}
+
+fn intervention(neurons: &[(u32, u32, f32)]) -> Intervention {
+    Intervention { set: neurons.iter().map(|&(l, j, v)| (NeuronId::new(l, j), v)).collect() }
+}
+
+/// The smallest largest-shift of the logits an intervention case must cause, so that its comparison tests
+/// something (an intervention that moves nothing would pass against any golden).
+const MIN_EFFECT: f64 = 1e-2;
+
+/// Worst |Δlogit| at the golden's top-k ids, worst |Δ mean NLL| over every case and sequence, and the smallest (over
+/// cases) largest shift an intervention caused against the plain pass.
+fn measure_interventions(model: &mut dyn Model, g: &Golden) -> Result<(f64, f64, f64), String> {
+    let (mut logit, mut nll, mut effect) = (0f64, 0f64, f64::INFINITY);
+    for case in &g.cases {
+        let iv = intervention(&case.neurons);
+        let mut moved = 0f64;
+        for s in &case.sequences {
+            let batch = TokenBatch::single(&s.ids).map_err(|e| e.to_string())?;
+            let both = Outputs { logits: true, nll: true, ..Outputs::NONE };
+            let out = model.run(&Request::new(&batch, both).intervene(Some(&iv))).map_err(|e| e.to_string())?;
+            let plain = model.run(&Request::new(&batch, Outputs::LOGITS)).map_err(|e| e.to_string())?;
+            let (logits, plain) = (out.logits.ok_or("no logits")?, plain.logits.ok_or("no logits")?);
+            for (t, (ids, values)) in s.topk_ids.iter().zip(&s.topk_logits).enumerate() {
+                let (row, base) = (logits.row(&[0, t]), plain.row(&[0, t]));
+                for (&id, &v) in ids.iter().zip(values) {
+                    logit = logit.max(f64::from((row[id as usize] - v).abs()));
+                    moved = moved.max(f64::from((row[id as usize] - base[id as usize]).abs()));
+                }
+            }
+            let ours = out.nll.ok_or("no NLL")?;
+            let mean = |v: &mut dyn Iterator<Item = f64>, n: usize| v.sum::<f64>() / n as f64;
+            let n = s.nll.len();
+            let d = mean(&mut ours.data.iter().map(|&x| f64::from(x)), n) - mean(&mut s.nll.iter().copied(), n);
+            nll = nll.max(d.abs());
+        }
+        effect = effect.min(moved);
+    }
+    Ok((logit, nll, effect))
+}
+
+/// What the greedy comparison found.
+struct GreedyOutcome {
+    ours: Vec<Vec<u32>>,
+    /// Continuations that differ from HF's at a step where HF's choice was clear.
+    real: usize,
+    /// Continuations that differ first at a near-tie.
+    near: usize,
+    /// HF's tokens in all.
+    tokens: usize,
+}
+
+/// Greedy continuations of every golden prompt, against HF's.
+fn measure_greedy(model: &mut dyn Model, g: &Golden) -> Result<GreedyOutcome, String> {
+    let zero = g.cases.iter().find(|c| c.name == "zero").ok_or("no zero case")?;
+    let iv = intervention(&zero.neurons);
+    let pad = model.config().pad_token_id.unwrap_or(0);
+    let opts = Greedy { max_new_tokens: g.max_new_tokens, eos: g.eos.clone(), pad };
+    let (mut ours, mut real, mut near, mut tokens) = (Vec::new(), 0, 0, 0);
+    for case_gen in &g.generation {
+        let iv = (case_gen.intervention == "zero").then_some(&iv);
+        let mut dec: Box<dyn Decoder + '_> = model.decoder(iv).map_err(|e| e.to_string())?;
+        let out = greedy(dec.as_mut(), std::slice::from_ref(&case_gen.prompt), &opts).map_err(|e| e.to_string())?;
+        let got = out.into_iter().next().ok_or("no continuation")?.ids;
+        tokens += case_gen.generated.len();
+        // Compare up to the first difference: after it the two continue from different prefixes.
+        if let Some(i) = got.iter().zip(&case_gen.generated).position(|(a, b)| a != b) {
+            if case_gen.margins.get(i).is_some_and(|&m| m < NEAR_TIE) {
+                near += 1;
+            } else {
+                real += 1;
+            }
+        } else if got.len() != case_gen.generated.len() {
+            real += 1;
+        }
+        ours.push(got);
+    }
+    Ok(GreedyOutcome { ours, real, near, tokens })
+}
+
+/// Each golden sequence fed as a prompt, then one token per cached step: worst |Δlogit| at the golden's top-k ids.
+fn measure_decode(model: &mut dyn Model, g: &golden::Golden) -> Result<(f64, usize, usize), String> {
+    let (mut worst, mut steps, mut longest) = (0f64, 0, 0);
+    let mut dec = model.decoder(None).map_err(|e| e.to_string())?;
+    for s in &g.sequences {
+        let n = s.ids.len();
+        let prompt = (n / 2).clamp(1, PROMPT_MAX).max(n.saturating_sub(STEPS_MAX));
+        let first = dec.prefill(&TokenBatch::single(&s.ids[..prompt]).map_err(|e| e.to_string())?);
+        let mut logits = first.map_err(|e| e.to_string())?;
+        for t in prompt - 1..n {
+            for &(id, v) in &s.topk[t] {
+                worst = worst.max(f64::from((logits.data[id as usize] - v).abs()));
+            }
+            if t + 1 < n {
+                logits = dec.step(&[s.ids[t + 1]]).map_err(|e| e.to_string())?;
+                steps += 1;
+            }
+        }
+        longest = longest.max(n);
+    }
+    Ok((worst, steps, longest))
+}
+
+/// The three cases of `m` on `backend`, and the greedy continuations for the cross-backend table.
+pub fn checks(backend: &dyn Backend, env: &Env, m: &GoldenModel) -> (Vec<Check>, Option<Continuations>) {
+    let b = backend.name();
+    let (iv_case, greedy_case, decode_case) =
+        (format!("intervene/{}", m.name), format!("greedy/{}", m.name), format!("decode/{}", m.name));
+    let fail_all = |reason: String| {
+        let v = [&iv_case, &greedy_case, &decode_case].map(|c| Check::failed(c, b, reason.clone()));
+        (v.to_vec(), None)
+    };
+    let loaded = (|| -> Result<(Golden, golden::Golden, Box<dyn Model>), String> {
+        let g = read(env, m.name)?;
+        let full = golden::read_golden(&env.root, m.name)?;
+        let dir = golden::model_dir(env, m)?;
+        let weights = golden::sha256(&dir.join("model.safetensors"))?;
+        if weights != g.weights_sha256 || weights != full.weights_sha256 {
+            return Err(format!(
+                "the weights in {} differ from those the goldens were made from: regenerate them with `cargo xtask \
+                 fixtures`",
+                dir.display()
+            ));
+        }
+        let model =
+            backend.load(&ModelFiles::new(&dir), &LoadOptions { device: env.device }).map_err(|e| e.to_string())?;
+        Ok((g, full, model))
+    })();
+    let (g, full, mut model) = match loaded {
+        Ok(x) => x,
+        Err(e) => return fail_all(e),
+    };
+    let mut v = Vec::new();
+    v.push(match measure_interventions(model.as_mut(), &g) {
+        Ok((logit, nll, effect)) => Check::measured(
+            &iv_case,
+            b,
+            "max abs Δlogit",
+            logit,
+            LOGIT_TOL,
+            format!(
+                "{} cases ({}); largest |Δ mean NLL| {} (tolerance {NLL_TOL:e}){}; each case moves the logits by ≥ {}{}",
+                g.cases.len(),
+                g.cases.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
+                crate::report::fmt_num(nll),
+                if nll > NLL_TOL { " — over tolerance" } else { "" },
+                crate::report::fmt_num(effect),
+                if effect < MIN_EFFECT { " — too little for the case to test anything" } else { "" },
+            ),
+        )
+        .fail_if(nll > NLL_TOL || effect < MIN_EFFECT),
+        Err(e) => Check::failed(&iv_case, b, e),
+    });
+    let mut cont = None;
+    v.push(match measure_greedy(model.as_mut(), &g) {
+        Ok(GreedyOutcome { ours, real, near, tokens }) => {
+            cont = Some(Continuations { backend: b.to_owned(), model: m.name.to_owned(), ids: ours });
+            Check::measured(
+                &greedy_case,
+                b,
+                "continuations differing",
+                real as f64,
+                0.0,
+                format!(
+                    "{} continuations, {tokens} HF tokens; {near} differ first at a near-tie (HF margin < {NEAR_TIE:e})",
+                    g.generation.len()
+                ),
+            )
+        }
+        Err(e) => Check::failed(&greedy_case, b, e),
+    });
+    v.push(match measure_decode(model.as_mut(), &full) {
+        Ok((worst, steps, longest)) => Check::measured(
+            &decode_case,
+            b,
+            "max abs Δlogit",
+            worst,
+            LOGIT_TOL,
+            format!("{steps} cached steps over {} sequences (longest {longest} tokens)", full.sequences.len()),
+        ),
+        Err(e) => Check::failed(&decode_case, b, e),
+    });
+    (v, cont)
+}
