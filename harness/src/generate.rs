@@ -1,5 +1,7 @@
 //! Cases of the intervention and generation boundary against HF transformers (`fixtures/golden/<model>.intervene.json`,
 //! made by `xtask/fixtures/golden_intervene.py`), and of cached decoding against the full pass's goldens:
+//! - `taps-gate_pre/<m>`: per-neuron means of the FFN taps at both tap points (`act_fn(gate_proj(x))` and
+//!   `gate_proj(x)` before the activation) over the golden sequences;
 //! - `intervene/<m>`: logits (at the golden's top-k ids) and NLL with chosen neurons overwritten — by 0, by their mean
 //!   activation, and by a 10th percentile of `gate_proj(x)` before the activation (the paper's statistics);
 //! - `greedy/<m>`: greedy continuations through `Model::decoder` equal HF `generate`'s, with and without the zero
@@ -9,7 +11,7 @@
 //!   the long sequence): each step's logits against the full-pass goldens.
 
 use lsn_core::{Backend, Decoder, Greedy, Intervention, LoadOptions, Model, ModelFiles, NeuronId, Outputs, Request};
-use lsn_core::{TokenBatch, greedy};
+use lsn_core::{TapPoint, Taps, TokenBatch, greedy};
 use serde::Deserialize;
 
 use crate::golden::{self, GoldenModel, LOGIT_TOL, NLL_TOL};
@@ -24,9 +26,19 @@ const PROMPT_MAX: usize = 480;
 const STEPS_MAX: usize = 160;
 
 #[derive(Deserialize)]
+struct TapSums {
+    n_tokens: u64,
+    neurons_per_layer: usize,
+    /// `[layer][neuron]`, over the first `neurons_per_layer` neurons of each layer.
+    act: Vec<Vec<f64>>,
+    gate_pre: Vec<Vec<f64>>,
+}
+
+#[derive(Deserialize)]
 struct Golden {
     model: String,
     weights_sha256: String,
+    tap_sums: TapSums,
     eos: Vec<u32>,
     max_new_tokens: usize,
     cases: Vec<Case>,
@@ -126,6 +138,41 @@ struct GreedyOutcome {
     tokens: usize,
 }
 
+/// Largest |Δ| of a per-neuron mean over the golden sequences' tokens, at either tap point: gate_proj(x) is O(1–10)
+/// and f32 matmuls in another order differ by ~1e-6 relative.
+pub const TAP_MEAN_TOL: f64 = 1e-4;
+
+/// Per-neuron means of the taps at both points over the scored sequences, against HF's: the worst |Δ mean| at
+/// `act` and at `gate_pre`.
+fn measure_tap_points(model: &mut dyn Model, g: &Golden) -> Result<(f64, f64), String> {
+    let seqs = &g.cases.first().ok_or("no case")?.sequences;
+    let width = model.config().intermediate_size;
+    let mut worst = [0f64; 2];
+    for (w, point, golden) in [(0, TapPoint::Act, &g.tap_sums.act), (1, TapPoint::GatePre, &g.tap_sums.gate_pre)] {
+        let taps = Taps { moments: true, ..Taps::NONE }.at(point);
+        let mut sums = vec![0f64; model.config().num_layers * width];
+        let mut n = 0;
+        for s in seqs {
+            let batch = TokenBatch::single(&s.ids).map_err(|e| e.to_string())?;
+            let t = model.run(&Request::new(&batch, Outputs::NONE).taps(&taps)).map_err(|e| e.to_string())?;
+            let t = t.taps.ok_or("no taps")?;
+            n += t.n_tokens;
+            for (a, b) in sums.iter_mut().zip(t.sum.ok_or("no sums")?) {
+                *a += b;
+            }
+        }
+        if n != g.tap_sums.n_tokens {
+            return Err(format!("the taps cover {n} tokens, the goldens {}", g.tap_sums.n_tokens));
+        }
+        for (l, row) in golden.iter().enumerate() {
+            for (j, &want) in row.iter().enumerate().take(g.tap_sums.neurons_per_layer) {
+                worst[w] = worst[w].max((sums[l * width + j] - want).abs() / n as f64);
+            }
+        }
+    }
+    Ok((worst[0], worst[1]))
+}
+
 /// Greedy continuations of every golden prompt, against HF's.
 fn measure_greedy(model: &mut dyn Model, g: &Golden) -> Result<GreedyOutcome, String> {
     let zero = g.cases.iter().find(|c| c.name == "zero").ok_or("no zero case")?;
@@ -180,10 +227,14 @@ fn measure_decode(model: &mut dyn Model, g: &golden::Golden) -> Result<(f64, usi
 /// The three cases of `m` on `backend`, and the greedy continuations for the cross-backend table.
 pub fn checks(backend: &dyn Backend, env: &Env, m: &GoldenModel) -> (Vec<Check>, Option<Continuations>) {
     let b = backend.name();
-    let (iv_case, greedy_case, decode_case) =
-        (format!("intervene/{}", m.name), format!("greedy/{}", m.name), format!("decode/{}", m.name));
+    let (iv_case, greedy_case, decode_case, tap_case) = (
+        format!("intervene/{}", m.name),
+        format!("greedy/{}", m.name),
+        format!("decode/{}", m.name),
+        format!("taps-gate_pre/{}", m.name),
+    );
     let fail_all = |reason: String| {
-        let v = [&iv_case, &greedy_case, &decode_case].map(|c| Check::failed(c, b, reason.clone()));
+        let v = [&tap_case, &iv_case, &greedy_case, &decode_case].map(|c| Check::failed(c, b, reason.clone()));
         (v.to_vec(), None)
     };
     let loaded = (|| -> Result<(Golden, golden::Golden, Box<dyn Model>), String> {
@@ -207,6 +258,23 @@ pub fn checks(backend: &dyn Backend, env: &Env, m: &GoldenModel) -> (Vec<Check>,
         Err(e) => return fail_all(e),
     };
     let mut v = Vec::new();
+    v.push(match measure_tap_points(model.as_mut(), &g) {
+        Ok((act, pre)) => Check::measured(
+            &tap_case,
+            b,
+            "max abs Δmean at gate_pre",
+            pre,
+            TAP_MEAN_TOL,
+            format!(
+                "per-neuron means of gate_proj(x) over {} tokens (first {} neurons per layer); at act: {}",
+                g.tap_sums.n_tokens,
+                g.tap_sums.neurons_per_layer,
+                crate::report::fmt_num(act)
+            ),
+        )
+        .fail_if(act > TAP_MEAN_TOL),
+        Err(e) => Check::failed(&tap_case, b, e),
+    });
     v.push(match measure_interventions(model.as_mut(), &g) {
         Ok((logit, nll, effect)) => Check::measured(
             &iv_case,

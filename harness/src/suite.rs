@@ -74,7 +74,7 @@ pub fn run_suite(backends: &[Box<dyn Backend>], env: &Env, on_check: &mut dyn Fn
         if !caps.devices.contains(&env.device) {
             let reason = format!("{b} cannot run on {:?} in this build (it offers {:?})", env.device, caps.devices);
             for m in golden::MODELS {
-                for kind in ["logits", "nll", "taps", "intervene", "greedy", "decode"] {
+                for kind in ["logits", "nll", "taps", "taps-gate_pre", "intervene", "greedy", "decode"] {
                     push(&mut report, Check::skipped(&format!("{kind}/{}", m.name), b, reason.clone()));
                 }
             }
@@ -286,7 +286,7 @@ mod tests {
         let report = run_suite(&[Box::new(Nowhere) as Box<dyn Backend>], &env, &mut |_| {});
         let (pass, fail, skip) = report.counts();
         assert_eq!((pass, fail), (0, 0));
-        assert_eq!(skip, golden::MODELS.len() * 6 + 1);
+        assert_eq!(skip, golden::MODELS.len() * 7 + 1);
         assert!(
             report.checks.iter().all(|c| matches!(&c.outcome, Outcome::Skip(r) if r.contains("cannot run on Cpu")))
         );

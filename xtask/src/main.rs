@@ -31,8 +31,9 @@ commands:
              check lsn's ONNX export of the real models (`fixtures onnx` runs only that check): onnx.checker and
              the export's logits in onnxruntime against the goldens; `fixtures intervene` makes only the
              intervention and greedy-generation goldens (*.intervene.json)
-  bench      criterion benches (capture tokens/s on Gemma-3-270M, every backend); `--vs-hf` also times HF transformers +
-             PyTorch on the same batch and threads (in .venv-fixtures); other arguments go to `cargo bench`
+  bench      criterion benches on Gemma-3-270M, every backend: capture tokens/s, greedy KV-cached generation new tokens/s,
+             NLL scoring tokens/s; `--vs-hf` also times HF transformers + PyTorch (hooks, generate, full forward) on
+             the same ids, batch and threads (in .venv-fixtures); other arguments go to `cargo bench`
   help       this text
 
 environment: LSN_HOME (model cache, default ~/.cache/lsn), LSN_DATA_DIR (data dir), LSN_PYTHON (default python3)";
@@ -173,14 +174,16 @@ fn bench(extra: &[String]) -> Result<()> {
     let extra: Vec<&String> = extra.iter().filter(|a| *a != "--vs-hf").collect();
     setup()?;
     setup_models()?;
-    run(cargo().args(["bench", "-p", "lsn-harness", "--bench", "capture", "--"]).args(extra))?;
+    run(cargo().args(["bench", "-p", "lsn-harness", "--bench", "capture", "--bench", "generate", "--"]).args(extra))?;
     if vs_hf {
         let py = fixtures_venv()?;
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).to_string();
-        run(Command::new(py)
-            .arg(root().join("xtask/fixtures/hf_capture_bench.py"))
-            .arg(lsn_data::model_dir(&home(), "gemma-3-270m"))
-            .args(["--threads", &threads]))?;
+        for script in ["hf_capture_bench.py", "hf_generate_bench.py"] {
+            run(Command::new(&py)
+                .arg(root().join("xtask/fixtures").join(script))
+                .arg(lsn_data::model_dir(&home(), "gemma-3-270m"))
+                .args(["--threads", &threads]))?;
+        }
     }
     Ok(())
 }

@@ -53,9 +53,105 @@ pub struct Args {
     pub cache: assets::HomeArg,
 }
 
-/// A K × K matrix of NLL sums, row = deactivated set, column = measured language.
 fn ppl_of(sums: &[NllSum]) -> Vec<f64> {
     sums.iter().map(NllSum::perplexity).collect()
+}
+
+/// What `compute` needs besides the model.
+struct Job<'a> {
+    langs: &'a [String],
+    sel: &'a Selection,
+    heldout: &'a [super::heldout::HeldOut],
+    args: &'a Args,
+}
+
+/// Runs every pass and returns the results document's numbers: the baseline, and per method (`lape`, `random`) the
+/// K × K PPL, mean NLL and delta matrices (row = the language whose neurons are zeroed, column = the language scored).
+fn compute(model: &mut dyn lsn_core::Model, job: &Job<'_>) -> Result<serde_json::Value> {
+    let Job { langs, sel, heldout, args } = *job;
+    let cfg = model.config().clone();
+    ensure!(
+        (sel.layers, sel.intermediate) == (cfg.num_layers, cfg.intermediate_size),
+        "the neuron file was selected on a model of {} × {} neurons, not this one",
+        sel.layers,
+        sel.intermediate
+    );
+    let pad = cfg.pad_token_id.unwrap_or(0);
+    let k = langs.len();
+    let sets: Vec<Vec<lsn_core::NeuronId>> = langs.iter().map(|l| sel.of(l).unwrap_or_default().to_vec()).collect();
+    let random_sets: Vec<Vec<lsn_core::NeuronId>> = if args.no_random {
+        Vec::new()
+    } else {
+        langs
+            .iter()
+            .enumerate()
+            .map(|(i, l)| lsn_select::random_per_layer(&sel.per_layer[l], sel.intermediate, args.seed + i as u64))
+            .collect::<Result<_, _>>()?
+    };
+    let passes = k * (1 + sets.len() + random_sets.len());
+    let bar = indicatif::ProgressBar::new(passes as u64).with_style(
+        indicatif::ProgressStyle::with_template("{prefix} {wide_bar} {pos}/{len} language × set {elapsed} (eta {eta})")
+            .expect("static template"),
+    );
+    bar.set_prefix("ppxc");
+    let t0 = std::time::Instant::now();
+    let mut score = |iv: Option<&Intervention>, j: usize| -> Result<NllSum> {
+        let s = lsn_eval::perplexity(model, &heldout[j].rows, args.batch, pad, iv, |_| {})?;
+        bar.inc(1);
+        ensure!(
+            s.tokens > 0 && s.mean().is_finite(),
+            "{}: the mean NLL is {} over {} tokens",
+            langs[j],
+            s.mean(),
+            s.tokens
+        );
+        Ok(s)
+    };
+    let base: Vec<NllSum> = (0..k).map(|j| score(None, j)).collect::<Result<_>>()?;
+    let mut matrix_of = |sets: &[Vec<lsn_core::NeuronId>]| -> Result<Vec<NllSum>> {
+        let mut out = Vec::with_capacity(k * k);
+        for set in sets {
+            let iv = Intervention::deactivate(set.iter().copied());
+            for j in 0..k {
+                out.push(score(Some(&iv), j)?);
+            }
+        }
+        Ok(out)
+    };
+    let lape = matrix_of(&sets)?;
+    let random = matrix_of(&random_sets)?;
+    bar.finish_and_clear();
+    let base_ppl = ppl_of(&base);
+    let matrix_json = |m: &[NllSum]| {
+        let rows = |f: &dyn Fn(usize, &NllSum) -> f64| -> Vec<Vec<f64>> {
+            m.chunks(k).map(|r| r.iter().enumerate().map(|(j, s)| f(j, s)).collect()).collect()
+        };
+        serde_json::json!({
+            "ppl": rows(&|_, s| s.perplexity()),
+            "mean_nll": rows(&|_, s| s.mean()),
+            "delta": rows(&|j, s| s.perplexity() - base_ppl[j]),
+            "relative": rows(&|j, s| s.perplexity() / base_ppl[j] - 1.0),
+        })
+    };
+    Ok(serde_json::json!({
+        "heldout": heldout.iter().zip(langs).zip(&base).map(|((h, l), b)| serde_json::json!({
+            "lang": l, "first_row": h.first, "rows": h.rows.len(), "predicted_tokens": b.tokens})).collect::<Vec<_>>(),
+        "neurons_per_language": sets.iter().map(Vec::len).collect::<Vec<_>>(),
+        "baseline": {"ppl": base_ppl, "mean_nll": base.iter().map(NllSum::mean).collect::<Vec<_>>()},
+        "lape": matrix_json(&lape),
+        "random": (!random_sets.is_empty()).then(|| matrix_json(&random)),
+        "seconds": t0.elapsed().as_secs_f64(),
+    }))
+}
+
+/// A K × K matrix of the results document as a flat row-major vector.
+fn flat(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r.as_array().into_iter().flatten())
+        .filter_map(|x| x.as_f64())
+        .collect()
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -121,72 +217,50 @@ pub fn run(args: Args) -> Result<()> {
         }
         heldout.push(h);
     }
-    let (backend, mut model) = args.on.load(home, &files)?;
-    let cfg = model.config().clone();
-    ensure!(
-        (sel.layers, sel.intermediate) == (cfg.num_layers, cfg.intermediate_size),
-        "{} was selected on a model of {} × {} neurons, not this one",
-        neurons.display(),
-        sel.layers,
-        sel.intermediate
-    );
-    let pad = cfg.pad_token_id.unwrap_or(0);
-    let k = langs.len();
-    let sets: Vec<Vec<lsn_core::NeuronId>> = langs.iter().map(|l| sel.of(l).unwrap_or_default().to_vec()).collect();
-    let random_sets: Vec<Vec<lsn_core::NeuronId>> = if args.no_random {
-        Vec::new()
-    } else {
-        langs
-            .iter()
-            .enumerate()
-            .map(|(i, l)| lsn_select::random_per_layer(&sel.per_layer[l], sel.intermediate, args.seed + i as u64))
-            .collect::<Result<_, _>>()?
-    };
-    let passes = k * (1 + sets.len() + random_sets.len());
-    let bar = indicatif::ProgressBar::new(passes as u64).with_style(
-        indicatif::ProgressStyle::with_template("{prefix} {wide_bar} {pos}/{len} language × set {elapsed} (eta {eta})")
-            .expect("static template"),
-    );
-    bar.set_prefix("ppxc");
-    let t0 = std::time::Instant::now();
-    let mut score = |iv: Option<&Intervention>, j: usize| -> Result<NllSum> {
-        let s = lsn_eval::perplexity(model.as_mut(), &heldout[j].rows, args.batch, pad, iv, |_| {})?;
-        bar.inc(1);
-        ensure!(
-            s.tokens > 0 && s.mean().is_finite(),
-            "{}: the mean NLL is {} over {} tokens",
-            langs[j],
-            s.mean(),
-            s.tokens
-        );
-        Ok(s)
-    };
-    let base: Vec<NllSum> = (0..k).map(|j| score(None, j)).collect::<Result<_>>()?;
-    let mut matrix_of = |sets: &[Vec<lsn_core::NeuronId>]| -> Result<Vec<NllSum>> {
-        let mut out = Vec::with_capacity(k * k);
-        for set in sets {
-            let iv = Intervention::deactivate(set.iter().copied());
-            for j in 0..k {
-                out.push(score(Some(&iv), j)?);
-            }
-        }
-        Ok(out)
-    };
-    let lape = matrix_of(&sets)?;
-    let random = matrix_of(&random_sets)?;
-    bar.finish_and_clear();
-    let secs = t0.elapsed().as_secs_f64();
-
-    let base_ppl = ppl_of(&base);
-    let delta =
-        |m: &[NllSum]| -> Vec<f64> { m.iter().enumerate().map(|(x, s)| s.perplexity() - base_ppl[x % k]).collect() };
-    let (lape_delta, random_delta) = (delta(&lape), delta(&random));
-    let title = format!("PPXC: PPL change when a language's {} neurons are zeroed ({})", args.method, model_name);
-    let mut panels = vec![Panel { name: format!("{} neurons", args.method), values: lape_delta.clone() }];
-    if !random_sets.is_empty() {
-        panels.push(Panel { name: "random control (same size per layer)".into(), values: random_delta.clone() });
-    }
+    let config = serde_json::json!({
+        "set": args.set, "method": args.method, "rows": args.rows, "batch": args.batch, "backend": args.on.backend,
+        "random_seed": (!args.no_random).then_some(args.seed), "neurons": neurons.display().to_string(),
+        "heldout_first_rows": heldout.iter().map(|h| h.first).collect::<Vec<_>>(),
+        "weights_sha256": identity.weights_sha256,
+    });
     let out_dir = args.run.join(&sub);
+    let json = out_dir.join(format!("{}.json", args.method));
+    let previous: Option<serde_json::Value> = std::fs::read(&json)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .filter(|d: &serde_json::Value| d["config"] == config);
+    let doc = match previous {
+        Some(d) => {
+            eprintln!(
+                "note: {} already holds this PPXC (same settings): shown again; delete it to recompute",
+                json.display()
+            );
+            d
+        }
+        None => {
+            let (backend, mut model) = args.on.load(home, &files)?;
+            let results = compute(model.as_mut(), &Job { langs: &langs, sel: &sel, heldout: &heldout, args: &args })?;
+            let mut doc = serde_json::json!({
+                "model": model_name, "backend": backend.name(), "config": config, "languages": langs,
+                "note": "row i = language whose neurons are set to 0 at every position; column j = language whose \
+                         held-out rows are scored; delta = PPL(j | i zeroed) - PPL(j); relative = delta / PPL(j)",
+            });
+            if let (Some(d), serde_json::Value::Object(r)) = (doc.as_object_mut(), results) {
+                d.extend(r);
+            }
+            fsutil::write_atomic(&json, &serde_json::to_vec_pretty(&doc)?)?;
+            doc
+        }
+    };
+
+    let k = langs.len();
+    let percent = |m: &serde_json::Value| flat(&m["relative"]).into_iter().map(|x| 100.0 * x).collect::<Vec<_>>();
+    let title =
+        format!("PPXC: perplexity change (%) when a language's {} neurons are zeroed ({model_name})", args.method);
+    let mut panels = vec![Panel { name: format!("{} neurons", args.method), values: percent(&doc["lape"]) }];
+    if !doc["random"].is_null() {
+        panels.push(Panel { name: "random control (same size per layer)".into(), values: percent(&doc["random"]) });
+    }
     let plots = matrix::matrices(
         &title,
         &langs,
@@ -194,48 +268,25 @@ pub fn run(args: Args) -> Result<()> {
         ("neurons zeroed (language i)", "perplexity of (language j)"),
         &out_dir.join(format!("{}.heatmap", args.method)),
     )?;
-    let matrix_json = |m: &[NllSum], d: &[f64]| {
-        serde_json::json!({
-            "ppl": m.chunks(k).map(ppl_of).collect::<Vec<_>>(),
-            "mean_nll": m.chunks(k).map(|r| r.iter().map(NllSum::mean).collect::<Vec<_>>()).collect::<Vec<_>>(),
-            "delta": d.chunks(k).map(<[f64]>::to_vec).collect::<Vec<_>>(),
-        })
-    };
-    let config = serde_json::json!({
-        "set": args.set, "method": args.method, "rows": args.rows, "batch": args.batch, "backend": backend.name(),
-        "random_seed": (!args.no_random).then_some(args.seed), "neurons": neurons.display().to_string(),
-    });
-    let doc = serde_json::json!({
-        "model": model_name, "backend": backend.name(), "config": config, "languages": langs,
-        "note": "row i = language whose neurons are set to 0 at every position; column j = language whose held-out \
-                 rows are scored; delta = PPL(j | i zeroed) - PPL(j)",
-        "heldout": heldout.iter().zip(&langs).zip(&base).map(|((h, l), b)| serde_json::json!({
-            "lang": l, "first_row": h.first, "rows": h.rows.len(), "predicted_tokens": b.tokens})).collect::<Vec<_>>(),
-        "neurons_per_language": sets.iter().map(Vec::len).collect::<Vec<_>>(),
-        "baseline": {"ppl": base_ppl, "mean_nll": base.iter().map(NllSum::mean).collect::<Vec<_>>()},
-        "lape": matrix_json(&lape, &lape_delta),
-        "random": (!random_sets.is_empty()).then(|| matrix_json(&random, &random_delta)),
-        "seconds": secs,
-    });
-    let json = out_dir.join(format!("{}.json", args.method));
-    fsutil::write_atomic(&json, &serde_json::to_vec_pretty(&doc)?)?;
     let rel = |p: &std::path::Path| p.strip_prefix(run.root()).unwrap_or(p).display().to_string();
     let mut outputs = vec![rel(&json), rel(&plots.svg)];
     outputs.extend(plots.png.as_deref().map(rel));
     run.record(&format!("ppxc/{set_dir}{}", args.method), StageRecord::new(config, outputs, "complete"))?;
 
+    let secs = doc["seconds"].as_f64().unwrap_or(f64::NAN);
     println!(
-        "PPXC ({} on {}, {} held-out rows per language, {:.0} s) → {}",
+        "PPXC ({} on {}, {} held-out rows per language, computed in {secs:.0} s) → {}",
         args.method,
-        backend.name(),
+        doc["backend"].as_str().unwrap_or_default(),
         args.rows,
-        secs,
         json.display()
     );
+    let base = flat(&serde_json::json!([doc["baseline"]["ppl"]]));
     let header: Vec<String> = langs.iter().map(|l| format!(" {l} |")).collect();
     println!("| zeroed ↓ / PPL of → |{}\n|---|{}", header.concat(), "---:|".repeat(k));
-    println!("| (baseline PPL) |{}", base_ppl.iter().map(|p| format!(" {p:.2} |")).collect::<String>());
-    for (name, d) in [("", &lape_delta), ("random ", &random_delta)] {
+    println!("| (baseline PPL) |{}", base.iter().map(|p| format!(" {p:.2} |")).collect::<String>());
+    for (name, part) in [("", "lape"), ("random ", "random")] {
+        let d = flat(&doc[part]["delta"]);
         for (i, row) in d.chunks(k).enumerate() {
             let cells: String = row
                 .iter()
@@ -245,6 +296,10 @@ pub fn run(args: Args) -> Result<()> {
             println!("| {name}{} |{cells}", langs[i]);
         }
     }
-    println!("heatmap: {}{}", plots.svg.display(), plots.png.map(|p| format!(", {}", p.display())).unwrap_or_default());
+    println!(
+        "heatmap (relative change): {}{}",
+        plots.svg.display(),
+        plots.png.map(|p| format!(", {}", p.display())).unwrap_or_default()
+    );
     Ok(())
 }

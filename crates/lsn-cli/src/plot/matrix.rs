@@ -1,6 +1,8 @@
 //! Language × language matrices on a diverging colour scale centred on 0 (blue below, white at 0, red above), one
 //! panel per matrix, all panels on one scale so they compare: the PPXC heatmaps (row = the language whose neurons
-//! were deactivated, column = the language whose perplexity was measured).
+//! were deactivated, column = the language whose perplexity was measured). The colour is symmetric-logarithmic,
+//! `sign(v)·ln(1 + |v|) / ln(1 + max|v|)`, so that a diagonal of +1000% does not wash out changes of a few percent;
+//! every cell prints its value.
 
 use std::path::Path;
 
@@ -52,6 +54,11 @@ fn diverging(t: f64) -> RGBColor {
     let (a, b) = (STOPS[i], STOPS[i + 1]);
     let mix = |p: u8, q: u8| (p as f64 + (q as f64 - p as f64) * f).round() as u8;
     RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
+}
+
+/// Where `v` sits on the colour scale whose ends are ±`scale`, in `[-1, 1]` (symmetric log).
+fn symlog(v: f64, scale: f64) -> f64 {
+    if scale > 0.0 && v.is_finite() { v.signum() * v.abs().ln_1p() / scale.ln_1p() } else { 0.0 }
 }
 
 /// A value as a cell shows it: 3 significant digits, a sign.
@@ -110,7 +117,7 @@ impl Drawing for MatrixFigure<'_> {
             for r in 0..k {
                 for c in 0..k {
                     let v = panel.values[(r * k + c) as usize];
-                    let t = if self.scale > 0.0 && v.is_finite() { v / self.scale } else { 0.0 };
+                    let t = symlog(v, self.scale);
                     let (cx, cy) = (x0 + c * CELL, y0 + r * CELL_H);
                     root.draw(&Rectangle::new([(cx, cy), (cx + CELL, cy + CELL_H)], diverging(t).filled()))?;
                     let ink = if t.abs() > 0.6 { WHITE } else { BLACK };
@@ -141,7 +148,15 @@ impl Drawing for MatrixFigure<'_> {
         }
         root.draw(&Rectangle::new([(x, y0), (x + BAR_W, y0 + h)], AXIS.stroke_width(1)))?;
         let style = tick.pos(Pos::new(HPos::Left, VPos::Center));
-        for (v, y) in [(self.scale, y0), (0.0, y0 + h / 2), (-self.scale, y0 + h - 1)] {
+        let at = |v: f64| y0 + ((1.0 - symlog(v, self.scale)) / 2.0 * (h - 1) as f64).round() as i32;
+        let mut marks = vec![self.scale, 0.0, -self.scale];
+        // Intermediate marks at powers of ten show the log scale.
+        let mut p = 10f64;
+        while p < self.scale / 2.0 {
+            marks.extend([p, -p]);
+            p *= 10.0;
+        }
+        for (v, y) in marks.into_iter().map(|v| (v, at(v))) {
             root.draw(&PathElement::new(vec![(x + BAR_W, y), (x + BAR_W + 4, y)], AXIS.stroke_width(1)))?;
             root.draw_text(&label(v), &style, (x + BAR_W + 6, y))?;
         }
@@ -179,6 +194,9 @@ mod tests {
         assert!(diverging(1.0).0 > diverging(1.0).2 && diverging(-1.0).2 > diverging(-1.0).0);
         assert_eq!(label(12.345), "+12.3");
         assert_eq!(label(-0.5), "-0.50");
+        assert_eq!(symlog(0.0, 100.0), 0.0);
+        assert!((symlog(100.0, 100.0) - 1.0).abs() < 1e-12 && (symlog(-100.0, 100.0) + 1.0).abs() < 1e-12);
+        assert!(symlog(10.0, 1000.0) > 0.3, "small values stay visible");
     }
 
     #[test]
