@@ -225,8 +225,8 @@ fn against_reference(diff: &PairDiff, reference: &SliceRun, run: &SliceRun, slic
         (Ok(x), Ok(y)) => Check::measured(
             &ppxc,
             b,
-            "abs ΔPPXC",
-            (x - y).abs(),
+            "relative ΔPPXC",
+            (x - y).abs() / x.abs().max(1.0),
             slice::PPXC_TOL,
             format!("{}: {y:.4} (reference {x:.4})", slice::PPXC_CELL),
         ),
