@@ -5,28 +5,13 @@
 //! |x| ≈ 1e5, beyond f16).
 
 use candle_core::{DType, Device, Result, Tensor};
-use lsn_core::arch::{self, Arch};
-use lsn_core::{AttentionKind, ModelConfig, Overwrite, TapPoint};
+use lsn_core::arch::{self, Arch, LayerWeights};
+use lsn_core::{ModelConfig, Overwrite, TapPoint};
 
 use crate::ops::{self, Positions, TapCounter};
 use crate::weights::Weights;
 
-struct Layer {
-    kind: AttentionKind,
-    input_norm: Tensor,
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    o: Tensor,
-    q_norm: Option<Tensor>,
-    k_norm: Option<Tensor>,
-    post_attn_norm: Option<Tensor>,
-    pre_ffn_norm: Tensor,
-    post_ffn_norm: Option<Tensor>,
-    gate: Tensor,
-    up: Tensor,
-    down: Tensor,
-}
+type Layer = LayerWeights<Tensor>;
 
 /// Keys and values of every layer `[rows, kv_heads, slots, head_dim]`; `None` before the first step.
 #[derive(Default)]
@@ -96,27 +81,9 @@ impl Decoder {
         let arch = Arch::of(cfg);
         let plus_one = arch.norm_plus_one;
         let norm = |n: &str| w.norm(n, plus_one);
-        let opt_norm = |n: &Option<String>| n.as_deref().map(norm).transpose();
-        let mut layers = Vec::with_capacity(cfg.num_layers);
-        for (l, &kind) in cfg.layer_kinds.iter().enumerate() {
-            let n = arch.layer(l);
-            layers.push(Layer {
-                kind,
-                input_norm: norm(&n.input_norm)?,
-                q: w.get(&n.q)?,
-                k: w.get(&n.k)?,
-                v: w.get(&n.v)?,
-                o: w.get(&n.o)?,
-                q_norm: opt_norm(&n.q_norm)?,
-                k_norm: opt_norm(&n.k_norm)?,
-                post_attn_norm: opt_norm(&n.post_attn_norm)?,
-                pre_ffn_norm: norm(&n.pre_ffn_norm)?,
-                post_ffn_norm: opt_norm(&n.post_ffn_norm)?,
-                gate: w.get(&n.gate)?,
-                up: w.get(&n.up)?,
-                down: w.get(&n.down)?,
-            });
-        }
+        let layers = (0..cfg.num_layers)
+            .map(|l| arch.load_layer(cfg, l, |n| w.get(n), norm))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(Self { cfg: cfg.clone(), embed: w.get(arch::EMBED)?, layers, norm: norm(arch::FINAL_NORM)?, arch })
     }
 

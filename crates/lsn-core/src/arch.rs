@@ -39,6 +39,26 @@ pub struct LayerNames {
     pub down: String,
 }
 
+/// One layer's weights in a backend's tensor type, loaded by [`Arch::load_layer`]; `None` where the family has no such
+/// norm. Norm weights are as the backend's `norm` loader returns them (Gemma's `1 + w` folded in).
+#[derive(Debug, Clone)]
+pub struct LayerWeights<T> {
+    pub kind: crate::AttentionKind,
+    pub input_norm: T,
+    pub q: T,
+    pub k: T,
+    pub v: T,
+    pub o: T,
+    pub q_norm: Option<T>,
+    pub k_norm: Option<T>,
+    pub post_attn_norm: Option<T>,
+    pub pre_ffn_norm: T,
+    pub post_ffn_norm: Option<T>,
+    pub gate: T,
+    pub up: T,
+    pub down: T,
+}
+
 pub const EMBED: &str = "model.embed_tokens.weight";
 pub const FINAL_NORM: &str = "model.norm.weight";
 
@@ -53,6 +73,34 @@ impl Arch {
             final_softcap: cfg.final_logit_softcap,
             head_weight: if cfg.tie_word_embeddings { EMBED } else { "lm_head.weight" },
         }
+    }
+
+    /// Layer `l` of `cfg`, each tensor read by `get` (projections) or `norm` (norm weights), in a backend's own type.
+    pub fn load_layer<T, E>(
+        &self,
+        cfg: &ModelConfig,
+        l: usize,
+        get: impl Fn(&str) -> Result<T, E>,
+        norm: impl Fn(&str) -> Result<T, E>,
+    ) -> Result<LayerWeights<T>, E> {
+        let n = self.layer(l);
+        let opt = |name: &Option<String>| name.as_deref().map(&norm).transpose();
+        Ok(LayerWeights {
+            kind: cfg.layer_kinds[l],
+            input_norm: norm(&n.input_norm)?,
+            q: get(&n.q)?,
+            k: get(&n.k)?,
+            v: get(&n.v)?,
+            o: get(&n.o)?,
+            q_norm: opt(&n.q_norm)?,
+            k_norm: opt(&n.k_norm)?,
+            post_attn_norm: opt(&n.post_attn_norm)?,
+            pre_ffn_norm: norm(&n.pre_ffn_norm)?,
+            post_ffn_norm: opt(&n.post_ffn_norm)?,
+            gate: get(&n.gate)?,
+            up: get(&n.up)?,
+            down: get(&n.down)?,
+        })
     }
 
     /// The tensor names of layer `l`.
