@@ -195,7 +195,11 @@ impl<E: Engine> Model for E {
         if outs.nll {
             out.nll = Some(head::chunked_nll(batch, vocab, |at, target| {
                 let h = gather(&mut at.iter().map(|&p| p as usize));
-                self.head_nll(&h, target)
+                let v = self.head_nll(&h, target)?;
+                if v.len() != target.len() {
+                    return Err(missing(backend, &format!("NLL of {} positions", target.len())));
+                }
+                Ok(v)
             })?);
         }
         out.hidden = match outs.hidden {
