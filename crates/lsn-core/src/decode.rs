@@ -8,6 +8,7 @@
 
 use crate::engine::{Engine, KvCache, Overwrite, Step, StepPositions};
 use crate::positions::layer_positions;
+
 use crate::{AttentionKind, Dense, Error, Intervention, Result, TokenBatch};
 
 /// KV-cached generation over a loaded model.
@@ -75,16 +76,8 @@ impl<'m, E: Engine + ?Sized> CachedDecoder<'m, E> {
             .0
             .iter()
             .map(|(kind, inv, window)| {
-                let half = inv.len();
-                let (mut cos, mut sin) = (Vec::with_capacity(rows * len * half), Vec::with_capacity(rows * len * half));
-                for p in pos {
-                    let t = p.unwrap_or(0) as f32;
-                    for &f in inv {
-                        let angle = t * f;
-                        cos.push(angle.cos());
-                        sin.push(angle.sin());
-                    }
-                }
+                // Padding slots are seen by nobody: any angle will do for them.
+                let (cos, sin) = crate::positions::rope_at(inv, pos.iter().map(|p| p.unwrap_or(0)));
                 let mut mask = vec![f32::NEG_INFINITY; rows * len * total];
                 for (r, row) in self.slots.iter().enumerate() {
                     for i in 0..len {

@@ -57,9 +57,15 @@ pub fn layer_positions(cfg: &ModelConfig, kind: AttentionKind) -> LayerPositions
 
 /// cos and sin tables `[seq_len, inv_freqs.len()]` for positions `0..seq_len` (angle `t · f` in f32).
 pub fn rope_tables(inv_freqs: &[f32], seq_len: usize) -> (Vec<f32>, Vec<f32>) {
-    let n = seq_len * inv_freqs.len();
+    rope_at(inv_freqs, (0..seq_len).map(|t| t as u32))
+}
+
+/// cos and sin tables `[positions, inv_freqs.len()]` for the given positions, one row each (the rule of
+/// [`rope_tables`], for cached steps whose rows sit at different positions).
+pub fn rope_at(inv_freqs: &[f32], positions: impl ExactSizeIterator<Item = u32>) -> (Vec<f32>, Vec<f32>) {
+    let n = positions.len() * inv_freqs.len();
     let (mut cos, mut sin) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    for t in 0..seq_len {
+    for t in positions {
         for &f in inv_freqs {
             let angle = t as f32 * f;
             cos.push(angle.cos());

@@ -11,6 +11,6 @@ pub use corpus::{Corpus, read_sentences};
 pub use data_dir::{DATA_DIR_ENV, FETCH_MARKER, cache_home, model_dir, resolve_data_dir};
 pub use error::{Error, Result};
 pub use lsn_core::sha256_file;
-pub use pack::{PackOptions, Packed, Source, SourceInfo, default_sources, pack_language};
+pub use pack::{PackOptions, Packed, Source, SourceInfo, default_sources, pack_language, rows_digest};
 pub use tokenizer::Tokenizer;
 pub use xquad::{QaExample, read_xquad, xquad_path, xquad_prompt};

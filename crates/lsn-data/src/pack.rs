@@ -208,7 +208,7 @@ pub fn pack_language(
     let dropped_tail = stream.len() % row_len;
     let rows = max_rows.map_or(full_rows, |m| m.min(full_rows));
     stream.truncate(rows * row_len);
-    let digest = digest(&stream, row_len);
+    let digest = rows_digest(&stream, row_len);
     tracing::info!(
         lang = lang.code(),
         rows,
@@ -246,7 +246,9 @@ fn read_text(path: &Path) -> Result<Vec<String>> {
     Ok(lines)
 }
 
-fn digest(ids: &[u32], row_len: usize) -> String {
+/// The digest of packed rows (see the module docs): sha256 of the ids as little-endian u32s, then `row_len` as a
+/// little-endian u64. [`Packed::digest`] is this over the kept rows.
+pub fn rows_digest(ids: &[u32], row_len: usize) -> String {
     let mut h = Sha256::new();
     for id in ids {
         h.update(id.to_le_bytes());

@@ -105,6 +105,18 @@ pub struct SelectionSource {
     pub stats_on: String,
 }
 
+impl SelectionSource {
+    /// The identity of the model the selection was made on (shard hashes are not recorded).
+    pub fn identity(&self) -> lsn_core::ModelIdentity {
+        lsn_core::ModelIdentity {
+            config_sha256: self.config_sha256.clone(),
+            tokenizer_sha256: self.tokenizer_sha256.clone(),
+            weights_sha256: self.weights_sha256.clone(),
+            shards: Default::default(),
+        }
+    }
+}
+
 /// The neuron at position `flat` of a `[layers, intermediate]` array.
 pub(crate) fn neuron(flat: usize, intermediate: usize) -> NeuronId {
     NeuronId::new((flat / intermediate) as u32, (flat % intermediate) as u32)

@@ -111,14 +111,7 @@ pub fn run(args: Args) -> Result<()> {
             cfg.max_position_embeddings
         );
     }
-    let mut intervener = match &args.intervene.neurons {
-        Some(_) => {
-            let ckpt = lsn_weights::open_checkpoint(&dir)?;
-            let identity = assets::identity(home, &ckpt, &tokenizer)?;
-            args.intervene.load(&cfg, &identity)?.map(|iv| (iv, identity))
-        }
-        None => None,
-    };
+    let mut intervener = args.intervene.load(home, &dir, &tokenizer, &cfg)?;
     let opts = Greedy {
         max_new_tokens: args.max_new_tokens,
         eos: cfg.eos_token_ids.clone(),
@@ -131,10 +124,7 @@ pub fn run(args: Args) -> Result<()> {
     let t0 = std::time::Instant::now();
     let mut new_tokens = 0usize;
     for lang in langs {
-        let iv = match &mut intervener {
-            Some((iv, identity)) => Some(iv.for_lang(lang.code(), identity)?),
-            None => None,
-        };
+        let iv = intervener.as_mut().map(|iv| iv.for_lang(lang.code())).transpose()?;
         let members: Vec<usize> = (0..prompts.len()).filter(|&i| prompts[i].lang == lang).collect();
         for chunk in members.chunks(args.batch) {
             let batch: Vec<Vec<u32>> = chunk.iter().map(|&i| ids[i].clone()).collect();
@@ -152,7 +142,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let secs = t0.elapsed().as_secs_f64();
     let results: Vec<serde_json::Value> = results.into_iter().flatten().collect();
-    let intervention = intervener.as_ref().map(|(iv, _)| iv.describe());
+    let intervention = intervener.as_ref().map(|iv| iv.describe());
     println!(
         "model {} · backend {} · {} · {new_tokens} new tokens in {secs:.1} s",
         args.model,
@@ -170,7 +160,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     if let Some(path) = args.json {
         let doc = serde_json::json!({"model": args.model, "backend": backend.name(), "max_new_tokens": args.max_new_tokens,
-            "intervention": intervener.as_ref().map(|(iv, _)| iv.json()), "results": results});
+            "intervention": intervener.as_ref().map(|iv| iv.json()), "results": results});
         fsutil::write_atomic(&path, serde_json::to_string_pretty(&doc)?.as_bytes())?;
     }
     Ok(())

@@ -12,7 +12,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail, ensure};
 use lsn_capture::StatsFile;
 use lsn_core::Lang;
-use lsn_data::{PackOptions, Source, Tokenizer, pack_language};
+use lsn_data::{PackOptions, Source, Tokenizer, pack_language, rows_digest};
 
 /// A language's held-out rows.
 #[derive(Debug, Clone)]
@@ -58,13 +58,8 @@ pub fn heldout(stats_path: &Path, data_dir: Option<&Path>, tok: &Tokenizer, want
         "{lang}: the capture used {captured} rows but its text now gives {}: the data changed since the capture",
         all.rows
     );
-    let mut bytes = Vec::with_capacity(captured * meta.row_len * 4 + 8);
-    for &id in &all.ids[..captured * meta.row_len] {
-        bytes.extend_from_slice(&id.to_le_bytes());
-    }
-    bytes.extend_from_slice(&(meta.row_len as u64).to_le_bytes());
     ensure!(
-        Some(lsn_core::sha256_hex(&bytes).as_str()) == data["ids_sha256"].as_str(),
+        Some(rows_digest(&all.ids[..captured * meta.row_len], meta.row_len).as_str()) == data["ids_sha256"].as_str(),
         "{lang}: the rows packed now differ from those the capture used (recorded in {}): the text files changed",
         stats_path.display()
     );
@@ -79,4 +74,31 @@ pub fn heldout(stats_path: &Path, data_dir: Option<&Path>, tok: &Tokenizer, want
     );
     let rows = (first..first + available.min(want)).map(|r| all.row(r).to_vec()).collect();
     Ok(HeldOut { rows, first })
+}
+
+/// Up to `want` held-out rows of each of `langs` from capture run `run` (RUN/stats/LANG.safetensors), saying so when a
+/// language has fewer.
+pub fn heldout_of_run(
+    run: &Path,
+    langs: &[String],
+    data_dir: Option<&Path>,
+    tok: &Tokenizer,
+    want: usize,
+) -> Result<Vec<HeldOut>> {
+    let mut out = Vec::with_capacity(langs.len());
+    for l in langs {
+        let stats = run.join("stats").join(format!("{l}.safetensors"));
+        ensure!(
+            stats.is_file(),
+            "no statistics for {l} at {}: capture {l} into {} first",
+            stats.display(),
+            run.display()
+        );
+        let h = heldout(&stats, data_dir, tok, want)?;
+        if h.rows.len() < want {
+            eprintln!("note: {l}: only {} held-out rows exist (asked for {want})", h.rows.len());
+        }
+        out.push(h);
+    }
+    Ok(out)
 }

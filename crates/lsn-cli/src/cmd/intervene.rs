@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail, ensure};
 use lsn_capture::StatsFile;
 use lsn_core::{Fill, Intervention, ModelConfig, ModelIdentity, NeuronId, identity::short};
+use lsn_data::Tokenizer;
 use lsn_select::Selection;
 
 /// Test-time interventions.
@@ -39,6 +40,8 @@ pub struct Intervener {
     pub neuron_lang: Option<String>,
     stats_run: PathBuf,
     intermediate: usize,
+    /// The loaded model, which the fill statistics must be of.
+    model: ModelIdentity,
     values: BTreeMap<String, Vec<f32>>,
 }
 
@@ -51,32 +54,30 @@ fn run_of(file: &Path) -> Option<PathBuf> {
         .map(|p| if p.as_os_str().is_empty() { PathBuf::from(".") } else { p.to_path_buf() })
 }
 
-impl InterveneArgs {
-    /// Reads and checks the neuron file against the loaded model; `None` without `--neurons`.
-    pub fn load(&self, cfg: &ModelConfig, model: &ModelIdentity) -> Result<Option<Intervener>> {
-        let Some(file) = &self.neurons else { return Ok(None) };
-        let fill = Fill::parse(&self.fill)?;
-        let text = std::fs::read(file).with_context(|| format!("reading the neuron file {}", file.display()))?;
-        let selection: Selection = serde_json::from_slice(&text).with_context(|| {
-            format!("{} is not a neuron file written by `lsn select` (RUN/neurons/[SET/]METHOD.json)", file.display())
-        })?;
-        ensure!(
-            (selection.layers, selection.intermediate) == (cfg.num_layers, cfg.intermediate_size),
-            "{} was selected on a model of {} layers × {} FFN neurons, not this one ({} × {}): select neurons on this \
-             model",
-            file.display(),
-            selection.layers,
-            selection.intermediate,
-            cfg.num_layers,
-            cfg.intermediate_size
-        );
-        if let Some(src) = &selection.source {
-            let theirs = ModelIdentity {
-                config_sha256: src.config_sha256.clone(),
-                tokenizer_sha256: src.tokenizer_sha256.clone(),
-                weights_sha256: src.weights_sha256.clone(),
-                shards: Default::default(),
-            };
+/// Reads a neuron file written by `lsn select`.
+pub fn read_selection(file: &Path) -> Result<Selection> {
+    let text = std::fs::read(file).with_context(|| format!("reading the neuron file {}", file.display()))?;
+    serde_json::from_slice(&text).with_context(|| {
+        format!("{} is not a neuron file written by `lsn select` (RUN/neurons/[SET/]METHOD.json)", file.display())
+    })
+}
+
+/// Checks that the selection in `file` was made on this model: its shape, and the identity it records (files of
+/// older lsn versions record none and are checked by shape only, with a note).
+pub fn check_selection(selection: &Selection, file: &Path, cfg: &ModelConfig, model: &ModelIdentity) -> Result<()> {
+    ensure!(
+        (selection.layers, selection.intermediate) == (cfg.num_layers, cfg.intermediate_size),
+        "{} was selected on a model of {} layers × {} FFN neurons, not this one ({} × {}): select neurons on this \
+         model",
+        file.display(),
+        selection.layers,
+        selection.intermediate,
+        cfg.num_layers,
+        cfg.intermediate_size
+    );
+    match &selection.source {
+        Some(src) => {
+            let theirs = src.identity();
             ensure!(
                 theirs.same_model(model),
                 "{} was selected on another model ({}): they differ in {}; select neurons on this model",
@@ -84,12 +85,25 @@ impl InterveneArgs {
                 src.model,
                 theirs.difference(model)
             );
-        } else {
-            eprintln!(
-                "note: {} does not record the model it was selected on (made by an older lsn); only its shape was checked",
-                file.display()
-            );
         }
+        None => eprintln!(
+            "note: {} does not record the model it was selected on (made by an older lsn); only its shape was checked",
+            file.display()
+        ),
+    }
+    Ok(())
+}
+
+impl InterveneArgs {
+    /// Reads the neuron file and checks it against the model in `dir` (config `cfg`, tokenizer `tok`); `None`
+    /// without `--neurons`. The model's identity (its weights hashed once, then remembered in `home`) is kept to
+    /// check the fill statistics against.
+    pub fn load(&self, home: &Path, dir: &Path, tok: &Tokenizer, cfg: &ModelConfig) -> Result<Option<Intervener>> {
+        let Some(file) = &self.neurons else { return Ok(None) };
+        let fill = Fill::parse(&self.fill)?;
+        let selection = read_selection(file)?;
+        let model = crate::assets::identity(home, &lsn_weights::open_checkpoint(dir)?, tok)?;
+        check_selection(&selection, file, cfg, &model)?;
         if let Some(l) = &self.neuron_lang {
             ensure!(
                 selection.of(l).is_some(),
@@ -115,6 +129,7 @@ impl InterveneArgs {
             neuron_lang: self.neuron_lang.clone(),
             stats_run,
             intermediate: cfg.intermediate_size,
+            model,
             values: BTreeMap::new(),
         }))
     }
@@ -135,7 +150,8 @@ impl Intervener {
 
     /// The fill values of `lang`'s statistics, read once per language and checked against the model and the tap
     /// point of the neuron file.
-    fn values(&mut self, lang: &str, model: &ModelIdentity) -> Result<&[f32]> {
+    fn values(&mut self, lang: &str) -> Result<&[f32]> {
+        let model = &self.model;
         if !self.values.contains_key(lang) {
             let v = if self.fill.needs_stats() {
                 let path = self.stats_run.join("stats").join(format!("{lang}.safetensors"));
@@ -176,10 +192,10 @@ impl Intervener {
     }
 
     /// The intervention when evaluating `lang`.
-    pub fn for_lang(&mut self, lang: &str, model: &ModelIdentity) -> Result<Intervention> {
+    pub fn for_lang(&mut self, lang: &str) -> Result<Intervention> {
         let neurons = self.neurons_for(lang)?.to_vec();
         let intermediate = self.intermediate;
-        let values = self.values(lang, model)?;
+        let values = self.values(lang)?;
         Ok(Intervention::filled(&neurons, values, intermediate)?)
     }
 

@@ -98,33 +98,16 @@ pub fn run(args: Args) -> Result<()> {
     let files = ModelFiles::new(&dir);
     let tokenizer = Tokenizer::from_file(&files.tokenizer())?;
     if let Some(run) = &args.heldout {
-        for &lang in &langs {
-            let stats = run.join("stats").join(format!("{lang}.safetensors"));
-            anyhow::ensure!(
-                stats.is_file(),
-                "--heldout {}: no statistics for {lang} at {}: capture {lang} into that run first",
-                run.display(),
-                stats.display()
-            );
-            let h = super::heldout::heldout(&stats, data_dir.as_deref(), &tokenizer, args.rows)?;
-            if h.rows.len() < args.rows {
-                eprintln!("note: {lang}: only {} held-out rows exist (asked for {})", h.rows.len(), args.rows);
-            }
+        let codes: Vec<String> = langs.iter().map(|l| l.code().to_owned()).collect();
+        let held = super::heldout::heldout_of_run(run, &codes, data_dir.as_deref(), &tokenizer, args.rows)?;
+        for (&lang, h) in langs.iter().zip(held) {
             let what = format!("held-out rows {}..{} of {}", h.first, h.first + h.rows.len(), run.display());
             texts.push(Texts { lang, sentences: Vec::new(), rows: h.rows, what });
         }
     }
     let (backend, mut model) = args.on.load(home, &files)?;
     tokenizer.check_model_vocab(model.config().vocab_size)?;
-    let mut intervener = match &args.intervene.neurons {
-        Some(_) => {
-            let ckpt = lsn_weights::open_checkpoint(&dir)?;
-            let identity = assets::identity(home, &ckpt, &tokenizer)?;
-            let iv = args.intervene.load(model.config(), &identity)?;
-            iv.map(|iv| (iv, identity))
-        }
-        None => None,
-    };
+    let mut intervener = args.intervene.load(home, &dir, &tokenizer, model.config())?;
     let pad = model.config().pad_token_id.unwrap_or(0);
 
     let total: usize = texts.iter().map(|t| t.sentences.len() + t.rows.len()).sum();
@@ -148,10 +131,7 @@ pub fn run(args: Args) -> Result<()> {
              beyond the model's positions are refused",
             model.config().max_position_embeddings
         );
-        let iv = match &mut intervener {
-            Some((iv, identity)) => Some(iv.for_lang(lang.code(), identity)?),
-            None => None,
-        };
+        let iv = intervener.as_mut().map(|iv| iv.for_lang(lang.code())).transpose()?;
         let nll = lsn_eval::perplexity(model.as_mut(), &seqs, args.batch, pad, iv.as_ref(), |n| bar.inc(n as u64))?;
         anyhow::ensure!(
             nll.tokens > 0 && nll.mean().is_finite(),
@@ -171,7 +151,7 @@ pub fn run(args: Args) -> Result<()> {
         }));
     }
     bar.finish_and_clear();
-    let intervention = intervener.as_ref().map(|(iv, _)| iv.describe());
+    let intervention = intervener.as_ref().map(|iv| iv.describe());
     println!(
         "model {} · backend {} · {}",
         args.model,
@@ -191,7 +171,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     if let Some(path) = args.json {
         let doc = serde_json::json!({"model": args.model, "backend": backend.name(), "results": rows,
-            "intervention": intervener.as_ref().map(|(iv, _)| iv.json())});
+            "intervention": intervener.as_ref().map(|iv| iv.json())});
         crate::fsutil::write_atomic(&path, serde_json::to_string_pretty(&doc)?.as_bytes())?;
     }
     Ok(())

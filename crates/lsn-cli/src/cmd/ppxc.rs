@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 use lsn_core::{Intervention, ModelFiles};
 use lsn_data::{Tokenizer, resolve_data_dir};
 use lsn_eval::NllSum;
@@ -69,14 +69,7 @@ struct Job<'a> {
 /// K × K PPL, mean NLL and delta matrices (row = the language whose neurons are zeroed, column = the language scored).
 fn compute(model: &mut dyn lsn_core::Model, job: &Job<'_>) -> Result<serde_json::Value> {
     let Job { langs, sel, heldout, args } = *job;
-    let cfg = model.config().clone();
-    ensure!(
-        (sel.layers, sel.intermediate) == (cfg.num_layers, cfg.intermediate_size),
-        "the neuron file was selected on a model of {} × {} neurons, not this one",
-        sel.layers,
-        sel.intermediate
-    );
-    let pad = cfg.pad_token_id.unwrap_or(0);
+    let pad = model.config().pad_token_id.unwrap_or(0);
     let k = langs.len();
     let sets: Vec<Vec<lsn_core::NeuronId>> = langs.iter().map(|l| sel.of(l).unwrap_or_default().to_vec()).collect();
     let random_sets: Vec<Vec<lsn_core::NeuronId>> = if args.no_random {
@@ -158,16 +151,14 @@ pub fn run(args: Args) -> Result<()> {
     let home = &args.cache.home();
     let set_dir = args.set.as_deref().map(|s| format!("{s}/")).unwrap_or_default();
     let neurons = args.run.join("neurons").join(format!("{set_dir}{}.json", args.method));
-    let text = std::fs::read(&neurons).with_context(|| {
-        format!(
-            "reading {}: run `lsn select --run {} --method {}` first",
-            neurons.display(),
-            args.run.display(),
-            args.method
-        )
-    })?;
-    let sel: Selection =
-        serde_json::from_slice(&text).with_context(|| format!("{} is not a neuron file", neurons.display()))?;
+    ensure!(
+        neurons.is_file(),
+        "reading {}: no such neuron file; run `lsn select --run {} --method {}` first",
+        neurons.display(),
+        args.run.display(),
+        args.method
+    );
+    let sel = super::intervene::read_selection(&neurons)?;
     let langs = sel.languages.clone();
     ensure!(
         langs.iter().all(|l| l != "random"),
@@ -191,32 +182,9 @@ pub fn run(args: Args) -> Result<()> {
     let ckpt = lsn_weights::open_checkpoint(&dir)?;
     let identity = assets::identity(home, &ckpt, &tokenizer)?;
     run.check_model(&model_name, &identity)?;
-    if let Some(src) = &sel.source {
-        let theirs = lsn_core::ModelIdentity {
-            config_sha256: src.config_sha256.clone(),
-            tokenizer_sha256: src.tokenizer_sha256.clone(),
-            weights_sha256: src.weights_sha256.clone(),
-            shards: Default::default(),
-        };
-        ensure!(
-            theirs.same_model(&identity),
-            "{} was selected on another model ({}): they differ in {}",
-            neurons.display(),
-            src.model,
-            theirs.difference(&identity)
-        );
-    }
+    super::intervene::check_selection(&sel, &neurons, &ckpt.config, &identity)?;
     let data_dir = args.data_dir.clone().or_else(|| resolve_data_dir(None).ok());
-    let mut heldout = Vec::new();
-    for l in &langs {
-        let stats = args.run.join("stats").join(format!("{l}.safetensors"));
-        ensure!(stats.is_file(), "no statistics for {l} at {}: capture {l} into this run first", stats.display());
-        let h = super::heldout::heldout(&stats, data_dir.as_deref(), &tokenizer, args.rows)?;
-        if h.rows.len() < args.rows {
-            eprintln!("note: {l}: only {} held-out rows exist (asked for {})", h.rows.len(), args.rows);
-        }
-        heldout.push(h);
-    }
+    let heldout = super::heldout::heldout_of_run(&args.run, &langs, data_dir.as_deref(), &tokenizer, args.rows)?;
     let config = serde_json::json!({
         "set": args.set, "method": args.method, "rows": args.rows, "batch": args.batch, "backend": args.on.backend,
         "random_seed": (!args.no_random).then_some(args.seed), "neurons": neurons.display().to_string(),
