@@ -249,7 +249,7 @@ pub fn run(args: Args) -> Result<()> {
         args.rows,
         json.display()
     );
-    let base = flat(&serde_json::json!([doc["baseline"]["ppl"]]));
+    let base: Vec<f64> = doc["baseline"]["ppl"].as_array().into_iter().flatten().filter_map(|x| x.as_f64()).collect();
     let header: Vec<String> = langs.iter().map(|l| format!(" {l} |")).collect();
     println!("| zeroed ↓ / PPL of → |{}\n|---|{}", header.concat(), "---:|".repeat(k));
     println!("| (baseline PPL) |{}", base.iter().map(|p| format!(" {p:.2} |")).collect::<String>());
