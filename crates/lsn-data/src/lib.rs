@@ -5,6 +5,7 @@ mod data_dir;
 mod error;
 mod pack;
 mod tokenizer;
+mod xnli;
 mod xquad;
 
 pub use corpus::{Corpus, read_sentences};
@@ -13,4 +14,5 @@ pub use error::{Error, Result};
 pub use lsn_core::sha256_file;
 pub use pack::{PackOptions, Packed, Source, SourceInfo, default_sources, pack_language, rows_digest};
 pub use tokenizer::Tokenizer;
-pub use xquad::{QaExample, read_xquad, xquad_path, xquad_prompt};
+pub use xnli::{NliExample, NliLabel, NliSplit, XNLI_LANGS, read_xnli, xnli_path};
+pub use xquad::{QaExample, QaSplit, read_xquad, xquad_path, xquad_prompt};

@@ -73,6 +73,21 @@ impl Tokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Token ids of `text` alone, without special tokens (for pieces that are joined later, as lm-eval encodes a
+    /// context and a continuation).
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer { path: Default::default(), reason: e.to_string() })?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// The text of a token id as the vocabulary holds it (special tokens included), e.g. `<eos>`.
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
     /// Token ids of each text (as [`Tokenizer::encode`]), in input order. Texts are encoded in parallel; the result
     /// does not depend on the number of threads.
     pub fn encode_batch(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {

@@ -12,6 +12,8 @@ use crate::{Error, Result};
 /// One question with its context and gold answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QaExample {
+    /// Position in the file (articles, paragraphs, questions in order); ids are parallel across languages.
+    pub index: usize,
     pub id: String,
     pub context: String,
     pub question: String,
@@ -83,6 +85,7 @@ pub fn read_xquad(data_dir: &Path, lang: Lang) -> Result<Vec<QaExample>> {
                 answers.push((a.text.clone(), a.answer_start));
             }
             out.push(QaExample {
+                index: row,
                 id: qa.id.clone(),
                 context: p.context.clone(),
                 question: qa.question.clone(),
@@ -94,6 +97,40 @@ pub fn read_xquad(data_dir: &Path, lang: Lang) -> Result<Vec<QaExample>> {
         return Err(bad("holds no example".into()));
     }
     Ok(out)
+}
+
+/// Which part of a language's XQuAD examples, split as the paper did: the first 80% by file order train, the last
+/// 20% evaluate (952 and 238 of 1190).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QaSplit {
+    Train,
+    Eval,
+    All,
+}
+
+impl QaSplit {
+    pub fn name(self) -> &'static str {
+        match self {
+            QaSplit::Train => "train",
+            QaSplit::Eval => "eval",
+            QaSplit::All => "all",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<QaSplit> {
+        [QaSplit::Train, QaSplit::Eval, QaSplit::All].into_iter().find(|x| x.name() == s)
+    }
+
+    /// The examples of this split, in file order.
+    pub fn of(self, examples: Vec<QaExample>) -> Vec<QaExample> {
+        let cut = examples.len() * 4 / 5;
+        match self {
+            QaSplit::Train => examples.into_iter().take(cut).collect(),
+            QaSplit::Eval => examples.into_iter().skip(cut).collect(),
+            QaSplit::All => examples,
+        }
+    }
 }
 
 /// The paper's XQuAD prompt, byte for byte (a triple-quoted Python string whose later lines keep 12 leading spaces;
@@ -120,6 +157,24 @@ mod tests {
     }
 
     #[test]
+    fn the_split_is_the_papers() {
+        let ex: Vec<QaExample> = (0..1190)
+            .map(|i| QaExample {
+                index: i,
+                id: i.to_string(),
+                context: String::new(),
+                question: String::new(),
+                answers: vec![],
+            })
+            .collect();
+        let train = QaSplit::Train.of(ex.clone());
+        let eval = QaSplit::Eval.of(ex.clone());
+        assert_eq!((train.len(), eval.len()), (952, 238));
+        assert_eq!((train[951].index, eval[0].index, eval[237].index), (951, 952, 1189));
+        assert_eq!(QaSplit::All.of(ex).len(), 1190);
+    }
+
+    #[test]
     fn answers_are_checked_in_characters() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("xquad")).unwrap();
@@ -132,6 +187,8 @@ mod tests {
         write(10);
         let ex = read_xquad(dir.path(), Lang::parse("vi").unwrap()).unwrap();
         assert_eq!(ex[0].answers, vec![("thủ đô".to_string(), 10)]);
+        assert_eq!(QaSplit::Eval.of(ex.clone()).len(), 1);
+        assert_eq!(QaSplit::Train.of(ex).len(), 0);
         write(12); // a byte offset would be wrong
         let e = read_xquad(dir.path(), Lang::parse("vi").unwrap()).unwrap_err().to_string();
         assert!(e.contains("example 0 (q1)") && e.contains("character 12"), "{e}");

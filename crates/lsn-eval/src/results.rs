@@ -1,0 +1,233 @@
+//! The results of one evaluation as plain data (what `results.json` holds): per language, every example's
+//! prediction, gold and per-example scores, and each score's mean with its bootstrap interval; the markdown table;
+//! and the paired comparison of two results over the same examples.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::bootstrap::{Delta, Interval, bootstrap_mean, paired_bootstrap};
+use crate::{Error, Result};
+
+/// One example: a key that is the same for the same example in another run (XNLI: its row; XQuAD: its question
+/// id), its per-example scores (0–100), and what was predicted against what was gold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExampleResult {
+    pub key: String,
+    pub metrics: BTreeMap<String, f64>,
+    pub detail: serde_json::Value,
+}
+
+/// One language's results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LangResult {
+    pub lang: String,
+    /// The data file read and its sha256.
+    pub data_file: String,
+    pub data_sha256: String,
+    /// Examples the task dropped before evaluation (XQuAD: prompts of ≥ 511 tokens), by key.
+    pub dropped: Vec<String>,
+    /// Each metric's mean over the examples with its 95% bootstrap interval.
+    pub scores: BTreeMap<String, Interval>,
+    pub examples: Vec<ExampleResult>,
+}
+
+impl LangResult {
+    /// Fills `scores` from the examples.
+    pub fn summarize(&mut self, resamples: usize, seed: u64) {
+        self.scores.clear();
+        let names: Vec<String> = self.examples.first().map(|e| e.metrics.keys().cloned().collect()).unwrap_or_default();
+        for m in names {
+            let v: Vec<f64> = self.examples.iter().map(|e| e.metrics.get(&m).copied().unwrap_or(f64::NAN)).collect();
+            if let Some(i) = bootstrap_mean(&v, resamples, seed) {
+                self.scores.insert(m, i);
+            }
+        }
+    }
+}
+
+/// A whole evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalResults {
+    pub task: String,
+    pub protocol: String,
+    pub split: String,
+    /// Everything that determines the numbers: model identity, backend, batch, limit, intervention, versions.
+    pub config: serde_json::Value,
+    pub resamples: usize,
+    pub seed: u64,
+    pub languages: Vec<LangResult>,
+}
+
+/// Formats a score and its interval: `41.2 [38.1, 44.0]`.
+pub fn fmt_interval(i: &Interval) -> String {
+    format!("{:.2} [{:.2}, {:.2}]", i.mean, i.lo, i.hi)
+}
+
+impl EvalResults {
+    /// The metric names in a stable order (those of the first language).
+    pub fn metric_names(&self) -> Vec<String> {
+        self.languages.first().map(|l| l.scores.keys().cloned().collect()).unwrap_or_default()
+    }
+
+    /// One row per language, one column per metric: mean and 95% interval.
+    pub fn markdown(&self, title: &str) -> String {
+        let metrics = self.metric_names();
+        let mut s = format!("## {title}\n\n| lang | n | dropped |");
+        for m in &metrics {
+            s += &format!(" {m} |");
+        }
+        s += "\n|---|---:|---:|";
+        s += &"---|".repeat(metrics.len());
+        s += "\n";
+        for l in &self.languages {
+            s += &format!("| {} | {} | {} |", l.lang, l.examples.len(), l.dropped.len());
+            for m in &metrics {
+                s += &format!(" {} |", l.scores.get(m).map(fmt_interval).unwrap_or_default());
+            }
+            s += "\n";
+        }
+        s += &format!(
+            "\nScores in percent; brackets: 95% percentile bootstrap interval ({} resamples, seed {}).\n",
+            self.resamples, self.seed
+        );
+        s
+    }
+}
+
+/// One metric of one language in two runs, with the paired difference `b − a`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Compared {
+    pub lang: String,
+    pub metric: String,
+    pub a: f64,
+    pub b: f64,
+    pub delta: Delta,
+}
+
+/// The paired comparison of two results of the same task over the same examples: for every language and metric
+/// both hold, the mean difference `b − a` with its 95% paired-bootstrap interval.
+pub fn compare(a: &EvalResults, b: &EvalResults, resamples: usize, seed: u64) -> Result<Vec<Compared>> {
+    if a.task != b.task {
+        return Err(Error::Incomparable(format!("one is {}, the other {}", a.task, b.task)));
+    }
+    let mut out = Vec::new();
+    for la in &a.languages {
+        let Some(lb) = b.languages.iter().find(|l| l.lang == la.lang) else { continue };
+        let keys_a: Vec<&str> = la.examples.iter().map(|e| e.key.as_str()).collect();
+        let mut by_key: BTreeMap<&str, &ExampleResult> = lb.examples.iter().map(|e| (e.key.as_str(), e)).collect();
+        let mut sorted_a = keys_a.clone();
+        sorted_a.sort_unstable();
+        if sorted_a != by_key.keys().copied().collect::<Vec<_>>() {
+            return Err(Error::Incomparable(format!(
+                "{}: the runs hold different examples ({} and {}); compare runs over the same examples (same split, \
+                 --limit and dropped prompts)",
+                la.lang,
+                la.examples.len(),
+                lb.examples.len()
+            )));
+        }
+        for metric in la.scores.keys().filter(|m| lb.scores.contains_key(*m)) {
+            let (mut xa, mut xb) = (Vec::new(), Vec::new());
+            for e in &la.examples {
+                let other = by_key.remove(e.key.as_str()).unwrap_or(e);
+                by_key.insert(e.key.as_str(), other);
+                xa.push(e.metrics.get(metric).copied().unwrap_or(f64::NAN));
+                xb.push(other.metrics.get(metric).copied().unwrap_or(f64::NAN));
+            }
+            let delta = paired_bootstrap(&xa, &xb, resamples, seed)
+                .ok_or_else(|| Error::Incomparable(format!("{}: no examples", la.lang)))?;
+            out.push(Compared {
+                lang: la.lang.clone(),
+                metric: metric.clone(),
+                a: la.scores[metric].mean,
+                b: lb.scores[metric].mean,
+                delta,
+            });
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::Incomparable("the two runs share no language and metric".into()));
+    }
+    Ok(out)
+}
+
+/// The comparison as a markdown table.
+pub fn compare_markdown(rows: &[Compared], a: &str, b: &str) -> String {
+    let mut s = format!("| lang | metric | A | B | Δ = B − A [95% CI] | differs |\n|---|---|---:|---:|---|---|\n");
+    for r in rows {
+        s += &format!(
+            "| {} | {} | {:.2} | {:.2} | {:+.2} [{:+.2}, {:+.2}] | {} |\n",
+            r.lang,
+            r.metric,
+            r.a,
+            r.b,
+            r.delta.delta,
+            r.delta.lo,
+            r.delta.hi,
+            if r.delta.excludes_zero { "yes" } else { "no (CI includes 0)" }
+        );
+    }
+    s += &format!(
+        "\nA = {a}\nB = {b}\nPaired bootstrap over the same examples; a difference is called one only when \
+                   its interval excludes 0.\n"
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(values: &[f64], keys_rev: bool) -> EvalResults {
+        let mut examples: Vec<ExampleResult> = values
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| ExampleResult {
+                key: i.to_string(),
+                metrics: BTreeMap::from([("accuracy".to_string(), v)]),
+                detail: serde_json::Value::Null,
+            })
+            .collect();
+        if keys_rev {
+            examples.reverse();
+        }
+        let mut l = LangResult {
+            lang: "vi".into(),
+            data_file: "x".into(),
+            data_sha256: "y".into(),
+            dropped: vec![],
+            scores: BTreeMap::new(),
+            examples,
+        };
+        l.summarize(500, 3);
+        EvalResults {
+            task: "xnli".into(),
+            protocol: "zero_shot".into(),
+            split: "test".into(),
+            config: serde_json::Value::Null,
+            resamples: 500,
+            seed: 3,
+            languages: vec![l],
+        }
+    }
+
+    #[test]
+    fn compares_by_example_key() {
+        let a: Vec<f64> = (0..400).map(|i| if i % 2 == 0 { 100.0 } else { 0.0 }).collect();
+        let mut b = a.clone();
+        for x in b.iter_mut().skip(1).step_by(2).take(40) {
+            *x = 100.0;
+        }
+        // B's examples are stored in another order: pairing goes by key, not position.
+        let rows = compare(&run(&a, false), &run(&b, true), 1000, 1).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert!((rows[0].delta.delta - 10.0).abs() < 1e-9 && rows[0].delta.excludes_zero, "{:?}", rows[0]);
+        let md = compare_markdown(&rows, "a.json", "b.json");
+        assert!(md.contains("| vi | accuracy | 50.00 | 60.00 | +10.00 ["), "{md}");
+        let e = compare(&run(&a, false), &run(&b[..300], false), 100, 1).unwrap_err().to_string();
+        assert!(e.contains("different examples (400 and 300)"), "{e}");
+        let md = run(&a, false).markdown("XNLI");
+        assert!(md.contains("| vi | 400 | 0 | 50.00 ["), "{md}");
+    }
+}
