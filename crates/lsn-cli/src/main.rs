@@ -33,6 +33,8 @@ enum Command {
     Ppl(cmd::ppl::Args),
     Generate(cmd::generate::Args),
     Ppxc(cmd::ppxc::Args),
+    Eval(cmd::eval::Args),
+    Compare(cmd::compare::Args),
     #[cfg(feature = "ort")]
     ExportOnnx(cmd::export_onnx::Args),
     RandomModel(cmd::random_model::Args),
@@ -62,6 +64,8 @@ fn main() -> std::process::ExitCode {
         Command::Ppl(a) => cmd::ppl::run(a),
         Command::Generate(a) => cmd::generate::run(a),
         Command::Ppxc(a) => cmd::ppxc::run(a),
+        Command::Eval(a) => cmd::eval::run(a),
+        Command::Compare(a) => cmd::compare::run(a),
         #[cfg(feature = "ort")]
         Command::ExportOnnx(a) => cmd::export_onnx::run(a),
         Command::RandomModel(a) => cmd::random_model::run(a),

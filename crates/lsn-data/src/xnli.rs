@@ -159,7 +159,7 @@ mod tests {
         for (body, want) in [
             (format!("{h}A\tB\tneutral\tg\nC\tD\tcontradiction\n"), "line 3 has 3 tab-separated fields"),
             (format!("{h}A\tB\tmaybe\tg\n"), "line 2 has the label \"maybe\""),
-            (format!("{h}"), "holds no row"),
+            (h.to_string(), "holds no row"),
             ("premise,hypothesis\n".to_string(), "line 1 is"),
             (format!("{h}\tB\tneutral\tg\n"), "empty premise"),
         ] {

@@ -154,7 +154,7 @@ pub fn compare(a: &EvalResults, b: &EvalResults, resamples: usize, seed: u64) ->
 
 /// The comparison as a markdown table.
 pub fn compare_markdown(rows: &[Compared], a: &str, b: &str) -> String {
-    let mut s = format!("| lang | metric | A | B | Δ = B − A [95% CI] | differs |\n|---|---|---:|---:|---|---|\n");
+    let mut s = String::from("| lang | metric | A | B | Δ = B − A [95% CI] | differs |\n|---|---|---:|---:|---|---|\n");
     for r in rows {
         s += &format!(
             "| {} | {} | {:.2} | {:.2} | {:+.2} [{:+.2}, {:+.2}] | {} |\n",

@@ -1,7 +1,9 @@
 //! One module per `lsn` subcommand.
 
 pub mod capture;
+pub mod compare;
 pub mod convert;
+pub mod eval;
 #[cfg(feature = "ort")]
 pub mod export_onnx;
 pub mod fetch;
