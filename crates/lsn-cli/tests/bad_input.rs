@@ -65,7 +65,10 @@ fn unknown_language_and_missing_data_are_reported() {
     fails_with(&["ppl", "--lang", "hi", "--data-dir", data], &["hi.hin_Deva.devtest"]);
     let empty = t.path().join("nothing");
     std::fs::create_dir(&empty).unwrap();
-    fails_with(&["ppl", "--lang", "en", "--data-dir", empty.to_str().unwrap()], &["no corpus/ folder"]);
+    fails_with(
+        &["ppl", "--lang", "en", "--data-dir", empty.to_str().unwrap()],
+        &["no corpus/, xnli/ or xquad/ folder"],
+    );
     fails_with(&["ppl", "--model", "no-such-model", "--lang", "en", "--data-dir", data], &["unknown model"]);
 }
 

@@ -17,7 +17,8 @@ pub fn model_dir(home: &Path, name: &str) -> PathBuf {
     home.join("models").join(name)
 }
 
-/// The data directory: `explicit` if given, else `$LSN_DATA_DIR`. It must exist and hold `corpus/`.
+/// The data directory: `explicit` if given, else `$LSN_DATA_DIR`. It must exist and hold at least one of `corpus/`,
+/// `xnli/`, `xquad/` (each reader then says what it misses).
 pub fn resolve_data_dir(explicit: Option<&Path>) -> Result<PathBuf> {
     let dir = match explicit {
         Some(d) => d.to_owned(),
@@ -26,8 +27,8 @@ pub fn resolve_data_dir(explicit: Option<&Path>) -> Result<PathBuf> {
             _ => return Err(Error::NoDataDir(String::new())),
         },
     };
-    if !dir.join("corpus").is_dir() {
-        return Err(Error::NoDataDir(format!(" ({} has no corpus/ folder)", dir.display())));
+    if !["corpus", "xnli", "xquad"].iter().any(|d| dir.join(d).is_dir()) {
+        return Err(Error::NoDataDir(format!(" ({} has no corpus/, xnli/ or xquad/ folder)", dir.display())));
     }
     Ok(dir)
 }
@@ -37,11 +38,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn explicit_dir_must_hold_corpus() {
+    fn explicit_dir_must_hold_data() {
         let t = tempfile::tempdir().unwrap();
         let e = resolve_data_dir(Some(t.path())).unwrap_err().to_string();
-        assert!(e.contains("no corpus/ folder") && e.contains("--data-dir"), "{e}");
-        std::fs::create_dir(t.path().join("corpus")).unwrap();
+        assert!(e.contains("no corpus/, xnli/ or xquad/ folder") && e.contains("--data-dir"), "{e}");
+        std::fs::create_dir(t.path().join("xnli")).unwrap();
         assert_eq!(resolve_data_dir(Some(t.path())).unwrap(), t.path());
     }
 }

@@ -518,6 +518,6 @@ mod tests {
         // A data directory without corpus/ is the data-dir error, naming --data-dir.
         let empty = tempfile::tempdir().unwrap();
         let e = err(pack_language(&f.tok, Some(empty.path()), en(), &[Source::Flores], &PackOptions::default()));
-        assert!(e.contains("no corpus/ folder") && e.contains("--data-dir"), "{e}");
+        assert!(e.contains("no corpus/, xnli/ or xquad/ folder") && e.contains("--data-dir"), "{e}");
     }
 }
