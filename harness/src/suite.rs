@@ -7,7 +7,7 @@ use lsn_core::{ActivationStats, Backend, Device};
 use lsn_select::Selection;
 
 use crate::report::{Check, Outcome, PairRow, Report};
-use crate::{compare, generate, golden, slice};
+use crate::{compare, eval, generate, golden, slice};
 
 /// Largest per-neuron |Δ count_pos| and |Δ count_above| between backends on the slice (1024 tokens per language):
 /// activations within float noise of zero (or of a threshold) may fall on either side on different backends. The
@@ -68,6 +68,7 @@ pub fn run_suite(backends: &[Box<dyn Backend>], env: &Env, on_check: &mut dyn Fn
     let mut loaded: Option<Result<slice::Slice, String>> = None;
     let mut runs: Vec<SliceRun> = Vec::new();
     let mut continuations: Vec<generate::Continuations> = Vec::new();
+    let mut predictions: Vec<eval::Predictions> = Vec::new();
     for backend in backends {
         let b = backend.name();
         let caps = backend.capabilities();
@@ -76,6 +77,11 @@ pub fn run_suite(backends: &[Box<dyn Backend>], env: &Env, on_check: &mut dyn Fn
             for m in golden::MODELS {
                 for kind in ["logits", "nll", "taps", "taps-gate_pre", "intervene", "greedy", "decode"] {
                     push(&mut report, Check::skipped(&format!("{kind}/{}", m.name), b, reason.clone()));
+                }
+                if eval::MODELS.contains(&m.name) {
+                    for kind in ["xnli", "xquad", "xnli-head"] {
+                        push(&mut report, Check::skipped(&format!("{kind}/{}", m.name), b, reason.clone()));
+                    }
                 }
             }
             push(&mut report, Check::skipped(&format!("capture/{slice_name}"), b, reason));
@@ -90,6 +96,13 @@ pub fn run_suite(backends: &[Box<dyn Backend>], env: &Env, on_check: &mut dyn Fn
                 push(&mut report, c);
             }
             continuations.extend(cont);
+            if eval::MODELS.contains(&m.name) {
+                let (checks, preds) = eval::checks(backend.as_ref(), env, m);
+                for c in checks {
+                    push(&mut report, c);
+                }
+                predictions.extend(preds);
+            }
         }
         let case = format!("capture/{slice_name}");
         let captured = loaded.get_or_insert_with(|| slice::load(env)).as_ref().map_err(Clone::clone).and_then(|s| {
@@ -122,6 +135,7 @@ pub fn run_suite(backends: &[Box<dyn Backend>], env: &Env, on_check: &mut dyn Fn
         }
     }
     report.pairs.extend(continuation_rows(&continuations));
+    report.pairs.extend(eval::pair_rows(&predictions));
     report
 }
 

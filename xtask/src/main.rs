@@ -30,7 +30,9 @@ commands:
   fixtures   regenerate fixtures/golden/*.json with HF transformers in .venv-fixtures (needs PyPI; slow), then
              check lsn's ONNX export of the real models (`fixtures onnx` runs only that check): onnx.checker and
              the export's logits in onnxruntime against the goldens; `fixtures intervene` makes only the
-             intervention and greedy-generation goldens (*.intervene.json)
+             intervention and greedy-generation goldens (*.intervene.json), `fixtures eval` only the task goldens
+             (*.eval.json: XNLI log-likelihoods, XQuAD greedy answers), `fixtures qa` only the answer-metric
+             goldens (qa_metrics.json, from the SQuAD/MLQA scripts as lm-evaluation-harness ships them)
   bench      criterion benches on Gemma-3-270M, every backend: capture tokens/s, greedy KV-cached generation new tokens/s,
              NLL scoring tokens/s; `--vs-hf` also times HF transformers + PyTorch (hooks, generate, full forward) on
              the same ids, batch and threads (in .venv-fixtures); other arguments go to `cargo bench`
@@ -69,6 +71,13 @@ fn main() -> Result<()> {
             setup_models()?;
             fixtures_intervene(&py)
         }
+        Some("fixtures") if args.get(1).is_some_and(|a| a == "eval") => {
+            let py = fixtures_venv()?;
+            setup()?;
+            setup_models()?;
+            fixtures_eval(&py)
+        }
+        Some("fixtures") if args.get(1).is_some_and(|a| a == "qa") => fixtures_qa(&fixtures_venv()?),
         Some("fixtures") => fixtures(),
         Some("bench") => bench(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
@@ -246,7 +255,43 @@ fn fixtures() -> Result<()> {
             .arg(out_dir.join(format!("{preset}.json"))))?;
     }
     fixtures_intervene(&py)?;
+    fixtures_eval(&py)?;
+    fixtures_qa(&py)?;
     check_onnx(&py)
+}
+
+/// The task goldens (`fixtures/golden/NAME.eval.json`) of every real model, from xtask/fixtures/golden_eval.py:
+/// XNLI zero-shot log-likelihoods and XQuAD greedy answers, with and without an intervention. Needs the data dir.
+fn fixtures_eval(py: &Path) -> Result<()> {
+    let data = std::env::var("LSN_DATA_DIR").unwrap_or_else(|_| root().join("../shared/data").display().to_string());
+    let out_dir = root().join("fixtures/golden");
+    for name in REAL_MODELS {
+        run(Command::new(py)
+            .arg(root().join("xtask/fixtures/golden_eval.py"))
+            .arg("--model-dir")
+            .arg(lsn_data::model_dir(&home(), name))
+            .args(["--name", name, "--data-dir", &data])
+            .arg("--out")
+            .arg(out_dir.join(format!("{name}.eval.json"))))?;
+    }
+    Ok(())
+}
+
+/// The answer-metric goldens (`fixtures/golden/qa_metrics.json`): xtask/fixtures/golden_qa_metrics.py runs the
+/// SQuAD v1.1 and MLQA normalisations as lm-evaluation-harness ships MLQA's script, loaded from its wheel (pip
+/// download, no install).
+fn fixtures_qa(py: &Path) -> Result<()> {
+    let wheels = root().join("target/lsn-fixtures/wheels");
+    std::fs::create_dir_all(&wheels)?;
+    run(Command::new(py)
+        .args(["-m", "pip", "download", "--no-deps", "--quiet", "lm_eval==0.4.13", "-d"])
+        .arg(&wheels))?;
+    run(Command::new(py)
+        .arg(root().join("xtask/fixtures/golden_qa_metrics.py"))
+        .arg("--wheel")
+        .arg(wheels.join("lm_eval-0.4.13-py3-none-any.whl"))
+        .arg("--out")
+        .arg(root().join("fixtures/golden/qa_metrics.json")))
 }
 
 /// The intervention and greedy-generation goldens (`fixtures/golden/NAME.intervene.json`) of every golden model, from
