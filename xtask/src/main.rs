@@ -34,7 +34,7 @@ commands:
              (*.eval.json: XNLI log-likelihoods, XQuAD greedy answers), `fixtures qa` only the answer-metric
              goldens (qa_metrics.json, from the SQuAD/MLQA scripts as lm-evaluation-harness ships them)
   bench      criterion benches on Gemma-3-270M, every backend: capture tokens/s, greedy KV-cached generation new tokens/s,
-             NLL scoring tokens/s; `--vs-hf` also times HF transformers + PyTorch (hooks, generate, full forward) on
+             NLL scoring tokens/s, XNLI zero-shot and XQuAD examples/s; `--vs-hf` also times HF transformers + PyTorch (hooks, generate, full forward) on
              the same ids, batch and threads (in .venv-fixtures); other arguments go to `cargo bench`
   help       this text
 
@@ -183,7 +183,9 @@ fn bench(extra: &[String]) -> Result<()> {
     let extra: Vec<&String> = extra.iter().filter(|a| *a != "--vs-hf").collect();
     setup()?;
     setup_models()?;
-    run(cargo().args(["bench", "-p", "lsn-harness", "--bench", "capture", "--bench", "generate", "--"]).args(extra))?;
+    run(cargo()
+        .args(["bench", "-p", "lsn-harness", "--bench", "capture", "--bench", "generate", "--bench", "eval", "--"])
+        .args(extra))?;
     if vs_hf {
         let py = fixtures_venv()?;
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).to_string();
@@ -193,6 +195,11 @@ fn bench(extra: &[String]) -> Result<()> {
                 .arg(lsn_data::model_dir(&home(), "gemma-3-270m"))
                 .args(["--threads", &threads]))?;
         }
+        run(Command::new(&py)
+            .arg(root().join("xtask/fixtures/hf_eval_bench.py"))
+            .arg(lsn_data::model_dir(&home(), "gemma-3-270m"))
+            .arg(root().join("fixtures/golden/gemma-3-270m.eval.json"))
+            .args(["--threads", &threads]))?;
     }
     Ok(())
 }
