@@ -204,9 +204,7 @@ fn measure_head(model: &mut dyn Model, dir: &std::path::Path, g: &Golden) -> Res
         let b = TokenBatch::single(ids).map_err(err)?;
         let last = model.run(&Request::new(&b, Outputs::LAST_LOGITS)).map_err(err)?.last_logits.ok_or("no logits")?;
         let want: Vec<f64> = tokens.iter().map(|&t| f64::from(last.data[t])).collect();
-        for k in 0..3 {
-            worst = worst.max((p.scores[k] - want[k]).abs());
-        }
+        worst = p.scores.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(worst, f64::max);
         wrong += usize::from(lsn_eval::xnli::NliPrediction::from_scores([want[0], want[1], want[2]]).pred != p.pred);
     }
     Ok((worst, wrong))
