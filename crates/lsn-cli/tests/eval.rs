@@ -70,13 +70,27 @@ fn setup() -> Setup {
 }
 
 impl Setup {
+    /// `lsn eval` on the tiny model and data dir into `out`, with `extra`.
+    fn args(&self, out: &Path, extra: &[&str]) -> Vec<String> {
+        let base = ["eval", "--model", s(&self.model), "--data-dir", s(&self.data), "--out", s(out)];
+        base.iter().chain(extra).map(|a| a.to_string()).collect()
+    }
+
     fn eval(&self, out: &str, extra: &[&str]) -> PathBuf {
         let out = self.root.join(out);
-        let mut args = vec!["eval", "--model", s(&self.model), "--data-dir", s(&self.data), "--out", s(&out)];
-        args.extend_from_slice(extra);
-        ok(&args);
+        ok(&strs(&self.args(&out, extra)));
         out
     }
+
+    /// Fails with one error line holding `needles`, and writes no results.json into `out`.
+    fn eval_fails(&self, out: &Path, extra: &[&str], needles: &[&str]) {
+        fails_with(&strs(&self.args(out, extra)), needles);
+        assert!(!out.join("results.json").exists(), "{extra:?} wrote results");
+    }
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
 }
 
 #[test]
@@ -127,12 +141,7 @@ fn batch_size_changes_no_prediction_and_compare_sees_no_difference() {
         assert!(sc["lo"].as_f64().unwrap() <= sc["mean"].as_f64().unwrap(), "{m}: {sc}");
     }
     // A rerun with the same settings reuses the languages already done.
-    let (_, stderr) = ok(&[
-        &["eval", "--model", s(&st.model), "--data-dir", s(&st.data), "--out", s(&qa)][..],
-        &q[..],
-        &["--batch", "1"],
-    ]
-    .concat());
+    let (_, stderr) = ok(&strs(&st.args(&qa, &[&q[..], &["--batch", "1"]].concat())));
     assert!(stderr.contains("en: reusing"), "{stderr}");
 }
 
@@ -178,28 +187,11 @@ fn interventions_apply_each_languages_set_and_are_recorded() {
     let (stdout, _) = ok(&["compare", s(&base.join("results.json")), s(&own.join("results.json"))]);
     assert!(stdout.contains("| en | accuracy |") && stdout.contains("| fr | accuracy |"), "{stdout}");
     // The set of a language without one is refused before anything is written.
-    let out = st.root.join("none");
-    fails_with(
-        &[
-            "eval",
-            "--model",
-            s(&st.model),
-            "--data-dir",
-            s(&st.data),
-            "--out",
-            s(&out),
-            "--task",
-            "xnli",
-            "--lang",
-            "en",
-            "--neurons",
-            s(&n),
-            "--neuron-lang",
-            "zh",
-        ],
+    st.eval_fails(
+        &st.root.join("none"),
+        &["--task", "xnli", "--lang", "en", "--neurons", s(&n), "--neuron-lang", "zh"],
         &["--neuron-lang zh", "holds sets for"],
     );
-    assert!(!out.join("results.json").exists());
 }
 
 #[test]
@@ -227,24 +219,9 @@ fn the_head_protocol_reads_a_head_from_safetensors() {
         assert_eq!(e["detail"]["pred"], if sc[0] > 0.0 { "entailment" } else { "neutral" });
     }
     let wrong = write_head("wrong.safetensors", hidden + 1);
-    fails_with(
-        &[
-            "eval",
-            "--model",
-            s(&st.model),
-            "--data-dir",
-            s(&st.data),
-            "--out",
-            s(&st.root.join("w")),
-            "--task",
-            "xnli",
-            "--protocol",
-            "head",
-            "--head",
-            s(&wrong),
-            "--lang",
-            "en",
-        ],
+    st.eval_fails(
+        &st.root.join("w"),
+        &["--task", "xnli", "--protocol", "head", "--head", s(&wrong), "--lang", "en"],
         &["wrong.safetensors", &format!("exactly one tensor named …weight of shape [3, {hidden}]")],
     );
 }
@@ -253,19 +230,7 @@ fn the_head_protocol_reads_a_head_from_safetensors() {
 fn bad_input_is_one_clear_error_and_no_results() {
     let st = setup();
     let out = st.root.join("out");
-    let base = |extra: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = ["eval", "--model", s(&st.model), "--data-dir", s(&st.data), "--out", s(&out)]
-            .iter()
-            .map(|a| a.to_string())
-            .collect();
-        v.extend(extra.iter().map(|a| a.to_string()));
-        v
-    };
-    let fails = |extra: &[&str], needles: &[&str]| {
-        let args = base(extra);
-        fails_with(&args.iter().map(String::as_str).collect::<Vec<_>>(), needles);
-        assert!(!out.join("results.json").exists(), "{extra:?} wrote results");
-    };
+    let fails = |extra: &[&str], needles: &[&str]| st.eval_fails(&out, extra, needles);
     fails(&["--task", "xnli", "--lang", "xx"], &["xx"]);
     fails(&["--task", "xnli", "--lang", "ja"], &["no XNLI test file for ja"]);
     fails(&["--task", "xnli", "--lang", "en", "--split", "train"], &["no split \"train\""]);
@@ -286,20 +251,7 @@ fn bad_input_is_one_clear_error_and_no_results() {
     // An --out under a file.
     let file = st.root.join("plain");
     std::fs::write(&file, "x").unwrap();
-    let args = [
-        "eval",
-        "--model",
-        s(&st.model),
-        "--data-dir",
-        s(&st.data),
-        "--task",
-        "xnli",
-        "--lang",
-        "en",
-        "--out",
-        &format!("{}/sub", s(&file)),
-    ];
-    fails_with(&args, &["--out"]);
+    st.eval_fails(&file.join("sub"), &["--task", "xnli", "--lang", "en"], &["--out"]);
     // compare: another task, or a file that is not a result.
     let a = st.eval("a", &["--task", "xnli", "--lang", "en", "--limit", "4"]);
     let b = st.eval("b", &["--task", "xnli", "--lang", "en", "--limit", "5"]);
