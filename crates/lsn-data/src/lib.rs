@@ -1,4 +1,5 @@
-//! Data for lsn: the offline data directory, per-language corpora, tokenization, and packing into token rows.
+//! Data for lsn: the offline data directory, per-language corpora, tokenization, packing into token rows, and the
+//! XNLI and XQuAD readers (with the paper's XQuAD split and prompt).
 
 mod corpus;
 mod data_dir;
