@@ -166,23 +166,23 @@ pub fn run(args: Args) -> Result<()> {
     let langs = crate::cmd::parse_langs(&args.lang, "--lang")?;
     lsn_run::prepare_dir(&args.out, "--out", true)?;
     let data_dir = resolve_data_dir(args.data_dir.as_deref())?;
-    // Read every language's data before the (slow) model load, so bad input fails fast.
+    // Read every language's data once, before the (slow) model load, so bad input fails fast.
+    let mut data = Vec::with_capacity(langs.len());
     for &lang in &langs {
-        match task {
+        data.push(match task {
             Task::XnliZeroShot(s) | Task::XnliHead(s) => {
-                read_xnli(&data_dir, lang, s)?;
+                let ex = read_xnli(&data_dir, lang, s)?;
                 if let Task::XnliZeroShot(_) = task {
                     XnliWords::of(lang.code())?;
                 }
+                Examples::Nli(limited(ex, args.limit))
             }
             Task::Xquad(s) => {
-                ensure!(
-                    !s.of(read_xquad(&data_dir, lang)?).is_empty(),
-                    "{lang}: the XQuAD {} split is empty",
-                    s.name()
-                );
+                let ex = s.of(read_xquad(&data_dir, lang)?);
+                ensure!(!ex.is_empty(), "{lang}: the XQuAD {} split is empty", s.name());
+                Examples::Qa(limited(ex, args.limit))
             }
-        }
+        });
     }
     let home = &args.cache.home();
     let dir = assets::resolve_model(home, &args.model)?;
@@ -212,17 +212,18 @@ pub fn run(args: Args) -> Result<()> {
     let ctx = Ctx { tok: &tok, head: head.as_ref(), args: &args, task, data_dir: &data_dir };
     let t0 = std::time::Instant::now();
     let mut languages = Vec::new();
-    for &lang in &langs {
-        let key =
-            lsn_core::sha256_hex(format!("{}|{}|{}|{config}", task.name(), task.protocol(), task.split()).as_bytes());
+    // The settings a stored language must share to be reused (the intervals are recomputed: they are cheap).
+    let key = lsn_core::sha256_hex(format!("{}|{}|{}|{config}", task.name(), task.protocol(), task.split()).as_bytes());
+    for (&lang, examples) in langs.iter().zip(&data) {
         let partial = args.out.join("languages").join(format!("{}.json", lang.code()));
-        if let Some(done) = reuse(&partial, &key) {
+        if let Some(mut done) = reuse(&partial, &key) {
             eprintln!("{lang}: reusing {} (same settings)", partial.display());
+            done.summarize(args.resamples, args.seed);
             languages.push(done);
             continue;
         }
         let iv = intervener.as_mut().map(|iv| iv.for_lang(lang.code())).transpose()?;
-        let mut res = eval_lang(&ctx, model.as_mut(), lang, iv.as_ref())?;
+        let mut res = eval_lang(&ctx, model.as_mut(), lang, examples, iv.as_ref())?;
         res.summarize(args.resamples, args.seed);
         let doc = serde_json::json!({"key": key, "result": res});
         std::fs::create_dir_all(partial.parent().expect("has a parent"))?;
@@ -276,12 +277,23 @@ fn limited<T>(mut v: Vec<T>, limit: Option<usize>) -> Vec<T> {
     v
 }
 
-fn eval_lang(ctx: &Ctx, model: &mut dyn Model, lang: Lang, iv: Option<&Intervention>) -> Result<LangResult> {
+/// A language's examples of the task, read once.
+enum Examples {
+    Nli(Vec<lsn_data::NliExample>),
+    Qa(Vec<lsn_data::QaExample>),
+}
+
+fn eval_lang(
+    ctx: &Ctx,
+    model: &mut dyn Model,
+    lang: Lang,
+    examples: &Examples,
+    iv: Option<&Intervention>,
+) -> Result<LangResult> {
     let cfg = model.config().clone();
     let pad = cfg.pad_token_id.unwrap_or(0);
-    let (path, examples, dropped) = match ctx.task {
-        Task::XnliZeroShot(split) | Task::XnliHead(split) => {
-            let ex = limited(read_xnli(ctx.data_dir, lang, split)?, ctx.args.limit);
+    let (examples, dropped) = match examples {
+        Examples::Nli(ex) => {
             let bar = progress(lang, ex.len());
             let preds = if let Some(head) = ctx.head {
                 let eos = cfg.eos_token_ids.first().context("the model's config names no EOS token")?;
@@ -314,12 +326,11 @@ fn eval_lang(ctx: &Ctx, model: &mut dyn Model, lang: Lang, iv: Option<&Intervent
                     }),
                 })
                 .collect();
-            (xnli_path(ctx.data_dir, lang, split), examples, Vec::new())
+            (examples, Vec::new())
         }
-        Task::Xquad(split) => {
-            let ex = limited(split.of(read_xquad(ctx.data_dir, lang)?), ctx.args.limit);
+        Examples::Qa(ex) => {
             let eos = *cfg.eos_token_ids.first().context("the model's config names no EOS token")?;
-            let set = xquad::prepare(ctx.tok, eos, &ex)?;
+            let set = xquad::prepare(ctx.tok, eos, ex)?;
             ensure!(
                 !set.items.is_empty(),
                 "{lang}: no XQuAD example left to evaluate ({} selected, {} dropped for prompts of ≥ {} tokens)",
@@ -354,8 +365,12 @@ fn eval_lang(ctx: &Ctx, model: &mut dyn Model, lang: Lang, iv: Option<&Intervent
                 });
             }
             let dropped = ex.iter().filter(|e| set.dropped.contains(&e.index)).map(|e| e.id.clone()).collect();
-            (xquad_path(ctx.data_dir, lang), examples, dropped)
+            (examples, dropped)
         }
+    };
+    let path = match ctx.task {
+        Task::XnliZeroShot(split) | Task::XnliHead(split) => xnli_path(ctx.data_dir, lang, split),
+        Task::Xquad(_) => xquad_path(ctx.data_dir, lang),
     };
     Ok(LangResult {
         lang: lang.code().into(),
