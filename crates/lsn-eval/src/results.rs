@@ -115,7 +115,7 @@ pub fn compare(a: &EvalResults, b: &EvalResults, resamples: usize, seed: u64) ->
     for la in &a.languages {
         let Some(lb) = b.languages.iter().find(|l| l.lang == la.lang) else { continue };
         let keys_a: Vec<&str> = la.examples.iter().map(|e| e.key.as_str()).collect();
-        let mut by_key: BTreeMap<&str, &ExampleResult> = lb.examples.iter().map(|e| (e.key.as_str(), e)).collect();
+        let by_key: BTreeMap<&str, &ExampleResult> = lb.examples.iter().map(|e| (e.key.as_str(), e)).collect();
         let mut sorted_a = keys_a.clone();
         sorted_a.sort_unstable();
         if sorted_a != by_key.keys().copied().collect::<Vec<_>>() {
@@ -130,8 +130,7 @@ pub fn compare(a: &EvalResults, b: &EvalResults, resamples: usize, seed: u64) ->
         for metric in la.scores.keys().filter(|m| lb.scores.contains_key(*m)) {
             let (mut xa, mut xb) = (Vec::new(), Vec::new());
             for e in &la.examples {
-                let other = by_key.remove(e.key.as_str()).unwrap_or(e);
-                by_key.insert(e.key.as_str(), other);
+                let other = by_key[e.key.as_str()];
                 xa.push(e.metrics.get(metric).copied().unwrap_or(f64::NAN));
                 xb.push(other.metrics.get(metric).copied().unwrap_or(f64::NAN));
             }
