@@ -32,12 +32,7 @@ pub struct Provenance {
 impl Provenance {
     /// The identity of the model these statistics were captured with (shard hashes are not recorded per file).
     pub fn identity(&self) -> lsn_core::ModelIdentity {
-        lsn_core::ModelIdentity {
-            config_sha256: self.config_sha256.clone(),
-            tokenizer_sha256: self.tokenizer_sha256.clone(),
-            weights_sha256: self.weights_sha256.clone(),
-            shards: Default::default(),
-        }
+        lsn_core::ModelIdentity::recorded(&self.config_sha256, &self.tokenizer_sha256, &self.weights_sha256)
     }
 }
 

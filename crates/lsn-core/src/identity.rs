@@ -29,6 +29,16 @@ impl ModelIdentity {
         ModelIdentity { config_sha256, tokenizer_sha256, weights_sha256, shards }
     }
 
+    /// An identity as a file records it: the three digests, without the per-shard hashes.
+    pub fn recorded(config_sha256: &str, tokenizer_sha256: &str, weights_sha256: &str) -> Self {
+        ModelIdentity {
+            config_sha256: config_sha256.to_owned(),
+            tokenizer_sha256: tokenizer_sha256.to_owned(),
+            weights_sha256: weights_sha256.to_owned(),
+            shards: BTreeMap::new(),
+        }
+    }
+
     /// Whether both describe the same model (config, tokenizer and weights).
     pub fn same_model(&self, other: &ModelIdentity) -> bool {
         (&self.config_sha256, &self.tokenizer_sha256, &self.weights_sha256)

@@ -108,12 +108,7 @@ pub struct SelectionSource {
 impl SelectionSource {
     /// The identity of the model the selection was made on (shard hashes are not recorded).
     pub fn identity(&self) -> lsn_core::ModelIdentity {
-        lsn_core::ModelIdentity {
-            config_sha256: self.config_sha256.clone(),
-            tokenizer_sha256: self.tokenizer_sha256.clone(),
-            weights_sha256: self.weights_sha256.clone(),
-            shards: Default::default(),
-        }
+        lsn_core::ModelIdentity::recorded(&self.config_sha256, &self.tokenizer_sha256, &self.weights_sha256)
     }
 }
 
