@@ -5,12 +5,14 @@
 //! (`fixtures/golden/`), and capture statistics plus the neuron sets selected from them on a fixed FLORES slice.
 //! Across backends: every statistic's largest difference and the neuron sets' symmetric differences. A case a
 //! backend cannot run is a recorded skip with the reason its `capabilities()` gives. Every comparison records the
-//! largest deviation it saw. Task evaluation (XNLI, XQuAD) joins as cases of the real models (`eval`).
+//! largest deviation it saw. Task evaluation (XNLI, XQuAD) joins as cases of the real models (`eval`); LoRA (adapted
+//! forward passes and gradients against HF transformers + PEFT) as cases of the tiny models (`lora`).
 
 pub mod compare;
 pub mod eval;
 pub mod generate;
 pub mod golden;
+pub mod lora;
 pub mod report;
 pub mod slice;
 pub mod suite;

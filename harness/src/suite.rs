@@ -7,7 +7,7 @@ use lsn_core::{ActivationStats, Backend, Device};
 use lsn_select::Selection;
 
 use crate::report::{Check, Outcome, PairRow, Report};
-use crate::{compare, eval, generate, golden, slice};
+use crate::{compare, eval, generate, golden, lora, slice};
 
 /// Largest per-neuron |Δ count_pos| and |Δ count_above| between backends on the slice (1024 tokens per language):
 /// activations within float noise of zero (or of a threshold) may fall on either side on different backends. The
@@ -84,6 +84,13 @@ pub fn run_suite(backends: &[Box<dyn Backend>], env: &Env, on_check: &mut dyn Fn
                     }
                 }
             }
+            for m in lora::MODELS {
+                for t in lora::TASKS {
+                    for kind in ["lora-forward", "lora-grad"] {
+                        push(&mut report, Check::skipped(&format!("{kind}-{t}/{m}"), b, reason.clone()));
+                    }
+                }
+            }
             push(&mut report, Check::skipped(&format!("capture/{slice_name}"), b, reason));
             continue;
         }
@@ -103,6 +110,9 @@ pub fn run_suite(backends: &[Box<dyn Backend>], env: &Env, on_check: &mut dyn Fn
                 }
                 predictions.extend(preds);
             }
+        }
+        for c in lora::checks(backend.as_ref(), env) {
+            push(&mut report, c);
         }
         let case = format!("capture/{slice_name}");
         let captured = loaded.get_or_insert_with(|| slice::load(env)).as_ref().map_err(Clone::clone).and_then(|s| {

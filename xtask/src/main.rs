@@ -32,7 +32,8 @@ commands:
              the export's logits in onnxruntime against the goldens; `fixtures intervene` makes only the
              intervention and greedy-generation goldens (*.intervene.json), `fixtures eval` only the task goldens
              (*.eval.json: XNLI log-likelihoods, XQuAD greedy answers), `fixtures qa` only the answer-metric
-             goldens (qa_metrics.json, from the SQuAD/MLQA scripts as lm-evaluation-harness ships them)
+             goldens (qa_metrics.json, from the SQuAD/MLQA scripts as lm-evaluation-harness ships them),
+             `fixtures lora` only the LoRA goldens (fixtures/golden/lora/: PEFT adapters, logits, gradients)
   bench      criterion benches on Gemma-3-270M, every backend: capture tokens/s, greedy KV-cached generation new tokens/s,
              NLL scoring tokens/s, XNLI zero-shot and XQuAD examples/s; `--vs-hf` also times HF transformers + PyTorch (hooks, generate, full forward) on
              the same ids, batch and threads (in .venv-fixtures); other arguments go to `cargo bench`
@@ -78,6 +79,11 @@ fn main() -> Result<()> {
             fixtures_eval(&py)
         }
         Some("fixtures") if args.get(1).is_some_and(|a| a == "qa") => fixtures_qa(&fixtures_venv()?),
+        Some("fixtures") if args.get(1).is_some_and(|a| a == "lora") => {
+            let py = fixtures_venv()?;
+            setup()?;
+            fixtures_lora(&py)
+        }
         Some("fixtures") => fixtures(),
         Some("bench") => bench(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
@@ -262,6 +268,7 @@ fn fixtures() -> Result<()> {
             .arg(out_dir.join(format!("{preset}.json"))))?;
     }
     fixtures_intervene(&py)?;
+    fixtures_lora(&py)?;
     fixtures_eval(&py)?;
     fixtures_qa(&py)?;
     check_onnx(&py)
@@ -331,6 +338,31 @@ fn fixtures_intervene(py: &Path) -> Result<()> {
             .args(["--name", preset, "--seed", &seed.to_string(), "--new-tokens", "8"])
             .arg("--out")
             .arg(out_dir.join(format!("{preset}.intervene.json"))))?;
+    }
+    Ok(())
+}
+
+/// The LoRA goldens (`fixtures/golden/lora/NAME/{seq_cls,causal_lm}/`) of every tiny model, from
+/// xtask/fixtures/golden_lora.py: adapters saved by PEFT, their adapted logits, loss and gradients on a fixed batch.
+fn fixtures_lora(py: &Path) -> Result<()> {
+    let tiny_root = root().join("target/lsn-fixtures");
+    for (preset, seed) in TINY_MODELS {
+        let dir = tiny_root.join(preset);
+        if !dir.join("model.safetensors").is_file() {
+            let seed = seed.to_string();
+            lsn(&["random-model", preset, "--seed", &seed, "--out", &dir.display().to_string()])?;
+        }
+        let out = root().join("fixtures/golden/lora").join(preset);
+        if out.exists() {
+            std::fs::remove_dir_all(&out)?;
+        }
+        run(Command::new(py)
+            .arg(root().join("xtask/fixtures/golden_lora.py"))
+            .arg("--model-dir")
+            .arg(&dir)
+            .args(["--name", preset])
+            .arg("--out")
+            .arg(&out))?;
     }
     Ok(())
 }

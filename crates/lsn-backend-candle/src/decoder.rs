@@ -6,8 +6,9 @@
 
 use candle_core::{DType, Device, Result, Tensor};
 use lsn_core::arch::{self, Arch, LayerWeights};
-use lsn_core::{ModelConfig, Overwrite, TapPoint};
+use lsn_core::{LoraTarget, ModelConfig, Overwrite, TapPoint};
 
+use crate::lora::LoraTensors;
 use crate::ops::{self, Positions, TapCounter};
 use crate::weights::Weights;
 
@@ -90,7 +91,8 @@ impl Decoder {
     /// Runs `ids` (`[rows·seq]`, u32, row-major) through every layer with the FFN `hook`. With a `cache`, the tokens
     /// follow its slots (the masks in `pos` say what each sees) and their keys and values are appended to it.
     /// Returns the final-normed hidden states of positions `out` (all when `None`), or nothing when `hidden` is
-    /// false (the pass then stops after the last tap).
+    /// false (the pass then stops after the last tap). `lora` adds an adapter to the linears it targets; `grad` builds
+    /// the pass from differentiable ops only (Candle's fused norm, softmax and RoPE kernels have no backward).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn forward(
         &self,
@@ -102,9 +104,14 @@ impl Decoder {
         mut cache: Option<&mut Cache>,
         hidden: bool,
         out: Option<&Tensor>,
+        lora: Option<&LoraTensors>,
+        grad: bool,
     ) -> Result<Option<Tensor>> {
         let c = &self.cfg;
         let (heads, kv, d, eps) = (c.num_heads, c.num_kv_heads, c.head_dim, c.rms_norm_eps);
+        let norm = |x: &Tensor, w: &Tensor| {
+            if grad { crate::grad_ops::rms_norm(x, w, eps) } else { ops::rms_norm(x, w, eps) }
+        };
         let mut x = self.embed.index_select(ids, 0)?;
         if let Some(s) = self.arch.embed_scale {
             x = (x * f64::from(s))?;
@@ -114,17 +121,19 @@ impl Decoder {
         }
         let last = self.layers.len() - 1;
         for (l, layer) in self.layers.iter().enumerate() {
+            let lin = |t: LoraTarget, x: &Tensor, w: &Tensor| LoraTensors::linear(lora, l, t, x, w);
             let (rope, mask) = pos.of(layer.kind);
-            let h = ops::rms_norm(&x, &layer.input_norm, eps)?;
-            let mut q = ops::linear(&h, &layer.q)?.reshape((rows, seq, heads, d))?;
-            let mut k = ops::linear(&h, &layer.k)?.reshape((rows, seq, kv, d))?;
-            let v = ops::linear(&h, &layer.v)?.reshape((rows, seq, kv, d))?;
+            let h = norm(&x, &layer.input_norm)?;
+            let mut q = lin(LoraTarget::QProj, &h, &layer.q)?.reshape((rows, seq, heads, d))?;
+            let mut k = lin(LoraTarget::KProj, &h, &layer.k)?.reshape((rows, seq, kv, d))?;
+            let v = lin(LoraTarget::VProj, &h, &layer.v)?.reshape((rows, seq, kv, d))?;
             if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
-                q = ops::rms_norm(&q, qn, eps)?;
-                k = ops::rms_norm(&k, kn, eps)?;
+                q = norm(&q, qn)?;
+                k = norm(&k, kn)?;
             }
-            let q = rope.queries(&q.contiguous()?)?;
-            let mut k = rope.keys(&k.contiguous()?)?.transpose(1, 2)?.contiguous()?; // [b, kv, t, d]
+            let q = if grad { rope.queries_grad(&q.contiguous()?)? } else { rope.queries(&q.contiguous()?)? };
+            let k = if grad { rope.keys_grad(&k.contiguous()?)? } else { rope.keys(&k.contiguous()?)? };
+            let mut k = k.transpose(1, 2)?.contiguous()?; // [b, kv, t, d]
             let mut v = v.transpose(1, 2)?.contiguous()?;
             if let Some(cache) = cache.as_deref_mut() {
                 if let Some((pk, pv)) = &cache.layers[l] {
@@ -134,30 +143,30 @@ impl Decoder {
                 cache.layers[l] = Some((k.clone(), v.clone()));
             }
             // `attn_logit_softcapping` is not applied: transformers' Gemma3Attention does not pass it on either.
-            let mut att = ops::linear(&ops::attention(&q, &k, &v, mask)?, &layer.o)?;
+            let mut att = lin(LoraTarget::OProj, &ops::attention(&q, &k, &v, mask, grad)?, &layer.o)?;
             if let Some(n) = &layer.post_attn_norm {
-                att = ops::rms_norm(&att, n, eps)?;
+                att = norm(&att, n)?;
             }
             x = (x + att)?;
 
-            let h = ops::rms_norm(&x, &layer.pre_ffn_norm, eps)?;
-            let gate = ops::linear(&h, &layer.gate)?;
+            let h = norm(&x, &layer.pre_ffn_norm)?;
+            let gate = lin(LoraTarget::GateProj, &h, &layer.gate)?;
             let a = ops::activate(&gate, c.activation)?;
             let a = hook.apply(l, &gate, a)?;
             if l == last && !hidden {
                 // Only the taps are wanted: the last FFN's output and the final norm feed nothing else.
                 return Ok(None);
             }
-            let mut f = ops::linear(&(a * ops::linear(&h, &layer.up)?)?, &layer.down)?;
+            let mut f = lin(LoraTarget::DownProj, &(a * lin(LoraTarget::UpProj, &h, &layer.up)?)?, &layer.down)?;
             if let Some(n) = &layer.post_ffn_norm {
-                f = ops::rms_norm(&f, n, eps)?;
+                f = norm(&f, n)?;
             }
             x = (x + f)?;
         }
         if let Some(out) = out {
             x = x.index_select(out, 0)?;
         }
-        Ok(Some(ops::rms_norm(&x, &self.norm, eps)?))
+        Ok(Some(norm(&x, &self.norm)?))
     }
 
     /// Keeps rows `keep` of every layer's cached keys and values.

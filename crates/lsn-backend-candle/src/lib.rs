@@ -5,6 +5,8 @@
 
 mod decoder;
 mod error;
+mod grad_ops;
+mod lora;
 mod model;
 mod ops;
 mod weights;

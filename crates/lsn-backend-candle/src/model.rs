@@ -3,10 +3,11 @@
 
 use candle_core::{Device, Tensor};
 use lsn_core::engine::downcast_cache;
-use lsn_core::{BodyOut, BodyPass, Engine, KvCache, ModelConfig, Step, TapReducer};
+use lsn_core::{Adapter, BodyOut, BodyPass, Engine, Gradient, KvCache, ModelConfig, Step, TapReducer, TrainBatch};
 
 use crate::decoder::{Cache, Decoder, Hook, host};
 use crate::error::{Context, Result};
+use crate::lora::{self, LoraTensors};
 use crate::ops::{self, Positions, RopeFreqs, TapCounter};
 use crate::weights::Weights;
 
@@ -18,13 +19,22 @@ pub(crate) struct CandleModel {
     rope: RopeFreqs,
     /// `lm_head.weight` of untied models; tied models use the embedding matrix.
     lm_head: Option<Tensor>,
+    /// The adapter applied to every pass (`Model::set_adapter`).
+    adapter: Option<LoraTensors>,
 }
 
 impl CandleModel {
     pub(crate) fn load(w: &Weights, cfg: &ModelConfig, device: &Device) -> Result<Self> {
         let decoder = Decoder::load(w, cfg)?;
         let lm_head = if cfg.tie_word_embeddings { None } else { Some(w.get(decoder.arch.head_weight)?) };
-        Ok(Self { cfg: cfg.clone(), device: device.clone(), decoder, rope: RopeFreqs::new(cfg), lm_head })
+        Ok(Self {
+            cfg: cfg.clone(),
+            device: device.clone(),
+            decoder,
+            rope: RopeFreqs::new(cfg),
+            lm_head,
+            adapter: None,
+        })
     }
 
     /// Head logits of hidden rows `[n, hidden]` → `[n, vocab]`.
@@ -63,7 +73,18 @@ impl Engine for CandleModel {
         let hidden = (|| {
             let mut hook = Hook::new(pass.overwrite, taps, pass.taps.point, self.cfg.num_layers, dev)?;
             let pos = self.rope.positions(seq, dev)?;
-            let h = self.decoder.forward(&ids, rows, seq, &pos, &mut hook, None, pass.hidden, None)?;
+            let h = self.decoder.forward(
+                &ids,
+                rows,
+                seq,
+                &pos,
+                &mut hook,
+                None,
+                pass.hidden,
+                None,
+                self.adapter.as_ref(),
+                false,
+            )?;
             Ok::<_, candle_core::Error>((h.map(|h| host(&h)).transpose()?, hook.taps))
         })()
         .during(|| format!("{:?} forward pass over {rows} rows × {seq} tokens", self.cfg.family))?;
@@ -99,13 +120,52 @@ impl Engine for CandleModel {
             let pos = Positions::of_step(step, self.cfg.attn_scale, dev)?;
             let mut hook = Hook::new(step.overwrite, None, lsn_core::TapPoint::Act, self.cfg.num_layers, dev)?;
             let out = Tensor::from_slice(step.out, step.out.len(), dev)?;
-            let h = self.decoder.forward(&ids, step.rows, step.len, &pos, &mut hook, Some(cache), true, Some(&out))?;
+            let h = self.decoder.forward(
+                &ids,
+                step.rows,
+                step.len,
+                &pos,
+                &mut hook,
+                Some(cache),
+                true,
+                Some(&out),
+                self.adapter.as_ref(),
+                false,
+            )?;
             match h {
                 Some(h) => host(&h),
                 None => candle_core::bail!("the decoder returned no hidden state"),
             }
         })()
         .during(|| format!("cached step of {} rows × {} tokens after {}", step.rows, step.len, step.past))?)
+    }
+
+    fn set_adapter(&mut self, adapter: Option<&Adapter>) -> lsn_core::Result<()> {
+        self.adapter = match adapter {
+            Some(a) => Some(
+                LoraTensors::new(a, &self.cfg, &self.device, false).during(|| "uploading the LoRA adapter".into())?,
+            ),
+            None => None,
+        };
+        Ok(())
+    }
+
+    fn gradient(&mut self, adapter: &Adapter, tb: &TrainBatch) -> lsn_core::Result<Gradient> {
+        let b = &tb.batch;
+        let ids = self.ids(&b.ids)?;
+        let dev = &self.device;
+        let (loss_sum, count, grads) = (|| {
+            let lora = LoraTensors::new(adapter, &self.cfg, dev, true)?;
+            let mut hook = Hook::new(None, None, lsn_core::TapPoint::Act, self.cfg.num_layers, dev)?;
+            let pos = self.rope.positions(b.seq_len, dev)?;
+            let h =
+                self.decoder.forward(&ids, b.rows, b.seq_len, &pos, &mut hook, None, true, None, Some(&lora), true)?;
+            let h = h.ok_or_else(|| candle_core::Error::Msg("the decoder returned no hidden state".into()))?;
+            let head = self.lm_head.as_ref().unwrap_or(&self.decoder.embed);
+            lora::loss_and_grads(tb, &h, &lora, head, self.decoder.arch.final_softcap)
+        })()
+        .during(|| format!("training step over {} rows × {} tokens", b.rows, b.seq_len))?;
+        Ok(Gradient { loss_sum, count, grads })
     }
 
     fn keep_rows(&mut self, cache: &mut KvCache, rows: &[usize]) -> lsn_core::Result<()> {

@@ -23,13 +23,14 @@ pub(crate) fn rms_norm(x: &Tensor, alpha: &Tensor, eps: f64) -> Result<Tensor> {
 pub(crate) fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
     match act {
         Activation::Silu => x.silu(),
-        Activation::GeluTanh if x.device().is_cpu() && x.dtype() == DType::F32 => x.apply_op1_no_bwd(&TorchGeluTanh),
+        Activation::GeluTanh if x.device().is_cpu() && x.dtype() == DType::F32 => x.apply_op1(TorchGeluTanh),
         Activation::GeluTanh => x.gelu(),
         Activation::Gelu => x.gelu_erf(),
     }
 }
 
-/// lsn-core's PyTorch-order GELU-tanh as a Candle CPU op, in parallel over chunks.
+/// lsn-core's PyTorch-order GELU-tanh as a Candle CPU op, in parallel over chunks, with its derivative as the
+/// backward (checked against finite differences in the tests).
 struct TorchGeluTanh;
 
 impl candle_core::CustomOp1 for TorchGeluTanh {
@@ -50,6 +51,10 @@ impl candle_core::CustomOp1 for TorchGeluTanh {
         let mut out = v[start..end].to_vec();
         out.par_chunks_mut(1 << 14).for_each(|c| c.iter_mut().for_each(|x| *x = lsn_core::activation::gelu_tanh(*x)));
         Ok((candle_core::CpuStorage::F32(out), layout.shape().clone()))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(grad_res.mul(&crate::grad_ops::gelu_tanh_grad(arg)?)?))
     }
 }
 
@@ -92,6 +97,16 @@ impl Rope {
     /// Rotates queries `[batch, seq, heads, head_dim]` (contiguous) and multiplies them by the attention scale.
     pub(crate) fn queries(&self, x: &Tensor) -> Result<Tensor> {
         candle_nn::rotary_emb::rope_thd(x, &self.cos_q, &self.sin_q)
+    }
+
+    /// [`Rope::keys`] from differentiable ops, for training (whole-pass tables only).
+    pub(crate) fn keys_grad(&self, x: &Tensor) -> Result<Tensor> {
+        crate::grad_ops::rope(x, &self.cos, &self.sin)
+    }
+
+    /// [`Rope::queries`] from differentiable ops, for training (whole-pass tables only).
+    pub(crate) fn queries_grad(&self, x: &Tensor) -> Result<Tensor> {
+        crate::grad_ops::rope(x, &self.cos_q, &self.sin_q)
     }
 }
 
@@ -182,14 +197,16 @@ impl Positions {
 /// `[b, 1, 1, t, s]` for a cached step).
 /// Query head `h` uses KV head `h / (heads / kv_heads)`, as HF's `repeat_kv`. The KV heads are never copied: each
 /// KV head's query group is stacked along the sequence axis so one batched matmul serves the whole group.
-/// Returns `[b·t, heads·d]`.
-pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Result<Tensor> {
+/// Returns `[b·t, heads·d]`. `grad` uses a differentiable softmax (training).
+pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, grad: bool) -> Result<Tensor> {
     let (b, t, heads, d) = q.dims4()?;
     let (_, kv_heads, s, _) = k.dims4()?;
     let group = heads / kv_heads;
     let q = q.transpose(1, 2)?.contiguous()?.reshape((b, kv_heads, group * t, d))?;
     let scores = q.matmul(&k.t()?)?.reshape((b, kv_heads, group, t, s))?.broadcast_add(mask)?;
-    let probs = candle_nn::ops::softmax_last_dim(&scores)?.reshape((b, kv_heads, group * t, s))?;
+    let probs =
+        if grad { crate::grad_ops::softmax_last_dim(&scores)? } else { candle_nn::ops::softmax_last_dim(&scores)? };
+    let probs = probs.reshape((b, kv_heads, group * t, s))?;
     probs.matmul(v)?.reshape((b, heads, t, d))?.transpose(1, 2)?.contiguous()?.reshape((b * t, heads * d))
 }
 
@@ -272,5 +289,42 @@ mod tests {
         c.push(&a).unwrap();
         c.push(&a.neg().unwrap()).unwrap();
         assert_eq!(c.finish(2).unwrap().count_pos.unwrap(), vec![2, 0, 0, 1]);
+    }
+
+    #[test]
+    fn gelu_backward_matches_finite_differences() {
+        fn gelu64(x: f64) -> f64 {
+            0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh())
+        }
+        let xs = [-7.0f32, -3.0, -1.3, -0.4, 0.0, 0.25, 0.8, 1.7, 3.2, 6.0];
+        let x = candle_core::Var::new(&xs[..], &Device::Cpu).unwrap();
+        let y = activate(x.as_tensor(), Activation::GeluTanh).unwrap().sum_all().unwrap();
+        let g = y.backward().unwrap().get(x.as_tensor()).unwrap().to_vec1::<f32>().unwrap();
+        for (&xi, &gi) in xs.iter().zip(&g) {
+            let h = 1e-4;
+            let fd = (gelu64(f64::from(xi) + h) - gelu64(f64::from(xi) - h)) / (2.0 * h);
+            assert!((f64::from(gi) - fd).abs() < 1e-5, "x {xi}: backward {gi}, finite difference {fd}");
+        }
+    }
+
+    #[test]
+    fn differentiable_forms_match_the_fused_kernels() {
+        let dev = Device::Cpu;
+        let x = Tensor::arange(0u32, 2 * 3 * 2 * 8, &dev).unwrap().to_dtype(DType::F32).unwrap();
+        let x = ((x * 0.37).unwrap().sin().unwrap() * 3.0).unwrap().reshape((2, 3, 2, 8)).unwrap();
+        let alpha = Tensor::new(&[0.5f32, 1.0, 1.5, 2.0, -1.0, 0.1, 0.7, 1.2], &dev).unwrap();
+        let diff = |a: &Tensor, b: &Tensor| {
+            (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+        };
+        let fused = rms_norm(&x, &alpha, 1e-6).unwrap();
+        assert!(diff(&fused, &crate::grad_ops::rms_norm(&x, &alpha, 1e-6).unwrap()) < 1e-5);
+        let s = x.reshape((6, 16)).unwrap();
+        assert!(
+            diff(&candle_nn::ops::softmax_last_dim(&s).unwrap(), &crate::grad_ops::softmax_last_dim(&s).unwrap())
+                < 1e-6
+        );
+        let rope = Rope::new(&[1.0, 0.5, 0.1, 0.01], 3, 0.25, &dev).unwrap();
+        assert!(diff(&rope.keys(&x).unwrap(), &rope.keys_grad(&x).unwrap()) < 1e-5);
+        assert!(diff(&rope.queries(&x).unwrap(), &rope.queries_grad(&x).unwrap()) < 1e-5);
     }
 }

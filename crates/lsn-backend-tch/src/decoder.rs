@@ -4,10 +4,11 @@
 //! whole pass and a cached step; it mirrors HF transformers in f32.
 
 use lsn_core::arch::{self, Arch, LayerWeights};
-use lsn_core::{ModelConfig, Overwrite, TapPoint};
+use lsn_core::{LoraTarget, ModelConfig, Overwrite, TapPoint};
 use tch::{Device, Kind, TchError, Tensor};
 
 use crate::error::Result;
+use crate::lora::LoraTensors;
 use crate::ops::{self, Positions};
 use crate::taps::DeviceTaps;
 use crate::weights::Weights;
@@ -98,7 +99,8 @@ impl Decoder {
     /// Runs `ids` (`[rows, seq]`, i64) through every layer with the FFN `hook`, with the RoPE tables and masks of a
     /// whole pass (`step == None`) or of a cached step (its keys and values appended to `cache`). Returns the
     /// final-normed hidden states `[n, hidden]` of the flat positions `out` (all when `None`), or nothing when
-    /// `hidden` is false (the pass then stops after the last tap).
+    /// `hidden` is false (the pass then stops after the last tap). `lora` adds an adapter to the linears it targets.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn forward(
         &mut self,
         ids: &Tensor,
@@ -106,6 +108,7 @@ impl Decoder {
         hook: &mut Hook<'_>,
         hidden: bool,
         out: Option<&Tensor>,
+        lora: Option<&LoraTensors>,
     ) -> std::result::Result<Option<Tensor>, TchError> {
         let (rows, seq) = ids.size2()?;
         let device = ids.device();
@@ -124,11 +127,12 @@ impl Decoder {
         }
         let last = self.layers.len() - 1;
         for (l, layer) in self.layers.iter().enumerate() {
+            let lin = |t: LoraTarget, x: &Tensor, w: &Tensor| LoraTensors::linear(lora, l, t, x, w);
             let (rope, mask) = pos.of(layer.kind);
             let h = ops::rms_norm(&x, &layer.input_norm, eps)?;
-            let mut q = ops::linear(&h, &layer.q)?.f_reshape([rows, seq, heads, d])?;
-            let mut k = ops::linear(&h, &layer.k)?.f_reshape([rows, seq, kv, d])?;
-            let v = ops::linear(&h, &layer.v)?.f_reshape([rows, seq, kv, d])?;
+            let mut q = lin(LoraTarget::QProj, &h, &layer.q)?.f_reshape([rows, seq, heads, d])?;
+            let mut k = lin(LoraTarget::KProj, &h, &layer.k)?.f_reshape([rows, seq, kv, d])?;
+            let v = lin(LoraTarget::VProj, &h, &layer.v)?.f_reshape([rows, seq, kv, d])?;
             if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
                 q = ops::rms_norm(&q, qn, eps)?;
                 k = ops::rms_norm(&k, kn, eps)?;
@@ -145,21 +149,21 @@ impl Decoder {
             }
             // `attn_logit_softcapping` is not applied: transformers' Gemma3Attention does not pass it on either.
             let att = ops::attention(&q, &k, &v, mask, c.attn_scale)?;
-            let mut att = ops::linear(&att, &layer.o)?;
+            let mut att = lin(LoraTarget::OProj, &att, &layer.o)?;
             if let Some(n) = &layer.post_attn_norm {
                 att = ops::rms_norm(&att, n, eps)?;
             }
             x = x.f_add(&att)?;
 
             let h = ops::rms_norm(&x, &layer.pre_ffn_norm, eps)?;
-            let gate = ops::linear(&h, &layer.gate)?;
+            let gate = lin(LoraTarget::GateProj, &h, &layer.gate)?;
             let a = ops::activate(&gate, c.activation)?;
             let a = hook.apply(l, &gate, a)?;
             if l == last && !hidden {
                 // Only the taps are wanted: the last FFN's output and the final norm feed nothing else.
                 return Ok(None);
             }
-            let mut f = ops::linear(&a.f_mul(&ops::linear(&h, &layer.up)?)?, &layer.down)?;
+            let mut f = lin(LoraTarget::DownProj, &a.f_mul(&lin(LoraTarget::UpProj, &h, &layer.up)?)?, &layer.down)?;
             if let Some(n) = &layer.post_ffn_norm {
                 f = ops::rms_norm(&f, n, eps)?;
             }

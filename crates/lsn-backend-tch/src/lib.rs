@@ -6,6 +6,7 @@
 
 mod decoder;
 mod error;
+mod lora;
 mod model;
 mod ops;
 mod taps;

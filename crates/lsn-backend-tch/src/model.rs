@@ -2,11 +2,12 @@
 //! the device), one LM-head chunk and cached steps; lsn-core's pipeline above it makes it a `Model`.
 
 use lsn_core::engine::downcast_cache;
-use lsn_core::{BodyOut, BodyPass, Engine, KvCache, ModelConfig, Step, TapPoint};
+use lsn_core::{Adapter, BodyOut, BodyPass, Engine, Gradient, KvCache, ModelConfig, Step, TapPoint, TrainBatch};
 use tch::{Device, Tensor};
 
 use crate::decoder::{Cache, Decoder, Hook};
 use crate::error::{Context, Result};
+use crate::lora::{self, LoraTensors};
 use crate::ops::{self, Positions, to_vec};
 use crate::taps::DeviceTaps;
 use crate::weights::Weights;
@@ -18,13 +19,15 @@ pub(crate) struct TchModel {
     decoder: Decoder,
     /// `lm_head.weight` of untied models; tied models use the embedding matrix.
     lm_head: Option<Tensor>,
+    /// The adapter applied to every pass (`Model::set_adapter`).
+    adapter: Option<LoraTensors>,
 }
 
 impl TchModel {
     pub(crate) fn load(w: &Weights, cfg: &ModelConfig, device: Device) -> Result<Self> {
         let decoder = Decoder::load(w, cfg)?;
         let lm_head = if cfg.tie_word_embeddings { None } else { Some(w.get(decoder.arch.head_weight)?) };
-        Ok(Self { cfg: cfg.clone(), device, decoder, lm_head })
+        Ok(Self { cfg: cfg.clone(), device, decoder, lm_head, adapter: None })
     }
 
     /// Head logits of hidden rows `[n, hidden]` → `[n, vocab]`.
@@ -70,7 +73,7 @@ impl Engine for TchModel {
         let (device, family) = (self.device, self.cfg.family);
         let hidden = tch::no_grad(|| {
             let mut hook = Hook::new(pass.overwrite, device_taps.as_mut(), pass.taps.point, layers, device)?;
-            let h = self.decoder.forward(&ids, None, &mut hook, pass.hidden, None)?;
+            let h = self.decoder.forward(&ids, None, &mut hook, pass.hidden, None, self.adapter.as_ref())?;
             h.map(|h| to_vec::<f32>(&h)).transpose()
         })
         .during(|| format!("{family:?} forward pass over {rows} rows × {seq} tokens"))?;
@@ -107,12 +110,43 @@ impl Engine for TchModel {
             let mut hook = Hook::new(step.overwrite, None, TapPoint::Act, layers, device)?;
             let out: Vec<i64> = step.out.iter().map(|&i| i64::from(i)).collect();
             let out = Tensor::f_from_slice(&out)?.f_to_device(device)?;
-            match self.decoder.forward(&ids, Some((&pos, cache)), &mut hook, true, Some(&out))? {
+            match self.decoder.forward(&ids, Some((&pos, cache)), &mut hook, true, Some(&out), self.adapter.as_ref())? {
                 Some(h) => to_vec::<f32>(&h),
                 None => Err(tch::TchError::Kind("the decoder returned no hidden state".into())),
             }
         })
         .during(|| format!("cached step of {} rows × {} tokens after {}", step.rows, step.len, step.past))?)
+    }
+
+    fn set_adapter(&mut self, adapter: Option<&Adapter>) -> lsn_core::Result<()> {
+        self.adapter = match adapter {
+            Some(a) => Some(
+                tch::no_grad(|| LoraTensors::new(a, &self.cfg, self.device, false))
+                    .during(|| "uploading the LoRA adapter".into())?,
+            ),
+            None => None,
+        };
+        Ok(())
+    }
+
+    fn gradient(&mut self, adapter: &Adapter, tb: &TrainBatch) -> lsn_core::Result<Gradient> {
+        let b = &tb.batch;
+        let ids = self.ids(&b.ids, b.rows)?;
+        let lora = LoraTensors::new(adapter, &self.cfg, self.device, true)
+            .during(|| "uploading the LoRA parameters".into())?;
+        let (device, layers, softcap) = (self.device, self.cfg.num_layers, self.decoder.arch.final_softcap);
+        let (loss_sum, count) = (|| {
+            let mut hook = Hook::new(None, None, TapPoint::Act, layers, device)?;
+            let h = self
+                .decoder
+                .forward(&ids, None, &mut hook, true, None, Some(&lora))?
+                .ok_or_else(|| tch::TchError::Kind("the decoder returned no hidden state".into()))?;
+            let head = self.lm_head.as_ref().unwrap_or(&self.decoder.embed);
+            lora::loss_backward(tb, &h, &lora, head, softcap)
+        })()
+        .during(|| format!("training step over {} rows × {} tokens", b.rows, b.seq_len))?;
+        let grads = lora.grads().during(|| "reading the gradients".into())?;
+        Ok(Gradient { loss_sum, count, grads })
     }
 
     fn keep_rows(&mut self, cache: &mut KvCache, rows: &[usize]) -> lsn_core::Result<()> {

@@ -35,6 +35,8 @@ enum Command {
     Ppxc(cmd::ppxc::Args),
     Eval(cmd::eval::Args),
     Compare(cmd::compare::Args),
+    Train(cmd::train::Args),
+    MergeAdapter(cmd::merge_adapter::Args),
     #[cfg(feature = "ort")]
     ExportOnnx(cmd::export_onnx::Args),
     RandomModel(cmd::random_model::Args),
@@ -66,6 +68,8 @@ fn main() -> std::process::ExitCode {
         Command::Ppxc(a) => cmd::ppxc::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Compare(a) => cmd::compare::run(a),
+        Command::Train(a) => cmd::train::run(a),
+        Command::MergeAdapter(a) => cmd::merge_adapter::run(a),
         #[cfg(feature = "ort")]
         Command::ExportOnnx(a) => cmd::export_onnx::run(a),
         Command::RandomModel(a) => cmd::random_model::run(a),

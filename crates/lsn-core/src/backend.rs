@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ForwardOut, Intervention, ModelConfig, Request, Result};
+use crate::{Adapter, ForwardOut, Gradient, Intervention, ModelConfig, Request, Result, TrainBatch};
 
 /// Where a model runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -73,4 +73,16 @@ pub trait Model: Send {
     fn run(&mut self, req: &Request<'_>) -> Result<ForwardOut>;
     /// A key/value-cached decoder over this model, with `intervention` applied at every step.
     fn decoder<'m>(&'m mut self, intervention: Option<&Intervention>) -> Result<Box<dyn crate::Decoder + 'm>>;
+    /// Applies `adapter` unmerged (`x·Wᵀ + (α/r)·(x·Aᵀ)·Bᵀ` in every adapted linear) to every later pass and decoder,
+    /// until `None` removes it. Backends without it say `Unsupported` (merge the adapter into the weights instead).
+    fn set_adapter(&mut self, adapter: Option<&Adapter>) -> Result<()> {
+        let _ = adapter;
+        Err(crate::Error::Unsupported { backend: self.backend(), capability: "LoRA adapters".into() })
+    }
+    /// The summed loss of `batch` under `adapter` and its gradient with respect to every adapter parameter (the
+    /// base weights stay frozen). Backends without autograd say `Unsupported`.
+    fn gradient(&mut self, adapter: &Adapter, batch: &TrainBatch) -> Result<Gradient> {
+        let _ = (adapter, batch);
+        Err(crate::Error::Unsupported { backend: self.backend(), capability: "training".into() })
+    }
 }

@@ -7,8 +7,8 @@ use std::any::Any;
 
 use crate::head;
 use crate::{
-    AttentionKind, Dense, Error, ForwardOut, HiddenAt, Intervention, Model, ModelConfig, Request, Result, TapStats,
-    Taps, TokenBatch,
+    Adapter, AttentionKind, Dense, Error, ForwardOut, Gradient, HiddenAt, Intervention, Model, ModelConfig, Request,
+    Result, TapStats, Taps, TokenBatch, TrainBatch,
 };
 
 /// A validated intervention in the dense layout engines apply: `[layers × intermediate]` mask and values.
@@ -125,6 +125,25 @@ pub trait Engine: Send {
     fn step(&mut self, cache: &mut KvCache, step: &Step<'_>) -> Result<Vec<f32>>;
     /// Keeps only rows `rows` (in that order) of `cache`: finished sequences stop costing compute.
     fn keep_rows(&mut self, cache: &mut KvCache, rows: &[usize]) -> Result<()>;
+    /// Applies a validated `adapter` in every later body pass and cached step; `None` removes it.
+    fn set_adapter(&mut self, adapter: Option<&Adapter>) -> Result<()> {
+        let _ = adapter;
+        Err(Error::Unsupported {
+            backend: self.backend(),
+            capability: "unmerged LoRA adapters (merge the adapter into the weights with `lsn merge-adapter` and \
+                         load the merged model)"
+                .into(),
+        })
+    }
+    /// Loss and gradient of a validated batch under a validated adapter, every adapted linear computing
+    /// `x·Wᵀ + (α/r)·(x·Aᵀ)·(B ⊙ M)ᵀ` (`M` the gate's neuron mask) without materialising `W + ΔW`.
+    fn gradient(&mut self, adapter: &Adapter, batch: &TrainBatch) -> Result<Gradient> {
+        let _ = (adapter, batch);
+        Err(Error::Unsupported {
+            backend: self.backend(),
+            capability: "training (no autograd here: train on tch or candle, then merge the adapter)".into(),
+        })
+    }
 }
 
 /// The engine's own cache type, or an error naming the backend (a cache of another engine was passed).
@@ -212,6 +231,25 @@ impl<E: Engine> Model for E {
 
     fn decoder<'m>(&'m mut self, intervention: Option<&Intervention>) -> Result<Box<dyn crate::Decoder + 'm>> {
         Ok(Box::new(crate::decode::CachedDecoder::new(self, intervention)?))
+    }
+
+    fn set_adapter(&mut self, adapter: Option<&Adapter>) -> Result<()> {
+        if let Some(a) = adapter {
+            a.validate(Engine::config(self))?;
+        }
+        Engine::set_adapter(self, adapter)
+    }
+
+    fn gradient(&mut self, adapter: &Adapter, batch: &TrainBatch) -> Result<Gradient> {
+        let params = adapter.validate(Engine::config(self))?;
+        batch.validate(&adapter.layout)?;
+        batch.batch.check_vocab(Engine::config(self).vocab_size)?;
+        let g = Engine::gradient(self, adapter, batch)?;
+        let backend = Engine::backend(self);
+        if g.grads.len() != params.len() || g.grads.iter().zip(&params).any(|(g, p)| g.len() != p.len()) {
+            return Err(missing(backend, "gradient of every adapter parameter"));
+        }
+        Ok(g)
     }
 }
 

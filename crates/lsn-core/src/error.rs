@@ -34,6 +34,9 @@ pub enum Error {
     /// An intervention names neurons the model does not have, or bad values.
     #[error("invalid intervention: {0}")]
     InvalidIntervention(String),
+    /// A LoRA layout or adapter that cannot be used with this model.
+    #[error("invalid LoRA adapter: {0}")]
+    InvalidLora(String),
     /// The backend cannot do what was asked.
     #[error("backend {backend} does not support {capability}")]
     Unsupported { backend: &'static str, capability: String },

@@ -17,6 +17,7 @@ pub mod head;
 pub mod identity;
 mod intervention;
 mod lang;
+pub mod lora;
 mod neuron;
 pub mod positions;
 mod request;
@@ -38,6 +39,9 @@ pub use fs::{cache_home, write_atomic};
 pub use identity::ModelIdentity;
 pub use intervention::{Fill, Intervention};
 pub use lang::Lang;
+pub use lora::{
+    Adapter, Gradient, LoraLayout, LoraTarget, Objective, PEFT_HEAD, ParamRole, ParamSpec, TrainBatch, peft_name,
+};
 pub use neuron::NeuronId;
 pub use request::{ForwardOut, HiddenAt, NO_TAPS, Outputs, Request, TapPoint, TapStats, Taps};
 pub use rng::SeededRng;

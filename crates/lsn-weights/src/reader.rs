@@ -51,4 +51,13 @@ impl TensorReader {
         };
         Ok((view.shape().to_vec(), values))
     }
+
+    /// Tensor `name`'s shape (from the header; no data read).
+    pub fn shape(&self, name: &str) -> Result<Vec<usize>> {
+        let bad = |reason: String| Error::BadTensorData { tensor: name.to_owned(), reason };
+        let shard = self.location.get(name).ok_or_else(|| bad("not in the checkpoint".into()))?;
+        let st = SafeTensors::deserialize(&self.maps[shard])
+            .map_err(|e| Error::Safetensors { path: shard.clone(), reason: e.to_string() })?;
+        Ok(st.tensor(name).map_err(|e| bad(e.to_string()))?.shape().to_vec())
+    }
 }

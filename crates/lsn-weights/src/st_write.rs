@@ -20,8 +20,22 @@ pub(crate) struct Pending<'a> {
 
 /// Writes `tensors` (in the given order) as F32 to `path`, with `{"format": "pt"}` metadata. Returns bytes written.
 pub(crate) fn write_f32_safetensors(path: &Path, tensors: Vec<Pending<'_>>) -> Result<u64> {
+    write_f32_safetensors_with(path, tensors, &std::collections::BTreeMap::new())
+}
+
+/// [`write_f32_safetensors`] with `metadata` added to the header's `__metadata__` (beside `format: pt`).
+pub(crate) fn write_f32_safetensors_with(
+    path: &Path,
+    tensors: Vec<Pending<'_>>,
+    metadata: &std::collections::BTreeMap<String, String>,
+) -> Result<u64> {
     let mut header = serde_json::Map::new();
-    header.insert("__metadata__".into(), json!({"format": "pt"}));
+    let mut meta = serde_json::Map::new();
+    meta.insert("format".into(), json!("pt"));
+    for (k, v) in metadata {
+        meta.insert(k.clone(), json!(v));
+    }
+    header.insert("__metadata__".into(), Value::Object(meta));
     let mut offset = 0usize;
     for t in &tensors {
         let bytes = t.shape.iter().product::<usize>() * 4;

@@ -62,6 +62,10 @@ pub struct Args {
     /// Data directory holding xnli/ and xquad/ [default: $LSN_DATA_DIR].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// A LoRA adapter directory (`lsn train`, or a PEFT LoRA adapter of this model) applied unmerged in every pass
+    /// (tch, candle; for ort, `lsn merge-adapter` first). An XNLI adapter's head serves --protocol head.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
     #[command(flatten)]
     pub intervene: InterveneArgs,
     #[command(flatten)]
@@ -104,8 +108,8 @@ impl Task {
                     }
                     "head" => {
                         ensure!(
-                            args.head.is_some(),
-                            "--protocol head needs --head FILE (a safetensors [3, hidden] head)"
+                            args.head.is_some() || args.adapter.is_some(),
+                            "--protocol head needs --head FILE (a safetensors [3, hidden] head) or an --adapter with a head"
                         );
                         Ok(Task::XnliHead(split))
                     }
@@ -201,12 +205,32 @@ pub fn run(args: Args) -> Result<()> {
         }
         None => None,
     };
+    let adapter = match &args.adapter {
+        Some(p) => {
+            let (a, _) = lsn_lora::read_adapter(p, model.config())?;
+            model.set_adapter(Some(&a)).with_context(|| format!("applying the adapter {}", p.display()))?;
+            Some(a)
+        }
+        None => None,
+    };
+    let head = match (head, adapter.as_ref().and_then(adapter_head)) {
+        (Some(_), Some(_)) => bail!("both --head and an adapter with a head were given: use one"),
+        (Some(h), None) => Some(h),
+        (None, Some(w)) => Some(ClassifierHead::new(model.config().hidden_size, w, None)?),
+        (None, None) if matches!(task, Task::XnliHead(_)) => {
+            bail!("--protocol head needs a head: the adapter has none (is it an XQuAD adapter?); pass --head FILE")
+        }
+        (None, None) => None,
+    };
     let mut intervener = args.intervene.load(home, &dir, &tok, model.config())?;
     let config = serde_json::json!({
         "lsn_version": env!("CARGO_PKG_VERSION"), "model": args.model, "identity": identity,
         "backend": backend.name(), "device": format!("{:?}", args.on.device), "batch": args.batch,
         "limit": args.limit, "max_new_tokens": matches!(task, Task::Xquad(_)).then_some(args.max_new_tokens),
         "head": args.head.as_ref().map(|p| fsutil::sha256_file(p)).transpose()?,
+        "adapter": args.adapter.as_ref().map(|p| -> Result<serde_json::Value> {
+            Ok(serde_json::json!({"dir": p, "weights_sha256": fsutil::sha256_file(&lsn_lora::peft::weights_path(p))?}))
+        }).transpose()?,
         "intervention": intervener.as_ref().map(Intervener::json),
     });
     let ctx = Ctx { tok: &tok, head: head.as_ref(), args: &args, task, data_dir: &data_dir };
@@ -253,6 +277,12 @@ pub fn run(args: Args) -> Result<()> {
     fsutil::write_atomic(&args.out.join("results.md"), md.as_bytes())?;
     println!("{md}\nwall time {:.1} s · wrote {}", t0.elapsed().as_secs_f64(), args.out.join("results.json").display());
     Ok(())
+}
+
+/// The head weight `[classes · hidden]` an adapter carries, if any.
+fn adapter_head(a: &lsn_core::Adapter) -> Option<Vec<f32>> {
+    a.layout.head_classes?;
+    a.values.last().cloned()
 }
 
 /// A language's stored result when it was made with the same settings.

@@ -11,10 +11,12 @@ pub mod generate;
 pub mod heldout;
 pub mod intervene;
 pub mod merge;
+pub mod merge_adapter;
 pub mod ppl;
 pub mod ppxc;
 pub mod random_model;
 pub mod select;
+pub mod train;
 
 /// Parses a count that must be at least 1 (`--batch-rows`, `--sentences`, ...): 0 would silently do nothing.
 pub fn at_least_one(s: &str) -> Result<usize, String> {
