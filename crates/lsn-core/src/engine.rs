@@ -176,6 +176,11 @@ impl<E: Engine> Model for E {
         batch.check_vocab(vocab)?;
         req.taps.n_thresholds(layers * width)?;
         let overwrite = req.intervention.map(|iv| Overwrite::new(iv, layers, width)).transpose()?;
+        if let Some(from) = req.nll_from
+            && from.len() != batch.rows
+        {
+            return Err(Error::InvalidBatch(format!("nll_from has {} entries for {} rows", from.len(), batch.rows)));
+        }
         let outs = req.outputs;
         if !outs.needs_hidden() && !req.taps.any() {
             return Ok(ForwardOut::default());
@@ -212,7 +217,7 @@ impl<E: Engine> Model for E {
             );
         }
         if outs.nll {
-            out.nll = Some(head::chunked_nll(batch, vocab, |at, target| {
+            out.nll = Some(head::chunked_nll(batch, vocab, req.nll_from, |at, target| {
                 let h = gather(&mut at.iter().map(|&p| p as usize));
                 let v = self.head_nll(&h, target)?;
                 if v.len() != target.len() {

@@ -33,14 +33,19 @@ pub fn chunked_logits(
 }
 
 /// The next-token NLL of `batch`: `chunk(positions, targets)` returns `−log p(target | position)` for each flat
-/// position `r·seq + t` whose next token is real, in order.
+/// position `r·seq + t` whose next token is real and, with `from`, `t ≥ from[r]` (others stay 0), in order.
 pub fn chunked_nll(
     batch: &TokenBatch,
     vocab: usize,
+    from: Option<&[usize]>,
     mut chunk: impl FnMut(&[u32], &[u32]) -> Result<Vec<f32>>,
 ) -> Result<Dense> {
     let width = batch.seq_len.saturating_sub(1);
-    let targets = batch.next_token_targets();
+    let mut targets = batch.next_token_targets();
+    if let Some(from) = from {
+        let seq = batch.seq_len;
+        targets.retain(|t| (t.0 as usize % seq) >= from[t.0 as usize / seq]);
+    }
     let mut nll = vec![0f32; batch.rows * width];
     for part in targets.chunks(head_chunk(vocab)) {
         let at: Vec<u32> = part.iter().map(|t| t.0).collect();
@@ -71,10 +76,12 @@ mod tests {
     #[test]
     fn nll_fills_real_targets_and_leaves_padding_zero() {
         let b = TokenBatch::padded(&[vec![5, 6, 7], vec![8]], 0).unwrap();
-        let d =
-            chunked_nll(&b, 10, |at, target| Ok(at.iter().zip(target).map(|(&a, &t)| (a * 100 + t) as f32).collect()))
-                .unwrap();
+        let f = |at: &[u32], target: &[u32]| Ok(at.iter().zip(target).map(|(&a, &t)| (a * 100 + t) as f32).collect());
+        let d = chunked_nll(&b, 10, None, f).unwrap();
         assert_eq!(d.shape, vec![2, 2]);
         assert_eq!(d.data, vec![6.0, 107.0, 0.0, 0.0]);
+        // From position 1 of row 0 on: position 0's NLL is not computed.
+        let d = chunked_nll(&b, 10, Some(&[1, 0]), f).unwrap();
+        assert_eq!(d.data, vec![0.0, 107.0, 0.0, 0.0]);
     }
 }

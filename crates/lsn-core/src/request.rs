@@ -172,12 +172,21 @@ pub struct Request<'a> {
     /// Neurons overwritten at every position, before the taps and the down projection.
     pub intervention: Option<&'a Intervention>,
     pub outputs: Outputs,
+    /// With `Outputs::nll`: per row, the first position whose next-token NLL is wanted; earlier positions are left
+    /// 0 and cost no LM-head work (scoring a continuation needs only its own tokens). `None`: every position.
+    pub nll_from: Option<&'a [usize]>,
 }
 
 impl<'a> Request<'a> {
     /// `outputs` of `batch`, with no taps and no intervention.
     pub fn new(batch: &'a TokenBatch, outputs: Outputs) -> Self {
-        Self { batch, taps: &NO_TAPS, intervention: None, outputs }
+        Self { batch, taps: &NO_TAPS, intervention: None, outputs, nll_from: None }
+    }
+
+    /// Computes the next-token NLL of row `r` only from position `from[r]` on (see [`Request::nll_from`]).
+    pub fn nll_from(mut self, from: &'a [usize]) -> Self {
+        self.nll_from = Some(from);
+        self
     }
 
     pub fn taps(mut self, taps: &'a Taps) -> Self {

@@ -135,7 +135,13 @@ pub fn score_zero_shot(
     for group in by_length(&lengths, batch) {
         let rows: Vec<Vec<u32>> = group.iter().map(|&s| items[seqs[s].0].ids[seqs[s].1].clone()).collect();
         let tb = TokenBatch::padded(&rows, pad)?;
-        let out = model.run(&Request::new(&tb, Outputs::NLL).intervene(intervention))?;
+        // Only the continuation's tokens are scored: the LM head runs on nothing before them.
+        let from: Vec<usize> = group
+            .iter()
+            .enumerate()
+            .map(|(r, &s)| (tb.lengths[r] - 1).saturating_sub(items[seqs[s].0].continuation[seqs[s].1]))
+            .collect();
+        let out = model.run(&Request::new(&tb, Outputs::NLL).intervene(intervention).nll_from(&from))?;
         let nll = out.nll.ok_or_else(|| missing(model, "the NLL"))?;
         let width = tb.seq_len - 1;
         let mut done = 0;

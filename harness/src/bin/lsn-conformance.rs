@@ -59,6 +59,8 @@ fn main() -> Result<()> {
         env.home.display(),
         env.data_dir.as_ref().map_or_else(|e| format!("(none: {e})"), |d| d.display().to_string())
     );
+    // Each progress line ends with the seconds since the previous one: what a case (or the work before it) cost.
+    let mut last = std::time::Instant::now();
     let report = run_suite(&backends, &env, &mut |c| {
         let verdict = match &c.outcome {
             Outcome::Pass => "pass",
@@ -66,7 +68,14 @@ fn main() -> Result<()> {
             Outcome::Skip(_) => "skip",
             Outcome::Reference => "ref",
         };
-        eprintln!("  {verdict:4} {} [{}]{}", c.case, c.backend, c.worst.map_or(String::new(), |w| format!(" {w:.3e}")));
+        let secs = last.elapsed().as_secs_f64();
+        last = std::time::Instant::now();
+        eprintln!(
+            "  {verdict:4} {} [{}]{} ({secs:.1} s)",
+            c.case,
+            c.backend,
+            c.worst.map_or(String::new(), |w| format!(" {w:.3e}"))
+        );
     });
     println!("\n## Conformance: case × backend\n\n{}", report.case_table());
     println!("\n## Pairwise\n\n{}", report.pair_table());
