@@ -310,7 +310,8 @@ mod tests {
         let report = run_suite(&[Box::new(Nowhere) as Box<dyn Backend>], &env, &mut |_| {});
         let (pass, fail, skip) = report.counts();
         assert_eq!((pass, fail), (0, 0));
-        assert_eq!(skip, golden::MODELS.len() * 7 + crate::eval::MODELS.len() * 3 + 1);
+        let lora = crate::lora::MODELS.len() * crate::lora::TASKS.len() * 2;
+        assert_eq!(skip, golden::MODELS.len() * 7 + crate::eval::MODELS.len() * 3 + lora + 1);
         assert!(
             report.checks.iter().all(|c| matches!(&c.outcome, Outcome::Skip(r) if r.contains("cannot run on Cpu")))
         );
