@@ -5,7 +5,7 @@
 
 use candle_core::backprop::GradStore;
 use candle_core::{D, Device, Result, Tensor, Var};
-use lsn_core::{Adapter, LoraTarget, ModelConfig, Objective, ParamRole, TrainBatch};
+use lsn_core::{Adapter, LoraTarget, ModelConfig, Objective, TrainBatch};
 
 use crate::ops;
 
@@ -36,24 +36,17 @@ impl LoraTensors {
             leaves.push(if train { Var::from_tensor(&t)?.as_tensor().clone() } else { t });
         }
         let mut mods: Vec<[Option<(Tensor, Tensor)>; 7]> = (0..cfg.num_layers).map(|_| Default::default()).collect();
-        let (mut head, mut a_of) = (None, None);
-        for (p, leaf) in params.iter().zip(&leaves) {
-            match p.role {
-                ParamRole::A { .. } => a_of = Some(leaf.clone()),
-                ParamRole::B { layer, target } => {
-                    let a = a_of.take().ok_or_else(|| candle_core::Error::Msg("lora_B before its lora_A".into()))?;
-                    let b = match (target, layout.gate_rows_of(layer, cfg.intermediate_size)) {
-                        (LoraTarget::GateProj, Some(rows)) => {
-                            let m: Vec<f32> = rows.iter().map(|&r| if r { 1.0 } else { 0.0 }).collect();
-                            leaf.broadcast_mul(&Tensor::from_vec(m, (rows.len(), 1), device)?)?
-                        }
-                        _ => leaf.clone(),
-                    };
-                    mods[layer][slot(target)] = Some((a, b));
+        for m in layout.modules(cfg) {
+            let b = match (m.target, layout.gate_rows_of(m.layer, cfg.intermediate_size)) {
+                (LoraTarget::GateProj, Some(rows)) => {
+                    let mask: Vec<f32> = rows.iter().map(|&r| if r { 1.0 } else { 0.0 }).collect();
+                    leaves[m.b].broadcast_mul(&Tensor::from_vec(mask, (rows.len(), 1), device)?)?
                 }
-                ParamRole::Head => head = Some(leaf.clone()),
-            }
+                _ => leaves[m.b].clone(),
+            };
+            mods[m.layer][slot(m.target)] = Some((leaves[m.a].clone(), b));
         }
+        let head = layout.head_index(cfg).map(|i| leaves[i].clone());
         Ok(Self { leaves, mods, scale: f64::from(layout.scale()), head })
     }
 

@@ -3,7 +3,7 @@
 //! the head's cross-entropy at the last real token, or the next-token loss with the LM head run in chunks whose
 //! graphs are freed one by one (the hidden states' gradient is gathered first, then sent through the body).
 
-use lsn_core::{Adapter, LoraTarget, ModelConfig, Objective, ParamRole, TrainBatch};
+use lsn_core::{Adapter, LoraTarget, ModelConfig, Objective, TrainBatch};
 use tch::{Device, Kind, Reduction, TchError, Tensor};
 
 use crate::ops;
@@ -38,26 +38,17 @@ impl LoraTensors {
             leaves.push(if train { t.set_requires_grad(true) } else { t });
         }
         let mut mods: Vec<[Option<(Tensor, Tensor)>; 7]> = (0..cfg.num_layers).map(|_| Default::default()).collect();
-        let mut head = None;
-        let mut a_of = None;
-        for (p, leaf) in params.iter().zip(&leaves) {
-            match p.role {
-                ParamRole::A { .. } => a_of = Some(leaf.shallow_clone()),
-                ParamRole::B { layer, target } => {
-                    let a = a_of.take().ok_or_else(|| TchError::Kind("lora_B before its lora_A".into()))?;
-                    let b = match (target, layout.gate_rows_of(layer, cfg.intermediate_size)) {
-                        (LoraTarget::GateProj, Some(rows)) => {
-                            let m: Vec<f32> = rows.iter().map(|&r| if r { 1.0 } else { 0.0 }).collect();
-                            let m = Tensor::f_from_slice(&m)?.f_reshape([-1, 1])?.f_to_device(device)?;
-                            leaf.f_mul(&m)?
-                        }
-                        _ => leaf.shallow_clone(),
-                    };
-                    mods[layer][slot(target)] = Some((a, b));
+        for m in layout.modules(cfg) {
+            let b = match (m.target, layout.gate_rows_of(m.layer, cfg.intermediate_size)) {
+                (LoraTarget::GateProj, Some(rows)) => {
+                    let mask: Vec<f32> = rows.iter().map(|&r| if r { 1.0 } else { 0.0 }).collect();
+                    leaves[m.b].f_mul(&Tensor::f_from_slice(&mask)?.f_reshape([-1, 1])?.f_to_device(device)?)?
                 }
-                ParamRole::Head => head = Some(leaf.shallow_clone()),
-            }
+                _ => leaves[m.b].shallow_clone(),
+            };
+            mods[m.layer][slot(m.target)] = Some((leaves[m.a].shallow_clone(), b));
         }
+        let head = layout.head_index(cfg).map(|i| leaves[i].shallow_clone());
         Ok(Self { leaves, mods, scale: f64::from(layout.scale()), head })
     }
 

@@ -40,7 +40,8 @@ pub use identity::ModelIdentity;
 pub use intervention::{Fill, Intervention};
 pub use lang::Lang;
 pub use lora::{
-    Adapter, Gradient, LoraLayout, LoraTarget, Objective, PEFT_HEAD, ParamRole, ParamSpec, TrainBatch, peft_name,
+    Adapter, Gradient, LoraLayout, LoraModule, LoraTarget, Objective, PEFT_HEAD, ParamRole, ParamSpec, TrainBatch,
+    peft_name,
 };
 pub use neuron::NeuronId;
 pub use request::{ForwardOut, HiddenAt, NO_TAPS, Outputs, Request, TapPoint, TapStats, Taps};

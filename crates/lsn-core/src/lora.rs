@@ -123,6 +123,16 @@ impl ParamSpec {
     }
 }
 
+/// One adapted linear of an adapter: its layer and target, and the indices of its A and B among
+/// [`LoraLayout::params`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoraModule {
+    pub layer: usize,
+    pub target: LoraTarget,
+    pub a: usize,
+    pub b: usize,
+}
+
 /// PEFT's name of a decoder-layer module's LoRA tensor `which` (`lora_A`/`lora_B`):
 /// `base_model.model.model.layers.{layer}.{path}.{which}.weight`.
 pub fn peft_name(layer: usize, target: LoraTarget, which: &str) -> String {
@@ -200,6 +210,23 @@ impl LoraLayout {
             out.push(ParamSpec { role: ParamRole::Head, name: PEFT_HEAD.into(), shape: vec![c, cfg.hidden_size] });
         }
         out
+    }
+
+    /// Every adapted linear, in [`LoraLayout::params`] order (each module's A and B are consecutive parameters).
+    pub fn modules(&self, cfg: &ModelConfig) -> Vec<LoraModule> {
+        let per_layer = self.targets.len();
+        (0..cfg.num_layers)
+            .flat_map(|layer| self.targets.iter().enumerate().map(move |(k, &target)| (layer, k, target)))
+            .map(|(layer, k, target)| {
+                let a = 2 * (layer * per_layer + k);
+                LoraModule { layer, target, a, b: a + 1 }
+            })
+            .collect()
+    }
+
+    /// The head's index among [`LoraLayout::params`] (the last), when there is a head.
+    pub fn head_index(&self, cfg: &ModelConfig) -> Option<usize> {
+        self.head_classes.map(|_| 2 * cfg.num_layers * self.targets.len())
     }
 
     /// Layer `layer`'s rows of the gate mask (`None`: all rows train).
@@ -365,6 +392,11 @@ mod tests {
         assert_eq!(p[3].name, "base_model.model.model.layers.0.mlp.gate_proj.lora_B.weight");
         assert_eq!(p[3].shape, vec![c.intermediate_size, 4]);
         assert_eq!(p.last().unwrap().shape, vec![3, c.hidden_size]);
+        for m in l.modules(&c) {
+            assert_eq!(p[m.a].role, ParamRole::A { layer: m.layer, target: m.target });
+            assert_eq!(p[m.b].role, ParamRole::B { layer: m.layer, target: m.target });
+        }
+        assert_eq!(l.head_index(&c), Some(p.len() - 1));
         assert_eq!(LoraTarget::parse("gate").unwrap(), LoraTarget::GateProj);
         assert!(LoraTarget::parse("lm_head").is_err());
     }

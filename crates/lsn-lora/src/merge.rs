@@ -6,10 +6,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use lsn_core::{Adapter, ParamRole};
+use lsn_core::Adapter;
 use lsn_weights::Checkpoint;
 
-use crate::{Error, Result};
+use crate::Result;
 
 /// The file the head goes to in a merged directory.
 pub const HEAD_FILE: &str = "head.safetensors";
@@ -40,19 +40,14 @@ pub fn merge_into(ckpt: &Checkpoint, adapter: &Adapter, out_dir: &Path) -> Resul
     let params = adapter.validate(cfg)?;
     let (rank, s) = (adapter.layout.rank, adapter.layout.scale());
     // HF tensor name → (A, B) of the linear it adapts.
-    let mut deltas: BTreeMap<String, (&[f32], &[f32])> = BTreeMap::new();
-    let mut head = None;
-    let mut a_of: Option<&[f32]> = None;
-    for (p, v) in params.iter().zip(&adapter.values) {
-        match p.role {
-            ParamRole::A { .. } => a_of = Some(v),
-            ParamRole::B { layer, target } => {
-                let a = a_of.take().ok_or_else(|| Error::Invalid("lora_B before its lora_A".into()))?;
-                deltas.insert(format!("model.layers.{layer}.{}.weight", target.path()), (a, v));
-            }
-            ParamRole::Head => head = Some((p.shape.clone(), v.clone())),
-        }
-    }
+    let values = &adapter.values;
+    let deltas: BTreeMap<String, (&[f32], &[f32])> = adapter
+        .layout
+        .modules(cfg)
+        .into_iter()
+        .map(|m| (format!("model.layers.{}.{}.weight", m.layer, m.target.path()), (&values[m.a][..], &values[m.b][..])))
+        .collect();
+    let head = adapter.layout.head_index(cfg).map(|i| (params[i].shape.clone(), values[i].clone()));
     let merged = std::cell::Cell::new(0usize);
     let mut edit = |name: &str, shape: &[usize], values: &mut Vec<f32>| -> lsn_weights::Result<()> {
         if let Some((a, b)) = deltas.get(name) {
