@@ -324,13 +324,8 @@ fn fixtures_intervene(py: &Path) -> Result<()> {
             .arg("--out")
             .arg(out_dir.join(format!("{name}.intervene.json"))))?;
     }
-    let tiny_root = root().join("target/lsn-fixtures");
     for (preset, seed) in TINY_MODELS {
-        let dir = tiny_root.join(preset);
-        if !dir.join("model.safetensors").is_file() {
-            let seed = seed.to_string();
-            lsn(&["random-model", preset, "--seed", &seed, "--out", &dir.display().to_string()])?;
-        }
+        let dir = tiny_model(preset, *seed)?;
         run(Command::new(py)
             .arg(&script)
             .arg("--model-dir")
@@ -342,16 +337,20 @@ fn fixtures_intervene(py: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The tiny random model `preset` written with `seed` under target/lsn-fixtures (once; reused when present).
+fn tiny_model(preset: &str, seed: u64) -> Result<PathBuf> {
+    let dir = root().join("target/lsn-fixtures").join(preset);
+    if !dir.join("model.safetensors").is_file() {
+        lsn(&["random-model", preset, "--seed", &seed.to_string(), "--out", &dir.display().to_string()])?;
+    }
+    Ok(dir)
+}
+
 /// The LoRA goldens (`fixtures/golden/lora/NAME/{seq_cls,causal_lm}/`) of every tiny model, from
 /// xtask/fixtures/golden_lora.py: adapters saved by PEFT, their adapted logits, loss and gradients on a fixed batch.
 fn fixtures_lora(py: &Path) -> Result<()> {
-    let tiny_root = root().join("target/lsn-fixtures");
     for (preset, seed) in TINY_MODELS {
-        let dir = tiny_root.join(preset);
-        if !dir.join("model.safetensors").is_file() {
-            let seed = seed.to_string();
-            lsn(&["random-model", preset, "--seed", &seed, "--out", &dir.display().to_string()])?;
-        }
+        let dir = tiny_model(preset, *seed)?;
         let out = root().join("fixtures/golden/lora").join(preset);
         if out.exists() {
             std::fs::remove_dir_all(&out)?;

@@ -342,17 +342,8 @@ impl TrainBatch {
     /// lengths[r]` and a positive weight, in row-major order.
     pub fn next_token_terms(&self) -> Vec<(u32, u32, f32)> {
         let Objective::NextToken { weights } = &self.objective else { return Vec::new() };
-        let b = &self.batch;
-        let mut out = Vec::new();
-        for r in 0..b.rows {
-            for t in 0..b.lengths[r].saturating_sub(1) {
-                let p = r * b.seq_len + t;
-                if weights[p] > 0.0 {
-                    out.push((p as u32, b.ids[p + 1], weights[p]));
-                }
-            }
-        }
-        out
+        let targets = self.batch.next_token_targets().into_iter();
+        targets.filter(|t| weights[t.0 as usize] > 0.0).map(|(p, id, _)| (p, id, weights[p as usize])).collect()
     }
 }
 

@@ -138,8 +138,9 @@ pub fn run(args: Args) -> Result<()> {
     let dir = assets::resolve_model(home, &args.model)?;
     let files = ModelFiles::new(&dir);
     let tok = Tokenizer::from_file(&files.tokenizer())?;
-    let identity = assets::identity(home, &lsn_weights::open_checkpoint(&dir)?, &tok)?;
-    let cfg = lsn_core::ModelConfig::from_file(&files.config())?;
+    let ckpt = lsn_weights::open_checkpoint(&dir)?;
+    let identity = assets::identity(home, &ckpt, &tok)?;
+    let cfg = ckpt.config;
     tok.check_model_vocab(cfg.vocab_size)?;
     let eos = *cfg.eos_token_ids.first().context("the model's config names no EOS token")?;
     let (selection, neurons_sha) = match &args.neurons {
