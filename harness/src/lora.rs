@@ -5,7 +5,12 @@
 //!   SEQ_CLS, the LM's logits there for CAUSAL_LM) — unmerged where the backend applies adapters, else (ort) through
 //!   the checkpoint `lsn_lora::merge` writes;
 //! - `lora-grad-<task>/<model>`: the summed loss and the gradient of every adapter tensor (masked rows 0 on both
-//!   sides), where the backend trains (ort: a recorded skip).
+//!   sides), where the backend trains (ort: a recorded skip);
+//! - `lora-train-<task>/<model>`: `lsn_lora::train` from that adapter for 20 optimizer steps on the same batch (every
+//!   step sees all rows, one row per micro-batch, so neither the data order nor the accumulation may change a sum)
+//!   against PyTorch's AdamW, clipping and schedule driving PEFT: each step's loss, the trained tensors, and the
+//!   trained model's outputs and predictions on the batch. tch and candle meeting the same golden is what makes
+//!   their training curves agree with each other.
 
 use std::path::{Path, PathBuf};
 
@@ -30,6 +35,14 @@ pub const LOSS_TOL: f64 = 2e-6;
 /// Largest |Δ gradient| of a tensor relative to that tensor's largest |gradient| (f32 backward through every layer,
 /// summed in another order; measured ≤ 4.7e-6 on candle and tch).
 pub const GRAD_TOL: f64 = 5e-5;
+/// Largest |Δ loss| relative to the loss over the 20 training steps. Adam divides each gradient by its own running
+/// scale, so an f32 difference in a small gradient element becomes a difference of its step; over 20 steps the loss
+/// stays within 1.6e-5 (measured on candle and tch, both models and tasks).
+pub const TRAIN_LOSS_TOL: f64 = 1e-4;
+/// Largest |Δ value| of a trained tensor relative to that tensor's largest |value| after 20 steps (measured ≤ 6.5e-5).
+pub const TRAINED_TOL: f64 = 5e-4;
+/// Largest |Δ| of the trained model's outputs on the batch (measured ≤ 1.1e-5).
+pub const TRAINED_LOGIT_TOL: f64 = 1e-4;
 
 #[derive(Deserialize)]
 struct LoraGolden {
@@ -105,9 +118,151 @@ pub fn checks(backend: &dyn Backend, env: &Env) -> Vec<Check> {
     for &name in MODELS {
         for &task in TASKS {
             out.extend(task_checks(backend, env, name, task));
+            out.push(train_check(backend, env, name, task));
         }
     }
     out
+}
+
+/// The golden training run (`<task>/train.json`, `<task>/trained.safetensors`).
+#[derive(Deserialize)]
+struct TrainGolden {
+    train: TrainConsts,
+    log: Vec<TrainStep>,
+    /// The trained model's outputs on the batch, as [`LoraGolden::logits`].
+    logits: Vec<Vec<f32>>,
+}
+
+#[derive(Deserialize)]
+struct TrainConsts {
+    steps: u32,
+    lr: f32,
+    head_lr: f32,
+    clip: f32,
+    warmup: f64,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    weight_decay: f32,
+}
+
+#[derive(Deserialize)]
+struct TrainStep {
+    loss: f64,
+}
+
+fn argmax(row: &[f32]) -> usize {
+    row.iter().enumerate().fold(0, |best, (i, &x)| if x > row[best] { i } else { best })
+}
+
+fn train_check(backend: &dyn Backend, env: &Env, name: &str, task: &str) -> Check {
+    let b = backend.name();
+    let case = format!("lora-train-{task}/{name}");
+    let run = || -> Result<Option<(f64, String)>, String> {
+        let m: &GoldenModel =
+            golden::MODELS.iter().find(|m| m.name == name).ok_or_else(|| format!("{name} is not a golden model"))?;
+        let dir = golden::model_dir(env, m)?;
+        let fix = fixture(env, name, task);
+        let read = |f: &str| std::fs::read_to_string(fix.join(f)).map_err(|e| format!("{}: {e}", fix.display()));
+        let g: LoraGolden = serde_json::from_str(&read("golden.json")?).map_err(|e| e.to_string())?;
+        let t: TrainGolden = serde_json::from_str(&read("train.json")?).map_err(|e| e.to_string())?;
+        let mut model = load(backend, env, &dir)?;
+        let (initial, _) = lsn_lora::read_adapter(&fix, model.config()).map_err(|e| e.to_string())?;
+        let (lsn_task, examples) = match (&g.labels, &g.weights) {
+            (Some(labels), _) => (
+                lsn_lora::Task::Xnli,
+                g.rows
+                    .iter()
+                    .zip(labels)
+                    .map(|(ids, &l)| lsn_lora::Example { ids: ids.clone(), target: lsn_lora::Target::Label(l) })
+                    .collect::<Vec<_>>(),
+            ),
+            (None, Some(w)) => (
+                lsn_lora::Task::Xquad,
+                g.rows
+                    .iter()
+                    .zip(w)
+                    .map(|(ids, w)| lsn_lora::Example {
+                        ids: ids.clone(),
+                        target: lsn_lora::Target::Weights(w.clone()),
+                    })
+                    .collect(),
+            ),
+            (None, None) => return Err("the golden has neither labels nor weights".into()),
+        };
+        let c = &t.train;
+        let spec = lsn_lora::TrainSpec {
+            preset: "golden".into(),
+            rank: initial.layout.rank,
+            alpha: initial.layout.alpha,
+            lr: c.lr,
+            head_lr: c.head_lr,
+            adamw: lsn_lora::AdamW { beta1: c.beta1, beta2: c.beta2, eps: c.eps, weight_decay: c.weight_decay },
+            clip: c.clip,
+            warmup: c.warmup,
+            batch: examples.len(),
+            micro_batch: 1,
+            epochs: c.steps,
+            max_len: usize::MAX,
+            checkpoint_every: u64::from(c.steps),
+            ..lsn_lora::TrainSpec::paper(lsn_task)
+        };
+        let ck = lsn_lora::Checkpoints {
+            path: env.scratch().join(format!("train-{name}-{task}-{b}.safetensors")),
+            run_key: format!("{case}/{b}"),
+        };
+        let out = match lsn_lora::train(model.as_mut(), &spec, initial, &examples, g.pad, &ck, &mut |_, _| {}) {
+            Ok(o) => o,
+            Err(lsn_lora::Error::Core(CoreError::Unsupported { .. })) => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+        };
+        if out.log.len() != t.log.len() {
+            return Err(format!("{} steps trained, the golden has {}", out.log.len(), t.log.len()));
+        }
+        let loss_rel = out
+            .log
+            .iter()
+            .zip(&t.log)
+            .map(|(a, w)| (a.loss - w.loss).abs() / w.loss.abs().max(1e-12))
+            .fold(0.0, f64::max);
+        let (want, _) =
+            lsn_weights::read_safetensors_f32(&fix.join("trained.safetensors")).map_err(|e| e.to_string())?;
+        let params = out.adapter.layout.params(model.config());
+        let mut worst = 0.0f64;
+        for (p, v) in params.iter().zip(&out.adapter.values) {
+            let (_, _, w) = want
+                .iter()
+                .find(|(n, _, _)| *n == p.name)
+                .ok_or_else(|| format!("the golden has no trained {}", p.name))?;
+            let scale = w.iter().map(|x| f64::from(x.abs())).fold(0.0, f64::max).max(1e-12);
+            worst = worst.max(v.iter().zip(w).map(|(a, b)| f64::from((a - b).abs())).fold(0.0, f64::max) / scale);
+        }
+        model.set_adapter(Some(&out.adapter)).map_err(|e| e.to_string())?;
+        let tb = train_batch(&g)?;
+        let head = out.adapter.layout.head_classes.and_then(|_| out.adapter.values.last().map(Vec::as_slice));
+        let logits = adapted_logits(model.as_mut(), &tb, head)?;
+        let dlogit = max_abs_diff(&logits, &t.logits)?;
+        let same = logits.iter().zip(&t.logits).all(|(a, w)| argmax(a) == argmax(w));
+        let note = format!(
+            "loss relative Δ over {} steps {loss_rel:.1e} (tolerance {TRAIN_LOSS_TOL:.0e}); trained model's max \
+             |Δlogit| {dlogit:.1e} (tolerance {TRAINED_LOGIT_TOL:.0e}), predictions {}",
+            t.log.len(),
+            if same { "identical" } else { "DIFFER" }
+        );
+        if loss_rel > TRAIN_LOSS_TOL || !same || dlogit > TRAINED_LOGIT_TOL {
+            return Err(format!("{note}; trained tensors' relative Δ {worst:.1e}"));
+        }
+        Ok(Some((worst, note)))
+    };
+    match run() {
+        Ok(Some((worst, note))) => {
+            Check::measured(&case, b, "max |Δtrained| / max |value| per tensor", worst, TRAINED_TOL, note)
+        }
+        Ok(None) => {
+            Check::skipped(&case, b, format!("{b} does not train (no autograd): adapters train on tch or candle"))
+        }
+        Err(e) => Check::failed(&case, b, e),
+    }
 }
 
 fn task_checks(backend: &dyn Backend, env: &Env, name: &str, task: &str) -> Vec<Check> {

@@ -86,7 +86,7 @@ pub fn run_suite(backends: &[Box<dyn Backend>], env: &Env, on_check: &mut dyn Fn
             }
             for m in lora::MODELS {
                 for t in lora::TASKS {
-                    for kind in ["lora-forward", "lora-grad"] {
+                    for kind in ["lora-forward", "lora-grad", "lora-train"] {
                         push(&mut report, Check::skipped(&format!("{kind}-{t}/{m}"), b, reason.clone()));
                     }
                 }
