@@ -42,3 +42,60 @@ pub(crate) fn gelu_tanh_grad(x: &Tensor) -> Result<Tensor> {
     let du = ((x2 * (3.0 * C))? + 1.0)?.affine(K, 0.0)?;
     left + ((x * 0.5)? * sech2)?.mul(&du)?
 }
+
+/// `x·Wᵀ` for a frozen weight `w` `[out, in]` whose backward computes only `∂/∂x = g·W`. Candle's matmul backward
+/// always computes (and stores) the gradient of both operands, so through a frozen weight a training pass paid a
+/// weight-sized GEMM and buffer per linear that nothing reads — for the LM head in the next-token loss, a
+/// `[vocab, hidden]` gradient per chunk. Here the product is computed outside the graph and attached to `x` by an op
+/// whose forward passes it through and whose backward is `g·W`. CPU only (the op has a CPU kernel); elsewhere the
+/// plain matmul.
+pub(crate) fn frozen_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if !x.device().is_cpu() || !x.track_op() {
+        return crate::ops::linear(x, w);
+    }
+    let y = crate::ops::linear(&x.detach(), w)?;
+    x.apply_op2(&y, FrozenLinear { w: w.clone() })
+}
+
+/// The forward of [`frozen_linear`]'s op: its second argument (the product), copied.
+fn pass_through(
+    s: &candle_core::CpuStorage,
+    l: &candle_core::Layout,
+) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+    let candle_core::CpuStorage::F32(v) = s else { candle_core::bail!("frozen-linear takes f32") };
+    let (start, end) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("frozen-linear: product not contiguous".into()))?;
+    Ok((candle_core::CpuStorage::F32(v[start..end].to_vec()), l.shape().clone()))
+}
+
+/// The op attaching a product computed outside the graph to `x`, with the backward `g·W`.
+struct FrozenLinear {
+    w: Tensor,
+}
+
+impl candle_core::CustomOp2 for FrozenLinear {
+    fn name(&self) -> &'static str {
+        "frozen-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _x: &candle_core::CpuStorage,
+        _lx: &candle_core::Layout,
+        y: &candle_core::CpuStorage,
+        ly: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        pass_through(y, ly)
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        _y: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(grad_res.matmul(&self.w)?), None))
+    }
+}

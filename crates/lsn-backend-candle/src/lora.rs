@@ -7,7 +7,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{D, Device, Result, Tensor, Var};
 use lsn_core::{Adapter, LoraTarget, ModelConfig, Objective, TrainBatch};
 
-use crate::ops;
+use crate::{grad_ops, ops};
 
 /// Positions of the LM head per chunk of the next-token loss: bounds the logits (and their gradient) held at once.
 const HEAD_CHUNK: usize = 128;
@@ -19,6 +19,8 @@ pub(crate) struct LoraTensors {
     mods: Vec<[Option<(Tensor, Tensor)>; 7]>,
     scale: f64,
     head: Option<Tensor>,
+    /// Training: frozen weights take [`grad_ops::frozen_linear`], whose backward skips their own gradient.
+    train: bool,
 }
 
 fn slot(t: LoraTarget) -> usize {
@@ -47,7 +49,7 @@ impl LoraTensors {
             mods[m.layer][slot(m.target)] = Some((leaves[m.a].clone(), b));
         }
         let head = layout.head_index(cfg).map(|i| leaves[i].clone());
-        Ok(Self { leaves, mods, scale: f64::from(layout.scale()), head })
+        Ok(Self { leaves, mods, scale: f64::from(layout.scale()), head, train })
     }
 
     /// `x·Wᵀ`, plus the adapter's `s·(x·Aᵀ)·Bᵀ` where `target` of `layer` carries one.
@@ -58,7 +60,10 @@ impl LoraTensors {
         x: &Tensor,
         w: &Tensor,
     ) -> Result<Tensor> {
-        let y = ops::linear(x, w)?;
+        let y = match lora {
+            Some(l) if l.train => grad_ops::frozen_linear(x, w)?,
+            _ => ops::linear(x, w)?,
+        };
         match lora.and_then(|l| l.mods[layer][slot(target)].as_ref().map(|m| (m, l.scale))) {
             Some(((a, b), s)) => y + (ops::linear(&ops::linear(x, a)?, b)? * s)?,
             None => Ok(y),
@@ -125,7 +130,7 @@ pub(crate) fn loss_and_grads(
             let (mut loss_sum, mut gh): (f64, Option<Tensor>) = (0.0, None);
             for (c, chunk) in terms.chunks(HEAD_CHUNK).enumerate() {
                 let x = hd.as_tensor().narrow(0, c * HEAD_CHUNK, chunk.len())?;
-                let logits = ops::softcap(ops::linear(&x, lm_head)?, softcap)?;
+                let logits = ops::softcap(grad_ops::frozen_linear(&x, lm_head)?, softcap)?;
                 let tgt: Vec<u32> = chunk.iter().map(|t| t.1).collect();
                 let w: Vec<f32> = chunk.iter().map(|t| t.2).collect();
                 let loss = weighted_nll(&logits, &tgt, Some(&w))?;

@@ -180,6 +180,11 @@ pub struct TrainSpec {
     pub batch: usize,
     /// Examples per forward/backward pass; gradients of `batch / micro_batch` passes are accumulated.
     pub micro_batch: usize,
+    /// Batches of similar length (as HF's `group_by_length`): within each window of 8 batches of the shuffled order,
+    /// examples sorted by length; then the batches shuffled. Saves padding (XNLI English: 1.58× the real tokens in
+    /// random batches of 16, 1.10× grouped); the order stays a function of the seed.
+    #[serde(default)]
+    pub group_by_length: bool,
     pub epochs: u32,
     /// Examples longer than this many tokens are dropped (and counted).
     pub max_len: usize,
@@ -211,6 +216,7 @@ impl TrainSpec {
             warmup: 0.01,
             batch,
             micro_batch: batch,
+            group_by_length: false,
             epochs,
             max_len,
             init_std: 0.01,
@@ -234,12 +240,19 @@ impl TrainSpec {
                 head_lr: 2e-3,
                 batch: 16,
                 micro_batch: 16,
+                group_by_length: true,
                 epochs: 2,
                 ..paper
             },
-            Task::Xquad => {
-                TrainSpec { preset: "small-data".into(), rank: 16, alpha: 32.0, lr: 2e-4, epochs: 3, ..paper }
-            }
+            Task::Xquad => TrainSpec {
+                preset: "small-data".into(),
+                rank: 16,
+                alpha: 32.0,
+                lr: 2e-4,
+                epochs: 3,
+                group_by_length: true,
+                ..paper
+            },
         }
     }
 

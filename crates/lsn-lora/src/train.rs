@@ -86,6 +86,31 @@ pub fn epoch_order(seed: u64, n: usize, epoch: u32) -> Vec<usize> {
     order
 }
 
+/// Windows of this many batches are sorted by length when batches are grouped by length.
+pub const GROUP_WINDOW: usize = 8;
+
+/// The batches (example indices) of epoch `epoch`: [`epoch_order`] cut into batches of `batch`; with `group`, each
+/// window of [`GROUP_WINDOW`] batches of that order is sorted by length (ties by index) before the cut, and the
+/// batches are then shuffled by a second stream of the seed. Every epoch has `n.div_ceil(batch)` batches; only the
+/// last window's last batch can be short.
+pub fn epoch_batches(seed: u64, lengths: &[usize], batch: usize, epoch: u32, group: bool) -> Vec<Vec<usize>> {
+    let mut order = epoch_order(seed, lengths.len(), epoch);
+    if !group {
+        return order.chunks(batch).map(<[usize]>::to_vec).collect();
+    }
+    for window in order.chunks_mut(batch * GROUP_WINDOW) {
+        window.sort_by_key(|&i| (lengths[i], i));
+    }
+    let batches: Vec<&[usize]> = order.chunks(batch).collect();
+    let mut rng = SeededRng::new(seed ^ 0x6772_6f75_7065_6421);
+    let mut perm = Vec::new();
+    for _ in 0..=epoch {
+        perm = (0..batches.len()).collect();
+        rng.shuffle(&mut perm);
+    }
+    perm.iter().map(|&i| batches[i].to_vec()).collect()
+}
+
 /// The micro-batches of one step's examples, in order: padded ids and the objective.
 fn micro_batches(examples: &[&Example], micro: usize, pad: u32) -> Result<Vec<TrainBatch>> {
     examples
@@ -211,15 +236,15 @@ pub fn train(
     };
     let resumed_at = state.step;
     let (started, mut tokens_run) = (Instant::now(), 0u64);
-    let mut order: Option<(u32, Vec<usize>)> = None;
+    let lengths: Vec<usize> = examples.iter().map(|e| e.ids.len()).collect();
+    let mut order: Option<(u32, Vec<Vec<usize>>)> = None;
     while state.step < total {
         let epoch = (state.step / per_epoch) as u32;
         if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
-            order = Some((epoch, epoch_order(spec.seed, examples.len(), epoch)));
+            order = Some((epoch, epoch_batches(spec.seed, &lengths, spec.batch, epoch, spec.group_by_length)));
         }
-        let ord = &order.as_ref().map(|(_, o)| o).expect("order was just set");
-        let at = ((state.step % per_epoch) as usize) * spec.batch;
-        let chosen: Vec<&Example> = ord[at..(at + spec.batch).min(ord.len())].iter().map(|&i| &examples[i]).collect();
+        let batches = &order.as_ref().map(|(_, o)| o).expect("order was just set");
+        let chosen: Vec<&Example> = batches[(state.step % per_epoch) as usize].iter().map(|&i| &examples[i]).collect();
         let mut grads: Vec<Vec<f32>> = params.iter().map(|p| vec![0.0; p.len()]).collect();
         let (mut loss_sum, mut count, mut tokens) = (0.0f64, 0.0f64, 0u64);
         for mb in micro_batches(&chosen, spec.micro_batch, pad)? {
@@ -283,6 +308,32 @@ mod tests {
         assert_eq!(a, epoch_order(42, 10, 0));
         assert_ne!(a, epoch_order(42, 10, 1));
         assert_ne!(a, epoch_order(43, 10, 0));
+    }
+
+    #[test]
+    fn grouped_batches_cover_every_example_once_with_less_padding() {
+        let lengths: Vec<usize> = (0..100).map(|i| 5 + (i * 37) % 61).collect();
+        let padded = |bs: &[Vec<usize>]| -> usize {
+            bs.iter().map(|b| b.len() * b.iter().map(|&i| lengths[i]).max().unwrap()).sum()
+        };
+        for group in [false, true] {
+            let bs = epoch_batches(7, &lengths, 4, 1, group);
+            assert_eq!(bs.len(), 25);
+            assert!(bs.iter().all(|b| b.len() == 4));
+            let mut all: Vec<usize> = bs.iter().flatten().copied().collect();
+            all.sort();
+            assert_eq!(all, (0..100).collect::<Vec<_>>());
+            assert_eq!(bs, epoch_batches(7, &lengths, 4, 1, group), "seeded");
+            assert_ne!(bs, epoch_batches(7, &lengths, 4, 2, group), "epochs differ");
+        }
+        let (plain, grouped) = (epoch_batches(7, &lengths, 4, 0, false), epoch_batches(7, &lengths, 4, 0, true));
+        assert!(padded(&grouped) < padded(&plain), "{} vs {}", padded(&grouped), padded(&plain));
+        // Ungrouped batches are the epoch order cut in pieces.
+        assert_eq!(plain.concat(), epoch_order(7, 100, 0));
+        // 10 examples in batches of 4: the short batch is the last window's last.
+        let short = epoch_batches(1, &lengths[..10], 4, 0, true);
+        assert_eq!(short.iter().map(Vec::len).sum::<usize>(), 10);
+        assert_eq!(short.len(), 3);
     }
 
     #[test]

@@ -65,6 +65,10 @@ pub struct Args {
     pub micro_batch: Option<usize>,
     #[arg(long)]
     pub epochs: Option<u32>,
+    /// Batches of similar length (true in small-data, false in paper: HF's group_by_length): less padding, another
+    /// seeded order.
+    #[arg(long)]
+    pub group_by_length: Option<bool>,
     /// Longer examples are dropped (and counted).
     #[arg(long)]
     pub max_len: Option<usize>,
@@ -97,7 +101,7 @@ fn spec(args: &Args, task: Task) -> Result<TrainSpec> {
     macro_rules! set {
         ($($f:ident),*) => { $( if let Some(v) = args.$f.clone() { s.$f = v; } )* };
     }
-    set!(rank, alpha, lr, head_lr, batch, micro_batch, epochs, max_len, seed, checkpoint_every);
+    set!(rank, alpha, lr, head_lr, batch, micro_batch, group_by_length, epochs, max_len, seed, checkpoint_every);
     if args.batch.is_some() && args.micro_batch.is_none() {
         s.micro_batch = s.batch;
     }
@@ -221,7 +225,7 @@ pub fn run(args: Args) -> Result<()> {
     let initial = lsn_lora::initial_adapter(&layout, &cfg, spec.init_std, spec.seed);
     let (per_epoch, total) = lsn_lora::train::steps(&spec, examples.len());
     eprintln!(
-        "training {} on {} {} examples ({dropped} dropped, > {} tokens): {total} steps ({per_epoch}/epoch) of {} on {}, FTL {ftl}{}",
+        "training {} on {} of {} examples ({dropped} dropped, > {} tokens): {total} steps ({per_epoch}/epoch) of {} on {}, FTL {ftl}{}",
         task.name(),
         examples.len(),
         n_read,
