@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{fails_with, ok, random_model, s};
+use common::{fails_with, ok, s, strs};
 use serde_json::Value;
 
 const HEADER: &str = "premise\thypothesis\tlabel\tgenre\n";
@@ -54,43 +54,24 @@ fn examples(v: &Value, lang: usize) -> Vec<Value> {
     v["languages"][lang]["examples"].as_array().unwrap().clone()
 }
 
-struct Setup {
-    _t: tempfile::TempDir,
-    root: PathBuf,
-    model: PathBuf,
-    data: PathBuf,
-}
+type Setup = common::Workspace;
 
 fn setup() -> Setup {
-    let t = tempfile::tempdir().unwrap();
-    let root = t.path().to_path_buf();
-    let model = random_model(&root, "m", "tiny-gemma3", 5);
-    let data = data_dir(&root);
-    Setup { _t: t, root, model, data }
+    Setup::new(data_dir)
 }
 
-impl Setup {
-    /// `lsn eval` on the tiny model and data dir into `out`, with `extra`.
-    fn args(&self, out: &Path, extra: &[&str]) -> Vec<String> {
-        let base = ["eval", "--model", s(&self.model), "--data-dir", s(&self.data), "--out", s(out)];
-        base.iter().chain(extra).map(|a| a.to_string()).collect()
-    }
-
+impl common::Workspace {
     fn eval(&self, out: &str, extra: &[&str]) -> PathBuf {
         let out = self.root.join(out);
-        ok(&strs(&self.args(&out, extra)));
+        ok(&strs(&self.args("eval", &out, extra)));
         out
     }
 
     /// Fails with one error line holding `needles`, and writes no results.json into `out`.
     fn eval_fails(&self, out: &Path, extra: &[&str], needles: &[&str]) {
-        fails_with(&strs(&self.args(out, extra)), needles);
+        fails_with(&strs(&self.args("eval", out, extra)), needles);
         assert!(!out.join("results.json").exists(), "{extra:?} wrote results");
     }
-}
-
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
 }
 
 #[test]
@@ -141,7 +122,7 @@ fn batch_size_changes_no_prediction_and_compare_sees_no_difference() {
         assert!(sc["lo"].as_f64().unwrap() <= sc["mean"].as_f64().unwrap(), "{m}: {sc}");
     }
     // A rerun with the same settings reuses the languages already done.
-    let (_, stderr) = ok(&strs(&st.args(&qa, &[&q[..], &["--batch", "1"]].concat())));
+    let (_, stderr) = ok(&strs(&st.args("eval", &qa, &[&q[..], &["--batch", "1"]].concat())));
     assert!(stderr.contains("en: reusing"), "{stderr}");
 }
 

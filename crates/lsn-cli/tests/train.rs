@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{fails_with, lsn, ok, random_model, s};
+use common::{fails_with, lsn, ok, s, strs};
 use serde_json::Value;
 
 /// XNLI en dev (24 rows) and test (6 rows), and an XQuAD en file of 10 questions.
@@ -62,31 +62,16 @@ fn neuron_file(root: &Path, layers: usize, width: usize) -> PathBuf {
     p
 }
 
-struct Setup {
-    _t: tempfile::TempDir,
-    root: PathBuf,
-    model: PathBuf,
-    data: PathBuf,
-}
+type Setup = common::Workspace;
 
 fn setup() -> Setup {
-    let t = tempfile::tempdir().unwrap();
-    let root = t.path().to_path_buf();
-    let model = random_model(&root, "m", "tiny-gemma3", 5);
-    let data = data_dir(&root);
-    Setup { _t: t, root, model, data }
+    Setup::new(data_dir)
 }
 
-impl Setup {
-    fn train_args(&self, out: &Path, extra: &[&str]) -> Vec<String> {
-        let base = ["train", "--model", s(&self.model), "--data-dir", s(&self.data), "--out", s(out)];
-        base.iter().chain(extra).map(|a| a.to_string()).collect()
-    }
-
+impl common::Workspace {
     fn train(&self, out: &str, extra: &[&str]) -> PathBuf {
         let out = self.root.join(out);
-        let args = self.train_args(&out, extra);
-        ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        ok(&strs(&self.args("train", &out, extra)));
         out
     }
 }
@@ -199,7 +184,7 @@ fn a_run_killed_with_sigkill_resumes_to_the_bytes_of_an_uninterrupted_run() {
 
     let out = st.root.join("killed");
     let checkpoint = out.join("checkpoint.safetensors");
-    let args = st.train_args(&out, &extra);
+    let args = st.args("train", &out, &extra);
     let mut child = lsn().args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let t0 = Instant::now();
     while !checkpoint.exists() {
@@ -244,7 +229,7 @@ fn bad_input_is_refused_and_nothing_is_written() {
     ];
     for (i, (extra, needles)) in cases.into_iter().enumerate() {
         let out = st.root.join(format!("bad{i}"));
-        let args = st.train_args(&out, &extra);
+        let args = st.args("train", &out, &extra);
         fails_with(&args.iter().map(String::as_str).collect::<Vec<_>>(), &needles);
         assert!(!out.join("adapter_config.json").exists() && !out.join("checkpoint.safetensors").exists(), "{extra:?}");
     }

@@ -46,6 +46,35 @@ pub fn random_model(root: &Path, name: &str, preset: &str, seed: u64) -> PathBuf
     dir
 }
 
+/// A temporary directory holding a tiny random Gemma-3 model (`m`, seed 5) and a data directory written by the
+/// test's own writer: what the `lsn eval` and `lsn train` tests run on.
+pub struct Workspace {
+    _t: tempfile::TempDir,
+    pub root: PathBuf,
+    pub model: PathBuf,
+    pub data: PathBuf,
+}
+
+impl Workspace {
+    pub fn new(write_data: impl FnOnce(&Path) -> PathBuf) -> Self {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().to_path_buf();
+        let model = random_model(&root, "m", "tiny-gemma3", 5);
+        let data = write_data(&root);
+        Self { _t: t, root, model, data }
+    }
+
+    /// `CMD --model M --data-dir D --out OUT EXTRA…`.
+    pub fn args(&self, cmd: &str, out: &Path, extra: &[&str]) -> Vec<String> {
+        let base = [cmd, "--model", s(&self.model), "--data-dir", s(&self.data), "--out", s(out)];
+        base.iter().chain(extra).map(|a| a.to_string()).collect()
+    }
+}
+
+pub fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
 /// A word-level `tokenizer.json` over the words `w1`…`w299` (id = the number; `<unk>` 0), without BOS.
 pub fn word_level_tokenizer() -> String {
     let vocab: Vec<String> =
