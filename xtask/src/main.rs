@@ -33,10 +33,12 @@ commands:
              intervention and greedy-generation goldens (*.intervene.json), `fixtures eval` only the task goldens
              (*.eval.json: XNLI log-likelihoods, XQuAD greedy answers), `fixtures qa` only the answer-metric
              goldens (qa_metrics.json, from the SQuAD/MLQA scripts as lm-evaluation-harness ships them),
-             `fixtures lora` only the LoRA goldens (fixtures/golden/lora/: PEFT adapters, logits, gradients)
+             `fixtures lora` only the LoRA goldens (fixtures/golden/lora/: PEFT adapters, logits, gradients,
+             20 training steps)
   bench      criterion benches on Gemma-3-270M, every backend: capture tokens/s, greedy KV-cached generation new tokens/s,
-             NLL scoring tokens/s, XNLI zero-shot and XQuAD examples/s; `--vs-hf` also times HF transformers + PyTorch (hooks, generate, full forward) on
-             the same ids, batch and threads (in .venv-fixtures); other arguments go to `cargo bench`
+             NLL scoring tokens/s, XNLI zero-shot and XQuAD examples/s, LoRA training (one gradient) tokens/s;
+             `--vs-hf` also times HF transformers + PyTorch (hooks, generate, full forward) and PEFT (training)
+             on the same ids, batch and threads (in .venv-fixtures); other arguments go to `cargo bench`
   help       this text
 
 environment: LSN_HOME (model cache, default ~/.cache/lsn), LSN_DATA_DIR (data dir), LSN_PYTHON (default python3)";
@@ -190,7 +192,8 @@ fn bench(extra: &[String]) -> Result<()> {
     setup()?;
     setup_models()?;
     run(cargo()
-        .args(["bench", "-p", "lsn-harness", "--bench", "capture", "--bench", "generate", "--bench", "eval", "--"])
+        .args(["bench", "-p", "lsn-harness", "--bench", "capture", "--bench", "generate", "--bench", "eval"])
+        .args(["--bench", "train", "--"])
         .args(extra))?;
     if vs_hf {
         let py = fixtures_venv()?;
@@ -201,11 +204,13 @@ fn bench(extra: &[String]) -> Result<()> {
                 .arg(lsn_data::model_dir(&home(), "gemma-3-270m"))
                 .args(["--threads", &threads]))?;
         }
-        run(Command::new(&py)
-            .arg(root().join("xtask/fixtures/hf_eval_bench.py"))
-            .arg(lsn_data::model_dir(&home(), "gemma-3-270m"))
-            .arg(root().join("fixtures/golden/gemma-3-270m.eval.json"))
-            .args(["--threads", &threads]))?;
+        for script in ["hf_eval_bench.py", "hf_train_bench.py"] {
+            run(Command::new(&py)
+                .arg(root().join("xtask/fixtures").join(script))
+                .arg(lsn_data::model_dir(&home(), "gemma-3-270m"))
+                .arg(root().join("fixtures/golden/gemma-3-270m.eval.json"))
+                .args(["--threads", &threads]))?;
+        }
     }
     Ok(())
 }

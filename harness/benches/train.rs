@@ -1,0 +1,74 @@
+//! LoRA training throughput on Gemma-3-270M, f32, per backend that trains (tch, candle; ort has no autograd): one
+//! `Model::gradient` — forward, loss and backward of a micro-batch — of the XNLI head protocol on [`ROWS`] sequences
+//! of the task goldens (`fixtures/golden/gemma-3-270m.eval.json`, the first XNLI rows' ids, right-padded), with
+//! LoRA r 16 / α 32 on q, k, v, o and a masked LoRA on every layer's `gate_proj` (every 100th neuron) plus the
+//! `Linear(hidden, 3)` head, as real tokens/s. The optimizer step runs on host values and is not timed. HF's side:
+//! xtask/fixtures/hf_train_bench.py (PEFT, same ids, rank, targets and threads); `cargo xtask bench --vs-hf` runs
+//! both.
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use lsn_core::{Error, LoadOptions, LoraLayout, LoraTarget, ModelFiles, Objective, TokenBatch, TrainBatch};
+use serde::Deserialize;
+
+/// Sequences per micro-batch (the small-data preset's batch).
+pub const ROWS: usize = 16;
+
+#[derive(Deserialize)]
+struct Row {
+    ids: [Vec<u32>; 3],
+}
+
+#[derive(Deserialize)]
+struct Golden {
+    xnli: Vec<Row>,
+}
+
+fn train(c: &mut Criterion) {
+    let dir = lsn_data::model_dir(&lsn_data::cache_home(), "gemma-3-270m");
+    assert!(
+        dir.join(lsn_data::FETCH_MARKER).is_file(),
+        "Gemma-3-270M is not in {}: run `cargo xtask bench` (it fetches it) or `lsn fetch-model gemma-3-270m`",
+        dir.display()
+    );
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/golden/gemma-3-270m.eval.json");
+    let g: Golden = serde_json::from_slice(&std::fs::read(&path).expect("task goldens")).expect("task goldens parse");
+    let seqs: Vec<Vec<u32>> = g.xnli.into_iter().take(ROWS).map(|r| r.ids[0].clone()).collect();
+    let labels: Vec<u32> = (0..seqs.len() as u32).map(|i| i % 3).collect();
+    let tb =
+        TrainBatch { batch: TokenBatch::padded(&seqs, 0).expect("a batch"), objective: Objective::Classify { labels } };
+    let tokens = tb.batch.n_tokens() as u64;
+    for backend in lsn_harness::backends() {
+        let name = backend.name();
+        let mut model = backend.load(&ModelFiles::new(&dir), &LoadOptions::default()).expect("model loads");
+        let cfg = model.config().clone();
+        let layout = LoraLayout {
+            rank: 16,
+            alpha: 32.0,
+            targets: vec![
+                LoraTarget::QProj,
+                LoraTarget::KProj,
+                LoraTarget::VProj,
+                LoraTarget::OProj,
+                LoraTarget::GateProj,
+            ],
+            gate_rows: Some((0..cfg.num_layers * cfg.intermediate_size).map(|i| i % 100 == 0).collect()),
+            head_classes: Some(3),
+        };
+        let adapter = lsn_lora::initial_adapter(&layout, &cfg, 0.01, 42);
+        match model.gradient(&adapter, &tb) {
+            Err(Error::Unsupported { .. }) => continue,
+            r => {
+                r.expect("a gradient");
+            }
+        }
+        let mut group = c.benchmark_group("train-gemma-3-270m-xnli16");
+        group.sample_size(10).throughput(Throughput::Elements(tokens));
+        group.bench_function(format!("{name}/lora-r16-qkvo-gate-grad"), |b| {
+            b.iter(|| model.gradient(&adapter, &tb).unwrap())
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, train);
+criterion_main!(benches);
