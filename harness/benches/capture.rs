@@ -12,12 +12,7 @@ const ROWS: usize = 4;
 const ROW_LEN: usize = 512;
 
 fn capture(c: &mut Criterion) {
-    let dir = lsn_data::model_dir(&lsn_data::cache_home(), "gemma-3-270m");
-    assert!(
-        dir.join(lsn_data::FETCH_MARKER).is_file(),
-        "Gemma-3-270M is not in {}: run `cargo xtask bench` (it fetches it) or `lsn fetch-model gemma-3-270m`",
-        dir.display()
-    );
+    let dir = lsn_harness::bench_model_dir();
     // Deterministic ids spread over the vocabulary, BOS at the start of each row.
     let ids: Vec<u32> = (0..ROWS * ROW_LEN)
         .map(|i| if i % ROW_LEN == 0 { 2 } else { ((i as u64 * 2_654_435_761) % 200_000 + 300) as u32 })

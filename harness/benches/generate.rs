@@ -28,12 +28,7 @@ fn ids(rows: usize, len: usize) -> Vec<Vec<u32>> {
 }
 
 fn generate(c: &mut Criterion) {
-    let dir = lsn_data::model_dir(&lsn_data::cache_home(), "gemma-3-270m");
-    assert!(
-        dir.join(lsn_data::FETCH_MARKER).is_file(),
-        "Gemma-3-270M is not in {}: run `cargo xtask bench` (it fetches it) or `lsn fetch-model gemma-3-270m`",
-        dir.display()
-    );
+    let dir = lsn_harness::bench_model_dir();
     let prompts = ids(PROMPTS, PROMPT_LEN);
     let rows = ids(ROWS, ROW_LEN);
     let batch = TokenBatch::padded(&rows, 0).unwrap();

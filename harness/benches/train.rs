@@ -24,14 +24,8 @@ struct Golden {
 }
 
 fn train(c: &mut Criterion) {
-    let dir = lsn_data::model_dir(&lsn_data::cache_home(), "gemma-3-270m");
-    assert!(
-        dir.join(lsn_data::FETCH_MARKER).is_file(),
-        "Gemma-3-270M is not in {}: run `cargo xtask bench` (it fetches it) or `lsn fetch-model gemma-3-270m`",
-        dir.display()
-    );
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/golden/gemma-3-270m.eval.json");
-    let g: Golden = serde_json::from_slice(&std::fs::read(&path).expect("task goldens")).expect("task goldens parse");
+    let dir = lsn_harness::bench_model_dir();
+    let g: Golden = lsn_harness::bench_task_goldens();
     let seqs: Vec<Vec<u32>> = g.xnli.into_iter().take(ROWS).map(|r| r.ids[0].clone()).collect();
     let labels: Vec<u32> = (0..seqs.len() as u32).map(|i| i % 3).collect();
     let tb =

@@ -22,6 +22,23 @@ use lsn_core::Backend;
 pub use report::{Check, Outcome, PairRow, Report};
 pub use suite::{Env, run_suite};
 
+/// The fetched Gemma-3-270M the benches time; panics saying how to fetch it when it is absent.
+pub fn bench_model_dir() -> std::path::PathBuf {
+    let dir = lsn_data::model_dir(&lsn_data::cache_home(), "gemma-3-270m");
+    assert!(
+        dir.join(lsn_data::FETCH_MARKER).is_file(),
+        "Gemma-3-270M is not in {}: run `cargo xtask bench` (it fetches it) or `lsn fetch-model gemma-3-270m`",
+        dir.display()
+    );
+    dir
+}
+
+/// Gemma-3-270M's task goldens (`fixtures/golden/gemma-3-270m.eval.json`), as the part of them `T` reads.
+pub fn bench_task_goldens<T: serde::de::DeserializeOwned>() -> T {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/golden/gemma-3-270m.eval.json");
+    serde_json::from_slice(&std::fs::read(&path).expect("task goldens")).expect("task goldens parse")
+}
+
 /// Every backend compiled into this build, in a fixed order (the first one is the reference of cross-backend cases).
 // Each push is behind its own feature, so `vec![..]` cannot list them.
 #[allow(clippy::vec_init_then_push)]
