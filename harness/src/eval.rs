@@ -89,16 +89,11 @@ fn read(env: &Env, name: &str) -> Result<Golden, String> {
     // The suite checks a prefix of each language's goldens: these are its most expensive cases (~400 s per backend
     // with all 12 pairs and 4 questions per language on this machine).
     g.xnli.retain(|r| r.row < XNLI_ROWS);
-    let mut seen: Vec<(String, usize)> = Vec::new();
-    g.xquad.retain(|q| match seen.iter_mut().find(|(l, _)| *l == q.lang) {
-        Some((_, n)) => {
-            *n += 1;
-            *n <= XQUAD_QUESTIONS
-        }
-        None => {
-            seen.push((q.lang.clone(), 1));
-            true
-        }
+    let mut kept: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    g.xquad.retain(|q| {
+        let n = kept.entry(q.lang.clone()).or_default();
+        *n += 1;
+        *n <= XQUAD_QUESTIONS
     });
     Ok(g)
 }

@@ -14,9 +14,10 @@
 
 use std::path::{Path, PathBuf};
 
+use lsn_core::decode::argmax;
 use lsn_core::{
-    Backend, Error as CoreError, HiddenAt, LoadOptions, Model, ModelFiles, Objective, Outputs, Request, TokenBatch,
-    TrainBatch,
+    Adapter, Backend, Error as CoreError, HiddenAt, LoadOptions, Model, ModelFiles, Objective, Outputs, ParamSpec,
+    Request, TokenBatch, TrainBatch,
 };
 use serde::Deserialize;
 
@@ -112,6 +113,44 @@ fn load(backend: &dyn Backend, env: &Env, dir: &Path) -> Result<Box<dyn Model>, 
     backend.load(&ModelFiles::new(dir), &LoadOptions { device: env.device }).map_err(|e| e.to_string())
 }
 
+/// A LoRA golden ready to check: the tiny model's directory, the fixture directory, the golden batch, the model on
+/// the backend and the adapter PEFT saved.
+struct Prepared {
+    dir: PathBuf,
+    fix: PathBuf,
+    g: LoraGolden,
+    model: Box<dyn Model>,
+    adapter: Adapter,
+}
+
+fn prepare(backend: &dyn Backend, env: &Env, name: &str, task: &str) -> Result<Prepared, String> {
+    let m: &GoldenModel =
+        golden::MODELS.iter().find(|m| m.name == name).ok_or_else(|| format!("{name} is not a golden model"))?;
+    let dir = golden::model_dir(env, m)?;
+    let fix = fixture(env, name, task);
+    let text = std::fs::read_to_string(fix.join("golden.json")).map_err(|e| format!("{}: {e}", fix.display()))?;
+    let g: LoraGolden = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", fix.display()))?;
+    let model = load(backend, env, &dir)?;
+    let (adapter, _) = lsn_lora::read_adapter(&fix, model.config()).map_err(|e| e.to_string())?;
+    Ok(Prepared { dir, fix, g, model, adapter })
+}
+
+/// The largest |Δ| between each of `values` (one per parameter of `params`) and the tensor of the same name in the
+/// safetensors file `file`, relative to that tensor's largest |entry|.
+fn worst_relative(params: &[ParamSpec], values: &[Vec<f32>], file: &Path) -> Result<f64, String> {
+    let (want, _) = lsn_weights::read_safetensors_f32(file).map_err(|e| e.to_string())?;
+    let mut worst = 0.0f64;
+    for (p, v) in params.iter().zip(values) {
+        let (_, _, w) = want
+            .iter()
+            .find(|(n, _, _)| *n == p.name)
+            .ok_or_else(|| format!("{} has no tensor {}", file.display(), p.name))?;
+        let scale = w.iter().map(|x| f64::from(x.abs())).fold(0.0, f64::max).max(1e-12);
+        worst = worst.max(v.iter().zip(w).map(|(a, b)| f64::from((a - b).abs())).fold(0.0, f64::max) / scale);
+    }
+    Ok(worst)
+}
+
 /// The LoRA cases of every model with goldens on `backend`.
 pub fn checks(backend: &dyn Backend, env: &Env) -> Vec<Check> {
     let mut out = Vec::new();
@@ -151,23 +190,13 @@ struct TrainStep {
     loss: f64,
 }
 
-fn argmax(row: &[f32]) -> usize {
-    row.iter().enumerate().fold(0, |best, (i, &x)| if x > row[best] { i } else { best })
-}
-
 fn train_check(backend: &dyn Backend, env: &Env, name: &str, task: &str) -> Check {
     let b = backend.name();
     let case = format!("lora-train-{task}/{name}");
     let run = || -> Result<Option<(f64, String)>, String> {
-        let m: &GoldenModel =
-            golden::MODELS.iter().find(|m| m.name == name).ok_or_else(|| format!("{name} is not a golden model"))?;
-        let dir = golden::model_dir(env, m)?;
-        let fix = fixture(env, name, task);
-        let read = |f: &str| std::fs::read_to_string(fix.join(f)).map_err(|e| format!("{}: {e}", fix.display()));
-        let g: LoraGolden = serde_json::from_str(&read("golden.json")?).map_err(|e| e.to_string())?;
-        let t: TrainGolden = serde_json::from_str(&read("train.json")?).map_err(|e| e.to_string())?;
-        let mut model = load(backend, env, &dir)?;
-        let (initial, _) = lsn_lora::read_adapter(&fix, model.config()).map_err(|e| e.to_string())?;
+        let Prepared { fix, g, mut model, adapter: initial, .. } = prepare(backend, env, name, task)?;
+        let text = std::fs::read_to_string(fix.join("train.json")).map_err(|e| format!("{}: {e}", fix.display()))?;
+        let t: TrainGolden = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", fix.display()))?;
         let (lsn_task, examples) = match (&g.labels, &g.weights) {
             (Some(labels), _) => (
                 lsn_lora::Task::Xnli,
@@ -225,18 +254,8 @@ fn train_check(backend: &dyn Backend, env: &Env, name: &str, task: &str) -> Chec
             .zip(&t.log)
             .map(|(a, w)| (a.loss - w.loss).abs() / w.loss.abs().max(1e-12))
             .fold(0.0, f64::max);
-        let (want, _) =
-            lsn_weights::read_safetensors_f32(&fix.join("trained.safetensors")).map_err(|e| e.to_string())?;
         let params = out.adapter.layout.params(model.config());
-        let mut worst = 0.0f64;
-        for (p, v) in params.iter().zip(&out.adapter.values) {
-            let (_, _, w) = want
-                .iter()
-                .find(|(n, _, _)| *n == p.name)
-                .ok_or_else(|| format!("the golden has no trained {}", p.name))?;
-            let scale = w.iter().map(|x| f64::from(x.abs())).fold(0.0, f64::max).max(1e-12);
-            worst = worst.max(v.iter().zip(w).map(|(a, b)| f64::from((a - b).abs())).fold(0.0, f64::max) / scale);
-        }
+        let worst = worst_relative(&params, &out.adapter.values, &fix.join("trained.safetensors"))?;
         model.set_adapter(Some(&out.adapter)).map_err(|e| e.to_string())?;
         let tb = train_batch(&g)?;
         let head = out.adapter.layout.head_classes.and_then(|_| out.adapter.values.last().map(Vec::as_slice));
@@ -268,18 +287,7 @@ fn train_check(backend: &dyn Backend, env: &Env, name: &str, task: &str) -> Chec
 fn task_checks(backend: &dyn Backend, env: &Env, name: &str, task: &str) -> Vec<Check> {
     let b = backend.name();
     let (fwd, grad) = (format!("lora-forward-{task}/{name}"), format!("lora-grad-{task}/{name}"));
-    let prepared = || -> Result<_, String> {
-        let m: &GoldenModel =
-            golden::MODELS.iter().find(|m| m.name == name).ok_or_else(|| format!("{name} is not a golden model"))?;
-        let dir = golden::model_dir(env, m)?;
-        let fix = fixture(env, name, task);
-        let text = std::fs::read_to_string(fix.join("golden.json")).map_err(|e| format!("{}: {e}", fix.display()))?;
-        let g: LoraGolden = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", fix.display()))?;
-        let model = load(backend, env, &dir)?;
-        let (adapter, _) = lsn_lora::read_adapter(&fix, model.config()).map_err(|e| e.to_string())?;
-        Ok((dir, fix, g, model, adapter))
-    };
-    let (dir, fix, g, mut model, adapter) = match prepared() {
+    let Prepared { dir, fix, g, mut model, adapter } = match prepare(backend, env, name, task) {
         Ok(p) => p,
         Err(e) => return vec![Check::failed(&fwd, b, e.clone()), Check::failed(&grad, b, e)],
     };
@@ -319,18 +327,8 @@ fn task_checks(backend: &dyn Backend, env: &Env, name: &str, task: &str) -> Vec<
             return Err(format!("the loss counts {} terms, the golden {}", ours.count, g.count));
         }
         let loss_rel = (ours.loss_sum - g.loss_sum).abs() / g.loss_sum.abs().max(1e-12);
-        let (want, _) = lsn_weights::read_safetensors_f32(&fix.join("grads.safetensors")).map_err(|e| e.to_string())?;
         let params = adapter.layout.params(model.config());
-        let mut worst = 0.0f64;
-        for (p, gv) in params.iter().zip(&ours.grads) {
-            let (_, _, w) = want
-                .iter()
-                .find(|(n, _, _)| *n == p.name)
-                .ok_or_else(|| format!("the golden has no gradient of {}", p.name))?;
-            let scale = w.iter().map(|x| f64::from(x.abs())).fold(0.0, f64::max).max(1e-12);
-            let d = gv.iter().zip(w).map(|(a, b)| f64::from((a - b).abs())).fold(0.0, f64::max);
-            worst = worst.max(d / scale);
-        }
+        let worst = worst_relative(&params, &ours.grads, &fix.join("grads.safetensors"))?;
         Ok(Some((worst, loss_rel)))
     };
     checks.push(match gradient() {

@@ -57,18 +57,6 @@ pub(crate) fn frozen_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     x.apply_op2(&y, FrozenLinear { w: w.clone() })
 }
 
-/// The forward of [`frozen_linear`]'s op: its second argument (the product), copied.
-fn pass_through(
-    s: &candle_core::CpuStorage,
-    l: &candle_core::Layout,
-) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
-    let candle_core::CpuStorage::F32(v) = s else { candle_core::bail!("frozen-linear takes f32") };
-    let (start, end) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("frozen-linear: product not contiguous".into()))?;
-    Ok((candle_core::CpuStorage::F32(v[start..end].to_vec()), l.shape().clone()))
-}
-
 /// The op attaching a product computed outside the graph to `x`, with the backward `g·W`.
 struct FrozenLinear {
     w: Tensor,
@@ -86,7 +74,12 @@ impl candle_core::CustomOp2 for FrozenLinear {
         y: &candle_core::CpuStorage,
         ly: &candle_core::Layout,
     ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        pass_through(y, ly)
+        // The forward passes the product through, copied.
+        let candle_core::CpuStorage::F32(v) = y else { candle_core::bail!("frozen-linear takes f32") };
+        let (start, end) = ly
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("frozen-linear: product not contiguous".into()))?;
+        Ok((candle_core::CpuStorage::F32(v[start..end].to_vec()), ly.shape().clone()))
     }
 
     fn bwd(

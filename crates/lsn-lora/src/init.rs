@@ -29,13 +29,15 @@ pub fn initial_adapter(layout: &LoraLayout, cfg: &ModelConfig, init_std: f32, se
     let values = layout
         .params(cfg)
         .iter()
-        .map(|p| (p, stream(seed, &p.name)))
-        .map(|(p, mut rng)| match p.role {
-            ParamRole::A { .. } => (0..p.len()).map(|_| (f64::from(init_std) * normal(&mut rng)) as f32).collect(),
-            ParamRole::B { .. } => vec![0.0; p.len()],
-            ParamRole::Head => {
-                let bound = 1.0 / (p.shape[1] as f64).sqrt();
-                (0..p.len()).map(|_| ((2.0 * unit(&mut rng) - 1.0) * bound) as f32).collect()
+        .map(|p| {
+            let mut rng = stream(seed, &p.name);
+            match p.role {
+                ParamRole::A { .. } => (0..p.len()).map(|_| (f64::from(init_std) * normal(&mut rng)) as f32).collect(),
+                ParamRole::B { .. } => vec![0.0; p.len()],
+                ParamRole::Head => {
+                    let bound = 1.0 / (p.shape[1] as f64).sqrt();
+                    (0..p.len()).map(|_| ((2.0 * unit(&mut rng) - 1.0) * bound) as f32).collect()
+                }
             }
         })
         .collect();
