@@ -29,6 +29,8 @@ use crate::suite::Env;
 pub const MODELS: &[&str] = &["tiny-llama", "tiny-gemma3"];
 /// The PEFT task types of the goldens.
 pub const TASKS: &[&str] = &["seq_cls", "causal_lm"];
+/// The case kinds run per (task, model): `<kind>-<task>/<model>`.
+pub const KINDS: &[&str] = &["lora-forward", "lora-grad", "lora-train"];
 /// Largest |Δ| of the adapted logits (O(1) on the tiny models; measured ≤ 4.3e-6 on every backend).
 pub const LOGIT_TOL: f64 = 2e-5;
 /// Largest |Δ loss sum| relative to the loss (measured ≤ 2.1e-7).
