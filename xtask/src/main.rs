@@ -58,9 +58,10 @@ fn main() -> Result<()> {
         }
         Some("test") => test(&args[1..]),
         Some("conformance") => {
+            let data = data_dir()?;
             setup()?;
             setup_models()?;
-            conformance(&args[1..]).map(drop)
+            conformance(&args[1..], &data).map(drop)
         }
         Some("fixtures") if args.get(1).is_some_and(|a| a == "onnx") => {
             let py = fixtures_venv()?;
@@ -114,6 +115,21 @@ fn cargo() -> Command {
     c
 }
 
+/// The data dir (XNLI, XQuAD, FLORES-200, TICO-19): `LSN_DATA_DIR`, else `../shared/data` beside the checkout (as
+/// `.ci/run` sets it); an error naming `LSN_DATA_DIR` when it holds no data.
+fn data_dir() -> Result<PathBuf> {
+    let dir = std::env::var_os("LSN_DATA_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| root().join("../shared/data"), PathBuf::from);
+    lsn_data::resolve_data_dir(Some(&dir)).with_context(|| {
+        format!(
+            "the tests, fixtures and conformance suite read real data from a data dir, and {} holds none: set \
+             LSN_DATA_DIR to the folder with corpus/, xnli/ and xquad/ (README, Data)",
+            dir.display()
+        )
+    })
+}
+
 /// Installs the native runtimes (idempotent) and returns where they are.
 fn setup() -> Result<runtime::Runtimes> {
     runtime::install(&root(), &python())
@@ -133,10 +149,12 @@ fn setup_models() -> Result<()> {
 }
 
 fn test(extra: &[String]) -> Result<()> {
+    // Checked before anything is built: the tests that read real data would otherwise fail half an hour in.
+    let data = data_dir()?;
     setup()?;
     setup_models()?;
     let mut cmd = cargo();
-    cmd.args(["test", "--workspace"]).args(extra);
+    cmd.env("LSN_DATA_DIR", &data).args(["test", "--workspace"]).args(extra);
     eprintln!("$ {cmd:?}");
     let mut child = cmd.stdout(Stdio::piped()).spawn().context("cannot start cargo test")?;
     let (mut passed, mut failed) = (0u64, 0u64);
@@ -150,7 +168,7 @@ fn test(extra: &[String]) -> Result<()> {
     }
     let status = child.wait()?;
     ensure!(status.success(), "cargo test failed ({status}); cargo xtask test: {passed} passed, {failed} failed");
-    let (c_pass, c_fail) = conformance(&[])?;
+    let (c_pass, c_fail) = conformance(&[], &data)?;
     // One closing line over every test binary and the conformance cases, so the total is not hidden behind the last
     // (often empty) one.
     println!("cargo xtask test: {} passed, {} failed", passed + c_pass, failed + c_fail);
@@ -160,9 +178,11 @@ fn test(extra: &[String]) -> Result<()> {
 
 /// Runs `lsn-conformance` (dev profile, the build the tests used), echoing its tables; returns its passed and failed
 /// counts.
-fn conformance(extra: &[String]) -> Result<(u64, u64)> {
+fn conformance(extra: &[String], data: &Path) -> Result<(u64, u64)> {
     let mut cmd = cargo();
-    cmd.args(["run", "--quiet", "-p", "lsn-harness", "--bin", "lsn-conformance", "--"]).args(extra);
+    cmd.env("LSN_DATA_DIR", data)
+        .args(["run", "--quiet", "-p", "lsn-harness", "--bin", "lsn-conformance", "--"])
+        .args(extra);
     eprintln!("$ {cmd:?}");
     let mut child = cmd.stdout(Stdio::piped()).spawn().context("cannot start the conformance suite")?;
     let mut counts = None;
@@ -240,7 +260,7 @@ fn fixtures() -> Result<()> {
     let py = fixtures_venv()?;
     setup()?;
     setup_models()?;
-    let data = std::env::var("LSN_DATA_DIR").unwrap_or_else(|_| root().join("../shared/data").display().to_string());
+    let data = data_dir()?.display().to_string();
     let out_dir = root().join("fixtures/golden");
     std::fs::create_dir_all(&out_dir)?;
     let script = root().join("xtask/fixtures/golden.py");
@@ -282,7 +302,7 @@ fn fixtures() -> Result<()> {
 /// The task goldens (`fixtures/golden/NAME.eval.json`) of every real model, from xtask/fixtures/golden_eval.py:
 /// XNLI zero-shot log-likelihoods and XQuAD greedy answers, with and without an intervention. Needs the data dir.
 fn fixtures_eval(py: &Path) -> Result<()> {
-    let data = std::env::var("LSN_DATA_DIR").unwrap_or_else(|_| root().join("../shared/data").display().to_string());
+    let data = data_dir()?.display().to_string();
     let out_dir = root().join("fixtures/golden");
     for name in REAL_MODELS {
         run(Command::new(py)
@@ -316,7 +336,7 @@ fn fixtures_qa(py: &Path) -> Result<()> {
 /// The intervention and greedy-generation goldens (`fixtures/golden/NAME.intervene.json`) of every golden model, from
 /// xtask/fixtures/golden_intervene.py. Needs `setup` and the real models.
 fn fixtures_intervene(py: &Path) -> Result<()> {
-    let data = std::env::var("LSN_DATA_DIR").unwrap_or_else(|_| root().join("../shared/data").display().to_string());
+    let data = data_dir()?.display().to_string();
     let out_dir = root().join("fixtures/golden");
     let script = root().join("xtask/fixtures/golden_intervene.py");
     let home = home();
