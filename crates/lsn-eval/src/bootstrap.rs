@@ -1,5 +1,6 @@
 //! Confidence intervals, written once: the 95% percentile bootstrap of a mean of per-example scores, and the paired
-//! bootstrap of the difference between two runs on the same examples. Seeded; the same seed gives the same interval.
+//! bootstrap of the difference between two runs on the same examples, and its extension to several runs (training
+//! seeds) per side. Seeded; the same seed gives the same interval.
 
 use lsn_core::SeededRng;
 use serde::{Deserialize, Serialize};
@@ -78,6 +79,45 @@ pub fn paired_bootstrap(a: &[f64], b: &[f64], resamples: usize, seed: u64) -> Op
     Some(Delta { delta: i.mean, lo: i.lo, hi: i.hi, n: i.n, resamples, seed, excludes_zero: i.lo > 0.0 || i.hi < 0.0 })
 }
 
+/// The difference between the mean score of the runs `b` and of the runs `a` — each run one training seed's
+/// per-example scores over the same examples — with a 95% interval that resamples each side's runs and, together for
+/// every run, the examples. Unlike [`paired_bootstrap`] of one run against one, it covers training variance: two
+/// fine-tunes that differ in anything start a different trajectory, and one seed per side measures that draw, not the
+/// difference. With one run per side it is [`paired_bootstrap`]; with few runs it is optimistic (resampling k runs
+/// sees (k − 1)/k of their variance). `None` when a side is empty or the runs' lengths differ or are 0.
+pub fn runs_bootstrap(a: &[Vec<f64>], b: &[Vec<f64>], resamples: usize, seed: u64) -> Option<Delta> {
+    let n = a.first()?.len();
+    if b.is_empty() || n == 0 || resamples == 0 || a.iter().chain(b).any(|r| r.len() != n) {
+        return None;
+    }
+    if let ([a], [b]) = (a, b) {
+        return paired_bootstrap(a, b, resamples, seed);
+    }
+    let mean = |runs: &[Vec<f64>]| runs.iter().flatten().sum::<f64>() / (runs.len() * n) as f64;
+    let delta = mean(b) - mean(a);
+    let mut rng = SeededRng::new(seed);
+    let mut examples = vec![0usize; n];
+    let mut draws: Vec<f64> = (0..resamples)
+        .map(|_| {
+            let mut side = |runs: &[Vec<f64>]| -> Vec<usize> {
+                (0..runs.len()).map(|_| rng.below(runs.len() as u64) as usize).collect()
+            };
+            let (ra, rb) = (side(a), side(b));
+            for e in examples.iter_mut() {
+                *e = rng.below(n as u64) as usize;
+            }
+            let resampled = |runs: &[Vec<f64>], chosen: &[usize]| {
+                chosen.iter().map(|&r| examples.iter().map(|&i| runs[r][i]).sum::<f64>()).sum::<f64>()
+                    / (chosen.len() * n) as f64
+            };
+            resampled(b, &rb) - resampled(a, &ra)
+        })
+        .collect();
+    draws.sort_by(f64::total_cmp);
+    let (lo, hi) = (quantile_sorted(&draws, 0.025), quantile_sorted(&draws, 0.975));
+    Some(Delta { delta, lo, hi, n, resamples, seed, excludes_zero: lo > 0.0 || hi < 0.0 })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,5 +151,40 @@ mod tests {
         let same = paired_bootstrap(&a, &a, 500, 1).unwrap();
         assert!(!same.excludes_zero && same.delta == 0.0);
         assert!(paired_bootstrap(&a, &b[1..], 10, 1).is_none());
+    }
+
+    /// `base` with the odd examples of `from..to` (scored 0 in `base`) flipped to 100: +1 point per 20 examples of a
+    /// 1000-example run.
+    fn flipped(base: &[f64], from: usize, to: usize) -> Vec<f64> {
+        let mut r = base.to_vec();
+        for i in (from..to).filter(|i| i % 2 == 1) {
+            r[i] = 100.0;
+        }
+        r
+    }
+
+    #[test]
+    fn several_runs_per_side_cover_training_variance() {
+        let base: Vec<f64> = (0..1000).map(|i| if i % 2 == 0 { 100.0 } else { 0.0 }).collect();
+        // One run per side: exactly the paired bootstrap.
+        let (x, y) = (flipped(&base, 0, 60), flipped(&base, 100, 120));
+        assert_eq!(
+            runs_bootstrap(std::slice::from_ref(&x), std::slice::from_ref(&y), 500, 3),
+            paired_bootstrap(&x, &y, 500, 3)
+        );
+        // Runs that scatter by seed (+6, +0, +12 points, different examples each) with the same mean on both sides:
+        // run 0 against run 0 is a "difference" of −6; over the three runs there is none.
+        let a = vec![flipped(&base, 0, 120), base.clone(), flipped(&base, 200, 440)];
+        let b = vec![base.clone(), flipped(&base, 500, 620), flipped(&base, 600, 840)];
+        let one = paired_bootstrap(&a[0], &b[0], 2000, 3).unwrap();
+        assert!(one.excludes_zero && (one.delta + 6.0).abs() < 1e-9, "{one:?}");
+        let all = runs_bootstrap(&a, &b, 2000, 3).unwrap();
+        assert!(all.delta.abs() < 1e-9 && !all.excludes_zero && all.hi - all.lo > one.hi - one.lo, "{all:?}");
+        // A shift every run of b shows (+15 points on top of the same scatter) is seen through the scatter.
+        let shifted: Vec<Vec<f64>> = a.iter().map(|r| flipped(r, 700, 1000)).collect();
+        let seen = runs_bootstrap(&a, &shifted, 2000, 3).unwrap();
+        assert!((seen.delta - 15.0).abs() < 1e-9 && seen.excludes_zero, "{seen:?}");
+        assert_eq!(runs_bootstrap(&a, &shifted, 2000, 3), Some(seen), "seeded");
+        assert!(runs_bootstrap(&a, &[], 10, 3).is_none() && runs_bootstrap(&a, &[base[1..].to_vec()], 10, 3).is_none());
     }
 }

@@ -10,7 +10,9 @@ pub mod results;
 pub mod xnli;
 pub mod xquad;
 
-pub use bootstrap::{DEFAULT_RESAMPLES, DEFAULT_SEED, Delta, Interval, bootstrap_mean, paired_bootstrap};
+pub use bootstrap::{
+    DEFAULT_RESAMPLES, DEFAULT_SEED, Delta, Interval, bootstrap_mean, paired_bootstrap, runs_bootstrap,
+};
 pub use error::{Error, Result};
 pub use perplexity::{NllSum, perplexity};
-pub use results::{Compared, EvalResults, ExampleResult, LangResult, compare, compare_markdown};
+pub use results::{Compared, EvalResults, ExampleResult, LangResult, compare, compare_markdown, compare_runs};

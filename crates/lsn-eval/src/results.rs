@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::bootstrap::{Delta, Interval, bootstrap_mean, paired_bootstrap};
+use crate::bootstrap::{Delta, Interval, bootstrap_mean, runs_bootstrap};
 use crate::{Error, Result};
 
 /// One example: a key that is the same for the same example in another run (XNLI: its row; XQuAD: its question
@@ -108,45 +108,68 @@ pub struct Compared {
 /// The paired comparison of two results of the same task over the same examples: for every language and metric
 /// both hold, the mean difference `b − a` with its 95% paired-bootstrap interval.
 pub fn compare(a: &EvalResults, b: &EvalResults, resamples: usize, seed: u64) -> Result<Vec<Compared>> {
-    if a.task != b.task {
-        return Err(Error::Incomparable(format!("one is {}, the other {}", a.task, b.task)));
+    compare_runs(std::slice::from_ref(a), std::slice::from_ref(b), resamples, seed)
+}
+
+/// [`compare`] with several runs per side (e.g. one fine-tune per training seed), all of one task over the same
+/// examples: for every language and metric every run holds, the difference of the sides' mean scores with the
+/// interval of [`runs_bootstrap`] (runs and examples resampled), which covers training variance; one run per side is
+/// [`compare`].
+pub fn compare_runs(a: &[EvalResults], b: &[EvalResults], resamples: usize, seed: u64) -> Result<Vec<Compared>> {
+    let (Some(first), false) = (a.first(), b.is_empty()) else {
+        return Err(Error::Incomparable("each side needs at least one run".into()));
+    };
+    if let Some(other) = a.iter().chain(b).find(|r| r.task != first.task) {
+        return Err(Error::Incomparable(format!("one is {}, another {}", first.task, other.task)));
     }
     let mut out = Vec::new();
-    for la in &a.languages {
-        let Some(lb) = b.languages.iter().find(|l| l.lang == la.lang) else { continue };
-        let keys_a: Vec<&str> = la.examples.iter().map(|e| e.key.as_str()).collect();
-        let by_key: BTreeMap<&str, &ExampleResult> = lb.examples.iter().map(|e| (e.key.as_str(), e)).collect();
-        let mut sorted_a = keys_a.clone();
+    for la in &first.languages {
+        let in_every: Option<Vec<&LangResult>> =
+            a.iter().chain(b).map(|r| r.languages.iter().find(|l| l.lang == la.lang)).collect();
+        let Some(langs) = in_every else { continue };
+        let mut sorted_a: Vec<&str> = la.examples.iter().map(|e| e.key.as_str()).collect();
         sorted_a.sort_unstable();
-        if sorted_a != by_key.keys().copied().collect::<Vec<_>>() {
-            return Err(Error::Incomparable(format!(
-                "{}: the runs hold different examples ({} and {}); compare runs over the same examples (same split, \
-                 --limit and dropped prompts)",
-                la.lang,
-                la.examples.len(),
-                lb.examples.len()
-            )));
-        }
-        for metric in la.scores.keys().filter(|m| lb.scores.contains_key(*m)) {
-            let (mut xa, mut xb) = (Vec::new(), Vec::new());
-            for e in &la.examples {
-                let other = by_key[e.key.as_str()];
-                xa.push(e.metrics.get(metric).copied().unwrap_or(f64::NAN));
-                xb.push(other.metrics.get(metric).copied().unwrap_or(f64::NAN));
+        let mut by_key = Vec::with_capacity(langs.len());
+        for l in &langs {
+            let keyed: BTreeMap<&str, &ExampleResult> = l.examples.iter().map(|e| (e.key.as_str(), e)).collect();
+            if sorted_a != keyed.keys().copied().collect::<Vec<_>>() {
+                return Err(Error::Incomparable(format!(
+                    "{}: the runs hold different examples ({} and {}); compare runs over the same examples (same \
+                     split, --limit and dropped prompts)",
+                    la.lang,
+                    la.examples.len(),
+                    l.examples.len()
+                )));
             }
-            let delta = paired_bootstrap(&xa, &xb, resamples, seed)
+            by_key.push(keyed);
+        }
+        for metric in la.scores.keys().filter(|m| langs.iter().all(|l| l.scores.contains_key(*m))) {
+            // Every run's scores in the first run's example order.
+            let scores: Vec<Vec<f64>> = by_key
+                .iter()
+                .map(|keyed| {
+                    la.examples
+                        .iter()
+                        .map(|e| keyed[e.key.as_str()].metrics.get(metric).copied().unwrap_or(f64::NAN))
+                        .collect()
+                })
+                .collect();
+            let (sa, sb) = scores.split_at(a.len());
+            let delta = runs_bootstrap(sa, sb, resamples, seed)
                 .ok_or_else(|| Error::Incomparable(format!("{}: no examples", la.lang)))?;
+            let side_mean =
+                |ls: &[&LangResult]| ls.iter().map(|l| l.scores[metric].mean).sum::<f64>() / ls.len() as f64;
             out.push(Compared {
                 lang: la.lang.clone(),
                 metric: metric.clone(),
-                a: la.scores[metric].mean,
-                b: lb.scores[metric].mean,
+                a: side_mean(&langs[..a.len()]),
+                b: side_mean(&langs[a.len()..]),
                 delta,
             });
         }
     }
     if out.is_empty() {
-        return Err(Error::Incomparable("the two runs share no language and metric".into()));
+        return Err(Error::Incomparable("the runs share no language and metric".into()));
     }
     Ok(out)
 }

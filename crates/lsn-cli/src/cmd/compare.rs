@@ -1,19 +1,27 @@
-//! `lsn compare`: the paired difference between two evaluations over the same examples, with its bootstrap interval.
+//! `lsn compare`: the paired difference between two evaluations (or two sets of runs, one per training seed) over
+//! the same examples, with its bootstrap interval.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use lsn_eval::{EvalResults, compare, compare_markdown};
+use lsn_eval::{EvalResults, compare_markdown, compare_runs};
 
 /// Compares two `lsn eval` results of the same task over the same examples: for every language and metric both
 /// hold, Δ = B − A with its 95% paired-bootstrap interval (examples are resampled together, so what both runs share
 /// cancels). A difference is called one only when its interval excludes 0.
+///
+/// To compare fine-tunes (FTL null against en, say), give each side one results.json per training seed, separated by
+/// commas: A and B are then the means over their runs, and the interval resamples the runs as well as the examples,
+/// so it covers training variance — which one run per side does not (two fine-tunes that differ in anything follow
+/// different trajectories; at small scale that alone moves accuracy by several points).
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// results.json of run A (e.g. no intervention).
-    pub a: PathBuf,
-    /// results.json of run B (e.g. with an intervention).
-    pub b: PathBuf,
+    /// results.json of run A (e.g. no intervention), or A's runs (one per seed) separated by commas.
+    #[arg(value_delimiter = ',', num_args = 1, required = true)]
+    pub a: Vec<PathBuf>,
+    /// results.json of run B (e.g. with an intervention), or B's runs separated by commas.
+    #[arg(value_delimiter = ',', num_args = 1, required = true)]
+    pub b: Vec<PathBuf>,
     /// Bootstrap resamples.
     #[arg(long, default_value_t = lsn_eval::DEFAULT_RESAMPLES, value_parser = crate::cmd::at_least_one)]
     pub resamples: usize,
@@ -23,6 +31,15 @@ pub struct Args {
     /// Also write the comparison as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+/// A side's name in the table: its file, or how many runs and the first.
+fn side_name(runs: &[PathBuf]) -> String {
+    match runs {
+        [one] => one.display().to_string(),
+        [first, ..] => format!("{} runs ({}, …)", runs.len(), first.display()),
+        [] => String::new(),
+    }
 }
 
 fn read(path: &PathBuf) -> Result<EvalResults> {
@@ -35,9 +52,10 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(json) = &args.json {
         lsn_run::prepare_file(json, "--json")?;
     }
-    let (a, b) = (read(&args.a)?, read(&args.b)?);
-    let rows = compare(&a, &b, args.resamples, args.seed)?;
-    println!("{}", compare_markdown(&rows, &args.a.display().to_string(), &args.b.display().to_string()));
+    let a: Vec<EvalResults> = args.a.iter().map(read).collect::<Result<_>>()?;
+    let b: Vec<EvalResults> = args.b.iter().map(read).collect::<Result<_>>()?;
+    let rows = compare_runs(&a, &b, args.resamples, args.seed)?;
+    println!("{}", compare_markdown(&rows, &side_name(&args.a), &side_name(&args.b)));
     if let Some(path) = &args.json {
         let doc = serde_json::json!({"a": args.a, "b": args.b, "resamples": args.resamples, "seed": args.seed,
             "rows": rows});
