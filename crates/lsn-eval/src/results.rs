@@ -33,6 +33,18 @@ pub struct LangResult {
 }
 
 impl LangResult {
+    /// The share (percent) of examples predicted as each label, for a classification task whose examples' `detail`
+    /// holds a string `pred` (XNLI); `None` when any example lacks one. A fine-tune that transfers badly often
+    /// predicts one label for most of a language, which the accuracy alone does not show.
+    pub fn prediction_shares(&self) -> Option<BTreeMap<String, f64>> {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for e in &self.examples {
+            *counts.entry(e.detail.get("pred")?.as_str()?.to_string()).or_default() += 1;
+        }
+        let n = self.examples.len().max(1) as f64;
+        Some(counts.into_iter().map(|(k, c)| (k, 100.0 * c as f64 / n)).collect())
+    }
+
     /// Fills `scores` from the examples.
     pub fn summarize(&mut self, resamples: usize, seed: u64) {
         self.scores.clear();
@@ -73,17 +85,26 @@ impl EvalResults {
     /// One row per language, one column per metric: mean and 95% interval.
     pub fn markdown(&self, title: &str) -> String {
         let metrics = self.metric_names();
+        // Classification: the labels' prediction shares, a column after the scores.
+        let shares = self.task == "xnli" && self.languages.iter().all(|l| l.prediction_shares().is_some());
         let mut s = format!("## {title}\n\n| lang | n | dropped |");
         for m in &metrics {
             s += &format!(" {m} |");
         }
+        if shares {
+            s += " predicted (% of examples) |";
+        }
         s += "\n|---|---:|---:|";
-        s += &"---|".repeat(metrics.len());
+        s += &"---|".repeat(metrics.len() + usize::from(shares));
         s += "\n";
         for l in &self.languages {
             s += &format!("| {} | {} | {} |", l.lang, l.examples.len(), l.dropped.len());
             for m in &metrics {
                 s += &format!(" {} |", l.scores.get(m).map(fmt_interval).unwrap_or_default());
+            }
+            if let Some(p) = l.prediction_shares().filter(|_| shares) {
+                let cells: Vec<String> = p.iter().map(|(k, v)| format!("{k} {v:.0}")).collect();
+                s += &format!(" {} |", cells.join(" · "));
             }
             s += "\n";
         }
@@ -232,6 +253,23 @@ mod tests {
             seed: 3,
             languages: vec![l],
         }
+    }
+
+    #[test]
+    fn xnli_tables_show_the_prediction_shares() {
+        let mut r = run(&[100.0, 0.0, 0.0, 100.0], false);
+        for (e, p) in r.languages[0].examples.iter_mut().zip(["neutral", "neutral", "entailment", "neutral"]) {
+            e.detail = serde_json::json!({"gold": "neutral", "pred": p});
+        }
+        let shares = r.languages[0].prediction_shares().unwrap();
+        assert_eq!(shares, BTreeMap::from([("entailment".to_string(), 25.0), ("neutral".to_string(), 75.0)]));
+        let md = r.markdown("t");
+        assert!(md.contains("| predicted (% of examples) |"), "{md}");
+        assert!(md.contains("| entailment 25 · neutral 75 |"), "{md}");
+        // An example without a string prediction (or another task) leaves the column out.
+        r.languages[0].examples[0].detail = serde_json::Value::Null;
+        assert!(r.languages[0].prediction_shares().is_none());
+        assert!(!r.markdown("t").contains("predicted"));
     }
 
     #[test]
