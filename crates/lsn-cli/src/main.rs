@@ -5,6 +5,7 @@ mod backends;
 mod cmd;
 mod fsutil;
 mod plot;
+mod procinfo;
 
 use clap::{Parser, Subcommand};
 

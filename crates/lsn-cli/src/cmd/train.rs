@@ -266,14 +266,16 @@ pub fn run(args: Args) -> Result<()> {
     let summary = serde_json::json!({
         "run": run, "run_key": run_key, "steps": total, "resumed_at_step": outcome.resumed_at,
         "tokens_per_s_this_process": outcome.tokens_per_s, "wall_seconds_this_process": t0.elapsed().as_secs_f64(),
+        "peak_rss_mib_this_process": crate::procinfo::peak_rss_mib(),
         "log": outcome.log,
     });
     fsutil::write_atomic(&args.out.join("train.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
     let last = outcome.log.last().map_or(f64::NAN, |l| l.loss);
     println!(
-        "trained {total} steps (resumed at {}), final loss {last:.4}, {:.0} tokens/s · wrote {}",
+        "trained {total} steps (resumed at {}), final loss {last:.4}, {:.0} tokens/s, peak RSS {} · wrote {}",
         outcome.resumed_at,
         outcome.tokens_per_s,
+        crate::procinfo::peak_rss_mib().map_or("unknown".into(), |m| format!("{:.0} MiB", m)),
         args.out.display()
     );
     Ok(())
