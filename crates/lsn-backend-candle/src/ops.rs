@@ -54,7 +54,7 @@ impl candle_core::CustomOp1 for TorchGeluTanh {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad_res.mul(&crate::grad_ops::gelu_tanh_grad(arg)?)?))
+        Ok(Some(crate::grad_ops::gelu_tanh_backward(arg, grad_res)?))
     }
 }
 
