@@ -85,24 +85,25 @@ impl EvalResults {
     /// One row per language, one column per metric: mean and 95% interval.
     pub fn markdown(&self, title: &str) -> String {
         let metrics = self.metric_names();
-        // Classification: the labels' prediction shares, a column after the scores.
-        let shares = self.task == "xnli" && self.languages.iter().all(|l| l.prediction_shares().is_some());
+        // Classification: each language's prediction shares, a column after the scores when every language has them.
+        let shares: Option<Vec<BTreeMap<String, f64>>> =
+            if self.task == "xnli" { self.languages.iter().map(LangResult::prediction_shares).collect() } else { None };
         let mut s = format!("## {title}\n\n| lang | n | dropped |");
         for m in &metrics {
             s += &format!(" {m} |");
         }
-        if shares {
+        if shares.is_some() {
             s += " predicted (% of examples) |";
         }
         s += "\n|---|---:|---:|";
-        s += &"---|".repeat(metrics.len() + usize::from(shares));
+        s += &"---|".repeat(metrics.len() + usize::from(shares.is_some()));
         s += "\n";
-        for l in &self.languages {
+        for (i, l) in self.languages.iter().enumerate() {
             s += &format!("| {} | {} | {} |", l.lang, l.examples.len(), l.dropped.len());
             for m in &metrics {
                 s += &format!(" {} |", l.scores.get(m).map(fmt_interval).unwrap_or_default());
             }
-            if let Some(p) = l.prediction_shares().filter(|_| shares) {
+            if let Some(p) = shares.as_ref().map(|all| &all[i]) {
                 let cells: Vec<String> = p.iter().map(|(k, v)| format!("{k} {v:.0}")).collect();
                 s += &format!(" {} |", cells.join(" · "));
             }

@@ -263,10 +263,11 @@ pub fn run(args: Args) -> Result<()> {
             "neurons": args.neurons.as_ref().map(|p| p.display().to_string()), "neurons_sha256": neurons_sha}),
     };
     lsn_lora::write_adapter(&args.out, &outcome.adapter, &cfg, &meta)?;
+    let peak_rss = crate::procinfo::peak_rss_mib();
     let summary = serde_json::json!({
         "run": run, "run_key": run_key, "steps": total, "resumed_at_step": outcome.resumed_at,
         "tokens_per_s_this_process": outcome.tokens_per_s, "wall_seconds_this_process": t0.elapsed().as_secs_f64(),
-        "peak_rss_mib_this_process": crate::procinfo::peak_rss_mib(),
+        "peak_rss_mib_this_process": peak_rss,
         "log": outcome.log,
     });
     fsutil::write_atomic(&args.out.join("train.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
@@ -275,7 +276,7 @@ pub fn run(args: Args) -> Result<()> {
         "trained {total} steps (resumed at {}), final loss {last:.4}, {:.0} tokens/s, peak RSS {} · wrote {}",
         outcome.resumed_at,
         outcome.tokens_per_s,
-        crate::procinfo::peak_rss_mib().map_or("unknown".into(), |m| format!("{:.0} MiB", m)),
+        peak_rss.map_or("unknown".into(), |m| format!("{m:.0} MiB")),
         args.out.display()
     );
     Ok(())
