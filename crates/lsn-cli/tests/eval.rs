@@ -169,6 +169,12 @@ fn interventions_apply_each_languages_set_and_are_recorded() {
         })
     };
     assert!(moved(&own) && moved(&de));
+    // The matched random control: other neurons, the same fill, recorded.
+    let rnd = st
+        .eval("rnd", &["--task", "xnli", "--lang", "en,fr", "--neurons", s(&n), "--fill", "p90", "--random-like", "3"]);
+    assert_eq!(results(&rnd)["config"]["intervention"]["random_like"], 3);
+    assert!(moved(&rnd));
+    assert_ne!(examples(&results(&rnd), 0), examples(&results(&own), 0));
     let (stdout, _) = ok(&["compare", s(&base.join("results.json")), s(&own.join("results.json"))]);
     assert!(stdout.contains("| en | accuracy |") && stdout.contains("| fr | accuracy |"), "{stdout}");
     // The set of a language without one is refused before anything is written.

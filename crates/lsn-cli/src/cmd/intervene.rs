@@ -29,6 +29,11 @@ pub struct InterveneArgs {
     /// holds --neurons].
     #[arg(long, requires = "neurons")]
     pub stats_run: Option<PathBuf>,
+    /// The matched random control: overwrite, instead of a language's set, random neurons with the same count in
+    /// every layer, drawn with this seed (plus the set's position in the neuron file, so each language's control
+    /// stays the same whichever languages are evaluated together). Fill values as without it.
+    #[arg(long, requires = "neurons")]
+    pub random_like: Option<u64>,
 }
 
 /// A loaded neuron file, ready to give each evaluated language its intervention.
@@ -38,6 +43,8 @@ pub struct Intervener {
     pub selection: Selection,
     pub fill: Fill,
     pub neuron_lang: Option<String>,
+    /// The seed of the matched random control, when it replaces the sets.
+    pub random_like: Option<u64>,
     stats_run: PathBuf,
     intermediate: usize,
     /// The loaded model, which the fill statistics must be of.
@@ -127,6 +134,7 @@ impl InterveneArgs {
             selection,
             fill,
             neuron_lang: self.neuron_lang.clone(),
+            random_like: self.random_like,
             stats_run,
             intermediate: cfg.intermediate_size,
             model,
@@ -136,16 +144,21 @@ impl InterveneArgs {
 }
 
 impl Intervener {
-    /// The neurons applied when evaluating `lang`.
-    pub fn neurons_for(&self, lang: &str) -> Result<&[NeuronId]> {
+    /// The neurons applied when evaluating `lang`: its set (or --neuron-lang's), or that set's matched random control.
+    pub fn neurons_for(&self, lang: &str) -> Result<Vec<NeuronId>> {
         let set = self.neuron_lang.as_deref().unwrap_or(lang);
-        self.selection.of(set).with_context(|| {
+        let own = self.selection.of(set).with_context(|| {
             format!(
                 "{} has no neuron set for {set} (it holds {}): evaluate one of those languages, or give --neuron-lang",
                 self.file.display(),
                 self.selection.languages.join(", ")
             )
-        })
+        })?;
+        match self.random_like {
+            None => Ok(own.to_vec()),
+            Some(seed) => random_like(&self.selection, set, seed)
+                .with_context(|| format!("the random control of {set}'s set in {}", self.file.display())),
+        }
     }
 
     /// The fill values of `lang`'s statistics, read once per language and checked against the model and the tap
@@ -193,7 +206,7 @@ impl Intervener {
 
     /// The intervention when evaluating `lang`.
     pub fn for_lang(&mut self, lang: &str) -> Result<Intervention> {
-        let neurons = self.neurons_for(lang)?.to_vec();
+        let neurons = self.neurons_for(lang)?;
         let intermediate = self.intermediate;
         let values = self.values(lang)?;
         Ok(Intervention::filled(&neurons, values, intermediate)?)
@@ -201,8 +214,9 @@ impl Intervener {
 
     /// One line saying what is applied, for tables and logs.
     pub fn describe(&self) -> String {
+        let control = self.random_like.map(|s| format!(" (random control, seed {s})")).unwrap_or_default();
         format!(
-            "{} neurons of {} ({}), fill {}",
+            "{} neurons of {} ({}){control}, fill {}",
             self.neuron_lang.as_deref().unwrap_or("each language's own"),
             self.file.display(),
             self.selection.method,
@@ -214,15 +228,49 @@ impl Intervener {
     pub fn json(&self) -> serde_json::Value {
         serde_json::json!({
             "neurons": self.file.display().to_string(), "method": self.selection.method, "fill": self.fill.name(),
-            "neuron_lang": self.neuron_lang, "stats_run": self.stats_run.display().to_string(),
+            "neuron_lang": self.neuron_lang, "random_like": self.random_like,
+            "stats_run": self.stats_run.display().to_string(),
             "selected_on": self.selection.source.as_ref().map(|s| short(&s.weights_sha256).to_owned()),
         })
     }
 }
 
+/// The matched random control of language `set` in `selection`: as many random neurons in every layer as the set
+/// has, seeded with `seed` plus the set's position among the file's languages.
+fn random_like(selection: &Selection, set: &str, seed: u64) -> Result<Vec<NeuronId>> {
+    let size = selection.of(set).map_or(0, <[NeuronId]>::len);
+    let counts = selection
+        .per_layer
+        .get(set)
+        .filter(|c| c.iter().sum::<usize>() == size)
+        .context("the file gives no per-layer counts of that set: select the neurons again")?;
+    let position = selection.languages.iter().position(|l| l == set).unwrap_or(0) as u64;
+    Ok(lsn_select::random_per_layer(counts, selection.intermediate, seed + position)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_random_control_matches_each_layers_count() {
+        let ids = |v: &[(u32, u32)]| v.iter().map(|&(l, j)| NeuronId::new(l, j)).collect::<Vec<_>>();
+        let vi = ids(&[(0, 1), (2, 3), (2, 4), (2, 9)]);
+        let hi = ids(&[(0, 1), (2, 3), (2, 4), (2, 9)]);
+        let mut sel = lsn_select::random(3, 64, 1, 0).unwrap();
+        sel.languages = vec!["vi".into(), "hi".into()];
+        sel.neurons = [("vi".into(), vi.clone()), ("hi".into(), hi)].into();
+        sel.per_layer = [("vi".into(), vec![1, 0, 3]), ("hi".into(), vec![1, 0, 3])].into();
+        let r = random_like(&sel, "vi", 7).unwrap();
+        let layers = |s: &[NeuronId]| (0..3).map(|l| s.iter().filter(|n| n.layer == l).count()).collect::<Vec<_>>();
+        assert_eq!(layers(&r), vec![1, 0, 3]);
+        assert_ne!(r, vi);
+        assert_eq!(r, random_like(&sel, "vi", 7).unwrap());
+        assert_ne!(r, random_like(&sel, "vi", 8).unwrap());
+        // Equal sets of two languages get different controls: hi, second in the file, draws with seed + 1.
+        assert_ne!(r, random_like(&sel, "hi", 7).unwrap());
+        assert_eq!(random_like(&sel, "hi", 7).unwrap(), random_like(&sel, "vi", 8).unwrap());
+    }
 
     #[test]
     fn the_run_of_a_neuron_file() {

@@ -46,15 +46,19 @@ pub struct Args {
     /// Train on the first N examples only.
     #[arg(long, value_parser = crate::cmd::at_least_one)]
     pub limit: Option<usize>,
+    /// LoRA rank r of every adapted linear (paper: 8 for XNLI, 64 for XQuAD; small-data: 16).
     #[arg(long)]
     pub rank: Option<usize>,
+    /// LoRA α: the update is scaled by α/r (every preset: 2·r).
     #[arg(long)]
     pub alpha: Option<f32>,
     /// Attention (and MLP) targets of the ordinary LoRA, comma-separated: q,k,v,o[,up,down,gate].
     #[arg(long)]
     pub targets: Option<String>,
+    /// Peak learning rate of the LoRA factors, reached after the 1% warm-up, then linear to 0.
     #[arg(long)]
     pub lr: Option<f32>,
+    /// Peak learning rate of the XNLI head (paper: the LoRA rate; small-data: its own, 2e-3).
     #[arg(long)]
     pub head_lr: Option<f32>,
     /// Examples per optimizer step.
@@ -63,6 +67,7 @@ pub struct Args {
     /// Examples per forward/backward pass (gradients accumulate to --batch).
     #[arg(long)]
     pub micro_batch: Option<usize>,
+    /// Passes over the training examples, each in its own seeded order.
     #[arg(long)]
     pub epochs: Option<u32>,
     /// Batches of similar length (true in small-data, false in paper: HF's group_by_length): less padding, another
@@ -75,6 +80,7 @@ pub struct Args {
     /// XQuAD: all (prompt + answer + EOS, the paper's) or answer (answer + EOS only).
     #[arg(long)]
     pub loss_on: Option<String>,
+    /// Seeds the adapter's initialization, the data order and a random FTL's neurons [default: 42].
     #[arg(long)]
     pub seed: Option<u64>,
     /// A checkpoint every N optimizer steps.
@@ -83,6 +89,7 @@ pub struct Args {
     /// A fetched model's name or a HF checkpoint directory.
     #[arg(long, default_value = "gemma-3-270m")]
     pub model: String,
+    /// Data directory holding xnli/ and xquad/ [default: $LSN_DATA_DIR].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     #[command(flatten)]
