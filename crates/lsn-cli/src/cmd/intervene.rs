@@ -1,4 +1,4 @@
-//! The intervention options shared by the commands that run a model (`ppl`, `generate`, later `eval`): a neuron file
+//! The intervention options shared by the commands that run a model (`ppl`, `generate`, `eval`): a neuron file
 //! from `lsn select`, whose set of a language is overwritten at every position with one value per neuron.
 
 use std::collections::BTreeMap;
