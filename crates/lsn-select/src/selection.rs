@@ -164,4 +164,14 @@ impl Selection {
     pub fn of(&self, lang: &str) -> Option<&[NeuronId]> {
         self.neurons.get(lang).map(Vec::as_slice)
     }
+
+    /// The matched random control of `lang`'s set: as many random neurons in every layer as the set has
+    /// ([`crate::random_per_layer`] with `seed`).
+    pub fn random_like(&self, lang: &str, seed: u64) -> crate::Result<Vec<NeuronId>> {
+        let size = self.of(lang).map_or(0, <[NeuronId]>::len);
+        let counts = self.per_layer.get(lang).filter(|c| c.iter().sum::<usize>() == size).ok_or_else(|| {
+            crate::Error::Invalid(format!("no per-layer counts of {lang}'s set: select the neurons again"))
+        })?;
+        crate::random_per_layer(counts, self.intermediate, seed)
+    }
 }

@@ -235,17 +235,11 @@ impl Intervener {
     }
 }
 
-/// The matched random control of language `set` in `selection`: as many random neurons in every layer as the set
-/// has, seeded with `seed` plus the set's position among the file's languages.
+/// The matched random control of language `set` in `selection` ([`Selection::random_like`]), seeded with `seed` plus
+/// the set's position among the file's languages.
 fn random_like(selection: &Selection, set: &str, seed: u64) -> Result<Vec<NeuronId>> {
-    let size = selection.of(set).map_or(0, <[NeuronId]>::len);
-    let counts = selection
-        .per_layer
-        .get(set)
-        .filter(|c| c.iter().sum::<usize>() == size)
-        .context("the file gives no per-layer counts of that set: select the neurons again")?;
     let position = selection.languages.iter().position(|l| l == set).unwrap_or(0) as u64;
-    Ok(lsn_select::random_per_layer(counts, selection.intermediate, seed + position)?)
+    Ok(selection.random_like(set, seed + position)?)
 }
 
 #[cfg(test)]

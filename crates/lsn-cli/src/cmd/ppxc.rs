@@ -75,11 +75,7 @@ fn compute(model: &mut dyn lsn_core::Model, job: &Job<'_>) -> Result<serde_json:
     let random_sets: Vec<Vec<lsn_core::NeuronId>> = if args.no_random {
         Vec::new()
     } else {
-        langs
-            .iter()
-            .enumerate()
-            .map(|(i, l)| lsn_select::random_per_layer(&sel.per_layer[l], sel.intermediate, args.seed + i as u64))
-            .collect::<Result<_, _>>()?
+        langs.iter().enumerate().map(|(i, l)| sel.random_like(l, args.seed + i as u64)).collect::<Result<_, _>>()?
     };
     let passes = k * (1 + sets.len() + random_sets.len());
     let bar = indicatif::ProgressBar::new(passes as u64).with_style(
