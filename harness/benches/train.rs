@@ -5,6 +5,10 @@
 //! `Linear(hidden, 3)` head, as real tokens/s. The optimizer step runs on host values and is not timed. HF's side:
 //! xtask/fixtures/hf_train_bench.py (PEFT, same ids, rank, targets and threads); `cargo xtask bench --vs-hf` runs
 //! both.
+//!
+//! Peak memory is a per-process number, so `cargo xtask bench` runs this bench once per training backend with
+//! `LSN_BENCH_BACKEND=<name>` (only that backend loads), and the bench prints one JSON line per backend with the
+//! process's peak RSS after its timed passes (`{"bench":"train-xnli16","backend":..,"peak_rss_mib":..}`).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use lsn_core::{Error, LoadOptions, LoraLayout, LoraTarget, ModelFiles, Objective, TokenBatch, TrainBatch};
@@ -31,8 +35,17 @@ fn train(c: &mut Criterion) {
     let tb =
         TrainBatch { batch: TokenBatch::padded(&seqs, 0).expect("a batch"), objective: Objective::Classify { labels } };
     let tokens = tb.batch.n_tokens() as u64;
-    for backend in lsn_harness::backends() {
+    let only = std::env::var("LSN_BENCH_BACKEND").ok();
+    let backends = lsn_harness::backends();
+    if let Some(o) = &only {
+        let names: Vec<&str> = backends.iter().map(|b| b.name()).collect();
+        assert!(names.contains(&o.as_str()), "LSN_BENCH_BACKEND={o} is not a backend of this build ({names:?})");
+    }
+    for backend in backends {
         let name = backend.name();
+        if only.as_deref().is_some_and(|o| o != name) {
+            continue;
+        }
         let mut model = backend.load(&ModelFiles::new(&dir), &LoadOptions::default()).expect("model loads");
         let cfg = model.config().clone();
         let layout = LoraLayout {
@@ -61,6 +74,12 @@ fn train(c: &mut Criterion) {
             b.iter(|| model.gradient(&adapter, &tb).unwrap())
         });
         group.finish();
+        let peak = lsn_core::procinfo::peak_rss_mib();
+        println!(
+            "{}",
+            serde_json::json!({"bench": "train-xnli16", "backend": name, "tokens": tokens, "peak_rss_mib": peak,
+                "peak_covers": if only.is_some() { "this backend only" } else { "every backend run so far" }})
+        );
     }
 }
 

@@ -36,7 +36,8 @@ commands:
              `fixtures lora` only the LoRA goldens (fixtures/golden/lora/: PEFT adapters, logits, gradients,
              20 training steps)
   bench      criterion benches on Gemma-3-270M, every backend: capture tokens/s, greedy KV-cached generation new tokens/s,
-             NLL scoring tokens/s, XNLI zero-shot and XQuAD examples/s, LoRA training (one gradient) tokens/s;
+             NLL scoring tokens/s, XNLI zero-shot and XQuAD examples/s, LoRA training (one gradient) tokens/s
+             and peak RSS (one process per training backend);
              `--vs-hf` also times HF transformers + PyTorch (hooks, generate, full forward) and PEFT (training)
              on the same ids, batch and threads (in .venv-fixtures); other arguments go to `cargo bench`
   help       this text
@@ -212,9 +213,16 @@ fn bench(extra: &[String]) -> Result<()> {
     setup()?;
     setup_models()?;
     run(cargo()
-        .args(["bench", "-p", "lsn-harness", "--bench", "capture", "--bench", "generate", "--bench", "eval"])
-        .args(["--bench", "train", "--"])
-        .args(extra))?;
+        .args(["bench", "-p", "lsn-harness", "--bench", "capture", "--bench", "generate", "--bench", "eval", "--"])
+        .args(&extra))?;
+    // One process per training backend, so each peak RSS the train bench prints is that backend's alone (ort has
+    // no autograd and is not timed there).
+    for backend in ["tch", "candle"] {
+        run(cargo()
+            .env("LSN_BENCH_BACKEND", backend)
+            .args(["bench", "-p", "lsn-harness", "--bench", "train", "--"])
+            .args(&extra))?;
+    }
     if vs_hf {
         let py = fixtures_venv()?;
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).to_string();

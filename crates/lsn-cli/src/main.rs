@@ -5,7 +5,6 @@ mod backends;
 mod cmd;
 mod fsutil;
 mod plot;
-mod procinfo;
 
 use clap::{Parser, Subcommand};
 

@@ -20,6 +20,7 @@ mod lang;
 pub mod lora;
 mod neuron;
 pub mod positions;
+pub mod procinfo;
 mod request;
 mod rng;
 mod stats;

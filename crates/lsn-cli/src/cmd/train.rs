@@ -270,7 +270,7 @@ pub fn run(args: Args) -> Result<()> {
             "neurons": args.neurons.as_ref().map(|p| p.display().to_string()), "neurons_sha256": neurons_sha}),
     };
     lsn_lora::write_adapter(&args.out, &outcome.adapter, &cfg, &meta)?;
-    let peak_rss = crate::procinfo::peak_rss_mib();
+    let peak_rss = lsn_core::procinfo::peak_rss_mib();
     let summary = serde_json::json!({
         "run": run, "run_key": run_key, "steps": total, "resumed_at_step": outcome.resumed_at,
         "tokens_per_s_this_process": outcome.tokens_per_s, "wall_seconds_this_process": t0.elapsed().as_secs_f64(),

@@ -1,4 +1,5 @@
-//! What the process itself measured about its run: its peak resident memory, for the summaries long commands write.
+//! What the process itself measured about its run: its peak resident memory, for the summaries long commands write
+//! and the benches' memory rows.
 
 /// The peak resident set size of this process in MiB (`VmHWM` of `/proc/self/status`); `None` where the kernel does
 /// not report it (not Linux).
