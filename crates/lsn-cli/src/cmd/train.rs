@@ -142,7 +142,6 @@ pub fn run(args: Args) -> Result<()> {
     let spec = spec(&args, task)?;
     let ftl = Ftl::parse(&args.ftl)?;
     ensure!(ftl == Ftl::Null || args.neurons.is_some(), "--ftl {ftl} needs --neurons FILE (from `lsn select`)");
-    lsn_run::prepare_dir(&args.out, "--out", true)?;
     let data_dir = resolve_data_dir(args.data_dir.as_deref())?;
     let en = Lang::parse("en")?;
     let home = &args.cache.home();
@@ -216,6 +215,8 @@ pub fn run(args: Args) -> Result<()> {
         spec.max_len
     );
     let data_sha = fsutil::sha256_file(&data_file)?;
+    // Only now, with every input checked, is the output directory made: a refused run leaves nothing behind.
+    lsn_run::prepare_dir(&args.out, "--out", true)?;
     let (backend, mut model) = args.on.load(home, &files)?;
     let mask_digest = layout.gate_rows.as_ref().map(|m| {
         let bytes: Vec<u8> = m.iter().map(|&b| u8::from(b)).collect();
