@@ -243,7 +243,9 @@ pub fn checks(backend: &dyn Backend, env: &Env, m: &GoldenModel) -> (Vec<Check>,
             ));
         }
         let tok = Tokenizer::from_file(&dir.join("tokenizer.json")).map_err(err)?;
-        let model = backend.load(&ModelFiles::new(&dir), &LoadOptions { device: env.device }).map_err(err)?;
+        let model = backend
+            .load(&ModelFiles::new(&dir), &LoadOptions { device: env.device, ..LoadOptions::default() })
+            .map_err(err)?;
         Ok((g, tok, dir, model))
     })();
     let (g, tok, dir, mut model) = match loaded {

@@ -249,8 +249,9 @@ pub fn checks(backend: &dyn Backend, env: &Env, m: &GoldenModel) -> (Vec<Check>,
                 dir.display()
             ));
         }
-        let model =
-            backend.load(&ModelFiles::new(&dir), &LoadOptions { device: env.device }).map_err(|e| e.to_string())?;
+        let model = backend
+            .load(&ModelFiles::new(&dir), &LoadOptions { device: env.device, ..LoadOptions::default() })
+            .map_err(|e| e.to_string())?;
         Ok((g, full, model))
     })();
     let (g, full, mut model) = match loaded {

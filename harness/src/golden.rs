@@ -124,16 +124,18 @@ fn log_softmax_at(row: &[f32], id: u32) -> f64 {
 
 /// Worst deviations of one model on one backend.
 #[derive(Debug, Default)]
-struct Worst {
-    logit: f64,
-    mean_nll: f64,
-    token_nll: f64,
-    tap_excess: u64,
-    tap_mismatched: usize,
-    near_zero_neurons: usize,
+pub(crate) struct Worst {
+    pub(crate) logit: f64,
+    pub(crate) mean_nll: f64,
+    pub(crate) token_nll: f64,
+    pub(crate) tap_excess: u64,
+    pub(crate) tap_mismatched: usize,
+    pub(crate) near_zero_neurons: usize,
+    /// The backend's logits at every compared `(position, id)`, in the goldens' order (for comparing backends).
+    pub(crate) compared: Vec<f32>,
 }
 
-fn measure(model: &mut dyn Model, g: &Golden) -> Result<Worst, String> {
+pub(crate) fn measure(model: &mut dyn Model, g: &Golden) -> Result<Worst, String> {
     let (layers, inter) = (g.taps.layers, g.taps.intermediate);
     let mut counts = vec![0u64; layers * inter];
     let mut n_tokens = 0;
@@ -158,6 +160,7 @@ fn measure(model: &mut dyn Model, g: &Golden) -> Result<Worst, String> {
                 .chain(g.sample_ids.iter().copied().zip(seq.sample_logits[t].iter().copied()));
             for (id, v) in pairs {
                 w.logit = w.logit.max(f64::from((row[id as usize] - v).abs()));
+                w.compared.push(row[id as usize]);
             }
             if t + 1 < seq.ids.len() {
                 let nll = -log_softmax_at(row, seq.ids[t + 1]);
@@ -213,8 +216,9 @@ pub fn checks(backend: &dyn Backend, env: &Env, m: &GoldenModel) -> Vec<Check> {
                 dir.display()
             ));
         }
-        let mut model =
-            backend.load(&ModelFiles::new(&dir), &LoadOptions { device: env.device }).map_err(|e| e.to_string())?;
+        let mut model = backend
+            .load(&ModelFiles::new(&dir), &LoadOptions { device: env.device, ..LoadOptions::default() })
+            .map_err(|e| e.to_string())?;
         measure(model.as_mut(), &g)
     };
     let taps_check = |w: &Worst| {

@@ -9,6 +9,7 @@
 //! forward passes and gradients against HF transformers + PEFT) as cases of the tiny models (`lora`).
 
 pub mod compare;
+pub mod dtype;
 pub mod eval;
 pub mod generate;
 pub mod golden;

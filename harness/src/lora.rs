@@ -112,7 +112,9 @@ fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> Result<f64, String> {
 }
 
 fn load(backend: &dyn Backend, env: &Env, dir: &Path) -> Result<Box<dyn Model>, String> {
-    backend.load(&ModelFiles::new(dir), &LoadOptions { device: env.device }).map_err(|e| e.to_string())
+    backend
+        .load(&ModelFiles::new(dir), &LoadOptions { device: env.device, ..LoadOptions::default() })
+        .map_err(|e| e.to_string())
 }
 
 /// A LoRA golden ready to check: the tiny model's directory, the fixture directory, the golden batch, the model on

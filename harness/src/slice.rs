@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use lsn_capture::{CaptureSpec, NoProgress, Provenance, Shard, StatsFile, capture};
-use lsn_core::{ActivationStats, Backend, Lang, LoadOptions, ModelFiles};
+use lsn_core::{ActivationStats, Backend, Lang, LoadOptions, ModelFiles, WeightDType};
 use lsn_data::{PackOptions, Packed, Source, Tokenizer, pack_language};
 use lsn_select::{CountTable, LapeParams, LapePreset, RANDOM_PER_LAYER, Selection};
 
@@ -55,15 +55,17 @@ pub fn load(env: &Env) -> Result<Slice, String> {
     Ok(Slice { model_dir, tokenizer_sha256: tok.digest().to_owned(), packed })
 }
 
-/// Captures every language of the slice through `backend` into `dir/stats/`, returning `(lang, statistics)`.
+/// Captures every language of the slice through `backend`, holding the weights in `dtype`, into `dir/stats/`,
+/// returning `(lang, statistics)`.
 pub fn capture_all(
     backend: &dyn Backend,
     env: &Env,
     slice: &Slice,
     dir: &Path,
+    dtype: WeightDType,
 ) -> Result<Vec<(String, ActivationStats)>, String> {
     let files = ModelFiles::new(&slice.model_dir);
-    let mut model = backend.load(&files, &LoadOptions { device: env.device }).map_err(|e| e.to_string())?;
+    let mut model = backend.load(&files, &LoadOptions { device: env.device, dtype }).map_err(|e| e.to_string())?;
     let config_sha256 = golden::sha256(&files.config())?;
     let stats_dir = dir.join("stats");
     let mut out = Vec::new();
@@ -82,6 +84,7 @@ pub fn capture_all(
                 tokenizer_sha256: slice.tokenizer_sha256.clone(),
                 weights_sha256: String::new(),
                 backend: backend.name().into(),
+                weights_dtype: dtype,
                 stats_on: "act".into(),
                 data: serde_json::json!({"slice": name(), "ids_sha256": p.digest}),
             },
@@ -122,7 +125,9 @@ pub fn ppxc_cell(backend: &dyn Backend, env: &Env, slice: &Slice, lape: &Selecti
     let set = lape.of("zh").ok_or("lape-mondal selected no zh set")?;
     let iv = lsn_core::Intervention::deactivate(set.iter().copied());
     let files = ModelFiles::new(&slice.model_dir);
-    let mut model = backend.load(&files, &LoadOptions { device: env.device }).map_err(|e| e.to_string())?;
+    let mut model = backend
+        .load(&files, &LoadOptions { device: env.device, ..LoadOptions::default() })
+        .map_err(|e| e.to_string())?;
     let e = |e: lsn_core::Error| e.to_string();
     let base = lsn_eval::perplexity(model.as_mut(), &rows, 2, 0, None, |_| {}).map_err(e)?;
     let off = lsn_eval::perplexity(model.as_mut(), &rows, 2, 0, Some(&iv), |_| {}).map_err(e)?;

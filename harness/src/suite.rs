@@ -3,11 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use lsn_core::{ActivationStats, Backend, Device};
+use lsn_core::{ActivationStats, Backend, Device, WeightDType};
 use lsn_select::Selection;
 
 use crate::report::{Check, Outcome, PairRow, Report};
-use crate::{compare, eval, generate, golden, lora, slice};
+use crate::{compare, dtype, eval, generate, golden, lora, slice};
 
 /// Largest per-neuron |Δ count_pos| and |Δ count_above| between backends on the slice (1024 tokens per language):
 /// activations within float noise of zero (or of a threshold) may fall on either side on different backends. The
@@ -69,13 +69,17 @@ pub fn run_suite(backends: &[Box<dyn Backend>], env: &Env, on_check: &mut dyn Fn
     let mut runs: Vec<SliceRun> = Vec::new();
     let mut continuations: Vec<generate::Continuations> = Vec::new();
     let mut predictions: Vec<eval::Predictions> = Vec::new();
+    let mut bf16_logits: Vec<dtype::Bf16Logits> = Vec::new();
+    // The slice is captured with bf16 weights once, on the first backend that holds them.
+    let mut bf16_slice_done = false;
     for backend in backends {
         let b = backend.name();
         let caps = backend.capabilities();
         if !caps.devices.contains(&env.device) {
             let reason = format!("{b} cannot run on {:?} in this build (it offers {:?})", env.device, caps.devices);
             for m in golden::MODELS {
-                for kind in ["logits", "nll", "taps", "taps-gate_pre", "intervene", "greedy", "decode"] {
+                let kinds = ["logits", "nll", "taps", "taps-gate_pre", "intervene", "greedy", "decode", "logits-bf16"];
+                for kind in kinds.into_iter().chain(["nll-bf16"]) {
                     push(&mut report, Check::skipped(&format!("{kind}/{}", m.name), b, reason.clone()));
                 }
                 if eval::MODELS.contains(&m.name) {
@@ -98,6 +102,11 @@ pub fn run_suite(backends: &[Box<dyn Backend>], env: &Env, on_check: &mut dyn Fn
             for c in golden::checks(backend.as_ref(), env, m) {
                 push(&mut report, c);
             }
+            let (checks, logits) = dtype::checks(backend.as_ref(), env, m);
+            for c in checks {
+                push(&mut report, c);
+            }
+            bf16_logits.extend(logits);
             let (checks, cont) = generate::checks(backend.as_ref(), env, m);
             for c in checks {
                 push(&mut report, c);
@@ -116,13 +125,26 @@ pub fn run_suite(backends: &[Box<dyn Backend>], env: &Env, on_check: &mut dyn Fn
         }
         let case = format!("capture/{slice_name}");
         let captured = loaded.get_or_insert_with(|| slice::load(env)).as_ref().map_err(Clone::clone).and_then(|s| {
-            let stats = slice::capture_all(backend.as_ref(), env, s, &env.scratch().join(format!("slice-{b}")))?;
+            let dir = env.scratch().join(format!("slice-{b}"));
+            let stats = slice::capture_all(backend.as_ref(), env, s, &dir, WeightDType::F32)?;
             let sets = slice::select_all(&stats)?;
+            let bf16 = (!bf16_slice_done && caps.dtypes.contains(&WeightDType::Bf16)).then(|| {
+                slice::capture_all(backend.as_ref(), env, s, &dir.join("bf16"), WeightDType::Bf16)
+                    .and_then(|stats| slice::select_all(&stats))
+            });
             let ppxc = slice::ppxc_cell(backend.as_ref(), env, s, &sets[0]);
-            Ok(SliceRun { backend: b.to_owned(), stats, sets, ppxc })
+            Ok((SliceRun { backend: b.to_owned(), stats, sets, ppxc }, bf16))
         });
         match captured {
-            Ok(run) => runs.push(run),
+            Ok((run, bf16)) => {
+                bf16_slice_done |= bf16.is_some();
+                match bf16 {
+                    Some(Ok(bf16_sets)) => report.pairs.extend(dtype::set_rows(b, &run.sets, &bf16_sets)),
+                    Some(Err(e)) => push(&mut report, Check::failed(&format!("capture-bf16/{slice_name}"), b, e)),
+                    None => {}
+                }
+                runs.push(run)
+            }
             Err(e) => push(&mut report, Check::failed(&case, b, e)),
         }
     }
@@ -143,6 +165,9 @@ pub fn run_suite(backends: &[Box<dyn Backend>], env: &Env, on_check: &mut dyn Fn
             }
             report.pairs.extend(diff.rows(a, b));
         }
+    }
+    for c in dtype::agreement(&bf16_logits) {
+        push(&mut report, c);
     }
     report.pairs.extend(continuation_rows(&continuations));
     report.pairs.extend(eval::pair_rows(&predictions));
@@ -297,7 +322,7 @@ mod tests {
             "nowhere"
         }
         fn capabilities(&self) -> Capabilities {
-            Capabilities { devices: vec![Device::Cuda(7)] }
+            Capabilities { devices: vec![Device::Cuda(7)], dtypes: vec![lsn_core::WeightDType::F32] }
         }
         fn load(&self, _: &ModelFiles, _: &LoadOptions) -> lsn_core::Result<Box<dyn Model>> {
             panic!("the suite must not load a model on a backend that cannot run on its device")

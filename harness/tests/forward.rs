@@ -215,7 +215,7 @@ fn backends_report_themselves_and_refuse_devices_they_lack() {
         // A device this build cannot use is a clear Unsupported error, never a panic.
         let missing =
             (0..8).map(Device::Cuda).find(|d| !caps.devices.contains(d)).expect("some CUDA ordinal is absent");
-        match backend.load(&ModelFiles::new(dir.path()), &LoadOptions { device: missing }) {
+        match backend.load(&ModelFiles::new(dir.path()), &LoadOptions { device: missing, ..LoadOptions::default() }) {
             Err(Error::Unsupported { backend: b, capability }) => {
                 assert_eq!(b, backend.name());
                 assert!(capability.contains("CUDA"), "{capability}")

@@ -83,9 +83,9 @@ impl Decoder {
         let plus_one = arch.norm_plus_one;
         let norm = |n: &str| w.norm(n, plus_one);
         let layers = (0..cfg.num_layers)
-            .map(|l| arch.load_layer(cfg, l, |n| w.get(n), norm))
+            .map(|l| arch.load_layer(cfg, l, |n| w.matrix(n), norm))
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok(Self { cfg: cfg.clone(), embed: w.get(arch::EMBED)?, layers, norm: norm(arch::FINAL_NORM)?, arch })
+        Ok(Self { cfg: cfg.clone(), embed: w.matrix(arch::EMBED)?, layers, norm: norm(arch::FINAL_NORM)?, arch })
     }
 
     /// Runs `ids` (`[rows·seq]`, u32, row-major) through every layer with the FFN `hook`. With a `cache`, the tokens
@@ -112,7 +112,7 @@ impl Decoder {
         let norm = |x: &Tensor, w: &Tensor| {
             if grad { crate::grad_ops::rms_norm(x, w, eps) } else { ops::rms_norm(x, w, eps) }
         };
-        let mut x = self.embed.index_select(ids, 0)?;
+        let mut x = self.embed.index_select(ids, 0)?.to_dtype(DType::F32)?;
         if let Some(s) = self.arch.embed_scale {
             x = (x * f64::from(s))?;
         }

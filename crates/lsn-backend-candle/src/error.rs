@@ -14,11 +14,16 @@ pub(crate) enum Error {
         #[source]
         source: candle_core::Error,
     },
+    #[error(transparent)]
+    Weights(#[from] lsn_weights::Error),
 }
 
 impl From<Error> for lsn_core::Error {
     fn from(e: Error) -> Self {
-        lsn_core::Error::Backend { backend: crate::NAME, message: e.to_string() }
+        match e {
+            Error::Weights(e) => e.into(),
+            e => lsn_core::Error::Backend { backend: crate::NAME, message: e.to_string() },
+        }
     }
 }
 

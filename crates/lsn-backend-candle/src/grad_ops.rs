@@ -222,7 +222,7 @@ impl candle_core::CustomOp1 for FrozenLinear {
     }
 
     fn bwd(&self, _x: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad_res.matmul(&self.w)?))
+        Ok(Some(grad_res.matmul(&crate::ops::widen(&self.w, grad_res.dtype())?)?))
     }
 }
 

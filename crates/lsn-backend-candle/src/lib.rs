@@ -11,7 +11,7 @@ mod model;
 mod ops;
 mod weights;
 
-use lsn_core::{Backend, Capabilities, Device, LoadOptions, Model, ModelFiles, Result};
+use lsn_core::{Backend, Capabilities, Device, LoadOptions, Model, ModelFiles, Result, WeightDType};
 
 #[cfg(feature = "cuda")]
 use crate::error::Context;
@@ -56,14 +56,14 @@ impl Backend for CandleBackend {
         if cfg!(feature = "cuda") {
             devices.push(Device::Cuda(0));
         }
-        Capabilities { devices }
+        Capabilities { devices, dtypes: WeightDType::ALL.to_vec() }
     }
 
     fn load(&self, files: &ModelFiles, opts: &LoadOptions) -> Result<Box<dyn Model>> {
         let device = candle_device(opts.device)?;
         let ckpt = lsn_weights::open_checkpoint(files.dir())?;
         tracing::info!(dir = %ckpt.dir.display(), family = ?ckpt.config.family, layers = ckpt.config.num_layers, "loading model (candle)");
-        let weights = weights::Weights::open(&ckpt, &device)?;
+        let weights = weights::Weights::open(&ckpt, &device, opts.dtype)?;
         let model = model::CandleModel::load(&weights, &ckpt.config, &device)?;
         Ok(Box::new(model))
     }

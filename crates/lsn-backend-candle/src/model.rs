@@ -26,7 +26,7 @@ pub(crate) struct CandleModel {
 impl CandleModel {
     pub(crate) fn load(w: &Weights, cfg: &ModelConfig, device: &Device) -> Result<Self> {
         let decoder = Decoder::load(w, cfg)?;
-        let lm_head = if cfg.tie_word_embeddings { None } else { Some(w.get(decoder.arch.head_weight)?) };
+        let lm_head = if cfg.tie_word_embeddings { None } else { Some(w.matrix(decoder.arch.head_weight)?) };
         Ok(Self {
             cfg: cfg.clone(),
             device: device.clone(),

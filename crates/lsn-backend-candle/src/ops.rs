@@ -7,9 +7,15 @@ use candle_core::{D, DType, Device, Result, Storage, Tensor};
 use lsn_core::positions;
 use lsn_core::{Activation, AttentionKind, ModelConfig, TapReducer, TapStats};
 
-/// `x @ wᵀ` for a 2-D `x` `[n, in]` and a HF weight `w` `[out, in]`.
+/// `x @ wᵀ` for a 2-D `x` `[n, in]` and a HF weight `w` `[out, in]`, in `x`'s dtype (f32): a bf16 weight is
+/// widened for the product (exactly, so it multiplies as the f32 tensor of its rounded values would).
 pub(crate) fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    x.matmul(&w.t()?)
+    x.matmul(&widen(w, x.dtype())?.t()?)
+}
+
+/// `w` in `dtype` (a cheap handle when it already is).
+pub(crate) fn widen(w: &Tensor, dtype: DType) -> Result<Tensor> {
+    if w.dtype() == dtype { Ok(w.clone()) } else { w.to_dtype(dtype) }
 }
 
 /// RMSNorm over the last axis, `x / sqrt(mean(x²) + eps) · alpha`, computed in f32.

@@ -19,7 +19,7 @@ mod runtime;
 
 use std::path::{Path, PathBuf};
 
-use lsn_core::{Backend, Capabilities, Device, LoadOptions, Model, ModelFiles, Result};
+use lsn_core::{Backend, Capabilities, Device, LoadOptions, Model, ModelFiles, Result, WeightDType};
 
 pub use cache::default_cache;
 pub use export::EXPORTER_VERSION;
@@ -81,7 +81,7 @@ impl Backend for OrtBackend {
         if runtime::cuda_available() {
             devices.push(Device::Cuda(0));
         }
-        Capabilities { devices }
+        Capabilities { devices, dtypes: vec![WeightDType::F32] }
     }
 
     fn load(&self, files: &ModelFiles, opts: &LoadOptions) -> Result<Box<dyn Model>> {
@@ -97,6 +97,15 @@ impl OrtBackend {
             && !runtime::cuda_available()
         {
             return Err(runtime::unsupported_cuda(n));
+        }
+        if !self.capabilities().dtypes.contains(&opts.dtype) {
+            return Err(lsn_core::Error::Unsupported {
+                backend: NAME,
+                capability: format!(
+                    "{} weights: the exported graphs hold f32 weights (load with dtype f32, or use candle or tch for {})",
+                    opts.dtype, opts.dtype
+                ),
+            });
         }
         let ckpt = lsn_weights::open_checkpoint(files.dir())?;
         tracing::info!(dir = %ckpt.dir.display(), family = ?ckpt.config.family, layers = ckpt.config.num_layers, "loading model (ort)");

@@ -17,7 +17,7 @@ fn the_cuda_execution_provider_matches_the_cpu() {
         let batch = TokenBatch::padded(&[(1..40).collect(), (4..17).collect()], 0).unwrap();
         let mut outs = Vec::new();
         for device in [Device::Cpu, Device::Cuda(0)] {
-            let mut model = backend.load(&files, &LoadOptions { device }).unwrap();
+            let mut model = backend.load(&files, &LoadOptions { device, ..LoadOptions::default() }).unwrap();
             let logits = model.run(&Request::new(&batch, Outputs::LOGITS).taps(&Taps::pass1())).unwrap();
             let nll = model.run(&Request::new(&batch, Outputs::NLL)).unwrap().nll.unwrap();
             outs.push((logits, nll));

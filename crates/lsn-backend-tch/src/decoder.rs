@@ -84,11 +84,11 @@ impl Decoder {
         let plus_one = arch.norm_plus_one;
         let norm = |n: &str| w.norm(n, plus_one);
         let layers = (0..cfg.num_layers)
-            .map(|l| arch.load_layer(cfg, l, |n| w.get(n), norm))
+            .map(|l| arch.load_layer(cfg, l, |n| w.matrix(n), norm))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(Self {
             cfg: cfg.clone(),
-            embed: w.get(arch::EMBED)?,
+            embed: w.matrix(arch::EMBED)?,
             layers,
             norm: norm(arch::FINAL_NORM)?,
             positions: None,
@@ -121,7 +121,7 @@ impl Decoder {
         };
         let c = &self.cfg;
         let (heads, kv, d, eps) = (c.num_heads as i64, c.num_kv_heads as i64, c.head_dim as i64, c.rms_norm_eps);
-        let mut x = Tensor::f_embedding(&self.embed, ids, -1, false, false)?;
+        let mut x = Tensor::f_embedding(&self.embed, ids, -1, false, false)?.f_to_kind(Kind::Float)?;
         if let Some(s) = self.arch.embed_scale {
             x = x.f_mul_scalar(f64::from(s))?;
         }

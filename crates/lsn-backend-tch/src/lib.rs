@@ -12,7 +12,7 @@ mod ops;
 mod taps;
 mod weights;
 
-use lsn_core::{Backend, Capabilities, Device, LoadOptions, Model, ModelFiles, Result};
+use lsn_core::{Backend, Capabilities, Device, LoadOptions, Model, ModelFiles, Result, WeightDType};
 
 /// The backend's name, as `Backend::name` reports it and errors cite it.
 pub const NAME: &str = "tch";
@@ -54,14 +54,14 @@ impl Backend for TchBackend {
         if tch::Cuda::is_available() {
             devices.extend((0..tch::Cuda::device_count() as usize).map(Device::Cuda));
         }
-        Capabilities { devices }
+        Capabilities { devices, dtypes: WeightDType::ALL.to_vec() }
     }
 
     fn load(&self, files: &ModelFiles, opts: &LoadOptions) -> Result<Box<dyn Model>> {
         let device = tch_device(opts.device)?;
         let ckpt = lsn_weights::open_checkpoint(files.dir())?;
         tracing::info!(dir = %ckpt.dir.display(), family = ?ckpt.config.family, layers = ckpt.config.num_layers, "loading model (tch)");
-        let weights = weights::Weights::open(&ckpt, device)?;
+        let weights = weights::Weights::open(&ckpt, device, opts.dtype)?;
         let model = model::TchModel::load(&weights, &ckpt.config, device)?;
         Ok(Box::new(model))
     }

@@ -9,7 +9,11 @@ type Result<T> = std::result::Result<T, TchError>;
 
 /// `x @ wᵀ` for `x` `[.., in]` and a HF weight `w` `[out, in]`.
 pub(crate) fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    x.f_linear::<Tensor>(w, None)
+    if w.kind() == x.kind() {
+        x.f_linear::<Tensor>(w, None)
+    } else {
+        x.f_linear::<Tensor>(&w.f_to_kind(x.kind())?, None)
+    }
 }
 
 /// RMSNorm over the last axis in f32, `x · rsqrt(mean(x²) + eps) · alpha` (Gemma's `1 + w` is folded into `alpha`).

@@ -22,6 +22,10 @@ pub struct Provenance {
     pub weights_sha256: String,
     /// The backend that ran the forward passes.
     pub backend: String,
+    /// What the backend held the weight matrices in (`lsn_core::WeightDType`): statistics of bf16-rounded weights
+    /// never mix with f32 ones. Files written before the option existed are f32.
+    #[serde(default)]
+    pub weights_dtype: lsn_core::WeightDType,
     /// Where the statistics were read (`lsn_core::TapPoint`): "act" = `act_fn(gate_proj(x))`, "gate_pre" =
     /// `gate_proj(x)` before the activation (the paper's code). Files of different points never mix.
     pub stats_on: String,
@@ -181,6 +185,9 @@ impl StatsMeta {
         }
         if p.0.backend != p.1.backend {
             d.push(format!("backend {} vs {}", p.0.backend, p.1.backend));
+        }
+        if p.0.weights_dtype != p.1.weights_dtype {
+            d.push(format!("weights dtype {} vs {}", p.0.weights_dtype, p.1.weights_dtype));
         }
         if p.0.data != p.1.data || self.rows != other.rows || self.row_len != other.row_len {
             d.push("data (corpus, seed, budget or row length)".into());

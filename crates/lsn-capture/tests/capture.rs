@@ -36,6 +36,7 @@ fn spec(ids: &[u32], shard: Shard) -> CaptureSpec<'_> {
             tokenizer_sha256: "t".into(),
             weights_sha256: "w".into(),
             backend: "candle".into(),
+            weights_dtype: lsn_core::WeightDType::F32,
             stats_on: "act".into(),
             data: serde_json::json!({"test": true}),
         },

@@ -40,10 +40,59 @@ impl ModelFiles {
     }
 }
 
+/// The element type a backend holds the weight matrices in (embeddings, projections, LM head). Norm weights,
+/// activations, the residual stream, adapters and every reduction stay f32 whatever it is: `Bf16` halves the memory
+/// of the weights and rounds them once at load (round to nearest, ties to even); each product widens its weight to
+/// f32, so a bf16 model computes exactly what an f32 model computes with those rounded weights, on every backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WeightDType {
+    #[default]
+    F32,
+    Bf16,
+}
+
+impl WeightDType {
+    pub const ALL: [WeightDType; 2] = [WeightDType::F32, WeightDType::Bf16];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightDType::F32 => "f32",
+            WeightDType::Bf16 => "bf16",
+        }
+    }
+
+    /// Bytes per weight.
+    pub fn size(self) -> usize {
+        match self {
+            WeightDType::F32 => 4,
+            WeightDType::Bf16 => 2,
+        }
+    }
+}
+
+impl std::fmt::Display for WeightDType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for WeightDType {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        WeightDType::ALL
+            .into_iter()
+            .find(|d| d.name() == s)
+            .ok_or_else(|| crate::Error::InvalidConfig(format!("unknown weight dtype {s:?}: use f32 or bf16")))
+    }
+}
+
 /// How to load a model.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LoadOptions {
     pub device: Device,
+    /// What the weight matrices are held in.
+    pub dtype: WeightDType,
 }
 
 /// Where a backend can run. Everything else a `Model` offers (taps, interventions, outputs, cached decoding) every
@@ -52,6 +101,8 @@ pub struct LoadOptions {
 pub struct Capabilities {
     /// Devices this build can run on.
     pub devices: Vec<Device>,
+    /// Weight dtypes it can hold on every one of those devices.
+    pub dtypes: Vec<WeightDType>,
 }
 
 /// A framework that can load models.

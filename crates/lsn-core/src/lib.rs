@@ -28,7 +28,7 @@ pub mod taps;
 mod tensors;
 
 pub use arch::Arch;
-pub use backend::{Backend, Capabilities, Device, LoadOptions, Model, ModelFiles};
+pub use backend::{Backend, Capabilities, Device, LoadOptions, Model, ModelFiles, WeightDType};
 pub use batch::TokenBatch;
 pub use config::{Activation, AttentionKind, Family, HfConfig, ModelConfig, RopeScaling};
 pub use decode::{Decoder, Generated, Greedy, greedy};

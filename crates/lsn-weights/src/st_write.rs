@@ -1,4 +1,4 @@
-//! Writing an f32 safetensors file tensor by tensor, so only one tensor is in memory at a time.
+//! Writing an f32 (or bf16) safetensors file tensor by tensor, so only one tensor is in memory at a time.
 //!
 //! Layout: u64 little-endian header length, a JSON header (padded with spaces to a multiple of 8 bytes) mapping each
 //! name to dtype, shape and `[begin, end)` byte offsets, then the data in header order. Same input ⇒ same bytes.
@@ -7,6 +7,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
+use lsn_core::WeightDType;
 use serde_json::{Value, json};
 
 use crate::{Error, Result};
@@ -20,7 +21,7 @@ pub(crate) struct Pending<'a> {
 
 /// Writes `tensors` (in the given order) as F32 to `path`, with `{"format": "pt"}` metadata. Returns bytes written.
 pub(crate) fn write_f32_safetensors(path: &Path, tensors: Vec<Pending<'_>>) -> Result<u64> {
-    write_f32_safetensors_with(path, tensors, &std::collections::BTreeMap::new())
+    write_safetensors(path, tensors, &std::collections::BTreeMap::new(), WeightDType::F32)
 }
 
 /// [`write_f32_safetensors`] with `metadata` added to the header's `__metadata__` (beside `format: pt`).
@@ -28,6 +29,16 @@ pub(crate) fn write_f32_safetensors_with(
     path: &Path,
     tensors: Vec<Pending<'_>>,
     metadata: &std::collections::BTreeMap<String, String>,
+) -> Result<u64> {
+    write_safetensors(path, tensors, metadata, WeightDType::F32)
+}
+
+/// Writes `tensors` as `dtype` (bf16 values are the f32 ones rounded to nearest, ties to even).
+pub(crate) fn write_safetensors(
+    path: &Path,
+    tensors: Vec<Pending<'_>>,
+    metadata: &std::collections::BTreeMap<String, String>,
+    dtype: WeightDType,
 ) -> Result<u64> {
     let mut header = serde_json::Map::new();
     let mut meta = serde_json::Map::new();
@@ -38,11 +49,13 @@ pub(crate) fn write_f32_safetensors_with(
     header.insert("__metadata__".into(), Value::Object(meta));
     let mut offset = 0usize;
     for t in &tensors {
-        let bytes = t.shape.iter().product::<usize>() * 4;
-        header.insert(
-            t.name.clone(),
-            json!({"dtype": "F32", "shape": t.shape, "data_offsets": [offset, offset + bytes]}),
-        );
+        let bytes = t.shape.iter().product::<usize>() * dtype.size();
+        let name = match dtype {
+            WeightDType::F32 => "F32",
+            WeightDType::Bf16 => "BF16",
+        };
+        header
+            .insert(t.name.clone(), json!({"dtype": name, "shape": t.shape, "data_offsets": [offset, offset + bytes]}));
         offset += bytes;
     }
     let mut text = serde_json::to_string(&Value::Object(header))
@@ -64,11 +77,16 @@ pub(crate) fn write_f32_safetensors_with(
                 reason: format!("produced {} values for shape {:?} ({n} expected)", values.len(), t.shape),
             });
         }
-        let mut buf = Vec::with_capacity(n * 4);
-        for v in values {
-            buf.extend_from_slice(&v.to_le_bytes());
+        for chunk in values.chunks(1 << 18) {
+            let mut buf = Vec::with_capacity(chunk.len() * dtype.size());
+            match dtype {
+                WeightDType::F32 => chunk.iter().for_each(|v| buf.extend_from_slice(&v.to_le_bytes())),
+                WeightDType::Bf16 => {
+                    chunk.iter().for_each(|&v| buf.extend_from_slice(&half::bf16::from_f32(v).to_le_bytes()))
+                }
+            }
+            w.write_all(&buf).map_err(io)?;
         }
-        w.write_all(&buf).map_err(io)?;
     }
     let file = w.into_inner().map_err(|e| Error::io(path, e.into_error()))?;
     file.sync_all().map_err(io)?;

@@ -68,6 +68,46 @@ fn tiny_gemma3() -> ModelConfig {
     }
 }
 
+/// Llama-3.1-8B's exact shapes and config (8.03·10⁹ parameters; 16 GB in bf16), for measuring memory and throughput
+/// at the paper's scale with random weights.
+fn llama31_8b() -> ModelConfig {
+    ModelConfig {
+        family: Family::Llama,
+        vocab_size: 128_256,
+        hidden_size: 4096,
+        intermediate_size: 14_336,
+        num_layers: 32,
+        num_heads: 32,
+        num_kv_heads: 8,
+        head_dim: 128,
+        rms_norm_eps: 1e-5,
+        rope_theta: 500_000.0,
+        rope_local_theta: 500_000.0,
+        rope_scaling: Some(RopeScaling::Llama3 {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8192,
+        }),
+        sliding_window: None,
+        layer_kinds: vec![AttentionKind::Global; 32],
+        activation: Activation::Silu,
+        tie_word_embeddings: false,
+        attn_scale: 1.0 / 128f64.sqrt(),
+        attn_logit_softcap: None,
+        final_logit_softcap: None,
+        bos_token_id: Some(128_000),
+        eos_token_ids: vec![128_001],
+        pad_token_id: None,
+        max_position_embeddings: 131_072,
+    }
+}
+
+/// Full-size shapes of the paper's models by name (`llama-3.1-8b`): random weights of the real sizes.
+pub fn full_size_configs() -> Vec<(&'static str, ModelConfig)> {
+    vec![("llama-3.1-8b", llama31_8b())]
+}
+
 /// The tiny configurations by name: `tiny-llama` and `tiny-gemma3`.
 pub fn tiny_configs() -> Vec<(&'static str, ModelConfig)> {
     vec![("tiny-llama", tiny_llama()), ("tiny-gemma3", tiny_gemma3())]
@@ -83,6 +123,10 @@ mod tests {
             let again = cfg.to_hf().resolve().unwrap();
             assert_eq!(again, cfg, "{name}");
         }
+        let (_, big) = &full_size_configs()[0];
+        assert_eq!(big.to_hf().resolve().unwrap(), *big);
+        let params: usize = lsn_core::expected_tensors(big).iter().map(|t| t.shape.iter().product::<usize>()).sum();
+        assert_eq!(params, 8_030_261_248, "Llama-3.1-8B's parameter count");
         let (_, llama) = &tiny_configs()[0];
         assert_ne!(llama.head_dim, llama.hidden_size / llama.num_heads);
         assert!(llama.num_kv_heads > 1 && llama.num_kv_heads < llama.num_heads);

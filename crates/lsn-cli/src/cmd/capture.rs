@@ -283,6 +283,7 @@ pub fn run(args: Args) -> Result<()> {
             tokenizer_sha256: identity.tokenizer_sha256.clone(),
             weights_sha256: identity.weights_sha256.clone(),
             backend: backend.name().to_owned(),
+            weights_dtype: args.on.dtype,
             stats_on: args.tap_point.clone(),
             data: data.clone(),
         };
@@ -315,7 +316,7 @@ pub fn run(args: Args) -> Result<()> {
         };
         let rel = outcome.path().strip_prefix(run.root()).unwrap_or(outcome.path()).display().to_string();
         let config = serde_json::json!({
-            "backend": backend.name(), "batch_rows": args.batch_rows, "stats_on": args.tap_point, "data": data,
+            "backend": backend.name(), "dtype": args.on.dtype, "batch_rows": args.batch_rows, "stats_on": args.tap_point, "data": data,
             "shard": format!("{}/{}", shard.index, shard.count),
         });
         let key = if shard.count == 1 {

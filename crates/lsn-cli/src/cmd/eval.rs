@@ -225,7 +225,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut intervener = args.intervene.load(home, &dir, &tok, model.config())?;
     let config = serde_json::json!({
         "lsn_version": env!("CARGO_PKG_VERSION"), "model": args.model, "identity": identity,
-        "backend": backend.name(), "device": format!("{:?}", args.on.device), "batch": args.batch,
+        "backend": backend.name(), "device": format!("{:?}", args.on.device), "dtype": args.on.dtype, "batch": args.batch,
         "limit": args.limit, "max_new_tokens": matches!(task, Task::Xquad(_)).then_some(args.max_new_tokens),
         "head": args.head.as_ref().map(|p| fsutil::sha256_file(p)).transpose()?,
         "adapter": args.adapter.as_ref().map(|p| -> Result<serde_json::Value> {

@@ -1,16 +1,18 @@
-//! `lsn random-model`: write a tiny, deterministic random model (for tests and for trying the pipeline quickly).
+//! `lsn random-model`: write a deterministic random model — tiny ones for tests and trying the pipeline, full-size
+//! shapes of the paper's models for measuring memory and speed at scale.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 
-/// Write a tiny random-weight model of a preset shape as a HF checkpoint directory: config.json,
-/// model.safetensors and a byte-level tokenizer.json (every UTF-8 byte one token, BOS in front), so the model runs
-/// every stage on real text, e.g. `lsn capture --model DIR --lang en --data-dir ...`. Its outputs are noise: use it to
-/// try the pipeline and in tests. The same --seed gives byte-identical files on every machine.
+/// Write a random-weight model of a preset shape as a HF checkpoint directory: config.json, model.safetensors and a
+/// byte-level tokenizer.json (every UTF-8 byte one token, BOS in front), so the model runs every stage on real text,
+/// e.g. `lsn capture --model DIR --lang en --data-dir ...`. Its outputs are noise: use the tiny presets to try the
+/// pipeline and in tests, and the full-size ones (llama-3.1-8b: Llama-3.1-8B's exact shapes, 16 GB in bf16) to measure
+/// memory and throughput at the paper's scale. The same --seed gives byte-identical files on every machine.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Preset name: tiny-llama or tiny-gemma3 (see --list).
+    /// Preset name: tiny-llama, tiny-gemma3 or llama-3.1-8b (see --list).
     #[arg(required_unless_present = "list")]
     pub preset: Option<String>,
     /// The directory to write (created; it must not exist or be empty).
@@ -20,18 +22,26 @@ pub struct Args {
     /// config.json and tokenizer.json.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Stored dtype of the weights: f32, or bf16 (the f32 values rounded to nearest even; half the size).
+    #[arg(long, default_value = "f32", value_parser = parse_dtype)]
+    pub dtype: lsn_core::WeightDType,
     /// List the presets.
-    #[arg(long, conflicts_with_all = ["preset", "out", "seed"])]
+    #[arg(long, conflicts_with_all = ["preset", "out", "seed", "dtype"])]
     pub list: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let presets = lsn_weights::tiny_configs();
+    let presets: Vec<_> = lsn_weights::tiny_configs().into_iter().chain(lsn_weights::full_size_configs()).collect();
     if args.list {
         for (name, cfg) in &presets {
             println!(
-                "{name}: {:?}, {} layers, hidden {}, heads {}/{}",
-                cfg.family, cfg.num_layers, cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads
+                "{name}: {:?}, {} layers, hidden {}, heads {}/{}, {:.3e} parameters",
+                cfg.family,
+                cfg.num_layers,
+                cfg.hidden_size,
+                cfg.num_heads,
+                cfg.num_kv_heads,
+                lsn_core::expected_tensors(cfg).iter().map(|t| t.shape.iter().product::<usize>() as f64).sum::<f64>()
             );
         }
         return Ok(());
@@ -43,7 +53,16 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         lsn_run::prepare_dir(parent, "--out", true)?;
     }
-    lsn_weights::write_random_model(cfg, args.seed, &out).context("--out")?;
-    println!("wrote {name} (seed {}) to {}: config.json, model.safetensors, tokenizer.json", args.seed, out.display());
+    lsn_weights::write_random_model_as(cfg, args.seed, &out, args.dtype).context("--out")?;
+    println!(
+        "wrote {name} (seed {}, {}) to {}: config.json, model.safetensors, tokenizer.json",
+        args.seed,
+        args.dtype,
+        out.display()
+    );
     Ok(())
+}
+
+fn parse_dtype(s: &str) -> std::result::Result<lsn_core::WeightDType, String> {
+    s.parse().map_err(|e: lsn_core::Error| e.to_string())
 }

@@ -226,7 +226,7 @@ pub fn run(args: Args) -> Result<()> {
         "spec": spec, "ftl": ftl.to_string(), "neurons_sha256": neurons_sha, "gate_mask_sha256": mask_digest,
         "targets": layout.targets, "data": {"file": data_file, "sha256": data_sha, "limit": args.limit,
         "examples": examples.len(), "dropped_longer_than_max_len": dropped}, "identity": identity,
-        "backend": backend.name(), "device": format!("{:?}", args.on.device),
+        "backend": backend.name(), "device": format!("{:?}", args.on.device), "dtype": args.on.dtype,
     });
     let run_key = lsn_core::sha256_hex(run.to_string().as_bytes());
     let ck = Checkpoints { path: lsn_lora::train::checkpoint_path(&args.out), run_key: run_key.clone() };
