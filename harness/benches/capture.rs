@@ -20,11 +20,16 @@ fn capture(c: &mut Criterion) {
     let batch = TokenBatch::full(ROWS, ROW_LEN, ids).unwrap();
     let mut g = c.benchmark_group("capture-gemma-3-270m-4x512");
     g.sample_size(10).throughput(Throughput::Elements((ROWS * ROW_LEN) as u64));
+    if !lsn_harness::bench_wants("capture") {
+        return;
+    }
     #[allow(unused_mut)]
-    let mut backends = lsn_harness::backends();
+    let mut backends = lsn_harness::bench_backends();
     // ort can sort pass 1's quantiles on the host (its default) or in the graph: both are timed.
     #[cfg(feature = "ort")]
-    backends.push(Box::new(OrtGraphQuantiles));
+    if backends.iter().any(|b| b.name() == "ort") {
+        backends.push(Box::new(OrtGraphQuantiles));
+    }
     for backend in backends {
         let name = backend.name();
         let mut model = backend.load(&ModelFiles::new(&dir), &LoadOptions::default()).expect("model loads");
@@ -40,6 +45,7 @@ fn capture(c: &mut Criterion) {
         g.bench_function(format!("{name}/count-pos-only"), |b| {
             b.iter(|| model.run(&Request::new(&batch, Outputs::NONE).taps(&Taps::COUNT_POS)).unwrap())
         });
+        lsn_harness::print_peak_rss("capture", name);
     }
     g.finish();
 }

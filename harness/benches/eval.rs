@@ -45,21 +45,27 @@ fn eval(c: &mut Criterion) {
         .collect();
     let prompts: Vec<Vec<u32>> = g.xquad.into_iter().take(XQUAD_PROMPTS).map(|p| p.prompt).collect();
     let opts = Greedy { max_new_tokens: g.max_new_tokens, eos: g.eos, pad: 0 };
-    for backend in lsn_harness::backends() {
+    for backend in lsn_harness::bench_backends() {
         let name = backend.name();
         let mut model = backend.load(&ModelFiles::new(&dir), &LoadOptions::default()).expect("model loads");
-        let mut group = c.benchmark_group("xnli-gemma-3-270m-12x3");
-        group.sample_size(10).throughput(Throughput::Elements(items.len() as u64));
-        group.bench_function(format!("{name}/zero-shot-batch8"), |b| {
-            b.iter(|| lsn_eval::xnli::score_zero_shot(model.as_mut(), &items, 8, 0, None, |_| {}).unwrap())
-        });
-        group.finish();
-        let mut group = c.benchmark_group("xquad-gemma-3-270m-4x32");
-        group.sample_size(10).throughput(Throughput::Elements(prompts.len() as u64));
-        group.bench_function(format!("{name}/greedy-batch4"), |b| {
-            b.iter(|| lsn_eval::xquad::generate(model.as_mut(), &prompts, 4, &opts, None, |_| {}).unwrap())
-        });
-        group.finish();
+        if lsn_harness::bench_wants("xnli") {
+            let mut group = c.benchmark_group("xnli-gemma-3-270m-12x3");
+            group.sample_size(10).throughput(Throughput::Elements(items.len() as u64));
+            group.bench_function(format!("{name}/zero-shot-batch8"), |b| {
+                b.iter(|| lsn_eval::xnli::score_zero_shot(model.as_mut(), &items, 8, 0, None, |_| {}).unwrap())
+            });
+            group.finish();
+            lsn_harness::print_peak_rss("xnli", name);
+        }
+        if lsn_harness::bench_wants("xquad") {
+            let mut group = c.benchmark_group("xquad-gemma-3-270m-4x32");
+            group.sample_size(10).throughput(Throughput::Elements(prompts.len() as u64));
+            group.bench_function(format!("{name}/greedy-batch4"), |b| {
+                b.iter(|| lsn_eval::xquad::generate(model.as_mut(), &prompts, 4, &opts, None, |_| {}).unwrap())
+            });
+            group.finish();
+            lsn_harness::print_peak_rss("xquad", name);
+        }
     }
 }
 

@@ -33,22 +33,30 @@ fn generate(c: &mut Criterion) {
     let rows = ids(ROWS, ROW_LEN);
     let batch = TokenBatch::padded(&rows, 0).unwrap();
     let opts = Greedy { max_new_tokens: NEW_TOKENS, eos: Vec::new(), pad: 0 };
-    for backend in lsn_harness::backends() {
+    for backend in lsn_harness::bench_backends() {
         let name = backend.name();
         let mut model = backend.load(&ModelFiles::new(&dir), &LoadOptions::default()).expect("model loads");
-        let mut g = c.benchmark_group("generate-gemma-3-270m-4x200+32");
-        g.sample_size(10).throughput(Throughput::Elements((PROMPTS * NEW_TOKENS) as u64));
-        g.bench_function(format!("{name}/greedy-kv-cache"), |b| {
-            b.iter(|| {
-                let mut dec = model.decoder(None).unwrap();
-                lsn_core::greedy(dec.as_mut(), &prompts, &opts).unwrap()
-            })
-        });
-        g.finish();
-        let mut g = c.benchmark_group("score-gemma-3-270m-4x512");
-        g.sample_size(10).throughput(Throughput::Elements((ROWS * ROW_LEN) as u64));
-        g.bench_function(format!("{name}/nll"), |b| b.iter(|| model.run(&Request::new(&batch, Outputs::NLL)).unwrap()));
-        g.finish();
+        if lsn_harness::bench_wants("generate") {
+            let mut g = c.benchmark_group("generate-gemma-3-270m-4x200+32");
+            g.sample_size(10).throughput(Throughput::Elements((PROMPTS * NEW_TOKENS) as u64));
+            g.bench_function(format!("{name}/greedy-kv-cache"), |b| {
+                b.iter(|| {
+                    let mut dec = model.decoder(None).unwrap();
+                    lsn_core::greedy(dec.as_mut(), &prompts, &opts).unwrap()
+                })
+            });
+            g.finish();
+            lsn_harness::print_peak_rss("generate", name);
+        }
+        if lsn_harness::bench_wants("score") {
+            let mut g = c.benchmark_group("score-gemma-3-270m-4x512");
+            g.sample_size(10).throughput(Throughput::Elements((ROWS * ROW_LEN) as u64));
+            g.bench_function(format!("{name}/nll"), |b| {
+                b.iter(|| model.run(&Request::new(&batch, Outputs::NLL)).unwrap())
+            });
+            g.finish();
+            lsn_harness::print_peak_rss("score", name);
+        }
     }
 }
 

@@ -6,9 +6,9 @@
 //! xtask/fixtures/hf_train_bench.py (PEFT, same ids, rank, targets and threads); `cargo xtask bench --vs-hf` runs
 //! both.
 //!
-//! Peak memory is a per-process number, so `cargo xtask bench` runs this bench once per training backend with
-//! `LSN_BENCH_BACKEND=<name>` (only that backend loads), and the bench prints one JSON line per backend with the
-//! process's peak RSS after its timed passes (`{"bench":"train-xnli16","backend":..,"peak_rss_mib":..}`).
+//! Peak memory is a per-process number, so `cargo xtask bench` runs this bench once per backend with
+//! `LSN_BENCH_BACKEND=<name>` (only that backend loads), and the bench prints the process's peak RSS after its timed
+//! passes (`lsn_harness::print_peak_rss`).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use lsn_core::{Error, LoadOptions, LoraLayout, LoraTarget, ModelFiles, Objective, TokenBatch, TrainBatch};
@@ -35,11 +35,10 @@ fn train(c: &mut Criterion) {
     let tb =
         TrainBatch { batch: TokenBatch::padded(&seqs, 0).expect("a batch"), objective: Objective::Classify { labels } };
     let tokens = tb.batch.n_tokens() as u64;
-    let only = std::env::var("LSN_BENCH_BACKEND").ok();
-    let backends: Vec<_> =
-        lsn_harness::backends().into_iter().filter(|b| only.as_deref().is_none_or(|o| o == b.name())).collect();
-    assert!(!backends.is_empty(), "LSN_BENCH_BACKEND={only:?} names no backend of this build");
-    for backend in backends {
+    if !lsn_harness::bench_wants("train") {
+        return;
+    }
+    for backend in lsn_harness::bench_backends() {
         let name = backend.name();
         let mut model = backend.load(&ModelFiles::new(&dir), &LoadOptions::default()).expect("model loads");
         let cfg = model.config().clone();
@@ -69,12 +68,7 @@ fn train(c: &mut Criterion) {
             b.iter(|| model.gradient(&adapter, &tb).unwrap())
         });
         group.finish();
-        let peak = lsn_core::procinfo::peak_rss_mib();
-        println!(
-            "{}",
-            serde_json::json!({"bench": "train-xnli16", "backend": name, "tokens": tokens, "peak_rss_mib": peak,
-                "peak_covers": if only.is_some() { "this backend only" } else { "every backend run so far" }})
-        );
+        lsn_harness::print_peak_rss("train", name);
     }
 }
 

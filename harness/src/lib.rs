@@ -40,6 +40,36 @@ pub fn bench_task_goldens<T: serde::de::DeserializeOwned>() -> T {
     serde_json::from_slice(&std::fs::read(&path).expect("task goldens")).expect("task goldens parse")
 }
 
+/// The backends a bench process times: every one compiled in, or only `LSN_BENCH_BACKEND` when set (`cargo xtask
+/// bench` runs one backend per process, so the process's peak memory is that backend's).
+pub fn bench_backends() -> Vec<Box<dyn Backend>> {
+    let only = std::env::var("LSN_BENCH_BACKEND").ok();
+    backends().into_iter().filter(|b| only.as_deref().is_none_or(|o| o == b.name())).collect()
+}
+
+/// Whether this bench process times `workload`: all of them, or only `LSN_BENCH_WORKLOAD` when set (one workload
+/// per process, for its peak memory).
+pub fn bench_wants(workload: &str) -> bool {
+    std::env::var("LSN_BENCH_WORKLOAD").ok().is_none_or(|w| w == workload)
+}
+
+/// Prints the process's peak resident memory after `workload` on `backend` as one JSON line
+/// (`{"bench":"peak-rss","workload":..,"backend":..,"peak_rss_mib":..,"weights_mib":..,"x_weights":..}`), against
+/// the f32 weights of the bench model. It covers the whole process (model load included), so it is one backend's
+/// and one workload's only when both variables above select them.
+pub fn print_peak_rss(workload: &str, backend: &str) {
+    let peak = lsn_core::procinfo::peak_rss_mib();
+    let weights =
+        std::fs::metadata(bench_model_dir().join("model.safetensors")).map(|m| m.len() as f64 / 1048576.0).ok();
+    let alone = std::env::var_os("LSN_BENCH_BACKEND").is_some() && std::env::var_os("LSN_BENCH_WORKLOAD").is_some();
+    println!(
+        "{}",
+        serde_json::json!({"bench": "peak-rss", "workload": workload, "backend": backend, "peak_rss_mib": peak,
+            "weights_mib": weights, "x_weights": peak.zip(weights).map(|(p, w)| p / w),
+            "covers": if alone { "this backend and workload only" } else { "everything this process ran so far" }})
+    );
+}
+
 /// Every backend compiled into this build, in a fixed order (the first one is the reference of cross-backend cases).
 // Each push is behind its own feature, so `vec![..]` cannot list them.
 #[allow(clippy::vec_init_then_push)]

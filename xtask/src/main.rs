@@ -36,8 +36,8 @@ commands:
              `fixtures lora` only the LoRA goldens (fixtures/golden/lora/: PEFT adapters, logits, gradients,
              20 training steps)
   bench      criterion benches on Gemma-3-270M, every backend: capture tokens/s, greedy KV-cached generation new tokens/s,
-             NLL scoring tokens/s, XNLI zero-shot and XQuAD examples/s, LoRA training (one gradient) tokens/s
-             and peak RSS (one process per training backend);
+             NLL scoring tokens/s, XNLI zero-shot and XQuAD examples/s, LoRA training (one gradient) tokens/s,
+             and the peak RSS of each (workload, backend), run in its own process, as a table at the end;
              `--vs-hf` also times HF transformers + PyTorch (hooks, generate, full forward) and PEFT (training)
              on the same ids, batch and threads (in .venv-fixtures); other arguments go to `cargo bench`
   help       this text
@@ -212,17 +212,21 @@ fn bench(extra: &[String]) -> Result<()> {
     let extra: Vec<&String> = extra.iter().filter(|a| *a != "--vs-hf").collect();
     setup()?;
     setup_models()?;
-    run(cargo()
-        .args(["bench", "-p", "lsn-harness", "--bench", "capture", "--bench", "generate", "--bench", "eval", "--"])
-        .args(&extra))?;
-    // One process per training backend, so each peak RSS the train bench prints is that backend's alone (ort has
-    // no autograd and is not timed there).
-    for backend in ["tch", "candle"] {
-        run(cargo()
-            .env("LSN_BENCH_BACKEND", backend)
-            .args(["bench", "-p", "lsn-harness", "--bench", "train", "--"])
-            .args(&extra))?;
+    // One process per (workload, backend), so each peak-RSS line a bench prints is that pair's alone.
+    let mut peaks = Vec::new();
+    for (bench, workloads) in BENCHES {
+        for workload in *workloads {
+            for backend in BENCH_BACKENDS {
+                let mut cmd = cargo();
+                cmd.env("LSN_BENCH_BACKEND", backend)
+                    .env("LSN_BENCH_WORKLOAD", workload)
+                    .args(["bench", "-p", "lsn-harness", "--bench", bench, "--"])
+                    .args(&extra);
+                peaks.extend(run_collecting(&mut cmd, "{\"bench\":\"peak-rss\"")?);
+            }
+        }
     }
+    print_peaks(&peaks);
     if vs_hf {
         let py = fixtures_venv()?;
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).to_string();
@@ -241,6 +245,51 @@ fn bench(extra: &[String]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The criterion benches and the workloads each one times (`LSN_BENCH_WORKLOAD`).
+const BENCHES: &[(&str, &[&str])] = &[
+    ("capture", &["capture"]),
+    ("generate", &["generate", "score"]),
+    ("eval", &["xnli", "xquad"]),
+    ("train", &["train"]),
+];
+
+/// Every backend name; a bench skips one its build lacks or that cannot run the workload (ort does not train).
+const BENCH_BACKENDS: &[&str] = &["candle", "tch", "ort"];
+
+/// Runs `cmd`, passing its output through, and returns its stdout lines that start with `prefix`.
+fn run_collecting(cmd: &mut Command, prefix: &str) -> Result<Vec<String>> {
+    eprintln!("$ {cmd:?}");
+    let mut child = cmd.stdout(Stdio::piped()).spawn().with_context(|| format!("cannot start {cmd:?}"))?;
+    let mut found = Vec::new();
+    for line in BufReader::new(child.stdout.take().expect("piped stdout")).lines() {
+        let line = line?;
+        println!("{line}");
+        if line.starts_with(prefix) {
+            found.push(line);
+        }
+    }
+    let status = child.wait()?;
+    ensure!(status.success(), "{cmd:?} failed ({status})");
+    Ok(found)
+}
+
+/// The peak-RSS lines as one table: workload × backend, MiB and multiple of the f32 weights.
+fn print_peaks(lines: &[String]) {
+    println!("\npeak RSS per workload and backend (one process each; MiB, and × the f32 weights):\n");
+    println!("| workload | backend | peak RSS, MiB | × weights |");
+    println!("|---|---|---:|---:|");
+    for line in lines {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        println!(
+            "| {} | {} | {:.0} | {:.2} |",
+            v["workload"].as_str().unwrap_or("?"),
+            v["backend"].as_str().unwrap_or("?"),
+            v["peak_rss_mib"].as_f64().unwrap_or(f64::NAN),
+            v["x_weights"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
 }
 
 /// The passed and failed counts of a libtest summary line (`test result: ok. 5 passed; 0 failed; ...`).

@@ -70,7 +70,14 @@ pub(crate) fn session(path: &Path, device: Device, prepacked: &PrepackedWeights)
         .with_prepacked_weights(prepacked)
         .during(what)?;
     let mut builder = match device {
-        Device::Cpu => builder,
+        // No arena and no memory pattern on the CPU: with them, each session kept its own ~1 GB block of activation
+        // buffers across runs (lsn capture, Gemma-3-270M, two body sessions: peak RSS 4.2 GB; without: 2.5 GB, at
+        // the same tokens/s). An allocation per tensor costs little next to the GEMMs of a 512-token row.
+        Device::Cpu => builder
+            .with_memory_pattern(false)
+            .during(what)?
+            .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(false).build()])
+            .during(what)?,
         Device::Cuda(ordinal) => cuda(builder, ordinal)?,
     };
     builder.commit_from_file(path).during(what)

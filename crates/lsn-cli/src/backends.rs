@@ -47,7 +47,7 @@ fn parse_device(s: &str) -> Result<Device, String> {
 }
 
 fn parse_dtype(s: &str) -> Result<WeightDType, String> {
-    s.parse().map_err(|e: lsn_core::Error| e.to_string())
+    s.parse()
 }
 
 /// Names of the backends this build includes.

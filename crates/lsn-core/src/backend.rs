@@ -78,12 +78,12 @@ impl std::fmt::Display for WeightDType {
 }
 
 impl std::str::FromStr for WeightDType {
-    type Err = crate::Error;
-    fn from_str(s: &str) -> Result<Self> {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
         WeightDType::ALL
             .into_iter()
             .find(|d| d.name() == s)
-            .ok_or_else(|| crate::Error::InvalidConfig(format!("unknown weight dtype {s:?}: use f32 or bf16")))
+            .ok_or_else(|| format!("unknown weight dtype {s:?}: use f32 or bf16"))
     }
 }
 
@@ -135,5 +135,21 @@ pub trait Model: Send {
     fn gradient(&mut self, adapter: &Adapter, batch: &TrainBatch) -> Result<Gradient> {
         let _ = (adapter, batch);
         Err(crate::Error::Unsupported { backend: self.backend(), capability: "training".into() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weight_dtypes_parse_from_their_names_only() {
+        for d in WeightDType::ALL {
+            assert_eq!(d.name().parse::<WeightDType>(), Ok(d));
+            assert_eq!(serde_json::to_string(&d).unwrap(), format!("\"{d}\""));
+        }
+        assert_eq!(WeightDType::default(), WeightDType::F32);
+        let e = "f16".parse::<WeightDType>().unwrap_err();
+        assert!(e.contains("f16") && e.contains("f32 or bf16"), "{e}");
     }
 }

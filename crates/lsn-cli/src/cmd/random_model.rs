@@ -64,5 +64,5 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 fn parse_dtype(s: &str) -> std::result::Result<lsn_core::WeightDType, String> {
-    s.parse().map_err(|e: lsn_core::Error| e.to_string())
+    s.parse()
 }
