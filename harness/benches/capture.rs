@@ -25,9 +25,10 @@ fn capture(c: &mut Criterion) {
     }
     #[allow(unused_mut)]
     let mut backends = lsn_harness::bench_backends();
-    // ort can sort pass 1's quantiles on the host (its default) or in the graph: both are timed.
+    // ort can sort pass 1's quantiles on the host (its default) or in the graph: both are timed, the second as a
+    // backend of its own name (so `LSN_BENCH_BACKEND=ort-graph-quantiles` gives its own peak memory).
     #[cfg(feature = "ort")]
-    if backends.iter().any(|b| b.name() == "ort") {
+    if std::env::var("LSN_BENCH_BACKEND").ok().is_none_or(|b| b == lsn_core::Backend::name(&OrtGraphQuantiles)) {
         backends.push(Box::new(OrtGraphQuantiles));
     }
     for backend in backends {

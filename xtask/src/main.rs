@@ -216,13 +216,14 @@ fn bench(extra: &[String]) -> Result<()> {
     let mut peaks = Vec::new();
     for (bench, workloads) in BENCHES {
         for workload in *workloads {
-            for backend in BENCH_BACKENDS {
+            let variants: &[&str] = if *bench == "capture" { &["ort-graph-quantiles"] } else { &[] };
+            for backend in BENCH_BACKENDS.iter().chain(variants) {
                 let mut cmd = cargo();
                 cmd.env("LSN_BENCH_BACKEND", backend)
                     .env("LSN_BENCH_WORKLOAD", workload)
                     .args(["bench", "-p", "lsn-harness", "--bench", bench, "--"])
                     .args(&extra);
-                peaks.extend(run_collecting(&mut cmd, "{\"bench\":\"peak-rss\"")?);
+                peaks.extend(run_collecting(&mut cmd, |v| v["bench"] == "peak-rss")?);
             }
         }
     }
@@ -255,19 +256,22 @@ const BENCHES: &[(&str, &[&str])] = &[
     ("train", &["train"]),
 ];
 
-/// Every backend name; a bench skips one its build lacks or that cannot run the workload (ort does not train).
+/// Every backend name; a bench skips one its build lacks or that cannot run the workload (ort does not train). The
+/// capture bench also times `ort-graph-quantiles` (ort sorting pass 1's quantiles in the graph).
 const BENCH_BACKENDS: &[&str] = &["candle", "tch", "ort"];
 
-/// Runs `cmd`, passing its output through, and returns its stdout lines that start with `prefix`.
-fn run_collecting(cmd: &mut Command, prefix: &str) -> Result<Vec<String>> {
+/// Runs `cmd`, passing its output through, and returns its stdout lines that are JSON objects `keep` accepts.
+fn run_collecting(cmd: &mut Command, keep: impl Fn(&serde_json::Value) -> bool) -> Result<Vec<serde_json::Value>> {
     eprintln!("$ {cmd:?}");
     let mut child = cmd.stdout(Stdio::piped()).spawn().with_context(|| format!("cannot start {cmd:?}"))?;
     let mut found = Vec::new();
     for line in BufReader::new(child.stdout.take().expect("piped stdout")).lines() {
         let line = line?;
         println!("{line}");
-        if line.starts_with(prefix) {
-            found.push(line);
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+            && keep(&v)
+        {
+            found.push(v);
         }
     }
     let status = child.wait()?;
@@ -276,12 +280,11 @@ fn run_collecting(cmd: &mut Command, prefix: &str) -> Result<Vec<String>> {
 }
 
 /// The peak-RSS lines as one table: workload × backend, MiB and multiple of the f32 weights.
-fn print_peaks(lines: &[String]) {
+fn print_peaks(lines: &[serde_json::Value]) {
     println!("\npeak RSS per workload and backend (one process each; MiB, and × the f32 weights):\n");
     println!("| workload | backend | peak RSS, MiB | × weights |");
     println!("|---|---|---:|---:|");
-    for line in lines {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+    for v in lines {
         println!(
             "| {} | {} | {:.0} | {:.2} |",
             v["workload"].as_str().unwrap_or("?"),
@@ -474,7 +477,16 @@ fn fetched_gguf(model_dir: &Path) -> Result<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::result_counts;
+    #[test]
+    fn collects_the_json_lines_asked_for() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", r#"echo '{"backend":"tch","bench":"peak-rss"}'; echo 'not json'; echo '{"bench":"other"}'"#]);
+        let found = run_collecting(&mut cmd, |v| v["bench"] == "peak-rss").unwrap();
+        assert_eq!(found, vec![serde_json::json!({"backend": "tch", "bench": "peak-rss"})]);
+        assert!(run_collecting(&mut Command::new("false"), |_| true).is_err());
+    }
+
+    use super::{Command, result_counts, run_collecting};
 
     #[test]
     fn reads_conformance_summaries() {
