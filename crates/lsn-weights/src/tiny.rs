@@ -2,6 +2,16 @@
 
 use lsn_core::{Activation, AttentionKind, Family, ModelConfig, RopeScaling};
 
+/// Llama 3.1's `rope_scaling`: type llama3, factor 8, low/high frequency factors 1 and 4, original context 8192.
+fn llama31_rope_scaling() -> RopeScaling {
+    RopeScaling::Llama3 {
+        factor: 8.0,
+        low_freq_factor: 1.0,
+        high_freq_factor: 4.0,
+        original_max_position_embeddings: 8192,
+    }
+}
+
 /// A Llama 3.1-like model: GQA with several KV heads, `head_dim` ≠ hidden / heads, untied embeddings and
 /// `rope_scaling` of type llama3 (its three frequency bands are all hit with head_dim 16 and base 500000).
 fn tiny_llama() -> ModelConfig {
@@ -17,12 +27,7 @@ fn tiny_llama() -> ModelConfig {
         rms_norm_eps: 1e-5,
         rope_theta: 500_000.0,
         rope_local_theta: 500_000.0,
-        rope_scaling: Some(RopeScaling::Llama3 {
-            factor: 8.0,
-            low_freq_factor: 1.0,
-            high_freq_factor: 4.0,
-            original_max_position_embeddings: 8192,
-        }),
+        rope_scaling: Some(llama31_rope_scaling()),
         sliding_window: None,
         layer_kinds: vec![AttentionKind::Global; 3],
         activation: Activation::Silu,
@@ -83,12 +88,7 @@ fn llama31_8b() -> ModelConfig {
         rms_norm_eps: 1e-5,
         rope_theta: 500_000.0,
         rope_local_theta: 500_000.0,
-        rope_scaling: Some(RopeScaling::Llama3 {
-            factor: 8.0,
-            low_freq_factor: 1.0,
-            high_freq_factor: 4.0,
-            original_max_position_embeddings: 8192,
-        }),
+        rope_scaling: Some(llama31_rope_scaling()),
         sliding_window: None,
         layer_kinds: vec![AttentionKind::Global; 32],
         activation: Activation::Silu,
