@@ -9,7 +9,7 @@ use crate::decoder::{Cache, Decoder, Hook};
 use crate::error::{Context, Result};
 use crate::lora::{self, LoraTensors};
 use crate::ops::{self, Positions, to_vec};
-use crate::taps::DeviceTaps;
+use crate::taps::{DeviceTaps, QuantilesOn};
 use crate::weights::Weights;
 
 /// A loaded model on a libtorch device.
@@ -64,8 +64,16 @@ impl Engine for TchModel {
         let real = batch.real_positions();
         let mut device_taps = if pass.taps.any() {
             Some(
-                DeviceTaps::new(pass.taps, layers, width, batch.n_tokens(), real.as_deref(), self.device)
-                    .during(|| "preparing FFN taps".into())?,
+                DeviceTaps::new(
+                    pass.taps,
+                    layers,
+                    width,
+                    batch.n_tokens(),
+                    real.as_deref(),
+                    self.device,
+                    QuantilesOn::for_device(self.device),
+                )
+                .during(|| "preparing FFN taps".into())?,
             )
         } else {
             None

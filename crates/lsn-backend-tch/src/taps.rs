@@ -1,12 +1,15 @@
 //! The FFN tap statistics reduced on the libtorch device, layer by layer, and copied to the host once per batch.
 //!
 //! They are the numbers `lsn_core::TapReducer` defines: counts of `a > 0`, f64 sums and sums of squares, linear
-//! quantiles at `lsn_core::QUANTILES` and counts above per-neuron thresholds. Quantiles are sorted on the device; the
-//! two neighbouring order statistics of each level come back to the host, which finishes with lsn-core's rank and
-//! fused-lerp rule (torch 2.13's own `quantile` differs from that rule, which follows torch 2.15, in the last bit).
+//! quantiles at `lsn_core::QUANTILES` and counts above per-neuron thresholds. On an accelerator, quantiles are sorted
+//! on the device; the two neighbouring order statistics of each level come back to the host, which finishes with
+//! lsn-core's rank and fused-lerp rule (torch 2.13's own `quantile` differs from that rule, which follows torch 2.15,
+//! in the last bit). On the CPU they go to lsn-core's `TapReducer`, whose selection reads the same order statistics
+//! without a full sort: torch's transpose + sort of `[2048 × 2048]` per layer took pass 1 from 652 (counts only) to
+//! 361 tokens/s in the capture bench.
 
 use lsn_core::taps::{lerp_fused, quantile_position};
-use lsn_core::{QUANTILES, TapStats, Taps};
+use lsn_core::{QUANTILES, TapReducer, TapStats, Taps};
 use tch::{Device, Kind, TchError, Tensor};
 
 use crate::ops::to_vec;
@@ -31,6 +34,28 @@ pub(crate) struct DeviceTaps {
     sum_sq: Vec<Tensor>,
     quantiles: Vec<Tensor>,
     above: Vec<Tensor>,
+    /// Quantiles reduced on the host instead (CPU), with the real rows it reads.
+    host: Option<(TapReducer, Option<Vec<u32>>)>,
+}
+
+/// Where [`DeviceTaps`] computes the batch quantiles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum QuantilesOn {
+    /// Sorted on the libtorch device.
+    Device,
+    /// Selected by lsn-core's host reducer from a host copy of each layer's activations.
+    Host,
+}
+
+impl QuantilesOn {
+    /// The faster place for a device: the host when the tensors are already in host memory.
+    pub(crate) fn for_device(device: Device) -> Self {
+        if device == Device::Cpu { Self::Host } else { Self::Device }
+    }
+}
+
+fn core_err(e: lsn_core::Error) -> TchError {
+    TchError::Kind(format!("FFN tap reduction: {e}"))
 }
 
 impl DeviceTaps {
@@ -41,7 +66,14 @@ impl DeviceTaps {
         n_tokens: usize,
         real: Option<&[u32]>,
         device: Device,
+        quantiles_on: QuantilesOn,
     ) -> Result<Self> {
+        let host = if taps.quantiles && quantiles_on == QuantilesOn::Host {
+            let only = Taps { quantiles: true, ..Taps::NONE };
+            Some((TapReducer::new(layers, intermediate, &only).map_err(core_err)?, real.map(<[u32]>::to_vec)))
+        } else {
+            None
+        };
         let real = match real {
             Some(r) => {
                 Some(Tensor::f_from_slice(&r.iter().map(|&i| i64::from(i)).collect::<Vec<_>>())?.f_to_device(device)?)
@@ -69,11 +101,16 @@ impl DeviceTaps {
             sum_sq: Vec::new(),
             quantiles: Vec::new(),
             above: Vec::new(),
+            host,
         })
     }
 
     /// Reduces the next layer's activations `a` `[positions, intermediate]` over the real tokens.
     pub(crate) fn push(&mut self, a: &Tensor) -> Result<()> {
+        if let Some((reducer, rows)) = self.host.as_mut() {
+            let values = Vec::<f32>::try_from(&a.f_contiguous()?.f_reshape([-1])?)?;
+            reducer.push(self.layer, &values, rows.as_deref()).map_err(core_err)?;
+        }
         let a = match &self.real {
             Some(rows) => a.f_index_select(0, rows)?,
             None => a.shallow_clone(),
@@ -86,7 +123,7 @@ impl DeviceTaps {
             self.sum.push(wide.f_sum_dim_intlist(0, false, Kind::Double)?);
             self.sum_sq.push(wide.f_square()?.f_sum_dim_intlist(0, false, Kind::Double)?);
         }
-        if self.taps.quantiles {
+        if self.taps.quantiles && self.host.is_none() {
             self.quantiles.push(self.quantiles_of(&a)?);
         }
         if let Some(thr) = &self.thresholds {
@@ -122,7 +159,7 @@ impl DeviceTaps {
     }
 
     /// The statistics of every layer, `[rows, layers·intermediate]` row-major by layer, over `n_tokens` real tokens.
-    pub(crate) fn finish(self, layers: usize, n_tokens: u64) -> Result<TapStats> {
+    pub(crate) fn finish(mut self, layers: usize, n_tokens: u64) -> Result<TapStats> {
         // Per-layer `[intermediate]` vectors concatenate to `[layers·intermediate]`; per-layer `[rows, intermediate]`
         // matrices concatenate along the neuron axis to `[rows, layers·intermediate]`.
         let flat = |v: &[Tensor]| -> Result<Option<Tensor>> {
@@ -134,6 +171,10 @@ impl DeviceTaps {
         let u64s = |t: Option<Tensor>| -> Result<Option<Vec<u64>>> {
             t.map(|t| to_vec::<i64>(&t).map(|v| v.into_iter().map(|x| x as u64).collect())).transpose()
         };
+        let host_quantiles = match self.host.take() {
+            Some((reducer, _)) => reducer.finish(n_tokens).map_err(core_err)?.quantiles,
+            None => None,
+        };
         Ok(TapStats {
             layers,
             intermediate: self.intermediate,
@@ -141,7 +182,10 @@ impl DeviceTaps {
             count_pos: u64s(flat(&self.count_pos)?)?,
             sum: flat(&self.sum)?.map(|t| to_vec::<f64>(&t)).transpose()?,
             sum_sq: flat(&self.sum_sq)?.map(|t| to_vec::<f64>(&t)).transpose()?,
-            quantiles: wide(&self.quantiles)?.map(|t| to_vec::<f32>(&t)).transpose()?.map(|v| self.lerp(&v)),
+            quantiles: match host_quantiles {
+                Some(q) => Some(q),
+                None => wide(&self.quantiles)?.map(|t| to_vec::<f32>(&t)).transpose()?.map(|v| self.lerp(&v)),
+            },
             count_above: u64s(wide(&self.above)?)?,
         })
     }
@@ -181,17 +225,23 @@ mod tests {
             Taps { count_pos: true, moments: true, quantiles: true, above: Some(Arc::new(thresholds)), ..Taps::NONE };
         // Rows 3 and 40 are padding.
         let real: Vec<u32> = (0..n as u32).filter(|&r| r != 3 && r != 40).collect();
-        let mut host = TapReducer::new(layers, width, &taps).unwrap();
-        let mut dev = DeviceTaps::new(&taps, layers, width, real.len(), Some(&real), Device::Cpu).unwrap();
-        for l in 0..layers {
-            let a = activations(n, width, l as u64 + 1);
-            host.push(l, &a, Some(&real)).unwrap();
-            dev.push(&Tensor::from_slice(&a).reshape([n as i64, width as i64])).unwrap();
+        for on in [QuantilesOn::Device, QuantilesOn::Host] {
+            let mut host = TapReducer::new(layers, width, &taps).unwrap();
+            let mut dev = DeviceTaps::new(&taps, layers, width, real.len(), Some(&real), Device::Cpu, on).unwrap();
+            for l in 0..layers {
+                let a = activations(n, width, l as u64 + 1);
+                host.push(l, &a, Some(&real)).unwrap();
+                dev.push(&Tensor::from_slice(&a).reshape([n as i64, width as i64])).unwrap();
+            }
+            let (h, d) = (host.finish(real.len() as u64).unwrap(), dev.finish(layers, real.len() as u64).unwrap());
+            same(d, h);
         }
-        let (h, d) = (host.finish(real.len() as u64).unwrap(), dev.finish(layers, real.len() as u64).unwrap());
+    }
+
+    fn same(d: TapStats, h: TapStats) {
         assert_eq!(d.count_pos, h.count_pos);
         assert_eq!(d.count_above, h.count_above);
-        // torch.quantile itself against lsn-core's bit-exact transcription of it.
+        // torch's sort (or lsn-core's selection) against lsn-core's bit-exact transcription of torch.quantile.
         assert_eq!(d.quantiles, h.quantiles);
         for (x, y) in d.sum.unwrap().iter().zip(h.sum.unwrap()).chain(d.sum_sq.unwrap().iter().zip(h.sum_sq.unwrap())) {
             assert!((x - y).abs() <= 1e-12 * y.abs().max(1.0), "{x} vs {y}");
