@@ -7,10 +7,23 @@ use candle_core::{D, DType, Device, Result, Storage, Tensor};
 use lsn_core::positions;
 use lsn_core::{Activation, AttentionKind, ModelConfig, TapReducer, TapStats};
 
+/// Rows up to which a product on the CPU is computed as `(w @ xᵀ)ᵀ` rather than `x @ wᵀ`: for a few rows (a cached
+/// decode step) the gemm crate packs the transposed weight before multiplying, and that packing costs more than the
+/// product (the profile of greedy decoding: 41% of the time in `gemm_common`'s packing wrapper, 26% in the
+/// micro-kernels). Measured on the 2-core CI machine, ms at 4 / 16 rows: the [262144, 640] head 40.2 → 22.3 /
+/// 58.8 → 27.0, [640, 2048] 0.73 → 0.31 / 0.53 → 0.27, [2048, 640] 0.29 → 0.31 / 0.75 → 0.41; at 128 rows the
+/// forms tie.
+const FEW_ROWS: usize = 16;
+
 /// `x @ wᵀ` for a 2-D `x` `[n, in]` and a HF weight `w` `[out, in]`, in `x`'s dtype (f32): a bf16 weight is
 /// widened for the product (exactly, so it multiplies as the f32 tensor of its rounded values would).
 pub(crate) fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    x.matmul(&widen(w, x.dtype())?.t()?)
+    let w = widen(w, x.dtype())?;
+    if x.device().is_cpu() && x.rank() == 2 && x.dim(0)? <= FEW_ROWS {
+        w.matmul(&x.t()?)?.t()?.contiguous()
+    } else {
+        x.matmul(&w.t()?)
+    }
 }
 
 /// `w` in `dtype` (a cheap handle when it already is).

@@ -35,7 +35,7 @@ impl TchModel {
         let d = self.cfg.hidden_size as i64;
         let h = Tensor::f_from_slice(hidden)?.f_reshape([-1, d])?.f_to_device(self.device)?;
         let w = self.lm_head.as_ref().unwrap_or(&self.decoder.embed);
-        ops::softcap(ops::linear(&h, w)?, self.decoder.arch.final_softcap)
+        ops::softcap(ops::head_linear(&h, w)?, self.decoder.arch.final_softcap)
     }
 
     fn ids(&self, ids: &[u32], rows: usize) -> Result<Tensor> {
