@@ -15,8 +15,7 @@ const FEW_ROWS: i64 = 4;
 
 /// `x @ wᵀ` for `x` `[.., in]` and a HF weight `w` `[out, in]`.
 pub(crate) fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    let rows = x.numel() as i64 / w.size2()?.1.max(1);
-    product(x, w, x.device() == Device::Cpu && rows <= FEW_ROWS)
+    product(x, w, FEW_ROWS)
 }
 
 /// [`linear`] for the LM head, whose weight is vocabulary-wide ([262144, 640] on Gemma 3): on the CPU always as
@@ -24,10 +23,12 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 /// per product for `x @ wᵀ` → `(w @ xᵀ)ᵀ`: 4 rows 83–124 → 21–29, 16 rows 82–133 → 69–80, 128 rows (a scoring chunk)
 /// 451 → 295.
 pub(crate) fn head_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    product(x, w, x.device() == Device::Cpu)
+    product(x, w, i64::MAX)
 }
 
-fn product(x: &Tensor, w: &Tensor, weight_first: bool) -> Result<Tensor> {
+/// `x @ wᵀ` in `x`'s kind (a bf16 weight widened for the product), as `(w @ xᵀ)ᵀ` on the CPU when `x` has at most
+/// `weight_first_rows` rows.
+fn product(x: &Tensor, w: &Tensor, weight_first_rows: i64) -> Result<Tensor> {
     let widened;
     let w = if w.kind() == x.kind() {
         w
@@ -35,17 +36,16 @@ fn product(x: &Tensor, w: &Tensor, weight_first: bool) -> Result<Tensor> {
         widened = w.f_to_kind(x.kind())?;
         &widened
     };
-    if !weight_first {
+    let (out, inp) = w.size2()?;
+    let flat = x.f_reshape([-1, inp])?;
+    if x.device() != Device::Cpu || flat.size()[0] > weight_first_rows {
         return x.f_linear::<Tensor>(w, None);
     }
-    let (out, inp) = w.size2()?;
     let mut shape = x.size();
-    let flat = x.f_reshape([-1, inp])?;
-    let y = w.f_mm(&flat.f_tr()?)?.f_tr()?;
     if let Some(last) = shape.last_mut() {
         *last = out;
     }
-    if shape.len() == 2 { Ok(y) } else { y.f_reshape(shape) }
+    w.f_mm(&flat.f_tr()?)?.f_tr()?.f_reshape(shape)
 }
 
 /// RMSNorm over the last axis in f32, `x · rsqrt(mean(x²) + eps) · alpha` (Gemma's `1 + w` is folded into `alpha`).
