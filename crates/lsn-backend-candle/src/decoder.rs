@@ -107,66 +107,110 @@ impl Decoder {
         lora: Option<&LoraTensors>,
         grad: bool,
     ) -> Result<Option<Tensor>> {
-        let c = &self.cfg;
-        let (heads, kv, d, eps) = (c.num_heads, c.num_kv_heads, c.head_dim, c.rms_norm_eps);
-        let norm = |x: &Tensor, w: &Tensor| {
-            if grad { crate::grad_ops::rms_norm(x, w, eps) } else { ops::rms_norm(x, w, eps) }
-        };
-        let mut x = self.embed.index_select(ids, 0)?.to_dtype(DType::F32)?;
-        if let Some(s) = self.arch.embed_scale {
-            x = (x * f64::from(s))?;
-        }
+        let mut x = self.embed_ids(ids)?;
         if let Some(cache) = cache.as_deref_mut() {
             cache.layers.resize(self.layers.len(), None);
         }
         let last = self.layers.len() - 1;
-        for (l, layer) in self.layers.iter().enumerate() {
-            let lin = |t: LoraTarget, x: &Tensor, w: &Tensor| LoraTensors::linear(lora, l, t, x, w);
-            let (rope, mask) = pos.of(layer.kind);
-            let h = norm(&x, &layer.input_norm)?;
-            let mut q = lin(LoraTarget::QProj, &h, &layer.q)?.reshape((rows, seq, heads, d))?;
-            let mut k = lin(LoraTarget::KProj, &h, &layer.k)?.reshape((rows, seq, kv, d))?;
-            let v = lin(LoraTarget::VProj, &h, &layer.v)?.reshape((rows, seq, kv, d))?;
-            if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
-                q = norm(&q, qn)?;
-                k = norm(&k, kn)?;
+        for l in 0..self.layers.len() {
+            let stop = l == last && !hidden;
+            match self.layer(l, &x, rows, seq, pos, hook, cache.as_deref_mut(), stop, lora, grad)? {
+                Some(y) => x = y,
+                None => return Ok(None),
             }
-            let q = if grad { rope.queries_grad(&q.contiguous()?)? } else { rope.queries(&q.contiguous()?)? };
-            let k = if grad { rope.keys_grad(&k.contiguous()?)? } else { rope.keys(&k.contiguous()?)? };
-            let mut k = k.transpose(1, 2)?.contiguous()?; // [b, kv, t, d]
-            let mut v = v.transpose(1, 2)?.contiguous()?;
-            if let Some(cache) = cache.as_deref_mut() {
-                if let Some((pk, pv)) = &cache.layers[l] {
-                    k = Tensor::cat(&[pk, &k], 2)?;
-                    v = Tensor::cat(&[pv, &v], 2)?;
-                }
-                cache.layers[l] = Some((k.clone(), v.clone()));
-            }
-            // `attn_logit_softcapping` is not applied: transformers' Gemma3Attention does not pass it on either.
-            let mut att = lin(LoraTarget::OProj, &ops::attention(&q, &k, &v, mask, grad)?, &layer.o)?;
-            if let Some(n) = &layer.post_attn_norm {
-                att = norm(&att, n)?;
-            }
-            x = (x + att)?;
-
-            let h = norm(&x, &layer.pre_ffn_norm)?;
-            let gate = lin(LoraTarget::GateProj, &h, &layer.gate)?;
-            let a = ops::activate(&gate, c.activation)?;
-            let a = hook.apply(l, &gate, a)?;
-            if l == last && !hidden {
-                // Only the taps are wanted: the last FFN's output and the final norm feed nothing else.
-                return Ok(None);
-            }
-            let mut f = lin(LoraTarget::DownProj, &(a * lin(LoraTarget::UpProj, &h, &layer.up)?)?, &layer.down)?;
-            if let Some(n) = &layer.post_ffn_norm {
-                f = norm(&f, n)?;
-            }
-            x = (x + f)?;
         }
         if let Some(out) = out {
             x = x.index_select(out, 0)?;
         }
-        Ok(Some(norm(&x, &self.norm)?))
+        Ok(Some(self.final_norm(&x, grad)?))
+    }
+
+    /// The number of layers.
+    pub(crate) fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// The embeddings of `ids` in f32 (scaled where the family scales them): the first layer's input.
+    pub(crate) fn embed_ids(&self, ids: &Tensor) -> Result<Tensor> {
+        let x = self.embed.index_select(ids, 0)?.to_dtype(DType::F32)?;
+        match self.arch.embed_scale {
+            Some(s) => x * f64::from(s),
+            None => Ok(x),
+        }
+    }
+
+    /// The final norm of the last layer's output `x`.
+    pub(crate) fn final_norm(&self, x: &Tensor, grad: bool) -> Result<Tensor> {
+        self.norm_op(x, &self.norm, grad)
+    }
+
+    fn norm_op(&self, x: &Tensor, w: &Tensor, grad: bool) -> Result<Tensor> {
+        let eps = self.cfg.rms_norm_eps;
+        if grad { crate::grad_ops::rms_norm(x, w, eps) } else { ops::rms_norm(x, w, eps) }
+    }
+
+    /// Layer `l` on its input `x` (`[rows·seq, hidden]`): the next layer's input, or nothing when `stop` (the pass
+    /// ends after this layer's tap). The other arguments as in [`Decoder::forward`]; a cache must have a slot per
+    /// layer.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn layer(
+        &self,
+        l: usize,
+        x: &Tensor,
+        rows: usize,
+        seq: usize,
+        pos: &Positions,
+        hook: &mut Hook,
+        cache: Option<&mut Cache>,
+        stop: bool,
+        lora: Option<&LoraTensors>,
+        grad: bool,
+    ) -> Result<Option<Tensor>> {
+        let c = &self.cfg;
+        let (heads, kv, d) = (c.num_heads, c.num_kv_heads, c.head_dim);
+        let layer = &self.layers[l];
+        let norm = |x: &Tensor, w: &Tensor| self.norm_op(x, w, grad);
+        let lin = |t: LoraTarget, x: &Tensor, w: &Tensor| LoraTensors::linear(lora, l, t, x, w);
+        let (rope, mask) = pos.of(layer.kind);
+        let h = norm(x, &layer.input_norm)?;
+        let mut q = lin(LoraTarget::QProj, &h, &layer.q)?.reshape((rows, seq, heads, d))?;
+        let mut k = lin(LoraTarget::KProj, &h, &layer.k)?.reshape((rows, seq, kv, d))?;
+        let v = lin(LoraTarget::VProj, &h, &layer.v)?.reshape((rows, seq, kv, d))?;
+        if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
+            q = norm(&q, qn)?;
+            k = norm(&k, kn)?;
+        }
+        let q = if grad { rope.queries_grad(&q.contiguous()?)? } else { rope.queries(&q.contiguous()?)? };
+        let k = if grad { rope.keys_grad(&k.contiguous()?)? } else { rope.keys(&k.contiguous()?)? };
+        let mut k = k.transpose(1, 2)?.contiguous()?; // [b, kv, t, d]
+        let mut v = v.transpose(1, 2)?.contiguous()?;
+        if let Some(cache) = cache {
+            if let Some((pk, pv)) = &cache.layers[l] {
+                k = Tensor::cat(&[pk, &k], 2)?;
+                v = Tensor::cat(&[pv, &v], 2)?;
+            }
+            cache.layers[l] = Some((k.clone(), v.clone()));
+        }
+        // `attn_logit_softcapping` is not applied: transformers' Gemma3Attention does not pass it on either.
+        let mut att = lin(LoraTarget::OProj, &ops::attention(&q, &k, &v, mask, grad)?, &layer.o)?;
+        if let Some(n) = &layer.post_attn_norm {
+            att = norm(&att, n)?;
+        }
+        let x = (x + att)?;
+
+        let h = norm(&x, &layer.pre_ffn_norm)?;
+        let gate = lin(LoraTarget::GateProj, &h, &layer.gate)?;
+        let a = ops::activate(&gate, c.activation)?;
+        let a = hook.apply(l, &gate, a)?;
+        if stop {
+            // Only the taps are wanted: the last FFN's output and the final norm feed nothing else.
+            return Ok(None);
+        }
+        let mut f = lin(LoraTarget::DownProj, &(a * lin(LoraTarget::UpProj, &h, &layer.up)?)?, &layer.down)?;
+        if let Some(n) = &layer.post_ffn_norm {
+            f = norm(&f, n)?;
+        }
+        Ok(Some((x + f)?))
     }
 
     /// Keeps rows `keep` of every layer's cached keys and values.

@@ -1,7 +1,8 @@
 //! LoRA on Candle: an adapter's host values as tensors the layer loop adds to each adapted linear
 //! (`x·Wᵀ + s·(x·Aᵀ)·(B ⊙ M)ᵀ`, the base weight untouched), and the gradient of one training batch through Candle's
 //! autograd — the head's cross-entropy at the last real token, or the next-token loss with the LM head run in chunks
-//! whose graphs are dropped one by one (the hidden states' gradient is gathered first, then sent through the body).
+//! whose graphs are dropped one by one (the hidden states' gradient is gathered first); the model then sends it back
+//! through the body one recomputed layer at a time.
 
 use candle_core::backprop::GradStore;
 use candle_core::{D, Device, Result, Tensor, Var};
@@ -70,15 +71,21 @@ impl LoraTensors {
         }
     }
 
-    /// Each leaf's gradient in `store` as a host vector (zeros where none reached it).
-    pub(crate) fn grads(&self, store: &GradStore) -> Result<Vec<Vec<f32>>> {
-        self.leaves
-            .iter()
-            .map(|t| match store.get(t) {
-                Some(g) => crate::decoder::host(g),
-                None => Ok(vec![0.0; t.elem_count()]),
-            })
-            .collect()
+    /// A zero gradient per leaf, as host vectors.
+    pub(crate) fn zero_grads(&self) -> Vec<Vec<f32>> {
+        self.leaves.iter().map(|t| vec![0.0; t.elem_count()]).collect()
+    }
+
+    /// Adds each leaf's gradient in `store` (where one reached it) to `acc` ([`LoraTensors::zero_grads`]' shape).
+    pub(crate) fn add_grads(&self, store: &GradStore, acc: &mut [Vec<f32>]) -> Result<()> {
+        for (t, acc) in self.leaves.iter().zip(acc) {
+            if let Some(g) = store.get(t) {
+                for (a, g) in acc.iter_mut().zip(crate::decoder::host(g)?) {
+                    *a += g;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -95,15 +102,16 @@ fn weighted_nll(logits: &Tensor, targets: &[u32], weights: Option<&[f32]>) -> Re
     picked.sum_all()?.neg()
 }
 
-/// The summed loss of `tb` given the final-normed hidden states `hidden` `[rows · seq, d]` (with their graph), the
-/// gradients of every leaf, and `(loss sum, count)`. `lm_head` is the LM head weight, `softcap` its soft-cap.
-pub(crate) fn loss_and_grads(
+/// The summed loss of `tb` given the final-normed hidden states `hidden` `[rows · seq, d]` (with their graph),
+/// `(loss sum, count, the store of its backward through hidden's graph)`; no store when no position carries a loss.
+/// `lora` holds the classification head, `lm_head` is the LM head weight, `softcap` its soft-cap.
+pub(crate) fn loss_and_backward(
     tb: &TrainBatch,
     hidden: &Tensor,
     lora: &LoraTensors,
     lm_head: &Tensor,
     softcap: Option<f64>,
-) -> Result<(f64, f64, Vec<Vec<f32>>)> {
+) -> Result<(f64, f64, Option<GradStore>)> {
     let dev = hidden.device();
     let b = &tb.batch;
     match &tb.objective {
@@ -116,12 +124,12 @@ pub(crate) fn loss_and_grads(
             let h = hidden.index_select(&Tensor::from_slice(&last, last.len(), dev)?, 0)?;
             let loss = weighted_nll(&ops::linear(&h, head)?, labels, None)?;
             let store = loss.backward()?;
-            Ok((f64::from(loss.to_scalar::<f32>()?), b.rows as f64, lora.grads(&store)?))
+            Ok((f64::from(loss.to_scalar::<f32>()?), b.rows as f64, Some(store)))
         }
         Objective::NextToken { .. } => {
             let terms = tb.next_token_terms();
             if terms.is_empty() {
-                return Ok((0.0, 0.0, lora.leaves.iter().map(|t| vec![0.0; t.elem_count()]).collect()));
+                return Ok((0.0, 0.0, None));
             }
             let pos: Vec<u32> = terms.iter().map(|t| t.0).collect();
             let h = hidden.index_select(&Tensor::from_slice(&pos, pos.len(), dev)?, 0)?;
@@ -145,7 +153,7 @@ pub(crate) fn loss_and_grads(
             }
             let gh = gh.ok_or_else(|| candle_core::Error::Msg("no gradient reached the hidden states".into()))?;
             let store = h.mul(&gh.detach())?.sum_all()?.backward()?;
-            Ok((loss_sum, terms.iter().map(|t| f64::from(t.2)).sum(), lora.grads(&store)?))
+            Ok((loss_sum, terms.iter().map(|t| f64::from(t.2)).sum(), Some(store)))
         }
     }
 }
