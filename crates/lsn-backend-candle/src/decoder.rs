@@ -91,8 +91,8 @@ impl Decoder {
     /// Runs `ids` (`[rows·seq]`, u32, row-major) through every layer with the FFN `hook`. With a `cache`, the tokens
     /// follow its slots (the masks in `pos` say what each sees) and their keys and values are appended to it.
     /// Returns the final-normed hidden states of positions `out` (all when `None`), or nothing when `hidden` is
-    /// false (the pass then stops after the last tap). `lora` adds an adapter to the linears it targets; `grad` builds
-    /// the pass from differentiable ops only (Candle's fused norm, softmax and RoPE kernels have no backward).
+    /// false (the pass then stops after the last tap). `lora` adds an adapter to the linears it targets. An inference
+    /// pass: training runs [`Decoder::layer`] itself.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn forward(
         &self,
@@ -105,7 +105,6 @@ impl Decoder {
         hidden: bool,
         out: Option<&Tensor>,
         lora: Option<&LoraTensors>,
-        grad: bool,
     ) -> Result<Option<Tensor>> {
         let mut x = self.embed_ids(ids)?;
         if let Some(cache) = cache.as_deref_mut() {
@@ -114,7 +113,7 @@ impl Decoder {
         let last = self.layers.len() - 1;
         for l in 0..self.layers.len() {
             let stop = l == last && !hidden;
-            match self.layer(l, &x, rows, seq, pos, hook, cache.as_deref_mut(), stop, lora, grad)? {
+            match self.layer(l, &x, rows, seq, pos, hook, cache.as_deref_mut(), stop, lora, false)? {
                 Some(y) => x = y,
                 None => return Ok(None),
             }
@@ -122,7 +121,7 @@ impl Decoder {
         if let Some(out) = out {
             x = x.index_select(out, 0)?;
         }
-        Ok(Some(self.final_norm(&x, grad)?))
+        Ok(Some(self.final_norm(&x, false)?))
     }
 
     /// The number of layers.
@@ -150,7 +149,8 @@ impl Decoder {
     }
 
     /// Layer `l` on its input `x` (`[rows·seq, hidden]`): the next layer's input, or nothing when `stop` (the pass
-    /// ends after this layer's tap). The other arguments as in [`Decoder::forward`]; a cache must have a slot per
+    /// ends after this layer's tap). `grad` builds it from differentiable ops only (Candle's fused norm, softmax and
+    /// RoPE kernels record no backward); the other arguments as in [`Decoder::forward`], whose cache has a slot per
     /// layer.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn layer(

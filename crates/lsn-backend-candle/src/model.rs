@@ -83,7 +83,6 @@ impl Engine for CandleModel {
                 pass.hidden,
                 None,
                 self.adapter.as_ref(),
-                false,
             )?;
             Ok::<_, candle_core::Error>((h.map(|h| host(&h)).transpose()?, hook.taps))
         })()
@@ -130,7 +129,6 @@ impl Engine for CandleModel {
                 true,
                 Some(&out),
                 self.adapter.as_ref(),
-                false,
             )?;
             match h {
                 Some(h) => host(&h),
