@@ -152,6 +152,11 @@ impl ExportDir {
         Ok(Self { dir, cfg: ckpt.config.clone(), manifest })
     }
 
+    /// `(name, shape, byte offset in weights.bin)` of every tensor of the export.
+    pub(crate) fn tensors(&self) -> impl Iterator<Item = (&str, &[usize], u64)> {
+        self.manifest.tensors.iter().map(|(name, (shape, offset))| (name.as_str(), shape.as_slice(), *offset))
+    }
+
     fn graph(
         &self,
         name: &str,

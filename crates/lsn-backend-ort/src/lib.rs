@@ -16,6 +16,7 @@ pub mod export;
 mod model;
 mod proto;
 mod runtime;
+mod weights;
 
 use std::path::{Path, PathBuf};
 
@@ -86,7 +87,7 @@ impl Backend for OrtBackend {
 
     fn load(&self, files: &ModelFiles, opts: &LoadOptions) -> Result<Box<dyn Model>> {
         let (config, export) = self.export(files, opts)?;
-        Ok(Box::new(model::OrtModel::new(config, export, opts.device, self.quantiles)))
+        Ok(Box::new(model::OrtModel::new(config, export, opts.device, self.quantiles)?))
     }
 }
 

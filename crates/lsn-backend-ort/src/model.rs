@@ -18,9 +18,10 @@ use ort::value::{DynValue, Tensor};
 use crate::cache::ExportDir;
 use crate::error::{Context, Error, Result};
 use crate::export::{BodySpec, Head, Quantiles};
+use crate::weights::SharedWeights;
 use crate::{QuantilePass, runtime};
 
-/// How many body sessions stay loaded (each holds the model's weights).
+/// How many body sessions stay loaded (on the CPU they share the packed weights; each keeps its own plan).
 const BODY_SESSIONS: usize = 2;
 
 pub(crate) struct OrtModel {
@@ -35,6 +36,9 @@ pub(crate) struct OrtModel {
     head_nll: Option<Session>,
     /// The cached-step graphs without and with an intervention.
     steps: [Option<Session>; 2],
+    /// The weights every CPU session views (`None` on CUDA, where each session loads its own copy onto the device).
+    /// Declared after the sessions so that they drop before the mapping.
+    weights: Option<SharedWeights>,
 }
 
 pub(crate) fn tensor<T: ort::value::PrimitiveTensorElementType + Clone + std::fmt::Debug + 'static>(
@@ -55,8 +59,12 @@ pub(crate) fn extract<T: ort::value::PrimitiveTensorElementType + Copy>(
 }
 
 impl OrtModel {
-    pub(crate) fn new(cfg: ModelConfig, export: ExportDir, device: Device, quantiles: QuantilePass) -> Self {
-        Self {
+    pub(crate) fn new(cfg: ModelConfig, export: ExportDir, device: Device, quantiles: QuantilePass) -> Result<Self> {
+        let weights = match device {
+            Device::Cpu => Some(SharedWeights::map(&export)?),
+            Device::Cuda(_) => None,
+        };
+        Ok(Self {
             cfg,
             export,
             device,
@@ -69,11 +77,17 @@ impl OrtModel {
             head_logits: None,
             head_nll: None,
             steps: [None, None],
-        }
+            weights,
+        })
     }
 
     fn load(&self, path: PathBuf) -> Result<Session> {
-        runtime::session(&path, self.device, &self.prepacked)
+        let shared = self.weights.as_ref().map_or(&[][..], SharedWeights::values);
+        let session = runtime::session(&path, self.device, &self.prepacked, shared)?;
+        if let Some(w) = &self.weights {
+            w.release_pages();
+        }
+        Ok(session)
     }
 
     /// The body session for `spec`, loaded on first use (least recently used evicted).
@@ -82,10 +96,11 @@ impl OrtModel {
             let entry = self.bodies.remove(i);
             self.bodies.push(entry);
         } else {
-            let session = self.load(self.export.body(&spec)?)?;
+            // Evict first, so that no more than BODY_SESSIONS sessions are alive while the new one loads.
             if self.bodies.len() >= BODY_SESSIONS {
                 self.bodies.remove(0);
             }
+            let session = self.load(self.export.body(&spec)?)?;
             self.bodies.push((spec, session));
         }
         Ok(&mut self.bodies.last_mut().expect("just pushed").1)
@@ -111,16 +126,38 @@ impl OrtModel {
             cache: false,
             head: if pass.hidden { Head::Hidden } else { Head::No },
         };
-        let inputs = self.inputs(batch, taps, pass.overwrite, &spec)?;
         let (layers, width) = (self.cfg.num_layers, self.cfg.intermediate_size);
-        let rows_seq = format!("{} rows × {} tokens", batch.rows, batch.seq_len);
-        let session = self.body(spec)?;
-        let out = session.run(inputs).during(|| format!("forward pass over {rows_seq}"))?;
-        let taps = if spec.any_tap() { Some(read_taps(&out, &spec, layers, width, n_tokens)?) } else { None };
-        let hidden = match spec.head {
-            Head::Hidden => Some(extract::<f32>(&out, "hidden")?),
-            _ => None,
-        };
+        // Graph quantiles are order statistics of one run's tokens: such a batch runs whole.
+        let groups = run_rows(batch, if spec.quantiles == Quantiles::Graph { usize::MAX } else { RUN_TOKENS });
+        let whole = groups.len() == 1;
+        let mut acc = TapAcc::new(layers, width, n_tokens, &spec);
+        let mut hidden = (spec.head == Head::Hidden).then(Vec::new);
+        for rows in groups {
+            let owned;
+            let part = if whole {
+                batch
+            } else {
+                let seq = batch.seq_len;
+                owned = TokenBatch::new(
+                    rows.len(),
+                    seq,
+                    batch.ids[rows.start * seq..rows.end * seq].to_vec(),
+                    batch.lengths[rows.clone()].to_vec(),
+                )?;
+                &owned
+            };
+            let inputs = self.inputs(part, taps, pass.overwrite, &spec)?;
+            let what = || format!("forward pass over {} rows × {} tokens", part.rows, part.seq_len);
+            let out = self.body(spec)?.run(inputs).during(what)?;
+            if spec.any_tap() {
+                acc.add(&out, &spec, part.n_tokens(), whole)?;
+            }
+            if let Some(h) = &mut hidden {
+                let v = out.get("hidden").ok_or_else(|| Error::Export("the graph has no output hidden".into()))?;
+                h.extend_from_slice(v.try_extract_tensor::<f32>().during(|| "reading output hidden".into())?.1);
+            }
+        }
+        let taps = if spec.any_tap() { Some(acc.finish()?) } else { None };
         Ok(BodyOut { taps, hidden })
     }
 
@@ -173,12 +210,15 @@ impl OrtModel {
     }
 
     fn head_session(&mut self, nll: bool) -> Result<&mut Session> {
-        let (export, device, prepacked) = (&self.export, self.device, &self.prepacked);
-        let slot = if nll { &mut self.head_nll } else { &mut self.head_logits };
-        if slot.is_none() {
-            *slot = Some(runtime::session(&export.head(nll)?, device, prepacked)?);
+        if self.head_slot(nll).is_none() {
+            let session = self.load(self.export.head(nll)?)?;
+            *self.head_slot(nll) = Some(session);
         }
-        Ok(slot.as_mut().expect("just loaded"))
+        Ok(self.head_slot(nll).as_mut().expect("just loaded"))
+    }
+
+    fn head_slot(&mut self, nll: bool) -> &mut Option<Session> {
+        if nll { &mut self.head_nll } else { &mut self.head_logits }
     }
 
     fn head_chunk(&mut self, hidden: &[f32], targets: Option<&[u32]>) -> Result<Vec<f32>> {
@@ -196,11 +236,11 @@ impl OrtModel {
     /// The cached-step session (with or without an intervention), loaded on first use.
     fn step_session(&mut self, intervene: bool) -> Result<&mut Session> {
         let spec = BodySpec { cache: true, intervene, ..BodySpec::plain(Head::Hidden) };
-        let slot = &mut self.steps[usize::from(intervene)];
-        if slot.is_none() {
-            *slot = Some(runtime::session(&self.export.body(&spec)?, self.device, &self.prepacked)?);
+        let slot = usize::from(intervene);
+        if self.steps[slot].is_none() {
+            self.steps[slot] = Some(self.load(self.export.body(&spec)?)?);
         }
-        Ok(slot.as_mut().expect("just loaded"))
+        Ok(self.steps[slot].as_mut().expect("just loaded"))
     }
 
     fn run_step(&mut self, cache: &mut Cache, step: &Step<'_>) -> Result<Vec<f32>> {
@@ -281,72 +321,122 @@ struct Cache {
     layers: Vec<(DynValue, DynValue)>,
 }
 
-/// The tap statistics of body graph `spec` from its outputs, in `TapStats`' layout (quantiles finished by lsn-core's
-/// rule: fused lerp between the graph's order statistics, or the host reducer over the returned activations).
-fn read_taps(
-    out: &SessionOutputs<'_>,
-    spec: &BodySpec,
-    layers: usize,
-    width: usize,
-    n_tokens: usize,
-) -> Result<TapStats> {
-    let plane = layers * width;
-    let mut stats = TapStats { layers, intermediate: width, n_tokens: n_tokens as u64, ..TapStats::default() };
-    let counts = |v: Vec<f32>| v.into_iter().map(|c| c as u64).collect::<Vec<u64>>();
-    if spec.count_pos {
-        stats.count_pos = Some(counts(extract::<f32>(out, "count_pos")?));
+/// Most tokens one body run takes; a batch with more runs as consecutive groups of whole rows. ORT's working set
+/// grows with a run's tokens (Gemma-3-270M, pass 1 at 4 × 512 tokens: ~1 GB of arena, the activations of every
+/// layer in flight at once), and runs of one 512-token row were also faster than one run of four (bare ORT, count
+/// pass, 2 threads: 1447 against 1277 tokens/s).
+const RUN_TOKENS: usize = 512;
+
+/// The row ranges of `batch`'s runs: as many whole rows as fit in `max_positions`, at least one.
+fn run_rows(batch: &TokenBatch, max_positions: usize) -> Vec<std::ops::Range<usize>> {
+    let per_run = (max_positions / batch.seq_len).max(1);
+    (0..batch.rows).step_by(per_run).map(|start| start..(start + per_run).min(batch.rows)).collect()
+}
+
+/// The tap statistics of one body pass, summed over its runs, in `TapStats`' layout (quantiles finished by
+/// lsn-core's rule: fused lerp between the graph's order statistics, or the host reducer over the activations).
+struct TapAcc {
+    stats: TapStats,
+    /// Host quantiles of a pass of several runs: each layer's activations of every run, in row order.
+    acts: Vec<Vec<f32>>,
+}
+
+impl TapAcc {
+    fn new(layers: usize, width: usize, n_tokens: usize, spec: &BodySpec) -> Self {
+        let plane = layers * width;
+        let stats = TapStats {
+            layers,
+            intermediate: width,
+            n_tokens: n_tokens as u64,
+            count_pos: spec.count_pos.then(|| vec![0; plane]),
+            sum: spec.moments.then(|| vec![0.0; plane]),
+            sum_sq: spec.moments.then(|| vec![0.0; plane]),
+            ..TapStats::default()
+        };
+        let acts = if spec.quantiles == Quantiles::Host { vec![Vec::new(); layers] } else { Vec::new() };
+        Self { stats, acts }
     }
-    if spec.moments {
-        stats.sum = Some(extract::<f64>(out, "sum")?);
-        stats.sum_sq = Some(extract::<f64>(out, "sum_sq")?);
-    }
-    match spec.quantiles {
-        Quantiles::Graph => {
-            // `[layers, 2·levels, width]`: the low and high order statistics of each level.
-            let picked = extract::<f32>(out, "quantile_stats")?;
-            let ranks = 2 * QUANTILES.len();
-            let mut q = vec![0f32; QUANTILES.len() * plane];
+
+    /// Adds the outputs of one run over `n_tokens` real tokens; `whole` when it is the pass's only run.
+    fn add(&mut self, out: &SessionOutputs<'_>, spec: &BodySpec, n_tokens: usize, whole: bool) -> Result<()> {
+        let (layers, width) = (self.stats.layers, self.stats.intermediate);
+        let plane = layers * width;
+        if let Some(acc) = &mut self.stats.count_pos {
+            acc.iter_mut().zip(extract::<f32>(out, "count_pos")?).for_each(|(a, c)| *a += c as u64);
+        }
+        if let (Some(sum), Some(sum_sq)) = (&mut self.stats.sum, &mut self.stats.sum_sq) {
+            sum.iter_mut().zip(extract::<f64>(out, "sum")?).for_each(|(a, v)| *a += v);
+            sum_sq.iter_mut().zip(extract::<f64>(out, "sum_sq")?).for_each(|(a, v)| *a += v);
+        }
+        match spec.quantiles {
+            Quantiles::Graph => {
+                // `[layers, 2·levels, width]`: the low and high order statistics of each level (one run: see
+                // `run_body`).
+                let picked = extract::<f32>(out, "quantile_stats")?;
+                let ranks = 2 * QUANTILES.len();
+                let mut q = vec![0f32; QUANTILES.len() * plane];
+                for l in 0..layers {
+                    for (k, &level) in QUANTILES.iter().enumerate() {
+                        let (_, _, w) = quantile_position(n_tokens, level);
+                        let lo = &picked[(l * ranks + 2 * k) * width..][..width];
+                        let hi = &picked[(l * ranks + 2 * k + 1) * width..][..width];
+                        let dst = &mut q[k * plane + l * width..][..width];
+                        for j in 0..width {
+                            dst[j] = lerp_fused(lo[j], hi[j], w);
+                        }
+                    }
+                }
+                self.stats.quantiles = Some(q);
+            }
+            Quantiles::Host => {
+                // One run: reduce straight from ORT's outputs; several: keep each layer's rows for `finish`.
+                let mut r = whole
+                    .then(|| TapReducer::new(layers, width, &Taps { quantiles: true, ..Taps::NONE }))
+                    .transpose()?;
+                for l in 0..layers {
+                    let name = format!("act_{l}");
+                    let v = out.get(&name).ok_or_else(|| Error::Export(format!("the graph has no output {name}")))?;
+                    let (_, a) = v.try_extract_tensor::<f32>().during(|| format!("reading output {name}"))?;
+                    match &mut r {
+                        Some(r) => r.push(l, a, None)?,
+                        None => self.acts[l].extend_from_slice(a),
+                    }
+                }
+                if let Some(r) = r {
+                    self.stats.quantiles = r.finish(n_tokens as u64)?.quantiles;
+                }
+            }
+            Quantiles::No => {}
+        }
+        if spec.above {
+            // `[layers, S, width]` → `[S, layers·width]`.
+            let c = extract::<f32>(out, "count_above")?;
+            let n_thr = c.len() / plane.max(1);
+            let above = self.stats.count_above.get_or_insert_with(|| vec![0; n_thr * plane]);
             for l in 0..layers {
-                for (k, &level) in QUANTILES.iter().enumerate() {
-                    let (_, _, w) = quantile_position(n_tokens, level);
-                    let lo = &picked[(l * ranks + 2 * k) * width..][..width];
-                    let hi = &picked[(l * ranks + 2 * k + 1) * width..][..width];
-                    let dst = &mut q[k * plane + l * width..][..width];
-                    for j in 0..width {
-                        dst[j] = lerp_fused(lo[j], hi[j], w);
+                for s in 0..n_thr {
+                    let src = &c[(l * n_thr + s) * width..][..width];
+                    for (dst, &v) in above[s * plane + l * width..][..width].iter_mut().zip(src) {
+                        *dst += v as u64;
                     }
                 }
             }
-            stats.quantiles = Some(q);
         }
-        Quantiles::Host => {
+        Ok(())
+    }
+
+    /// The pass's statistics (host quantiles of a pass of several runs reduced now, over all its tokens).
+    fn finish(mut self) -> Result<TapStats> {
+        if self.acts.iter().any(|a| !a.is_empty()) {
+            let (layers, width) = (self.stats.layers, self.stats.intermediate);
             let mut r = TapReducer::new(layers, width, &Taps { quantiles: true, ..Taps::NONE })?;
-            for l in 0..layers {
-                let name = format!("act_{l}");
-                let v = out.get(&name).ok_or_else(|| Error::Export(format!("the graph has no output {name}")))?;
-                let (_, a) = v.try_extract_tensor::<f32>().during(|| format!("reading output {name}"))?;
+            for (l, a) in self.acts.iter().enumerate() {
                 r.push(l, a, None)?;
             }
-            stats.quantiles = r.finish(n_tokens as u64)?.quantiles;
+            self.stats.quantiles = r.finish(self.stats.n_tokens)?.quantiles;
         }
-        Quantiles::No => {}
+        Ok(self.stats)
     }
-    if spec.above {
-        // `[layers, S, width]` → `[S, layers·width]`.
-        let c = extract::<f32>(out, "count_above")?;
-        let n_thr = c.len() / plane.max(1);
-        let mut above = vec![0u64; n_thr * plane];
-        for l in 0..layers {
-            for s in 0..n_thr {
-                let src = &c[(l * n_thr + s) * width..][..width];
-                for (dst, &v) in above[s * plane + l * width..][..width].iter_mut().zip(src) {
-                    *dst = v as u64;
-                }
-            }
-        }
-        stats.count_above = Some(above);
-    }
-    Ok(stats)
 }
 
 impl Engine for OrtModel {

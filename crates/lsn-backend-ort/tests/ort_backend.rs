@@ -1,5 +1,5 @@
-//! The ort backend's own behaviour on tiny random checkpoints: the two quantile passes agree bit for bit, exports are
-//! cached by content, a damaged export is a clear error, interventions and cached decoding work. (Forward behaviour shared by every backend is tested in
+//! The ort backend's own behaviour on tiny random checkpoints: the two quantile passes agree bit for bit (and a batch
+//! run whole agrees with the same batch run in parts), exports are cached by content, a damaged export is a clear error, interventions and cached decoding work. (Forward behaviour shared by every backend is tested in
 //! harness/tests/forward.rs; numbers against transformers in the conformance suite and xtask/fixtures/check_onnx.py.)
 
 use std::path::Path;
@@ -43,8 +43,11 @@ fn export_dirs(cache: &Path) -> Vec<String> {
 fn quantiles_sorted_in_the_graph_equal_the_host_reducer() {
     for (name, cfg) in tiny_configs() {
         let fx = Fixture::new(&cfg, 3);
-        // Padded rows: the taps reduce over the real tokens only.
-        let batch = TokenBatch::padded(&[(1..20).collect(), (5..12).collect(), vec![7, 3]], 0).unwrap();
+        // Padded rows: the taps reduce over the real tokens only. 3 × 300 positions: the graph pass runs the batch
+        // whole, the host pass as three runs of one row (at most 512 positions a run), so this also checks that the
+        // runs' statistics and hidden states add up to the whole batch's.
+        let rows = [(1..300).collect(), (5..250).collect(), vec![7, 3]];
+        let batch = TokenBatch::padded(&rows, 0).unwrap();
         let thresholds = std::sync::Arc::new(vec![0.01f32; cfg.num_layers * cfg.intermediate_size * 2]);
         let taps = Taps { above: Some(thresholds), ..Taps::pass1() };
         let mut out = Vec::new();
@@ -54,15 +57,18 @@ fn quantiles_sorted_in_the_graph_equal_the_host_reducer() {
             out.push(model.run(&Request::new(&batch, Outputs::LOGITS).taps(&taps)).unwrap());
         }
         let (a, b) = (out[0].taps.as_ref().unwrap(), out[1].taps.as_ref().unwrap());
-        assert_eq!(a.n_tokens, 28, "{name}");
+        assert_eq!(a.n_tokens, 299 + 245 + 2, "{name}");
         let q = a.quantiles.as_ref().unwrap();
         let plane = cfg.num_layers * cfg.intermediate_size;
         assert_eq!(q.len(), QUANTILES.len() * plane, "{name}");
         assert_eq!(a.quantiles, b.quantiles, "{name}: quantiles differ between the passes");
-        assert_eq!(
-            (&a.count_pos, &a.sum, &a.sum_sq, &a.count_above),
-            (&b.count_pos, &b.sum, &b.sum_sq, &b.count_above)
-        );
+        assert_eq!((&a.count_pos, &a.count_above), (&b.count_pos, &b.count_above), "{name}");
+        // Sums of three runs' sums against one sum: equal up to f64 rounding.
+        for (x, y) in [(&a.sum, &b.sum), (&a.sum_sq, &b.sum_sq)] {
+            let (x, y) = (x.as_ref().unwrap(), y.as_ref().unwrap());
+            assert_eq!(x.len(), plane, "{name}");
+            assert!(x.iter().zip(y).all(|(x, y)| (x - y).abs() <= 1e-12 * x.abs().max(1.0)), "{name}: sums differ");
+        }
         assert_eq!(out[0].logits, out[1].logits, "{name}");
         assert!((0..plane).all(|j| (1..QUANTILES.len()).all(|k| q[k * plane + j] >= q[(k - 1) * plane + j])));
     }
