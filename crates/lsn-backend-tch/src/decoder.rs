@@ -15,6 +15,14 @@ use crate::weights::Weights;
 
 type Layer = LayerWeights<Tensor>;
 
+/// What [`Decoder::train_forward`] kept for the backward through the layers it ran without a graph.
+pub(crate) struct Recomputed {
+    /// The input of each such layer, in order.
+    inputs: Vec<Tensor>,
+    /// The first graphed layer's input, an autograd leaf (when any layer is recomputed).
+    leaf: Tensor,
+}
+
 /// A decoder stack from token ids to the final norm.
 pub(crate) struct Decoder {
     cfg: ModelConfig,
@@ -112,6 +120,7 @@ impl Decoder {
     ) -> std::result::Result<Option<Tensor>, TchError> {
         let (rows, seq) = ids.size2()?;
         let device = ids.device();
+        let mut x = self.embed_ids(ids)?;
         let (pos, mut cache) = match step {
             Some((pos, cache)) => {
                 cache.layers.resize_with(self.layers.len(), || None);
@@ -119,61 +128,83 @@ impl Decoder {
             }
             None => (Positions::for_len(&mut self.positions, &self.cfg, seq as usize, device)?, None),
         };
-        let c = &self.cfg;
-        let (heads, kv, d, eps) = (c.num_heads as i64, c.num_kv_heads as i64, c.head_dim as i64, c.rms_norm_eps);
-        let mut x = Tensor::f_embedding(&self.embed, ids, -1, false, false)?.f_to_kind(Kind::Float)?;
-        if let Some(s) = self.arch.embed_scale {
-            x = x.f_mul_scalar(f64::from(s))?;
-        }
         let last = self.layers.len() - 1;
         for (l, layer) in self.layers.iter().enumerate() {
-            let lin = |t: LoraTarget, x: &Tensor, w: &Tensor| LoraTensors::linear(lora, l, t, x, w);
-            let (rope, mask) = pos.of(layer.kind);
-            let h = ops::rms_norm(&x, &layer.input_norm, eps)?;
-            let mut q = lin(LoraTarget::QProj, &h, &layer.q)?.f_reshape([rows, seq, heads, d])?;
-            let mut k = lin(LoraTarget::KProj, &h, &layer.k)?.f_reshape([rows, seq, kv, d])?;
-            let v = lin(LoraTarget::VProj, &h, &layer.v)?.f_reshape([rows, seq, kv, d])?;
-            if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
-                q = ops::rms_norm(&q, qn, eps)?;
-                k = ops::rms_norm(&k, kn, eps)?;
-            }
-            let q = rope.apply(&q)?.f_transpose(1, 2)?; // [b, heads, t, d]
-            let mut k = rope.apply(&k)?.f_transpose(1, 2)?; // [b, kv, t, d]
-            let mut v = v.f_transpose(1, 2)?;
-            if let Some(cache) = cache.as_deref_mut() {
-                if let Some((pk, pv)) = &cache.layers[l] {
-                    k = Tensor::f_cat(&[pk, &k], 2)?;
-                    v = Tensor::f_cat(&[pv, &v], 2)?;
-                }
-                cache.layers[l] = Some((k.shallow_clone(), v.shallow_clone()));
-            }
-            // `attn_logit_softcapping` is not applied: transformers' Gemma3Attention does not pass it on either.
-            let att = ops::attention(&q, &k, &v, mask, c.attn_scale)?;
-            let mut att = lin(LoraTarget::OProj, &att, &layer.o)?;
-            if let Some(n) = &layer.post_attn_norm {
-                att = ops::rms_norm(&att, n, eps)?;
-            }
-            x = x.f_add(&att)?;
-
-            let h = ops::rms_norm(&x, &layer.pre_ffn_norm, eps)?;
-            let gate = lin(LoraTarget::GateProj, &h, &layer.gate)?;
-            let a = ops::activate(&gate, c.activation)?;
-            let a = hook.apply(l, &gate, a)?;
-            if l == last && !hidden {
+            let stop = l == last && !hidden;
+            match run_layer(&self.cfg, layer, l, &x, pos, cache.as_deref_mut(), hook, lora, stop)? {
+                Some(y) => x = y,
                 // Only the taps are wanted: the last FFN's output and the final norm feed nothing else.
-                return Ok(None);
+                None => return Ok(None),
             }
-            let mut f = lin(LoraTarget::DownProj, &a.f_mul(&lin(LoraTarget::UpProj, &h, &layer.up)?)?, &layer.down)?;
-            if let Some(n) = &layer.post_ffn_norm {
-                f = ops::rms_norm(&f, n, eps)?;
-            }
-            x = x.f_add(&f)?;
         }
         let mut x = x.f_reshape([rows * seq, -1])?;
         if let Some(out) = out {
             x = x.f_index_select(0, out)?;
         }
-        Ok(Some(ops::rms_norm(&x, &self.norm, eps)?))
+        Ok(Some(ops::rms_norm(&x, &self.norm, self.cfg.rms_norm_eps)?))
+    }
+
+    /// The embeddings of `ids` `[rows, seq]` → `[rows, seq, hidden]` in f32 (scaled where the family scales them).
+    fn embed_ids(&self, ids: &Tensor) -> std::result::Result<Tensor, TchError> {
+        let x = Tensor::f_embedding(&self.embed, ids, -1, false, false)?.f_to_kind(Kind::Float)?;
+        match self.arch.embed_scale {
+            Some(s) => x.f_mul_scalar(f64::from(s)),
+            None => Ok(x),
+        }
+    }
+
+    /// Training's forward over `ids` with adapter `lora`: layers `[0, recompute)` run without a graph (each one's
+    /// input kept), the rest with one from a leaf at layer `recompute`'s input, so the graph held for the backward
+    /// is that of the other layers only. Returns the final-normed hidden states `[rows · seq, hidden]`;
+    /// [`Self::train_backward`] finishes the backward once the loss's has reached the leaf.
+    pub(crate) fn train_forward(
+        &mut self,
+        ids: &Tensor,
+        lora: &LoraTensors,
+        recompute: usize,
+    ) -> std::result::Result<(Tensor, Recomputed), TchError> {
+        let (rows, seq) = ids.size2()?;
+        let device = ids.device();
+        let mut x = self.embed_ids(ids)?;
+        let pos = Positions::for_len(&mut self.positions, &self.cfg, seq as usize, device)?;
+        let mut hook = Hook::new(None, None, TapPoint::Act, self.layers.len(), device)?;
+        let mut inputs = Vec::with_capacity(recompute);
+        for (l, layer) in self.layers.iter().enumerate().take(recompute) {
+            inputs.push(x.shallow_clone());
+            x = tch::no_grad(|| run_layer(&self.cfg, layer, l, &x, pos, None, &mut hook, Some(lora), false))?
+                .ok_or_else(|| TchError::Kind("a layer returned nothing".into()))?;
+        }
+        let leaf = x.f_detach()?.set_requires_grad(recompute > 0);
+        let mut x = leaf.shallow_clone();
+        for (l, layer) in self.layers.iter().enumerate().skip(recompute) {
+            x = run_layer(&self.cfg, layer, l, &x, pos, None, &mut hook, Some(lora), false)?
+                .ok_or_else(|| TchError::Kind("a layer returned nothing".into()))?;
+        }
+        let x = x.f_reshape([rows * seq, -1])?;
+        Ok((ops::rms_norm(&x, &self.norm, self.cfg.rms_norm_eps)?, Recomputed { inputs, leaf }))
+    }
+
+    /// Sends the gradient that reached `r.leaf` back through the layers `train_forward` ran without a graph, last
+    /// first: each is rerun from its kept input with a graph, `(y · g).sum()` is sent back (its LoRA parameters
+    /// gather their gradients), and the gradient at its input goes on to the layer below.
+    pub(crate) fn train_backward(&mut self, r: Recomputed, lora: &LoraTensors) -> std::result::Result<(), TchError> {
+        let mut g = r.leaf.grad();
+        let Some(first) = r.inputs.first() else { return Ok(()) };
+        let (seq, device) = (first.size()[1], first.device());
+        let pos = Positions::for_len(&mut self.positions, &self.cfg, seq as usize, device)?;
+        let mut hook = Hook::new(None, None, TapPoint::Act, self.layers.len(), device)?;
+        for (l, input) in r.inputs.iter().enumerate().rev() {
+            if !g.defined() {
+                break;
+            }
+            // Layer 0's input is the frozen embedding: no gradient is needed there.
+            let x = input.f_detach()?.set_requires_grad(l > 0);
+            let y = run_layer(&self.cfg, &self.layers[l], l, &x, pos, None, &mut hook, Some(lora), false)?
+                .ok_or_else(|| TchError::Kind("a layer returned nothing".into()))?;
+            y.f_mul(&g)?.f_sum(Kind::Float)?.f_backward()?;
+            g = if l > 0 { x.grad() } else { Tensor::new() };
+        }
+        Ok(())
     }
 
     /// Keeps rows `keep` of every layer's cached keys and values.
@@ -187,4 +218,62 @@ impl Decoder {
         }
         Ok(())
     }
+}
+
+/// One decoder layer over `x` `[rows, seq, hidden]` with the RoPE tables and masks of `pos`, appending its keys and
+/// values to `cache` on a cached step; `None` when `stop` (the pass wants only the taps, and this is the last layer).
+#[allow(clippy::too_many_arguments)]
+fn run_layer(
+    c: &ModelConfig,
+    layer: &Layer,
+    l: usize,
+    x: &Tensor,
+    pos: &Positions,
+    cache: Option<&mut Cache>,
+    hook: &mut Hook<'_>,
+    lora: Option<&LoraTensors>,
+    stop: bool,
+) -> std::result::Result<Option<Tensor>, TchError> {
+    let (rows, seq) = (x.size()[0], x.size()[1]);
+    let (heads, kv, d, eps) = (c.num_heads as i64, c.num_kv_heads as i64, c.head_dim as i64, c.rms_norm_eps);
+    let lin = |t: LoraTarget, x: &Tensor, w: &Tensor| LoraTensors::linear(lora, l, t, x, w);
+    let (rope, mask) = pos.of(layer.kind);
+    let h = ops::rms_norm(x, &layer.input_norm, eps)?;
+    let mut q = lin(LoraTarget::QProj, &h, &layer.q)?.f_reshape([rows, seq, heads, d])?;
+    let mut k = lin(LoraTarget::KProj, &h, &layer.k)?.f_reshape([rows, seq, kv, d])?;
+    let v = lin(LoraTarget::VProj, &h, &layer.v)?.f_reshape([rows, seq, kv, d])?;
+    if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
+        q = ops::rms_norm(&q, qn, eps)?;
+        k = ops::rms_norm(&k, kn, eps)?;
+    }
+    let q = rope.apply(&q)?.f_transpose(1, 2)?; // [b, heads, t, d]
+    let mut k = rope.apply(&k)?.f_transpose(1, 2)?; // [b, kv, t, d]
+    let mut v = v.f_transpose(1, 2)?;
+    if let Some(cache) = cache {
+        if let Some((pk, pv)) = &cache.layers[l] {
+            k = Tensor::f_cat(&[pk, &k], 2)?;
+            v = Tensor::f_cat(&[pv, &v], 2)?;
+        }
+        cache.layers[l] = Some((k.shallow_clone(), v.shallow_clone()));
+    }
+    // `attn_logit_softcapping` is not applied: transformers' Gemma3Attention does not pass it on either.
+    let att = ops::attention(&q, &k, &v, mask, c.attn_scale)?;
+    let mut att = lin(LoraTarget::OProj, &att, &layer.o)?;
+    if let Some(n) = &layer.post_attn_norm {
+        att = ops::rms_norm(&att, n, eps)?;
+    }
+    let x = x.f_add(&att)?;
+
+    let h = ops::rms_norm(&x, &layer.pre_ffn_norm, eps)?;
+    let gate = lin(LoraTarget::GateProj, &h, &layer.gate)?;
+    let a = ops::activate(&gate, c.activation)?;
+    let a = hook.apply(l, &gate, a)?;
+    if stop {
+        return Ok(None);
+    }
+    let mut f = lin(LoraTarget::DownProj, &a.f_mul(&lin(LoraTarget::UpProj, &h, &layer.up)?)?, &layer.down)?;
+    if let Some(n) = &layer.post_ffn_norm {
+        f = ops::rms_norm(&f, n, eps)?;
+    }
+    Ok(Some(x.f_add(&f)?))
 }

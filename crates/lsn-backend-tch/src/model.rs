@@ -12,6 +12,12 @@ use crate::ops::{self, Positions, to_vec};
 use crate::taps::{DeviceTaps, QuantilesOn};
 use crate::weights::Weights;
 
+/// Training reruns the first `num_layers / RECOMPUTE_DIVISOR` layers in the backward instead of holding their graph
+/// (autograd keeps each op's saved tensors from the forward until the backward frees them). Train bench, Gemma-3-270M,
+/// 16 XNLI rows, layers rerun → peak RSS and tokens/s: 0 → 2831 MiB, 300; 2 → 2646, 288; 4 → 2520, 268;
+/// 6 → 2257 MiB (2.21× the weights), 265.
+const RECOMPUTE_DIVISOR: usize = 3;
+
 /// A loaded model on a libtorch device.
 pub(crate) struct TchModel {
     cfg: ModelConfig,
@@ -142,15 +148,15 @@ impl Engine for TchModel {
         let ids = self.ids(&b.ids, b.rows)?;
         let lora = LoraTensors::new(adapter, &self.cfg, self.device, true)
             .during(|| "uploading the LoRA parameters".into())?;
-        let (device, layers, softcap) = (self.device, self.cfg.num_layers, self.decoder.arch.final_softcap);
+        let softcap = self.decoder.arch.final_softcap;
+        let recompute = self.cfg.num_layers / RECOMPUTE_DIVISOR;
         let (loss_sum, count) = (|| {
-            let mut hook = Hook::new(None, None, TapPoint::Act, layers, device)?;
-            let h = self
-                .decoder
-                .forward(&ids, None, &mut hook, true, None, Some(&lora))?
-                .ok_or_else(|| tch::TchError::Kind("the decoder returned no hidden state".into()))?;
+            let (h, recomputed) = self.decoder.train_forward(&ids, &lora, recompute)?;
             let head = self.lm_head.as_ref().unwrap_or(&self.decoder.embed);
-            lora::loss_backward(tb, &h, &lora, head, softcap)
+            let loss = lora::loss_backward(tb, &h, &lora, head, softcap)?;
+            drop(h);
+            self.decoder.train_backward(recomputed, &lora)?;
+            Ok::<_, tch::TchError>(loss)
         })()
         .during(|| format!("training step over {} rows × {} tokens", b.rows, b.seq_len))?;
         let grads = lora.grads().during(|| "reading the gradients".into())?;
