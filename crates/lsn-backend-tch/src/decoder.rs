@@ -171,14 +171,12 @@ impl Decoder {
         let mut inputs = Vec::with_capacity(recompute);
         for (l, layer) in self.layers.iter().enumerate().take(recompute) {
             inputs.push(x.shallow_clone());
-            x = tch::no_grad(|| run_layer(&self.cfg, layer, l, &x, pos, None, &mut hook, Some(lora), false))?
-                .ok_or_else(|| TchError::Kind("a layer returned nothing".into()))?;
+            x = tch::no_grad(|| train_layer(&self.cfg, layer, l, &x, pos, &mut hook, lora))?;
         }
         let leaf = x.f_detach()?.set_requires_grad(recompute > 0);
         let mut x = leaf.shallow_clone();
         for (l, layer) in self.layers.iter().enumerate().skip(recompute) {
-            x = run_layer(&self.cfg, layer, l, &x, pos, None, &mut hook, Some(lora), false)?
-                .ok_or_else(|| TchError::Kind("a layer returned nothing".into()))?;
+            x = train_layer(&self.cfg, layer, l, &x, pos, &mut hook, lora)?;
         }
         let x = x.f_reshape([rows * seq, -1])?;
         Ok((ops::rms_norm(&x, &self.norm, self.cfg.rms_norm_eps)?, Recomputed { inputs, leaf }))
@@ -199,10 +197,11 @@ impl Decoder {
             }
             // Layer 0's input is the frozen embedding: no gradient is needed there.
             let x = input.f_detach()?.set_requires_grad(l > 0);
-            let y = run_layer(&self.cfg, &self.layers[l], l, &x, pos, None, &mut hook, Some(lora), false)?
-                .ok_or_else(|| TchError::Kind("a layer returned nothing".into()))?;
+            let y = train_layer(&self.cfg, &self.layers[l], l, &x, pos, &mut hook, lora)?;
             y.f_mul(&g)?.f_sum(Kind::Float)?.f_backward()?;
-            g = if l > 0 { x.grad() } else { Tensor::new() };
+            if l > 0 {
+                g = x.grad();
+            }
         }
         Ok(())
     }
@@ -218,6 +217,20 @@ impl Decoder {
         }
         Ok(())
     }
+}
+
+/// Layer `l` of a training pass over `x`: adapter `lora`, no cache, never stopped after the tap.
+fn train_layer(
+    c: &ModelConfig,
+    layer: &Layer,
+    l: usize,
+    x: &Tensor,
+    pos: &Positions,
+    hook: &mut Hook<'_>,
+    lora: &LoraTensors,
+) -> std::result::Result<Tensor, TchError> {
+    run_layer(c, layer, l, x, pos, None, hook, Some(lora), false)?
+        .ok_or_else(|| TchError::Kind("a layer returned nothing".into()))
 }
 
 /// One decoder layer over `x` `[rows, seq, hidden]` with the RoPE tables and masks of `pos`, appending its keys and
