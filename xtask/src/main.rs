@@ -33,6 +33,7 @@ commands:
              intervention and greedy-generation goldens (*.intervene.json), `fixtures eval` only the task goldens
              (*.eval.json: XNLI log-likelihoods, XQuAD greedy answers), `fixtures qa` only the answer-metric
              goldens (qa_metrics.json, from the SQuAD/MLQA scripts as lm-evaluation-harness ships them),
+             `fixtures gelu` only PyTorch's GELU-tanh on an f32 grid (gelu_tanh.json),
              `fixtures lora` only the LoRA goldens (fixtures/golden/lora/: PEFT adapters, logits, gradients,
              20 training steps)
   bench      criterion benches on Gemma-3-270M, every backend: capture tokens/s, greedy KV-cached generation new tokens/s,
@@ -83,6 +84,7 @@ fn main() -> Result<()> {
             fixtures_eval(&py)
         }
         Some("fixtures") if args.get(1).is_some_and(|a| a == "qa") => fixtures_qa(&fixtures_venv()?),
+        Some("fixtures") if args.get(1).is_some_and(|a| a == "gelu") => fixtures_gelu(&fixtures_venv()?),
         Some("fixtures") if args.get(1).is_some_and(|a| a == "lora") => {
             let py = fixtures_venv()?;
             setup()?;
@@ -356,6 +358,7 @@ fn fixtures() -> Result<()> {
     fixtures_lora(&py)?;
     fixtures_eval(&py)?;
     fixtures_qa(&py)?;
+    fixtures_gelu(&py)?;
     check_onnx(&py)
 }
 
@@ -391,6 +394,15 @@ fn fixtures_qa(py: &Path) -> Result<()> {
         .arg(wheels.join("lm_eval-0.4.13-py3-none-any.whl"))
         .arg("--out")
         .arg(root().join("fixtures/golden/qa_metrics.json")))
+}
+
+/// The activation golden (`fixtures/golden/gelu_tanh.json`): PyTorch's CPU GELU-tanh on a fixed f32 grid, from
+/// xtask/fixtures/golden_gelu.py.
+fn fixtures_gelu(py: &Path) -> Result<()> {
+    run(Command::new(py)
+        .arg(root().join("xtask/fixtures/golden_gelu.py"))
+        .arg("--out")
+        .arg(root().join("fixtures/golden/gelu_tanh.json")))
 }
 
 /// The intervention and greedy-generation goldens (`fixtures/golden/NAME.intervene.json`) of every golden model, from

@@ -129,21 +129,13 @@ pub(crate) fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     Tensor::cat(&[a, b], D::Minus1)
 }
 
-/// `grad · GELU-tanh′(x)`: on the CPU in f32 one pass ([`gelu_tanh_deriv`]), elsewhere [`gelu_tanh_grad`]'s ops.
+/// `grad · GELU-tanh′(x)`: on the CPU in f32 one pass (`lsn_core::activation::gelu_tanh_grad_mul`), elsewhere
+/// [`gelu_tanh_grad`]'s ops.
 pub(crate) fn gelu_tanh_backward(x: &Tensor, grad: &Tensor) -> Result<Tensor> {
     if !x.device().is_cpu() || x.dtype() != DType::F32 || grad.dtype() != DType::F32 {
         return grad.mul(&gelu_tanh_grad(x)?);
     }
     x.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, &GeluTanhBwd)
-}
-
-/// [`gelu_tanh_grad`] of one value, in f32 and the same order of operations.
-fn gelu_tanh_deriv(x: f32) -> f32 {
-    const K: f32 = 0.797_884_6; // √(2/π)
-    const C: f32 = 0.044_715;
-    let x2 = x * x;
-    let t = (K * (x * x2 * C + x)).tanh();
-    0.5 * (t + 1.0) + (x * 0.5) * (1.0 - t * t) * (K * (x2 * (3.0 * C) + 1.0))
 }
 
 /// `grad · GELU-tanh′(x)` elementwise, from `x` and `grad`.
@@ -160,11 +152,9 @@ impl candle_core::CustomOp2 for GeluTanhBwd {
             candle_core::bail!("gelu-tanh-bwd: {} values, {} gradients", x.len(), g.len());
         }
         let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14).zip(g.par_chunks(1 << 14))).for_each(|(o, (x, g))| {
-            for ((o, &x), &g) in o.iter_mut().zip(x).zip(g) {
-                *o = g * gelu_tanh_deriv(x);
-            }
-        });
+        out.par_chunks_mut(1 << 14)
+            .zip(x.par_chunks(1 << 14).zip(g.par_chunks(1 << 14)))
+            .for_each(|(o, (x, g))| lsn_core::activation::gelu_tanh_grad_mul(x, g, o));
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }

@@ -68,7 +68,7 @@ impl candle_core::CustomOp1 for TorchGeluTanh {
             .contiguous_offsets()
             .ok_or_else(|| candle_core::Error::Msg("gelu-tanh-pytorch input must be contiguous".into()))?;
         let mut out = v[start..end].to_vec();
-        out.par_chunks_mut(1 << 14).for_each(|c| c.iter_mut().for_each(|x| *x = lsn_core::activation::gelu_tanh(*x)));
+        out.par_chunks_mut(1 << 14).for_each(lsn_core::activation::gelu_tanh_in_place);
         Ok((candle_core::CpuStorage::F32(out), layout.shape().clone()))
     }
 
