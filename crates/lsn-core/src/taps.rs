@@ -81,8 +81,11 @@ pub fn lerp_fused(a: f32, b: f32, w: f32) -> f32 {
     if w.abs() < 0.5 { w.mul_add(b - a, a) } else { (w - 1.0).mul_add(b - a, b) }
 }
 
-/// Neurons per parallel work item: the columns of one block are gathered into a contiguous buffer.
+/// Neurons per parallel work item when quantiles are asked: the columns of one block are gathered into a
+/// contiguous buffer.
 const BLOCK: usize = 32;
+/// Neurons per parallel work item otherwise: each row's slice of the block is read in place.
+const ROW_BLOCK: usize = 256;
 
 /// Accumulates the requested [`Taps`] of one batch, one layer at a time.
 #[derive(Debug)]
@@ -160,44 +163,48 @@ impl TapReducer {
         let base = layer * width;
         let thresholds = self.taps.above.as_deref().map(Vec::as_slice);
         let (n_thr, taps) = (self.n_thresholds, &self.taps);
-        let (ranks, levels) = quantile_plan(rows.len().max(1));
-        let blocks: Vec<BlockOut> = (0..width.div_ceil(BLOCK))
-            .into_par_iter()
-            .map(|b| {
-                let j0 = b * BLOCK;
-                let bw = BLOCK.min(width - j0);
-                let nr = rows.len();
-                let mut col = vec![0f32; bw * nr];
-                for (ri, &r) in rows.iter().enumerate() {
-                    let src = &a[r as usize * width + j0..][..bw];
-                    for (c, &x) in src.iter().enumerate() {
-                        col[c * nr + ri] = x;
-                    }
-                }
-                let mut out = BlockOut::default();
-                let mut order = vec![0f32; ranks.len()];
-                for c in 0..bw {
-                    let v = &mut col[c * nr..(c + 1) * nr];
-                    if taps.count_pos {
-                        out.count_pos.push(v.iter().filter(|&&x| x > 0.0).count() as u64);
-                    }
-                    if taps.moments {
-                        let (mut s, mut s2) = (0f64, 0f64);
-                        for &x in v.iter() {
-                            let x = f64::from(x);
-                            s += x;
-                            s2 += x * x;
-                        }
-                        out.sum.push(s);
-                        out.sum_sq.push(s2);
-                    }
-                    if let Some(thr) = thresholds {
-                        for s in 0..n_thr {
-                            let t = thr[s * plane + base + j0 + c];
-                            out.count_above.push(v.iter().filter(|&&x| x > t).count() as u64);
+        // Quantiles need each neuron's values together (a column), so that path gathers blocks of columns; the
+        // other statistics accumulate row by row, in the same order per neuron (so the same f64 sums), reading the
+        // activations where they lie.
+        let block = if taps.quantiles { BLOCK } else { ROW_BLOCK };
+        let blocks: Vec<BlockOut> = if taps.quantiles {
+            let (ranks, levels) = quantile_plan(rows.len().max(1));
+            (0..width.div_ceil(block))
+                .into_par_iter()
+                .map(|b| {
+                    let j0 = b * block;
+                    let bw = block.min(width - j0);
+                    let nr = rows.len();
+                    let mut col = vec![0f32; bw * nr];
+                    for (ri, &r) in rows.iter().enumerate() {
+                        let src = &a[r as usize * width + j0..][..bw];
+                        for (c, &x) in src.iter().enumerate() {
+                            col[c * nr + ri] = x;
                         }
                     }
-                    if taps.quantiles {
+                    let mut out = BlockOut::default();
+                    let mut order = vec![0f32; ranks.len()];
+                    for c in 0..bw {
+                        let v = &mut col[c * nr..(c + 1) * nr];
+                        if taps.count_pos {
+                            out.count_pos.push(v.iter().filter(|&&x| x > 0.0).count() as u64);
+                        }
+                        if taps.moments {
+                            let (mut s, mut s2) = (0f64, 0f64);
+                            for &x in v.iter() {
+                                let x = f64::from(x);
+                                s += x;
+                                s2 += x * x;
+                            }
+                            out.sum.push(s);
+                            out.sum_sq.push(s2);
+                        }
+                        if let Some(thr) = thresholds {
+                            for s in 0..n_thr {
+                                let t = thr[s * plane + base + j0 + c];
+                                out.count_above.push(v.iter().filter(|&&x| x > t).count() as u64);
+                            }
+                        }
                         if v.is_empty() {
                             out.quantiles.extend(QUANTILES.map(|_| f32::NAN));
                         } else {
@@ -205,13 +212,58 @@ impl TapReducer {
                             out.quantiles.extend(levels.iter().map(|&(lo, hi, w)| lerp_fused(order[lo], order[hi], w)));
                         }
                     }
-                }
-                out
-            })
-            .collect();
+                    out
+                })
+                .collect()
+        } else {
+            (0..width.div_ceil(block))
+                .into_par_iter()
+                .map(|b| {
+                    let j0 = b * block;
+                    let bw = block.min(width - j0);
+                    let on = |yes: bool, len: usize| if yes { len } else { 0 };
+                    let mut pos = vec![0u32; on(taps.count_pos, bw)];
+                    let mut sum = vec![0f64; on(taps.moments, bw)];
+                    let mut sum_sq = vec![0f64; on(taps.moments, bw)];
+                    let mut above = vec![0u32; n_thr * bw];
+                    let thr: Vec<&[f32]> = match thresholds {
+                        Some(t) => (0..n_thr).map(|s| &t[s * plane + base + j0..][..bw]).collect(),
+                        None => Vec::new(),
+                    };
+                    for &r in rows {
+                        let src = &a[r as usize * width + j0..][..bw];
+                        if taps.count_pos {
+                            for (n, &x) in pos.iter_mut().zip(src) {
+                                *n += u32::from(x > 0.0);
+                            }
+                        }
+                        if taps.moments {
+                            for ((s, s2), &x) in sum.iter_mut().zip(sum_sq.iter_mut()).zip(src) {
+                                let x = f64::from(x);
+                                *s += x;
+                                *s2 += x * x;
+                            }
+                        }
+                        for (n, t) in above.chunks_exact_mut(bw).zip(&thr) {
+                            for ((n, &t), &x) in n.iter_mut().zip(*t).zip(src) {
+                                *n += u32::from(x > t);
+                            }
+                        }
+                    }
+                    let count_above = (0..bw).flat_map(|c| (0..n_thr).map(move |s| (c, s)));
+                    BlockOut {
+                        count_pos: pos.into_iter().map(u64::from).collect(),
+                        sum,
+                        sum_sq,
+                        quantiles: Vec::new(),
+                        count_above: count_above.map(|(c, s)| u64::from(above[s * bw + c])).collect(),
+                    }
+                })
+                .collect()
+        };
         for (b, out) in blocks.into_iter().enumerate() {
-            let j0 = base + b * BLOCK;
-            let bw = BLOCK.min(width - b * BLOCK);
+            let j0 = base + b * block;
+            let bw = block.min(width - b * block);
             if self.taps.count_pos {
                 self.count_pos[j0..j0 + bw].copy_from_slice(&out.count_pos);
             }
@@ -303,6 +355,34 @@ mod tests {
         assert_eq!(q.len(), 7 * 2);
         let p50 = quantile_index(0.5).unwrap();
         assert_eq!((q[p50 * 2], q[p50 * 2 + 1]), (2.0, -0.25));
+    }
+
+    #[test]
+    fn the_row_path_gives_the_column_paths_numbers() {
+        // Without quantiles the reducer reads rows in place (blocks of 256 neurons); with them it gathers columns
+        // (blocks of 32). Counts, counts above and the f64 sums must be the same bits either way.
+        let (layers, width, n) = (2, 300, 41);
+        let plane = layers * width;
+        let thr: Vec<f32> = (0..2 * plane).map(|i| ((i * 13) % 9) as f32 / 4.0 - 1.0).collect();
+        let above = Some(Arc::new(thr));
+        let rows: Vec<u32> = (0..n as u32).filter(|r| r % 5 != 3).collect();
+        let run = |quantiles: bool| {
+            let taps = Taps { count_pos: true, moments: true, quantiles, above: above.clone(), ..Taps::NONE };
+            let mut r = TapReducer::new(layers, width, &taps).unwrap();
+            for l in 0..layers {
+                let a: Vec<f32> = (0..n * width).map(|i| (((i * 7919 + l * 31) % 23) as f32 - 11.0) / 3.7).collect();
+                r.push(l, &a, Some(&rows)).unwrap();
+            }
+            r.finish(rows.len() as u64).unwrap()
+        };
+        let (rowwise, columns) = (run(false), run(true));
+        assert!(rowwise.quantiles.is_none());
+        assert_eq!(rowwise.count_pos, columns.count_pos);
+        assert_eq!(rowwise.count_above, columns.count_above);
+        let bits = |v: &Option<Vec<f64>>| v.as_ref().unwrap().iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&rowwise.sum), bits(&columns.sum));
+        assert_eq!(bits(&rowwise.sum_sq), bits(&columns.sum_sq));
+        assert!(rowwise.count_above.as_ref().unwrap().iter().any(|&c| c > 0));
     }
 
     #[test]
