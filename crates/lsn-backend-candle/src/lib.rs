@@ -3,6 +3,7 @@
 //!
 //! Only this crate sees Candle: models cross the boundary as `Box<dyn lsn_core::Model>`, results as plain data.
 
+mod alloc;
 mod decoder;
 mod error;
 mod grad_ops;
@@ -61,6 +62,9 @@ impl Backend for CandleBackend {
 
     fn load(&self, files: &ModelFiles, opts: &LoadOptions) -> Result<Box<dyn Model>> {
         let device = candle_device(opts.device)?;
+        if device.is_cpu() {
+            alloc::keep_freed_buffers();
+        }
         let ckpt = lsn_weights::open_checkpoint(files.dir())?;
         tracing::info!(dir = %ckpt.dir.display(), family = ?ckpt.config.family, layers = ckpt.config.num_layers, "loading model (candle)");
         let weights = weights::Weights::open(&ckpt, &device, opts.dtype)?;
