@@ -29,7 +29,7 @@ pub(crate) fn rms_norm_composed(x: &Tensor, alpha: &Tensor, eps: f64) -> Result<
 }
 
 /// The contiguous f32 values of a CPU storage.
-fn f32s<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
+pub(crate) fn f32s<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else { candle_core::bail!("{op} takes f32") };
     let (start, end) =
         l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg(format!("{op}: not contiguous")))?;

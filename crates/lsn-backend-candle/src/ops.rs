@@ -278,12 +278,51 @@ pub(crate) fn softcap(x: Tensor, cap: Option<f64>) -> Result<Tensor> {
 
 /// `−log softmax(logits)[target]` per row of `logits` `[n, vocab]`, computed stably as
 /// `log Σ exp(x − max) − (x[target] − max)`; the exponentials are summed in f64, since an f32 sum over a 262144-entry
-/// vocabulary biases the NLL by about 1e-5. `targets` `[n]` u32; returns f32 `[n]`.
+/// vocabulary biases the NLL by about 1e-5. `targets` `[n]` u32; returns f32 `[n]`. On the CPU in f32 one pass
+/// over the logits (`lsn_core::head::nll_of_logits`): the tensor form below made four logit-sized temporaries
+/// (two of them f64) and called libm's `exp` per logit — 27% of NLL scoring's samples in page faults of those
+/// buffers and 7% in `exp` (perf, score bench).
 pub(crate) fn nll_rows(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    if logits.device().is_cpu() && logits.dtype() == DType::F32 && targets.dtype() == DType::U32 {
+        return logits.contiguous()?.apply_op2_no_bwd(&targets.contiguous()?, &HostNll);
+    }
+    nll_rows_tensor(logits, targets)
+}
+
+/// [`nll_rows`] as tensor ops, for any device.
+fn nll_rows_tensor(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let shifted = logits.broadcast_sub(&logits.max_keepdim(D::Minus1)?)?;
     let log_sum = shifted.to_dtype(DType::F64)?.exp()?.sum_keepdim(D::Minus1)?.log()?;
     let picked = shifted.gather(&targets.unsqueeze(1)?, D::Minus1)?.to_dtype(DType::F64)?;
     (log_sum - picked)?.squeeze(1)?.to_dtype(DType::F32)
+}
+
+/// [`nll_rows`] on the CPU: `logits` `[n, vocab]` f32 and `targets` `[n]` u32 → `[n]` f32.
+struct HostNll;
+
+impl candle_core::CustomOp2 for HostNll {
+    fn name(&self) -> &'static str {
+        "nll-rows"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let logits = crate::grad_ops::f32s(s1, l1, "nll-rows")?;
+        let candle_core::CpuStorage::U32(t) = s2 else { candle_core::bail!("nll-rows takes u32 targets") };
+        let (start, end) = l2
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("nll-rows: targets not contiguous".into()))?;
+        let vocab = l1.dims().last().copied().unwrap_or(0);
+        let nll = lsn_core::head::nll_of_logits(logits, vocab, &t[start..end])
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let n = nll.len();
+        Ok((candle_core::CpuStorage::F32(nll), candle_core::Shape::from(n)))
+    }
 }
 
 #[cfg(test)]
@@ -298,6 +337,16 @@ mod tests {
         let want0 = 1.0 + (1.0f64 + (-1.0f64).exp()).ln();
         assert!((nll[0] as f64 - want0).abs() < 1e-5, "{nll:?}");
         assert!(nll[1].abs() < 1e-6, "{nll:?}");
+        // The host op and the tensor form (what other devices run) agree; an out-of-vocabulary target is an error.
+        let wide = Tensor::arange(0f32, 3000.0, &Device::Cpu).unwrap().affine(0.37, -500.0).unwrap().sin().unwrap();
+        let wide = (wide * 40.0).unwrap().reshape((3, 1000)).unwrap();
+        let t = Tensor::new(&[7u32, 500, 999], &Device::Cpu).unwrap();
+        let host = nll_rows(&wide, &t).unwrap().to_vec1::<f32>().unwrap();
+        let tensor = nll_rows_tensor(&wide, &t).unwrap().to_vec1::<f32>().unwrap();
+        for (h, w) in host.iter().zip(&tensor) {
+            assert!((h - w).abs() <= 1e-6 * w.abs().max(1.0), "{host:?} vs {tensor:?}");
+        }
+        assert!(nll_rows(&wide, &Tensor::new(&[0u32, 1, 1000], &Device::Cpu).unwrap()).is_err());
     }
 
     #[test]

@@ -17,47 +17,17 @@ pub const GELU_KAPPA: f32 = 0.044_715;
 /// 8.664339742f, the same f32).
 pub const TANH_SATURATION: f32 = 8.664_34;
 
-/// ln 2 split so that `k · LN2_HI` is exact for the |k| ≤ 25 used here (its low 21 bits are zero).
-const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
-const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
-/// 1.5 · 2⁵²: adding it rounds to an integer and leaves that integer in the low bits of the sum.
-const ROUND_SHIFT: f64 = 6_755_399_441_055_744.0;
-/// 1/n! for n = 13 down to 2: the Taylor series of `expm1(r) = r + r²·(…)` on |r| ≤ ln2/2, whose first omitted
-/// term (r¹⁴/14!) is below 2⁻⁵⁸ of the value.
-const EXPM1_COEFFS: [f64; 12] = [
-    1.0 / 6_227_020_800.0,
-    1.0 / 479_001_600.0,
-    1.0 / 39_916_800.0,
-    1.0 / 3_628_800.0,
-    1.0 / 362_880.0,
-    1.0 / 40_320.0,
-    1.0 / 5_040.0,
-    1.0 / 720.0,
-    1.0 / 120.0,
-    1.0 / 24.0,
-    1.0 / 6.0,
-    0.5,
-];
+use crate::simd::{exp_parts, multiversion};
 
 /// `tanh(y)` evaluated in f64 and rounded once, saturating to exactly ±1 beyond |[`TANH_SATURATION`]| as
 /// PyTorch's does. Inside the range it equals `f64::tanh(y) as f32` for every f32 `y`: `tanh a = e / (e + 2)` with
-/// `e = expm1(2a)`, `expm1` by range reduction `2a = k·ln2 + r` and a Taylor polynomial in `r`. No branch and no
+/// `e = expm1(2a) = 2^k·expm1(r) + (2^k − 1)` ([`exp_parts`]). No branch and no
 /// libm call, so a loop over it vectorises. NaN gives NaN.
 #[inline(always)]
 pub fn tanh(y: f32) -> f32 {
     let wide = f64::from(y).abs();
     let a = wide.min(f64::from(TANH_SATURATION));
-    let z = 2.0 * a;
-    let shifted = z * std::f64::consts::LOG2_E + ROUND_SHIFT;
-    let k = shifted - ROUND_SHIFT;
-    let r = (z - k * LN2_HI) - k * LN2_LO;
-    let mut p = 0.0;
-    for c in EXPM1_COEFFS {
-        p = p * r + c;
-    }
-    let expm1_r = r + r * r * p;
-    // 2^k from the integer left in the low bits of `shifted` (0 ≤ k ≤ 25).
-    let scale = f64::from_bits((shifted.to_bits() << 52).wrapping_add(1023 << 52));
+    let (scale, expm1_r) = exp_parts(2.0 * a);
     let e = scale * expm1_r + (scale - 1.0);
     let t = if wide > f64::from(TANH_SATURATION) { 1.0 } else { e / (e + 2.0) };
     let t = if wide.is_nan() { wide } else { t };
@@ -82,57 +52,6 @@ pub fn gelu_tanh_grad(x: f32, g: f32) -> f32 {
     let x2 = x * x;
     let t = tanh(GELU_BETA * (x * x2 * GELU_KAPPA + x));
     g * (0.5 * (t + 1.0) + (x * 0.5) * (1.0 - t * t) * (GELU_BETA * (x2 * (3.0 * GELU_KAPPA) + 1.0)))
-}
-
-/// Which vector width this CPU runs the slice kernels at (looked up once per call; `is_x86_feature_detected!`
-/// caches).
-#[derive(Clone, Copy)]
-enum Simd {
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    Portable,
-}
-
-fn simd() -> Simd {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512dq") {
-            return Simd::Avx512;
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            return Simd::Avx2;
-        }
-    }
-    Simd::Portable
-}
-
-/// One kernel body compiled three times: for AVX-512, AVX2 and the baseline. Rust does not contract `a·b + c`
-/// into an FMA, so every version performs the same roundings and gives the same bits.
-macro_rules! multiversion {
-    ($(#[$doc:meta])* pub fn $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
-        $(#[$doc])*
-        pub fn $name($($arg: $ty),*) {
-            #[inline(always)]
-            fn body($($arg: $ty),*) $body
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx2,fma")]
-            fn avx512($($arg: $ty),*) { body($($arg),*) }
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx2,fma")]
-            fn avx2($($arg: $ty),*) { body($($arg),*) }
-            match simd() {
-                // SAFETY: `simd()` returned these only where the CPU reports the features.
-                #[cfg(target_arch = "x86_64")]
-                Simd::Avx512 => unsafe { avx512($($arg),*) },
-                // SAFETY: as above.
-                #[cfg(target_arch = "x86_64")]
-                Simd::Avx2 => unsafe { avx2($($arg),*) },
-                Simd::Portable => body($($arg),*),
-            }
-        }
-    };
 }
 
 multiversion! {

@@ -23,6 +23,7 @@ pub mod positions;
 pub mod procinfo;
 mod request;
 mod rng;
+mod simd;
 mod stats;
 pub mod taps;
 mod tensors;
