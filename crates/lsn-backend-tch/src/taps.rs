@@ -18,6 +18,7 @@ type Result<T> = std::result::Result<T, TchError>;
 
 /// Positions per run of the f64 moment sums (in unit tests fewer, so that their 53-position batches take several).
 const MOMENT_ROWS: i64 = if cfg!(test) { 16 } else { 256 };
+
 /// Accumulates one batch's per-layer statistics on the device.
 pub(crate) struct DeviceTaps {
     taps: Taps,
@@ -124,23 +125,15 @@ impl DeviceTaps {
             // In runs of MOMENT_ROWS positions, each widened to a copy (never an alias of `a`) squared in place after
             // its sum: an f64 buffer of a few MiB in flight instead of two of `[positions, intermediate]` (2 × 32 MiB
             // for a 4 × 512 batch of Gemma-3-270M, which kept tch's capture peak above 1.5× the weights).
-            let (mut sum, mut sum_sq) = (None::<Tensor>, None::<Tensor>);
+            let mut sum = Tensor::f_zeros([self.intermediate as i64], (Kind::Double, a.device()))?;
+            let mut sum_sq = sum.f_zeros_like()?;
             for part in a.f_split(MOMENT_ROWS, 0)? {
                 let mut wide = part.f_to_dtype(Kind::Double, false, true)?;
-                let s = wide.f_sum_dim_intlist(0, false, Kind::Double)?;
-                let s2 = wide.f_square_()?.f_sum_dim_intlist(0, false, Kind::Double)?;
-                sum = Some(match sum {
-                    Some(t) => t.f_add(&s)?,
-                    None => s,
-                });
-                sum_sq = Some(match sum_sq {
-                    Some(t) => t.f_add(&s2)?,
-                    None => s2,
-                });
+                sum.f_add_(&wide.f_sum_dim_intlist(0, false, Kind::Double)?)?;
+                sum_sq.f_add_(&wide.f_square_()?.f_sum_dim_intlist(0, false, Kind::Double)?)?;
             }
-            let zeros = || Tensor::f_zeros([self.intermediate as i64], (Kind::Double, a.device()));
-            self.sum.push(sum.map_or_else(zeros, Ok)?);
-            self.sum_sq.push(sum_sq.map_or_else(zeros, Ok)?);
+            self.sum.push(sum);
+            self.sum_sq.push(sum_sq);
         }
         if self.taps.quantiles && self.host.is_none() {
             self.quantiles.push(self.quantiles_of(&a)?);

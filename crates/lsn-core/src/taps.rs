@@ -81,10 +81,9 @@ pub fn lerp_fused(a: f32, b: f32, w: f32) -> f32 {
     if w.abs() < 0.5 { w.mul_add(b - a, a) } else { (w - 1.0).mul_add(b - a, b) }
 }
 
-/// Neurons per parallel work item when quantiles are asked: the columns of one block are gathered into a
-/// contiguous buffer.
+/// Neurons per parallel work item of the quantiles: the columns of one block are gathered into a contiguous buffer.
 const BLOCK: usize = 32;
-/// Neurons per parallel work item otherwise: each row's slice of the block is read in place.
+/// Neurons per parallel work item of the other statistics: each row's slice of the block is read in place.
 const ROW_BLOCK: usize = 256;
 
 /// Accumulates the requested [`Taps`] of one batch, one layer at a time.
@@ -102,15 +101,12 @@ pub struct TapReducer {
     done: Vec<bool>,
 }
 
-/// One block's results, scattered into the layer-wide arrays afterwards.
-#[derive(Default)]
+/// One row block's results, scattered into the layer-wide arrays afterwards.
 struct BlockOut {
     count_pos: Vec<u64>,
     sum: Vec<f64>,
     sum_sq: Vec<f64>,
-    /// `[col][QUANTILES]`
-    quantiles: Vec<f32>,
-    /// `[col][threshold]`
+    /// `[threshold][col]`
     count_above: Vec<u64>,
 }
 
@@ -163,107 +159,45 @@ impl TapReducer {
         let base = layer * width;
         let thresholds = self.taps.above.as_deref().map(Vec::as_slice);
         let (n_thr, taps) = (self.n_thresholds, &self.taps);
-        // Quantiles need each neuron's values together (a column), so that path gathers blocks of columns; the
-        // other statistics accumulate row by row, in the same order per neuron (so the same f64 sums), reading the
-        // activations where they lie.
-        let block = if taps.quantiles { BLOCK } else { ROW_BLOCK };
-        let blocks: Vec<BlockOut> = if taps.quantiles {
-            let (ranks, levels) = quantile_plan(rows.len().max(1));
-            (0..width.div_ceil(block))
-                .into_par_iter()
-                .map(|b| {
-                    let j0 = b * block;
-                    let bw = block.min(width - j0);
-                    let nr = rows.len();
-                    let mut col = vec![0f32; bw * nr];
-                    for (ri, &r) in rows.iter().enumerate() {
-                        let src = &a[r as usize * width + j0..][..bw];
-                        for (c, &x) in src.iter().enumerate() {
-                            col[c * nr + ri] = x;
+        // Counts, moments and counts above accumulate row by row over blocks of ROW_BLOCK neurons, reading the
+        // activations where they lie, each neuron's values added in row order. Only the quantiles need a neuron's
+        // values together, so only they gather blocks of BLOCK columns.
+        let blocks: Vec<BlockOut> = (0..width.div_ceil(ROW_BLOCK))
+            .into_par_iter()
+            .map(|b| {
+                let j0 = b * ROW_BLOCK;
+                let bw = ROW_BLOCK.min(width - j0);
+                let on = |yes: bool| if yes { bw } else { 0 };
+                let mut pos = vec![0u32; on(taps.count_pos)];
+                let (mut sum, mut sum_sq) = (vec![0f64; on(taps.moments)], vec![0f64; on(taps.moments)]);
+                let mut above = vec![0u32; n_thr * bw];
+                let thr: Vec<&[f32]> = match thresholds {
+                    Some(t) => (0..n_thr).map(|s| &t[s * plane + base + j0..][..bw]).collect(),
+                    None => Vec::new(),
+                };
+                for &r in rows {
+                    let src = &a[r as usize * width + j0..][..bw];
+                    for (n, &x) in pos.iter_mut().zip(src) {
+                        *n += u32::from(x > 0.0);
+                    }
+                    for ((s, s2), &x) in sum.iter_mut().zip(sum_sq.iter_mut()).zip(src) {
+                        let x = f64::from(x);
+                        *s += x;
+                        *s2 += x * x;
+                    }
+                    for (n, t) in above.chunks_exact_mut(bw).zip(&thr) {
+                        for ((n, &t), &x) in n.iter_mut().zip(*t).zip(src) {
+                            *n += u32::from(x > t);
                         }
                     }
-                    let mut out = BlockOut::default();
-                    let mut order = vec![0f32; ranks.len()];
-                    for c in 0..bw {
-                        let v = &mut col[c * nr..(c + 1) * nr];
-                        if taps.count_pos {
-                            out.count_pos.push(v.iter().filter(|&&x| x > 0.0).count() as u64);
-                        }
-                        if taps.moments {
-                            let (mut s, mut s2) = (0f64, 0f64);
-                            for &x in v.iter() {
-                                let x = f64::from(x);
-                                s += x;
-                                s2 += x * x;
-                            }
-                            out.sum.push(s);
-                            out.sum_sq.push(s2);
-                        }
-                        if let Some(thr) = thresholds {
-                            for s in 0..n_thr {
-                                let t = thr[s * plane + base + j0 + c];
-                                out.count_above.push(v.iter().filter(|&&x| x > t).count() as u64);
-                            }
-                        }
-                        if v.is_empty() {
-                            out.quantiles.extend(QUANTILES.map(|_| f32::NAN));
-                        } else {
-                            order_statistics(v, 0, &ranks, &mut order);
-                            out.quantiles.extend(levels.iter().map(|&(lo, hi, w)| lerp_fused(order[lo], order[hi], w)));
-                        }
-                    }
-                    out
-                })
-                .collect()
-        } else {
-            (0..width.div_ceil(block))
-                .into_par_iter()
-                .map(|b| {
-                    let j0 = b * block;
-                    let bw = block.min(width - j0);
-                    let on = |yes: bool, len: usize| if yes { len } else { 0 };
-                    let mut pos = vec![0u32; on(taps.count_pos, bw)];
-                    let mut sum = vec![0f64; on(taps.moments, bw)];
-                    let mut sum_sq = vec![0f64; on(taps.moments, bw)];
-                    let mut above = vec![0u32; n_thr * bw];
-                    let thr: Vec<&[f32]> = match thresholds {
-                        Some(t) => (0..n_thr).map(|s| &t[s * plane + base + j0..][..bw]).collect(),
-                        None => Vec::new(),
-                    };
-                    for &r in rows {
-                        let src = &a[r as usize * width + j0..][..bw];
-                        if taps.count_pos {
-                            for (n, &x) in pos.iter_mut().zip(src) {
-                                *n += u32::from(x > 0.0);
-                            }
-                        }
-                        if taps.moments {
-                            for ((s, s2), &x) in sum.iter_mut().zip(sum_sq.iter_mut()).zip(src) {
-                                let x = f64::from(x);
-                                *s += x;
-                                *s2 += x * x;
-                            }
-                        }
-                        for (n, t) in above.chunks_exact_mut(bw).zip(&thr) {
-                            for ((n, &t), &x) in n.iter_mut().zip(*t).zip(src) {
-                                *n += u32::from(x > t);
-                            }
-                        }
-                    }
-                    let count_above = (0..bw).flat_map(|c| (0..n_thr).map(move |s| (c, s)));
-                    BlockOut {
-                        count_pos: pos.into_iter().map(u64::from).collect(),
-                        sum,
-                        sum_sq,
-                        quantiles: Vec::new(),
-                        count_above: count_above.map(|(c, s)| u64::from(above[s * bw + c])).collect(),
-                    }
-                })
-                .collect()
-        };
+                }
+                let wide = |v: Vec<u32>| v.into_iter().map(u64::from).collect();
+                BlockOut { count_pos: wide(pos), sum, sum_sq, count_above: wide(above) }
+            })
+            .collect();
         for (b, out) in blocks.into_iter().enumerate() {
-            let j0 = base + b * block;
-            let bw = block.min(width - b * block);
+            let j0 = base + b * ROW_BLOCK;
+            let bw = ROW_BLOCK.min(width - b * ROW_BLOCK);
             if self.taps.count_pos {
                 self.count_pos[j0..j0 + bw].copy_from_slice(&out.count_pos);
             }
@@ -271,13 +205,42 @@ impl TapReducer {
                 self.sum[j0..j0 + bw].copy_from_slice(&out.sum);
                 self.sum_sq[j0..j0 + bw].copy_from_slice(&out.sum_sq);
             }
-            for c in 0..bw {
-                for s in 0..n_thr {
-                    self.count_above[s * plane + j0 + c] = out.count_above[c * n_thr + s];
-                }
-                if self.taps.quantiles {
-                    for (s, &q) in out.quantiles[c * QUANTILES.len()..][..QUANTILES.len()].iter().enumerate() {
-                        self.quantiles[s * plane + j0 + c] = q;
+            for (s, counts) in out.count_above.chunks_exact(bw).enumerate() {
+                self.count_above[s * plane + j0..][..bw].copy_from_slice(counts);
+            }
+        }
+        if self.taps.quantiles {
+            let (ranks, levels) = quantile_plan(rows.len().max(1));
+            let blocks: Vec<Vec<f32>> = (0..width.div_ceil(BLOCK))
+                .into_par_iter()
+                .map(|b| {
+                    let j0 = b * BLOCK;
+                    let bw = BLOCK.min(width - j0);
+                    let nr = rows.len();
+                    if nr == 0 {
+                        return vec![f32::NAN; bw * QUANTILES.len()];
+                    }
+                    let mut col = vec![0f32; bw * nr];
+                    for (ri, &r) in rows.iter().enumerate() {
+                        let src = &a[r as usize * width + j0..][..bw];
+                        for (c, &x) in src.iter().enumerate() {
+                            col[c * nr + ri] = x;
+                        }
+                    }
+                    let mut out = Vec::with_capacity(bw * QUANTILES.len());
+                    let mut order = vec![0f32; ranks.len()];
+                    for v in col.chunks_exact_mut(nr) {
+                        order_statistics(v, 0, &ranks, &mut order);
+                        out.extend(levels.iter().map(|&(lo, hi, w)| lerp_fused(order[lo], order[hi], w)));
+                    }
+                    out
+                })
+                .collect();
+            for (b, q) in blocks.into_iter().enumerate() {
+                let j0 = base + b * BLOCK;
+                for (c, levels) in q.chunks_exact(QUANTILES.len()).enumerate() {
+                    for (s, &v) in levels.iter().enumerate() {
+                        self.quantiles[s * plane + j0 + c] = v;
                     }
                 }
             }
@@ -358,9 +321,21 @@ mod tests {
     }
 
     #[test]
-    fn the_row_path_gives_the_column_paths_numbers() {
-        // Without quantiles the reducer reads rows in place (blocks of 256 neurons); with them it gathers columns
-        // (blocks of 32). Counts, counts above and the f64 sums must be the same bits either way.
+    fn no_real_rows_give_zero_counts_and_nan_quantiles() {
+        let mut r = TapReducer::new(1, 40, &Taps::pass1()).unwrap();
+        r.push(0, &[1.0; 80], Some(&[])).unwrap();
+        let s = r.finish(0).unwrap();
+        assert!(s.count_pos.unwrap().iter().all(|&c| c == 0));
+        assert!(s.sum.unwrap().iter().all(|&x| x == 0.0));
+        let q = s.quantiles.unwrap();
+        assert_eq!(q.len(), 40 * QUANTILES.len());
+        assert!(q.iter().all(|x| x.is_nan()));
+    }
+
+    #[test]
+    fn asking_for_quantiles_changes_no_other_statistic() {
+        // Counts, counts above and the f64 sums are the same bits whether or not the quantiles (which gather
+        // columns, in blocks of 32) are asked for alongside them (read in rows, in blocks of 256).
         let (layers, width, n) = (2, 300, 41);
         let plane = layers * width;
         let thr: Vec<f32> = (0..2 * plane).map(|i| ((i * 13) % 9) as f32 / 4.0 - 1.0).collect();
