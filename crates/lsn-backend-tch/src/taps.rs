@@ -129,8 +129,8 @@ impl DeviceTaps {
             let mut sum_sq = sum.f_zeros_like()?;
             for part in a.f_split(MOMENT_ROWS, 0)? {
                 let mut wide = part.f_to_dtype(Kind::Double, false, true)?;
-                sum.f_add_(&wide.f_sum_dim_intlist(0, false, Kind::Double)?)?;
-                sum_sq.f_add_(&wide.f_square_()?.f_sum_dim_intlist(0, false, Kind::Double)?)?;
+                sum = sum.f_add(&wide.f_sum_dim_intlist(0, false, Kind::Double)?)?;
+                sum_sq = sum_sq.f_add(&wide.f_square_()?.f_sum_dim_intlist(0, false, Kind::Double)?)?;
             }
             self.sum.push(sum);
             self.sum_sq.push(sum_sq);
