@@ -21,6 +21,34 @@ pub(crate) struct Recomputed {
     inputs: Vec<Tensor>,
     /// The first graphed layer's input, an autograd leaf (when any layer is recomputed).
     leaf: Tensor,
+    /// The real positions the layers ran over, when the batch is padded.
+    unpadded: Option<Unpadded>,
+}
+
+/// A right-padded batch `[rows, seq]` run over its `n` real positions only: every linear, norm and the FFN see
+/// `[n, width]`; attention alone sees the padded `[rows, seq, …]` layout (pad rows zero; a real query never reaches
+/// a pad key under the causal mask, since padding only follows real tokens).
+pub(crate) struct Unpadded {
+    /// Flat indices `r·seq + t` of the real positions (i64 `[n]`).
+    idx: Tensor,
+    rows: i64,
+    seq: i64,
+}
+
+impl Unpadded {
+    /// `None` when every position of `batch` is real.
+    pub(crate) fn of(batch: &lsn_core::TokenBatch, device: Device) -> std::result::Result<Option<Self>, TchError> {
+        let Some(real) = batch.real_positions() else { return Ok(None) };
+        let idx: Vec<i64> = real.iter().map(|&i| i64::from(i)).collect();
+        let idx = Tensor::f_from_slice(&idx)?.f_to_device(device)?;
+        Ok(Some(Self { idx, rows: batch.rows as i64, seq: batch.seq_len as i64 }))
+    }
+
+    /// Real rows `[n, w]` → the padded layout `[rows · seq, w]` (zeros at padding; the gradient flows back to `t`).
+    fn pad(&self, t: &Tensor) -> std::result::Result<Tensor, TchError> {
+        let w = t.size()[1];
+        Tensor::f_zeros([self.rows * self.seq, w], (t.kind(), t.device()))?.f_index_copy(0, &self.idx, t)
+    }
 }
 
 /// A decoder stack from token ids to the final norm.
@@ -131,7 +159,7 @@ impl Decoder {
         let last = self.layers.len() - 1;
         for (l, layer) in self.layers.iter().enumerate() {
             let stop = l == last && !hidden;
-            match run_layer(&self.cfg, layer, l, &x, pos, cache.as_deref_mut(), hook, lora, stop)? {
+            match run_layer(&self.cfg, layer, l, &x, pos, cache.as_deref_mut(), hook, lora, stop, None)? {
                 Some(y) => x = y,
                 // Only the taps are wanted: the last FFN's output and the final norm feed nothing else.
                 None => return Ok(None),
@@ -155,31 +183,42 @@ impl Decoder {
 
     /// Training's forward over `ids` with adapter `lora`: layers `[0, recompute)` run without a graph (each one's
     /// input kept), the rest with one from a leaf at layer `recompute`'s input, so the graph held for the backward
-    /// is that of the other layers only. Returns the final-normed hidden states `[rows · seq, hidden]`;
-    /// [`Self::train_backward`] finishes the backward once the loss's has reached the leaf.
+    /// is that of the other layers only. With `unpadded`, the layers run over the real positions alone. Returns the
+    /// final-normed hidden states `[rows · seq, hidden]` (zeros at padding); [`Self::train_backward`] finishes the
+    /// backward once the loss's has reached the leaf.
     pub(crate) fn train_forward(
         &mut self,
         ids: &Tensor,
+        unpadded: Option<Unpadded>,
         lora: &LoraTensors,
         recompute: usize,
     ) -> std::result::Result<(Tensor, Recomputed), TchError> {
         let (rows, seq) = ids.size2()?;
         let device = ids.device();
-        let mut x = self.embed_ids(ids)?;
+        let mut x = match &unpadded {
+            Some(u) => self.embed_ids(&ids.f_reshape([-1])?.f_index_select(0, &u.idx)?)?,
+            None => self.embed_ids(ids)?,
+        };
         let pos = Positions::for_len(&mut self.positions, &self.cfg, seq as usize, device)?;
         let mut hook = Hook::new(None, None, TapPoint::Act, self.layers.len(), device)?;
         let mut inputs = Vec::with_capacity(recompute);
+        let u = unpadded.as_ref();
         for (l, layer) in self.layers.iter().enumerate().take(recompute) {
             inputs.push(x.shallow_clone());
-            x = tch::no_grad(|| train_layer(&self.cfg, layer, l, &x, pos, &mut hook, lora))?;
+            x = tch::no_grad(|| train_layer(&self.cfg, layer, l, &x, pos, &mut hook, lora, u))?;
         }
         let leaf = x.f_detach()?.set_requires_grad(recompute > 0);
         let mut x = leaf.shallow_clone();
         for (l, layer) in self.layers.iter().enumerate().skip(recompute) {
-            x = train_layer(&self.cfg, layer, l, &x, pos, &mut hook, lora)?;
+            x = train_layer(&self.cfg, layer, l, &x, pos, &mut hook, lora, u)?;
         }
-        let x = x.f_reshape([rows * seq, -1])?;
-        Ok((ops::rms_norm(&x, &self.norm, self.cfg.rms_norm_eps)?, Recomputed { inputs, leaf }))
+        let x = ops::rms_norm(&x.f_reshape([-1, self.cfg.hidden_size as i64])?, &self.norm, self.cfg.rms_norm_eps)?;
+        let x = match u {
+            Some(u) => u.pad(&x)?,
+            None => x,
+        };
+        debug_assert_eq!(x.size()[0], rows * seq);
+        Ok((x, Recomputed { inputs, leaf, unpadded }))
     }
 
     /// Sends the gradient that reached `r.leaf` back through the layers `train_forward` ran without a graph, last
@@ -188,7 +227,11 @@ impl Decoder {
     pub(crate) fn train_backward(&mut self, r: Recomputed, lora: &LoraTensors) -> std::result::Result<(), TchError> {
         let mut g = r.leaf.grad();
         let Some(first) = r.inputs.first() else { return Ok(()) };
-        let (seq, device) = (first.size()[1], first.device());
+        let device = first.device();
+        let seq = match &r.unpadded {
+            Some(u) => u.seq,
+            None => first.size()[1],
+        };
         let pos = Positions::for_len(&mut self.positions, &self.cfg, seq as usize, device)?;
         let mut hook = Hook::new(None, None, TapPoint::Act, self.layers.len(), device)?;
         for (l, input) in r.inputs.iter().enumerate().rev() {
@@ -197,7 +240,7 @@ impl Decoder {
             }
             // Layer 0's input is the frozen embedding: no gradient is needed there.
             let x = input.f_detach()?.set_requires_grad(l > 0);
-            let y = train_layer(&self.cfg, &self.layers[l], l, &x, pos, &mut hook, lora)?;
+            let y = train_layer(&self.cfg, &self.layers[l], l, &x, pos, &mut hook, lora, r.unpadded.as_ref())?;
             y.f_mul(&g)?.f_sum(Kind::Float)?.f_backward()?;
             if l > 0 {
                 g = x.grad();
@@ -219,7 +262,9 @@ impl Decoder {
     }
 }
 
-/// Layer `l` of a training pass over `x`: adapter `lora`, no cache, never stopped after the tap.
+/// Layer `l` of a training pass over `x` (`[n, hidden]` when `unpadded`): adapter `lora`, no cache, never stopped
+/// after the tap.
+#[allow(clippy::too_many_arguments)]
 fn train_layer(
     c: &ModelConfig,
     layer: &Layer,
@@ -228,13 +273,15 @@ fn train_layer(
     pos: &Positions,
     hook: &mut Hook<'_>,
     lora: &LoraTensors,
+    unpadded: Option<&Unpadded>,
 ) -> std::result::Result<Tensor, TchError> {
-    run_layer(c, layer, l, x, pos, None, hook, Some(lora), false)?
+    run_layer(c, layer, l, x, pos, None, hook, Some(lora), false, unpadded)?
         .ok_or_else(|| TchError::Kind("a layer returned nothing".into()))
 }
 
-/// One decoder layer over `x` `[rows, seq, hidden]` with the RoPE tables and masks of `pos`, appending its keys and
-/// values to `cache` on a cached step; `None` when `stop` (the pass wants only the taps, and this is the last layer).
+/// One decoder layer over `x` `[rows, seq, hidden]` (or `[n, hidden]`, the real positions of `unpadded`) with the
+/// RoPE tables and masks of `pos`, appending its keys and values to `cache` on a cached step; `None` when `stop` (the
+/// pass wants only the taps, and this is the last layer).
 #[allow(clippy::too_many_arguments)]
 fn run_layer(
     c: &ModelConfig,
@@ -246,15 +293,26 @@ fn run_layer(
     hook: &mut Hook<'_>,
     lora: Option<&LoraTensors>,
     stop: bool,
+    unpadded: Option<&Unpadded>,
 ) -> std::result::Result<Option<Tensor>, TchError> {
-    let (rows, seq) = (x.size()[0], x.size()[1]);
+    let (rows, seq) = match unpadded {
+        Some(u) => (u.rows, u.seq),
+        None => (x.size()[0], x.size()[1]),
+    };
     let (heads, kv, d, eps) = (c.num_heads as i64, c.num_kv_heads as i64, c.head_dim as i64, c.rms_norm_eps);
     let lin = |t: LoraTarget, x: &Tensor, w: &Tensor| LoraTensors::linear(lora, l, t, x, w);
+    // Into attention's padded layout.
+    let padded = |t: Tensor, n_heads: i64| -> std::result::Result<Tensor, TchError> {
+        match unpadded {
+            Some(u) => u.pad(&t)?.f_reshape([rows, seq, n_heads, d]),
+            None => t.f_reshape([rows, seq, n_heads, d]),
+        }
+    };
     let (rope, mask) = pos.of(layer.kind);
     let h = ops::rms_norm(x, &layer.input_norm, eps)?;
-    let mut q = lin(LoraTarget::QProj, &h, &layer.q)?.f_reshape([rows, seq, heads, d])?;
-    let mut k = lin(LoraTarget::KProj, &h, &layer.k)?.f_reshape([rows, seq, kv, d])?;
-    let v = lin(LoraTarget::VProj, &h, &layer.v)?.f_reshape([rows, seq, kv, d])?;
+    let mut q = padded(lin(LoraTarget::QProj, &h, &layer.q)?, heads)?;
+    let mut k = padded(lin(LoraTarget::KProj, &h, &layer.k)?, kv)?;
+    let v = padded(lin(LoraTarget::VProj, &h, &layer.v)?, kv)?;
     if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
         q = ops::rms_norm(&q, qn, eps)?;
         k = ops::rms_norm(&k, kn, eps)?;
@@ -271,6 +329,10 @@ fn run_layer(
     }
     // `attn_logit_softcapping` is not applied: transformers' Gemma3Attention does not pass it on either.
     let att = ops::attention(&q, &k, &v, mask, c.attn_scale)?;
+    let att = match unpadded {
+        Some(u) => att.f_reshape([rows * seq, heads * d])?.f_index_select(0, &u.idx)?,
+        None => att,
+    };
     let mut att = lin(LoraTarget::OProj, &att, &layer.o)?;
     if let Some(n) = &layer.post_attn_norm {
         att = ops::rms_norm(&att, n, eps)?;
