@@ -113,7 +113,7 @@ impl Decoder {
         let last = self.layers.len() - 1;
         for l in 0..self.layers.len() {
             let stop = l == last && !hidden;
-            match self.layer(l, &x, rows, seq, pos, hook, cache.as_deref_mut(), stop, lora, false)? {
+            match self.layer(l, &x, rows, seq, pos, hook, cache.as_deref_mut(), stop, lora, false, None)? {
                 Some(y) => x = y,
                 None => return Ok(None),
             }
@@ -148,10 +148,12 @@ impl Decoder {
         if grad { crate::grad_ops::rms_norm(x, w, eps) } else { ops::rms_norm(x, w, eps) }
     }
 
-    /// Layer `l` on its input `x` (`[rows·seq, hidden]`): the next layer's input, or nothing when `stop` (the pass
-    /// ends after this layer's tap). `grad` builds it from differentiable ops only (Candle's fused norm, softmax and
-    /// RoPE kernels record no backward); the other arguments as in [`Decoder::forward`], whose cache has a slot per
-    /// layer.
+    /// Layer `l` on its input `x` (`[rows·seq, hidden]`, or `[n, hidden]`: the real positions `real` of a
+    /// right-padded batch, u32 flat indices): the next layer's input, or nothing when `stop` (the pass ends after this
+    /// layer's tap). With `real`, every linear, norm and the FFN run over the real positions alone and attention over
+    /// the padded layout (zeros at padding, which under the causal mask no real query reaches). `grad` builds it from
+    /// differentiable ops only (Candle's fused norm, softmax and RoPE kernels record no backward); the other arguments
+    /// as in [`Decoder::forward`], whose cache has a slot per layer.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn layer(
         &self,
@@ -165,17 +167,23 @@ impl Decoder {
         stop: bool,
         lora: Option<&LoraTensors>,
         grad: bool,
+        real: Option<&Tensor>,
     ) -> Result<Option<Tensor>> {
         let c = &self.cfg;
         let (heads, kv, d) = (c.num_heads, c.num_kv_heads, c.head_dim);
         let layer = &self.layers[l];
         let norm = |x: &Tensor, w: &Tensor| self.norm_op(x, w, grad);
         let lin = |t: LoraTarget, x: &Tensor, w: &Tensor| LoraTensors::linear(lora, l, t, x, w);
+        // Into attention's padded layout.
+        let padded = |t: Tensor, n_heads: usize| match real {
+            Some(idx) => crate::grad_ops::scatter_rows(&t, idx, rows * seq)?.reshape((rows, seq, n_heads, d)),
+            None => t.reshape((rows, seq, n_heads, d)),
+        };
         let (rope, mask) = pos.of(layer.kind);
         let h = norm(x, &layer.input_norm)?;
-        let mut q = lin(LoraTarget::QProj, &h, &layer.q)?.reshape((rows, seq, heads, d))?;
-        let mut k = lin(LoraTarget::KProj, &h, &layer.k)?.reshape((rows, seq, kv, d))?;
-        let v = lin(LoraTarget::VProj, &h, &layer.v)?.reshape((rows, seq, kv, d))?;
+        let mut q = padded(lin(LoraTarget::QProj, &h, &layer.q)?, heads)?;
+        let mut k = padded(lin(LoraTarget::KProj, &h, &layer.k)?, kv)?;
+        let v = padded(lin(LoraTarget::VProj, &h, &layer.v)?, kv)?;
         if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
             q = norm(&q, qn)?;
             k = norm(&k, kn)?;
@@ -192,7 +200,12 @@ impl Decoder {
             cache.layers[l] = Some((k.clone(), v.clone()));
         }
         // `attn_logit_softcapping` is not applied: transformers' Gemma3Attention does not pass it on either.
-        let mut att = lin(LoraTarget::OProj, &ops::attention(&q, &k, &v, mask, grad)?, &layer.o)?;
+        let att = ops::attention(&q, &k, &v, mask, grad)?;
+        let att = match real {
+            Some(idx) => att.index_select(idx, 0)?,
+            None => att,
+        };
+        let mut att = lin(LoraTarget::OProj, &att, &layer.o)?;
         if let Some(n) = &layer.post_attn_norm {
             att = norm(&att, n)?;
         }

@@ -116,6 +116,79 @@ pub(crate) fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
 }
 
+/// `x·Wᵀ + (x·Aᵀ)·Bᵀ` for a frozen weight `w` `[out, in]` and adapter factors `a` `[r, in]`, `b` `[out, r]` (scale
+/// and mask already in `b`), differentiable in all three but `w`: the graph holds the sum alone, not the base
+/// product, the low-rank product and the sum (two output-sized tensors fewer per adapted linear). Backward, with
+/// `g` the output's gradient: `∂x = g·W + (g·B)·A`, `∂A = (g·B)ᵀ·x`, `∂B = gᵀ·(x·Aᵀ)`. CPU only; elsewhere the
+/// composition.
+pub(crate) fn lora_linear(x: &Tensor, w: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    use crate::ops::linear;
+    if !x.device().is_cpu() || x.dtype() != DType::F32 || !(x.track_op() || a.track_op() || b.track_op()) {
+        return frozen_linear(x, w)? + linear(&linear(x, a)?, b)?;
+    }
+    let xd = x.detach();
+    let y = (linear(&xd, w)? + linear(&linear(&xd, &a.detach())?, &b.detach())?)?;
+    x.apply_op3(a, b, LoraLinear { y: Mutex::new(Some(y.contiguous()?)), w: w.clone() })
+}
+
+/// The op of [`lora_linear`]: passes the sum computed outside the graph through once.
+struct LoraLinear {
+    y: Mutex<Option<Tensor>>,
+    w: Tensor,
+}
+
+impl candle_core::CustomOp3 for LoraLinear {
+    fn name(&self) -> &'static str {
+        "lora-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        take_host(&self.y, "lora-linear")
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        a: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n_in, n_out) = (x.dim(D::Minus1)?, g.dim(D::Minus1)?);
+        let (x2, g2) = (x.reshape(((), n_in))?, g.contiguous()?.reshape(((), n_out))?);
+        let gb = g2.matmul(b)?; // [n, r]
+        let dx = if x.track_op() {
+            let w = crate::ops::widen(&self.w, g.dtype())?;
+            Some((g2.matmul(&w)? + gb.matmul(a)?)?.reshape(x.shape())?)
+        } else {
+            None
+        };
+        let da = a.track_op().then(|| gb.t()?.matmul(&x2)).transpose()?;
+        let db = b.track_op().then(|| g2.t()?.matmul(&crate::ops::linear(&x2, a)?)).transpose()?;
+        Ok((dx, da, db))
+    }
+}
+
+/// The host f32 values of the tensor in `slot`, taken out of it (an attached op's forward).
+fn take_host(slot: &Mutex<Option<Tensor>>, name: &str) -> Result<(CpuStorage, Shape)> {
+    let y = slot
+        .lock()
+        .map_err(|_| candle_core::Error::Msg(format!("{name}: poisoned")))?
+        .take()
+        .ok_or_else(|| candle_core::Error::Msg(format!("{name}: the value was already used")))?;
+    let (storage, layout) = y.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else { candle_core::bail!("{name}: value not in host memory") };
+    Ok((CpuStorage::F32(f32s(cpu, layout, name)?.to_vec()), layout.shape().clone()))
+}
+
 /// Rotate-half RoPE of `x` `[b, t, heads, d]` with tables `[t, d/2]`: `(x₁·cos − x₂·sin, x₂·cos + x₁·sin)`.
 pub(crate) fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let (_, t, _, d) = x.dims4()?;
@@ -176,43 +249,91 @@ pub(crate) fn gelu_tanh_grad(x: &Tensor) -> Result<Tensor> {
 /// `x·Wᵀ` for a frozen weight `w` `[out, in]` whose backward computes only `∂/∂x = g·W`. Candle's matmul backward
 /// always computes (and stores) the gradient of both operands, so through a frozen weight a training pass paid a
 /// weight-sized GEMM and buffer per linear that nothing reads — for the LM head in the next-token loss, a
-/// `[vocab, hidden]` gradient per chunk. Here the product is computed outside the graph and handed to an op on `x`
-/// that passes it through once (the graph keeps no second copy of it) and whose backward is `g·W`. CPU only (the op
-/// has a CPU kernel); elsewhere the plain matmul.
+/// `[vocab, hidden]` gradient per chunk. Here the product is computed outside the graph and [`attach`]ed to `x`.
+/// CPU only; elsewhere the plain matmul.
 pub(crate) fn frozen_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    if !x.device().is_cpu() || !x.track_op() {
+    if !attachable(x) {
         return crate::ops::linear(x, w);
     }
     let y = crate::ops::linear(&x.detach(), w)?;
-    x.apply_op1(FrozenLinear { y: Mutex::new(Some(y)), w: w.clone() })
+    let w = w.clone();
+    attach(x, y, "frozen-linear", move |_, g| g.matmul(&crate::ops::widen(&w, g.dtype())?))
 }
 
-/// The op attaching a product computed outside the graph to `x`, with the backward `g·W`; the product is taken out
-/// on the forward, so the graph holds only the op's output.
-struct FrozenLinear {
+/// Rotate-half RoPE of `x` `[b, t, heads, d]` (tables `[t, d/2]`) by Candle's fused kernel, differentiable: the
+/// backward rotates the gradient back (the same kernel with `−sin`). The composition [`rope`] held seven
+/// `x`-sized temporaries per call in a training graph; this holds the output alone. CPU f32; elsewhere [`rope`].
+pub(crate) fn rope_fused(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    if !attachable(x) || x.dtype() != DType::F32 {
+        return rope(x, cos, sin);
+    }
+    let y = candle_nn::rotary_emb::rope_thd(&x.detach().contiguous()?, cos, sin)?;
+    let (cos, back) = (cos.clone(), sin.neg()?);
+    attach(x, y, "rope-train", move |_, g| candle_nn::rotary_emb::rope_thd(&g.contiguous()?, &cos, &back))
+}
+
+/// Softmax over the last axis by Candle's fused kernel, differentiable: `∂x = y·(g − Σ y·g)`. CPU f32; elsewhere
+/// [`softmax_last_dim`].
+pub(crate) fn softmax_fused(x: &Tensor) -> Result<Tensor> {
+    if !attachable(x) || x.dtype() != DType::F32 {
+        return softmax_last_dim(x);
+    }
+    let y = candle_nn::ops::softmax_last_dim(&x.detach())?;
+    attach(x, y, "softmax-train", |y, g| {
+        let gy = (g * y)?;
+        gy.broadcast_sub(&y.broadcast_mul(&gy.sum_keepdim(D::Minus1)?)?)
+    })
+}
+
+/// Rows `t` `[n, w]` placed at rows `idx` (u32 `[n]`, distinct) of a zero `[len, w]`, differentiable in `t` (the
+/// backward gathers the gradient's rows `idx`); the graph holds no zero tensor or gradient for it.
+pub(crate) fn scatter_rows(t: &Tensor, idx: &Tensor, len: usize) -> Result<Tensor> {
+    let place = |t: &Tensor| Tensor::zeros((len, t.dim(1)?), t.dtype(), t.device())?.index_add(idx, t, 0);
+    if !attachable(t) || t.dtype() != DType::F32 {
+        return place(t);
+    }
+    let y = place(&t.detach())?;
+    let idx = idx.clone();
+    attach(t, y, "scatter-rows", move |_, g| g.contiguous()?.index_select(&idx, 0))
+}
+
+/// Whether [`attach`] applies: `x` is on the CPU and part of a graph.
+fn attachable(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.track_op()
+}
+
+/// The backward of an [`Attached`] value: `(output, output's gradient) → input's gradient`.
+type Backward = Box<dyn Fn(&Tensor, &Tensor) -> Result<Tensor> + Send + Sync>;
+
+/// `y` (f32, host, computed outside the graph from `x`, e.g. by a fused kernel that records no backward) as a
+/// differentiable function of `x` whose backward is `bwd(y, ∂y) = ∂x`. The op passes `y` through once and drops
+/// it, so the graph holds the op's output alone.
+fn attach(
+    x: &Tensor,
+    y: Tensor,
+    name: &'static str,
+    bwd: impl Fn(&Tensor, &Tensor) -> Result<Tensor> + Send + Sync + 'static,
+) -> Result<Tensor> {
+    x.apply_op1(Attached { name, y: Mutex::new(Some(y.contiguous()?)), bwd: Box::new(bwd) })
+}
+
+struct Attached {
+    name: &'static str,
     y: Mutex<Option<Tensor>>,
-    w: Tensor,
+    bwd: Backward,
 }
 
-impl candle_core::CustomOp1 for FrozenLinear {
+impl candle_core::CustomOp1 for Attached {
     fn name(&self) -> &'static str {
-        "frozen-linear"
+        self.name
     }
 
     fn cpu_fwd(&self, _x: &CpuStorage, _lx: &Layout) -> Result<(CpuStorage, Shape)> {
-        let y = self
-            .y
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("frozen-linear: poisoned".into()))?
-            .take()
-            .ok_or_else(|| candle_core::Error::Msg("frozen-linear: the product was already used".into()))?;
-        let (storage, layout) = y.storage_and_layout();
-        let Storage::Cpu(cpu) = &*storage else { candle_core::bail!("frozen-linear: product not in host memory") };
-        Ok((CpuStorage::F32(f32s(cpu, layout, "frozen-linear")?.to_vec()), layout.shape().clone()))
+        take_host(&self.y, self.name)
     }
 
-    fn bwd(&self, _x: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad_res.matmul(&crate::ops::widen(&self.w, grad_res.dtype())?)?))
+    fn bwd(&self, _x: &Tensor, res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some((self.bwd)(res, grad_res)?))
     }
 }
 
@@ -251,6 +372,58 @@ mod tests {
         let fused = gelu_tanh_backward(&x, &g).unwrap();
         let composed = g.mul(&gelu_tanh_grad(&x).unwrap()).unwrap();
         assert!(max_diff(&fused, &composed) < 1e-5);
+    }
+
+    /// The gradient of `(f(x) · w).sum()` at `x`.
+    fn grad_of(x: &Var, y: &Tensor, w: &Tensor) -> Tensor {
+        y.mul(w).unwrap().sum_all().unwrap().backward().unwrap().get(x.as_tensor()).unwrap().clone()
+    }
+
+    #[test]
+    fn fused_rope_softmax_and_scatter_match_their_compositions_forward_and_backward() {
+        let (b, t, h, d) = (2, 5, 3, 8);
+        let x = Var::from_tensor(&wavy(b * t * h * d, 0.29, &[b, t, h, d])).unwrap();
+        let (cos, sin) = (wavy(t * d / 2, 0.7, &[t, d / 2]), wavy(t * d / 2, 0.41, &[t, d / 2]));
+        let w = wavy(b * t * h * d, 0.13, &[b, t, h, d]);
+        let (fused, composed) =
+            (rope_fused(x.as_tensor(), &cos, &sin).unwrap(), rope(x.as_tensor(), &cos, &sin).unwrap());
+        assert!(max_diff(&fused, &composed) < 1e-5);
+        assert!(max_diff(&grad_of(&x, &fused, &w), &grad_of(&x, &composed, &w)) < 1e-5);
+
+        let s = Var::from_tensor(&wavy(4 * 7, 0.53, &[4, 7])).unwrap();
+        let ws = wavy(4 * 7, 0.31, &[4, 7]);
+        let (fused, composed) = (softmax_fused(s.as_tensor()).unwrap(), softmax_last_dim(s.as_tensor()).unwrap());
+        assert!(max_diff(&fused, &composed) < 1e-6);
+        assert!(max_diff(&grad_of(&s, &fused, &ws), &grad_of(&s, &composed, &ws)) < 1e-6);
+
+        let r = Var::from_tensor(&wavy(3 * 4, 0.9, &[3, 4])).unwrap();
+        let idx = Tensor::new(&[4u32, 0, 2], &Device::Cpu).unwrap();
+        let y = scatter_rows(r.as_tensor(), &idx, 6).unwrap();
+        let plain = Tensor::zeros((6, 4), DType::F32, &Device::Cpu).unwrap().index_add(&idx, r.as_tensor(), 0).unwrap();
+        assert_eq!(max_diff(&y, &plain), 0.0);
+        let wr = wavy(6 * 4, 0.17, &[6, 4]);
+        assert_eq!(max_diff(&grad_of(&r, &y, &wr), &wr.index_select(&idx, 0).unwrap()), 0.0);
+    }
+
+    #[test]
+    fn lora_linear_matches_the_composition_forward_and_backward() {
+        let x = Var::from_tensor(&wavy(5 * 6, 0.3, &[5, 6])).unwrap();
+        let a = Var::from_tensor(&wavy(2 * 6, 0.7, &[2, 6])).unwrap();
+        let b = Var::from_tensor(&wavy(4 * 2, 0.2, &[4, 2])).unwrap();
+        let w = wavy(4 * 6, 0.5, &[4, 6]);
+        let gy = wavy(5 * 4, 0.9, &[5, 4]);
+        let lin = crate::ops::linear;
+        let fused = lora_linear(x.as_tensor(), &w, a.as_tensor(), b.as_tensor()).unwrap();
+        let composed = (lin(x.as_tensor(), &w).unwrap()
+            + lin(&lin(x.as_tensor(), a.as_tensor()).unwrap(), b.as_tensor()).unwrap())
+        .unwrap();
+        assert!(max_diff(&fused, &composed) < 1e-5);
+        let grads = |y: &Tensor| y.mul(&gy).unwrap().sum_all().unwrap().backward().unwrap();
+        let (gf, gc) = (grads(&fused), grads(&composed));
+        for v in [&x, &a, &b] {
+            let (f, c) = (gf.get(v.as_tensor()).unwrap(), gc.get(v.as_tensor()).unwrap());
+            assert!(max_diff(f, c) < 1e-5, "{f} {c}");
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! (`x·Wᵀ + s·(x·Aᵀ)·(B ⊙ M)ᵀ`, the base weight untouched), and the gradient of one training batch through Candle's
 //! autograd — the head's cross-entropy at the last real token, or the next-token loss with the LM head run in chunks
 //! whose graphs are dropped one by one (the hidden states' gradient is gathered first); the model then sends it back
-//! through the body one recomputed layer at a time.
+//! through the body's graphed top layers, then through the others one recomputed layer at a time.
 
 use candle_core::backprop::GradStore;
 use candle_core::{D, Device, Result, Tensor, Var};
@@ -14,11 +14,10 @@ use crate::{grad_ops, ops};
 const HEAD_CHUNK: usize = 128;
 
 /// An adapter on the device: `leaves` in `LoraLayout::params` order (Candle variables when training), `mods[layer]
-/// [target]` the factors the layer loop applies (B already masked).
+/// [target]` the factors the layer loop applies (B already masked and scaled).
 pub(crate) struct LoraTensors {
     leaves: Vec<Tensor>,
     mods: Vec<[Option<(Tensor, Tensor)>; 7]>,
-    scale: f64,
     head: Option<Tensor>,
     /// Training: frozen weights take [`grad_ops::frozen_linear`], whose backward skips their own gradient.
     train: bool,
@@ -39,18 +38,21 @@ impl LoraTensors {
             leaves.push(if train { Var::from_tensor(&t)?.as_tensor().clone() } else { t });
         }
         let mut mods: Vec<[Option<(Tensor, Tensor)>; 7]> = (0..cfg.num_layers).map(|_| Default::default()).collect();
+        let scale = f64::from(layout.scale());
         for m in layout.modules(cfg) {
+            // `s·(B ⊙ M)` once per adapter: the layer loop's product then makes no output-sized scaled copy (which a
+            // training graph would hold until its backward).
             let b = match (m.target, layout.gate_rows_of(m.layer, cfg.intermediate_size)) {
                 (LoraTarget::GateProj, Some(rows)) => {
-                    let mask: Vec<f32> = rows.iter().map(|&r| if r { 1.0 } else { 0.0 }).collect();
+                    let mask: Vec<f32> = rows.iter().map(|&r| if r { scale as f32 } else { 0.0 }).collect();
                     leaves[m.b].broadcast_mul(&Tensor::from_vec(mask, (rows.len(), 1), device)?)?
                 }
-                _ => leaves[m.b].clone(),
+                _ => (&leaves[m.b] * scale)?,
             };
             mods[m.layer][slot(m.target)] = Some((leaves[m.a].clone(), b));
         }
         let head = layout.head_index(cfg).map(|i| leaves[i].clone());
-        Ok(Self { leaves, mods, scale: f64::from(layout.scale()), head, train })
+        Ok(Self { leaves, mods, head, train })
     }
 
     /// `x·Wᵀ`, plus the adapter's `s·(x·Aᵀ)·Bᵀ` where `target` of `layer` carries one.
@@ -61,13 +63,12 @@ impl LoraTensors {
         x: &Tensor,
         w: &Tensor,
     ) -> Result<Tensor> {
-        let y = match lora {
-            Some(l) if l.train => grad_ops::frozen_linear(x, w)?,
-            _ => ops::linear(x, w)?,
-        };
-        match lora.and_then(|l| l.mods[layer][slot(target)].as_ref().map(|m| (m, l.scale))) {
-            Some(((a, b), s)) => y + (ops::linear(&ops::linear(x, a)?, b)? * s)?,
-            None => Ok(y),
+        let train = lora.is_some_and(|l| l.train);
+        match (lora.and_then(|l| l.mods[layer][slot(target)].as_ref()), train) {
+            (Some((a, b)), true) => grad_ops::lora_linear(x, w, a, b),
+            (Some((a, b)), false) => ops::linear(x, w)? + ops::linear(&ops::linear(x, a)?, b)?,
+            (None, true) => grad_ops::frozen_linear(x, w),
+            (None, false) => ops::linear(x, w),
         }
     }
 

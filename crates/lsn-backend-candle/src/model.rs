@@ -11,6 +11,12 @@ use crate::lora::{self, LoraTensors};
 use crate::ops::{self, Positions, RopeFreqs, TapCounter};
 use crate::weights::Weights;
 
+/// Training reruns the first `num_layers / RECOMPUTE_DIVISOR` layers in the backward instead of holding their graph
+/// (Candle's graph holds every op's output until the whole backward returns). Train bench, Gemma-3-270M, 16 XNLI
+/// rows (765 real of 1120 padded positions, the layers running over the real ones), layers rerun → tokens/s, peak
+/// RSS: 18 → 230, 1.37× the weights; 10 → 274, 1.99×; 6 → 304, 2.37×; 0 → 338, 2.92×.
+const RECOMPUTE_DIVISOR: usize = 3;
+
 /// A loaded model on a Candle device.
 pub(crate) struct CandleModel {
     cfg: ModelConfig,
@@ -157,28 +163,46 @@ impl Engine for CandleModel {
             let mut hook = Hook::new(None, None, lsn_core::TapPoint::Act, self.cfg.num_layers, dev)?;
             let pos = self.rope.positions(b.seq_len, dev)?;
             let d = &self.decoder;
+            // The layers run over the real positions alone (attention over the padded layout).
+            let real = b.real_positions().map(|r| Tensor::from_vec(r.clone(), r.len(), dev)).transpose()?;
             let mut layer = |l: usize, x: &Tensor, grad: bool| {
-                d.layer(l, x, b.rows, b.seq_len, &pos, &mut hook, None, false, Some(&lora), grad)?
+                d.layer(l, x, b.rows, b.seq_len, &pos, &mut hook, None, false, Some(&lora), grad, real.as_ref())?
                     .ok_or_else(|| candle_core::Error::Msg("a layer returned no output".into()))
             };
-            // Layer by layer with recomputation: the forward runs the fused kernels and keeps each layer's input but
-            // not its graph (Candle's graph holds every op's inputs until the whole backward returns: 4.9× the
-            // weights on the XNLI bench); the backward reruns one layer at a time, differentiably, from its input
-            // and sends the gradient through it.
-            let mut inputs = Vec::with_capacity(d.num_layers());
-            let mut x = d.embed_ids(&ids)?;
-            for l in 0..d.num_layers() {
+            // The first `rerun` layers run the fused kernels without a graph, each one's input kept; the rest run
+            // differentiably from a variable at their input, and the loss's backward goes through them at once.
+            // Then each kept layer is rerun, differentiably, from its input, last first, and the gradient sent
+            // through it.
+            let layers = d.num_layers();
+            let rerun = layers / RECOMPUTE_DIVISOR;
+            let mut inputs = Vec::with_capacity(rerun);
+            let mut x = match &real {
+                Some(idx) => d.embed_ids(&ids.index_select(idx, 0)?)?,
+                None => d.embed_ids(&ids)?,
+            };
+            for l in 0..rerun {
                 let y = layer(l, &x, false)?.detach();
                 inputs.push(std::mem::replace(&mut x, y));
             }
             let top = Var::from_tensor(&x)?;
-            let h = d.final_norm(top.as_tensor(), true)?;
+            let mut x = top.as_tensor().clone();
+            for l in rerun..layers {
+                x = layer(l, &x, true)?;
+            }
+            let h = d.final_norm(&x, true)?;
+            let h = match &real {
+                Some(idx) => crate::grad_ops::scatter_rows(&h, idx, b.rows * b.seq_len)?,
+                None => h,
+            };
             let head = self.lm_head.as_ref().unwrap_or(&d.embed);
             let (loss_sum, count, store) = lora::loss_and_backward(tb, &h, &lora, head, d.arch.final_softcap)?;
             let mut grads = lora.zero_grads();
             let Some(store) = store else { return Ok((loss_sum, count, grads)) };
             lora.add_grads(&store, &mut grads)?;
             let no_grad = || candle_core::Error::Msg("no gradient reached a layer's input".into());
+            if inputs.is_empty() {
+                return Ok((loss_sum, count, grads));
+            }
             let mut g = store.get(top.as_tensor()).ok_or_else(no_grad)?.detach();
             drop(store);
             for (l, input) in inputs.iter().enumerate().rev() {

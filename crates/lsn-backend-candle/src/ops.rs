@@ -118,14 +118,14 @@ impl Rope {
         candle_nn::rotary_emb::rope_thd(x, &self.cos_q, &self.sin_q)
     }
 
-    /// [`Rope::keys`] from differentiable ops, for training (whole-pass tables only).
+    /// [`Rope::keys`], differentiable, for training (whole-pass tables only).
     pub(crate) fn keys_grad(&self, x: &Tensor) -> Result<Tensor> {
-        crate::grad_ops::rope(x, &self.cos, &self.sin)
+        crate::grad_ops::rope_fused(x, &self.cos, &self.sin)
     }
 
-    /// [`Rope::queries`] from differentiable ops, for training (whole-pass tables only).
+    /// [`Rope::queries`], differentiable, for training (whole-pass tables only).
     pub(crate) fn queries_grad(&self, x: &Tensor) -> Result<Tensor> {
-        crate::grad_ops::rope(x, &self.cos_q, &self.sin_q)
+        crate::grad_ops::rope_fused(x, &self.cos_q, &self.sin_q)
     }
 }
 
@@ -224,7 +224,7 @@ pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, grad:
     let q = q.transpose(1, 2)?.contiguous()?.reshape((b, kv_heads, group * t, d))?;
     let scores = q.matmul(&k.t()?)?.reshape((b, kv_heads, group, t, s))?.broadcast_add(mask)?;
     let probs =
-        if grad { crate::grad_ops::softmax_last_dim(&scores)? } else { candle_nn::ops::softmax_last_dim(&scores)? };
+        if grad { crate::grad_ops::softmax_fused(&scores)? } else { candle_nn::ops::softmax_last_dim(&scores)? };
     let probs = probs.reshape((b, kv_heads, group * t, s))?;
     probs.matmul(v)?.reshape((b, heads, t, d))?.transpose(1, 2)?.contiguous()?.reshape((b * t, heads * d))
 }
