@@ -3,7 +3,6 @@
 //!
 //! Only this crate sees Candle: models cross the boundary as `Box<dyn lsn_core::Model>`, results as plain data.
 
-mod alloc;
 mod decoder;
 mod error;
 mod grad_ops;
@@ -63,7 +62,8 @@ impl Backend for CandleBackend {
     fn load(&self, files: &ModelFiles, opts: &LoadOptions) -> Result<Box<dyn Model>> {
         let device = candle_device(opts.device)?;
         if device.is_cpu() {
-            alloc::keep_freed_buffers();
+            let ok = lsn_core::alloc::keep_freed_buffers();
+            tracing::debug!(ok, "malloc: buffers ≤ 32 MiB from the heap, heap not trimmed");
         }
         let ckpt = lsn_weights::open_checkpoint(files.dir())?;
         tracing::info!(dir = %ckpt.dir.display(), family = ?ckpt.config.family, layers = ckpt.config.num_layers, "loading model (candle)");

@@ -59,6 +59,10 @@ impl Backend for TchBackend {
 
     fn load(&self, files: &ModelFiles, opts: &LoadOptions) -> Result<Box<dyn Model>> {
         let device = tch_device(opts.device)?;
+        if device == tch::Device::Cpu {
+            let ok = lsn_core::alloc::keep_freed_buffers();
+            tracing::debug!(ok, "malloc: buffers ≤ 32 MiB from the heap, heap not trimmed");
+        }
         let ckpt = lsn_weights::open_checkpoint(files.dir())?;
         tracing::info!(dir = %ckpt.dir.display(), family = ?ckpt.config.family, layers = ckpt.config.num_layers, "loading model (tch)");
         let weights = weights::Weights::open(&ckpt, device, opts.dtype)?;

@@ -3,6 +3,7 @@
 //! Nothing in here links a tensor framework: values cross the boundary as `Vec`s with shapes.
 
 pub mod activation;
+pub mod alloc;
 pub mod arch;
 mod backend;
 mod batch;
