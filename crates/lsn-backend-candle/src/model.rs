@@ -164,7 +164,7 @@ impl Engine for CandleModel {
             let pos = self.rope.positions(b.seq_len, dev)?;
             let d = &self.decoder;
             // The layers run over the real positions alone (attention over the padded layout).
-            let real = b.real_positions().map(|r| Tensor::from_vec(r.clone(), r.len(), dev)).transpose()?;
+            let real = b.real_positions().map(|r| Tensor::new(r.as_slice(), dev)).transpose()?;
             let mut layer = |l: usize, x: &Tensor, grad: bool| {
                 d.layer(l, x, b.rows, b.seq_len, &pos, &mut hook, None, false, Some(&lora), grad, real.as_ref())?
                     .ok_or_else(|| candle_core::Error::Msg("a layer returned no output".into()))
@@ -199,10 +199,10 @@ impl Engine for CandleModel {
             let mut grads = lora.zero_grads();
             let Some(store) = store else { return Ok((loss_sum, count, grads)) };
             lora.add_grads(&store, &mut grads)?;
-            let no_grad = || candle_core::Error::Msg("no gradient reached a layer's input".into());
             if inputs.is_empty() {
                 return Ok((loss_sum, count, grads));
             }
+            let no_grad = || candle_core::Error::Msg("no gradient reached a layer's input".into());
             let mut g = store.get(top.as_tensor()).ok_or_else(no_grad)?.detach();
             drop(store);
             for (l, input) in inputs.iter().enumerate().rev() {
