@@ -40,6 +40,8 @@ enum Command {
     #[cfg(feature = "ort")]
     ExportOnnx(cmd::export_onnx::Args),
     RandomModel(cmd::random_model::Args),
+    Reproduce(cmd::reproduce::Args),
+    Report(cmd::report::Args),
 }
 
 fn init_tracing(verbose: u8) {
@@ -54,10 +56,9 @@ fn init_tracing(verbose: u8) {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
 }
 
-fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    init_tracing(cli.verbose);
-    let result = match cli.command {
+/// Runs one subcommand.
+fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::FetchModel(a) => cmd::fetch::run(a),
         Command::Capture(a) => cmd::capture::run(a),
         Command::Merge(a) => cmd::merge::run(a),
@@ -73,8 +74,22 @@ fn main() -> std::process::ExitCode {
         #[cfg(feature = "ort")]
         Command::ExportOnnx(a) => cmd::export_onnx::run(a),
         Command::RandomModel(a) => cmd::random_model::run(a),
-    };
-    match result {
+        Command::Reproduce(a) => cmd::reproduce::run(a),
+        Command::Report(a) => cmd::report::run(a),
+    }
+}
+
+/// Runs `lsn ARGV…` in this process (how `lsn reproduce` chains the stages).
+pub(crate) fn run_argv(argv: &[String]) -> anyhow::Result<()> {
+    let cli = Cli::try_parse_from(std::iter::once("lsn".to_string()).chain(argv.iter().cloned()))
+        .map_err(|e| anyhow::anyhow!("{}", e.render()))?;
+    dispatch(cli.command)
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    match dispatch(cli.command) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

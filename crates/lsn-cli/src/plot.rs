@@ -1,6 +1,7 @@
 //! Figures (SVG and PNG): the number of selected neurons per layer and language, as a heatmap plus a line chart;
 //! and language × language matrices on a diverging scale ([`matrix`], the PPXC heatmaps).
 
+pub mod charts;
 pub mod matrix;
 
 use std::ffi::OsString;

@@ -100,8 +100,16 @@ impl Ftl {
     }
 
     /// The `[layers × intermediate]` mask of trained `gate_proj` rows, or `None` for FTL null. Languages the
-    /// selection lacks and a selection of another model's shape are errors; `seed` draws the random control.
-    pub fn gate_mask(&self, selection: Option<&Selection>, cfg: &ModelConfig, seed: u64) -> Result<Option<Vec<bool>>> {
+    /// selection lacks and a selection of another model's shape are errors; `seed` draws the random control. A set
+    /// that holds no neuron is an error unless `allow_empty`: then the mask is all false, and the fine-tune trains
+    /// what FTL null trains (a masked LoRA with no row passes no gradient to its A).
+    pub fn gate_mask(
+        &self,
+        selection: Option<&Selection>,
+        cfg: &ModelConfig,
+        seed: u64,
+        allow_empty: bool,
+    ) -> Result<Option<Vec<bool>>> {
         let (langs, random) = match self {
             Ftl::Null => return Ok(None),
             Ftl::Langs(l) => (l, false),
@@ -129,8 +137,11 @@ impl Ftl {
             })?;
             union.extend(set.iter().copied());
         }
-        if union.is_empty() {
-            return Err(Error::Invalid(format!("FTL {self}: the neuron file's set is empty, so nothing would train")));
+        if union.is_empty() && !allow_empty {
+            return Err(Error::Invalid(format!(
+                "FTL {self}: the neuron file's set is empty, so nothing would train (--allow-empty-set trains it as \
+                 FTL null trains)"
+            )));
         }
         let neurons: Vec<NeuronId> = if random {
             let mut counts = vec![0usize; layers];

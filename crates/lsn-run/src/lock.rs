@@ -67,7 +67,13 @@ pub struct Lock {
 impl Lock {
     /// Takes the lock of the run directory `dir` (which exists), or fails at once naming the live holder.
     pub fn acquire(dir: &Path, flag: &str) -> Result<Lock> {
-        let path = dir.join(LOCK_FILE);
+        Lock::acquire_file(dir, LOCK_FILE, flag)
+    }
+
+    /// Takes the lock held in the file `name` inside `dir` (which exists): a command that holds a directory's
+    /// lock while the stages it runs take [`LOCK_FILE`] (`lsn reproduce`) locks another file of the same directory.
+    pub fn acquire_file(dir: &Path, name: &str, flag: &str) -> Result<Lock> {
+        let path = dir.join(name);
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)

@@ -15,6 +15,8 @@ pub mod merge_adapter;
 pub mod ppl;
 pub mod ppxc;
 pub mod random_model;
+pub mod report;
+pub mod reproduce;
 pub mod select;
 pub mod train;
 

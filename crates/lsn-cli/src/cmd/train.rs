@@ -35,6 +35,10 @@ pub struct Args {
     /// The neuron file (`lsn select`) the FTL's neurons come from.
     #[arg(long)]
     pub neurons: Option<PathBuf>,
+    /// Train an FTL whose neuron set is empty (a small model or capture can leave a language without LAPE neurons)
+    /// instead of refusing it: its masked LoRA then changes nothing, and it trains what FTL null trains.
+    #[arg(long)]
+    pub allow_empty_set: bool,
     /// paper or small-data.
     #[arg(long, default_value = "paper")]
     pub preset: String,
@@ -161,7 +165,8 @@ pub fn run(args: Args) -> Result<()> {
         }
         None => (None, None),
     };
-    let gate_rows = ftl.gate_mask(selection.as_ref(), &cfg, spec.seed)?;
+    let gate_rows = ftl.gate_mask(selection.as_ref(), &cfg, spec.seed, args.allow_empty_set)?;
+    let gate_neurons = gate_rows.as_ref().map(|m| m.iter().filter(|&&b| b).count());
     let layout = spec.layout(gate_rows);
     layout.validate(&cfg)?;
     // The training set.
@@ -274,6 +279,7 @@ pub fn run(args: Args) -> Result<()> {
     let peak_rss = lsn_core::procinfo::peak_rss_mib();
     let summary = serde_json::json!({
         "run": run, "run_key": run_key, "steps": total, "resumed_at_step": outcome.resumed_at,
+        "gate_neurons": gate_neurons,
         "tokens_per_s_this_process": outcome.tokens_per_s, "wall_seconds_this_process": t0.elapsed().as_secs_f64(),
         "peak_rss_mib_this_process": peak_rss,
         "log": outcome.log,

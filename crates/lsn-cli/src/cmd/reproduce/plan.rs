@@ -1,0 +1,562 @@
+//! The study as a graph of `lsn` command lines: the paper's language sets, tasks and fills, the sizes of each scale,
+//! and every stage with the command it runs, the stages it needs and the files it owns.
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use serde::{Deserialize, Serialize};
+
+/// The paper's language set 1 (`lang_map["set1"]` of its code).
+pub const SET1: [&str; 7] = ["en", "fr", "es", "vi", "id", "ja", "zh"];
+/// The paper's language set 6.
+pub const SET6: [&str; 10] = ["en", "bn", "hi", "ta", "te", "mr", "ur", "kn", "ml", "pa"];
+/// The evaluated languages of each task (the paper's tables).
+pub const XNLI_LANGS: [&str; 3] = ["vi", "hi", "ur"];
+pub const XQUAD_LANGS: [&str; 3] = ["vi", "hi", "zh"];
+/// The intervention columns of the paper's tables, in its order (`mean` is μ).
+pub const FILLS: [&str; 7] = ["mean", "p75", "p90", "p95", "zero", "p5", "p10"];
+/// The neuron method of the paper's intervention tables, and of its fine-tuning table.
+pub const INTERVENTION_METHOD: &str = "act-prob-90p";
+pub const FTL_METHOD: &str = "lape-mondal";
+
+/// The neuron set a language's own neurons come from (vi and zh from set 1, hi and ur from set 6, as the paper's).
+pub fn set_of(lang: &str) -> &'static str {
+    if SET1.contains(&lang) && lang != "en" { "set1" } else { "set6" }
+}
+
+/// How much of everything a run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Scale {
+    /// Every stage on tiny slices, in minutes (CI runs it): checks the pipeline, its numbers mean nothing.
+    Smoke,
+    /// Every table at reduced sizes (stated in the report), on a 2-core CPU within the hour.
+    Default,
+    /// The paper's sizes where our data allows, on the default model (hours on a CPU).
+    Full,
+    /// The paper's recipe (`paper` training preset, full sizes) for a GPU and the paper's models.
+    Paper,
+}
+
+/// The sizes of a scale; every one is stated in the report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sizes {
+    /// Capture: tokens per language (whole rows; `None`: all of FLORES-200 devtest + TICO-19 test), row length and
+    /// rows per forward pass.
+    pub capture_tokens: Option<u64>,
+    pub row_len: usize,
+    pub batch_rows: usize,
+    /// PPXC: held-out rows per language.
+    pub ppxc_rows: usize,
+    /// Training preset (`small-data` or `paper`), English examples (`None`: the whole split) and epochs
+    /// (`None`: the preset's).
+    pub preset: String,
+    pub xnli_train: Option<usize>,
+    pub xnli_epochs: Option<u32>,
+    pub xquad_train: Option<usize>,
+    pub xquad_epochs: Option<u32>,
+    /// XQuAD's loss: `answer` (answer + EOS) or `all` (the paper's: prompt + answer + EOS).
+    pub xquad_loss_on: String,
+    /// Evaluation: examples per language (`None`: the whole split) and XQuAD's new tokens per answer.
+    pub xnli_eval: Option<usize>,
+    pub xquad_eval: Option<usize>,
+    pub max_new_tokens: usize,
+    /// The fills of each method's intervention table.
+    pub act_prob_fills: Vec<String>,
+    pub lape_fills: Vec<String>,
+}
+
+impl Sizes {
+    pub fn of(scale: Scale) -> Sizes {
+        let fills = |f: &[&str]| f.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        match scale {
+            Scale::Smoke => Sizes {
+                capture_tokens: Some(256),
+                row_len: 64,
+                batch_rows: 1,
+                ppxc_rows: 1,
+                preset: "small-data".into(),
+                xnli_train: Some(16),
+                xnli_epochs: Some(1),
+                xquad_train: Some(4),
+                xquad_epochs: Some(1),
+                xquad_loss_on: "answer".into(),
+                xnli_eval: Some(8),
+                xquad_eval: Some(2),
+                max_new_tokens: 8,
+                act_prob_fills: fills(&FILLS),
+                lape_fills: fills(&["mean", "zero"]),
+            },
+            Scale::Default => Sizes {
+                capture_tokens: Some(4096),
+                row_len: 512,
+                batch_rows: 4,
+                ppxc_rows: 1,
+                preset: "small-data".into(),
+                xnli_train: Some(480),
+                xnli_epochs: Some(1),
+                xquad_train: Some(48),
+                xquad_epochs: Some(2),
+                xquad_loss_on: "answer".into(),
+                xnli_eval: Some(200),
+                xquad_eval: Some(24),
+                max_new_tokens: 48,
+                act_prob_fills: fills(&FILLS),
+                lape_fills: fills(&["mean", "zero"]),
+            },
+            Scale::Full => Sizes {
+                capture_tokens: None,
+                row_len: 512,
+                batch_rows: 4,
+                ppxc_rows: 4,
+                preset: "small-data".into(),
+                xnli_train: None,
+                xnli_epochs: None,
+                xquad_train: None,
+                xquad_epochs: None,
+                xquad_loss_on: "answer".into(),
+                xnli_eval: None,
+                xquad_eval: None,
+                max_new_tokens: 100,
+                act_prob_fills: fills(&FILLS),
+                lape_fills: fills(&FILLS),
+            },
+            Scale::Paper => {
+                Sizes { preset: "paper".into(), xquad_loss_on: "all".into(), ppxc_rows: 16, ..Sizes::of(Scale::Full) }
+            }
+        }
+    }
+}
+
+/// What the run was asked for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub scale: Scale,
+    /// The backend of capture, selection, PPXC and the base model's baseline.
+    pub backend: String,
+    /// The backend of fine-tuning and of every evaluation of a fine-tune (ort cannot train: candle then).
+    pub task_backend: String,
+    pub device: String,
+    pub dtype: String,
+    pub tap_point: String,
+    pub seed: u64,
+    pub model: String,
+    pub sizes: Sizes,
+}
+
+/// One step of the study: an `lsn` command line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stage {
+    /// Unique, path-like: `capture`, `select/set1`, `train/xnli/en@set1`, `eval/xnli/ftl/null`, ….
+    pub key: String,
+    /// The `lsn` arguments (without the program name); paths inside the run directory are written `$OUT/…`.
+    pub argv: Vec<String>,
+    /// Stages whose outputs this one reads.
+    pub deps: Vec<String>,
+    /// Which data folders it reads (`corpus`, `xnli`, `xquad`): a change there reruns it.
+    pub data: Vec<String>,
+    /// What it writes, relative to the run directory: removed before a stage whose configuration changed reruns.
+    pub outputs: Vec<String>,
+    /// A rough cost (seconds on a 2-core CPU) for the whole run's ETA; corrected by the measured pace.
+    pub estimate_s: f64,
+}
+
+/// One evaluation, as the report reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalRole {
+    pub stage: String,
+    pub task: String,
+    /// `ftl` (a fine-tune without intervention), `intervention` (the FTL-null fine-tune with neurons overwritten) or
+    /// `baseline` (the base model, zero-shot).
+    pub kind: String,
+    pub ftl: Option<String>,
+    pub method: Option<String>,
+    pub fill: Option<String>,
+    pub langs: Vec<String>,
+    /// `…/results.json`, relative to the run directory.
+    pub results: String,
+}
+
+/// One fine-tune, as the report reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainRole {
+    pub stage: String,
+    pub task: String,
+    /// The FTL as `lsn train` takes it (`en`, `en+vi`, `random:vi`, …), and the set its neurons come from.
+    pub ftl: String,
+    pub set: Option<String>,
+    pub dir: String,
+}
+
+/// The whole plan; written to `plan.json` so `lsn report` knows what every output is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub request: Request,
+    pub sets: Vec<(String, Vec<String>)>,
+    pub stages: Vec<Stage>,
+    pub evals: Vec<EvalRole>,
+    pub trains: Vec<TrainRole>,
+}
+
+/// The placeholder for the run directory in stage command lines.
+pub const OUT: &str = "$OUT";
+
+fn out(rel: &str) -> String {
+    format!("{OUT}/{rel}")
+}
+
+fn opt<T: ToString>(flag: &str, v: Option<T>) -> Vec<String> {
+    v.map(|v| vec![flag.to_string(), v.to_string()]).unwrap_or_default()
+}
+
+/// A stage's command line from string pieces.
+fn argv(parts: &[&str], extra: Vec<Vec<String>>) -> Vec<String> {
+    parts.iter().map(|s| s.to_string()).chain(extra.into_iter().flatten()).collect()
+}
+
+/// The FTL names of the fine-tunes a task needs, each with the set its neurons come from: `null` once; per
+/// evaluated language its own set's `en`, `L`, `en+L` and the matched random control `random:L`.
+fn fine_tunes(langs: &[&str]) -> Vec<(String, Option<&'static str>)> {
+    let mut v: Vec<(String, Option<&'static str>)> = vec![("null".into(), None)];
+    for &l in langs {
+        let set = set_of(l);
+        for ftl in [format!("en@{set}"), l.to_string(), format!("en+{l}"), format!("random:{l}")] {
+            if !v.iter().any(|(f, _)| *f == ftl) {
+                v.push((ftl, Some(set)));
+            }
+        }
+    }
+    v
+}
+
+/// The directory name of a fine-tune (`en+vi` → `en+vi`, `random:vi` → `random-vi`, `en@set1` → `en-set1`).
+fn ft_dir(task: &str, ftl: &str) -> String {
+    format!("adapters/{task}-{}", ftl.replace([':', '@'], "-"))
+}
+
+impl Plan {
+    pub fn new(req: Request) -> Plan {
+        let z = &req.sizes;
+        let common = |backend: &str| -> Vec<String> {
+            argv(&["--model", &req.model, "--backend", backend, "--device", &req.device, "--dtype", &req.dtype], vec![])
+        };
+        let mut stages = Vec::new();
+        let mut evals = Vec::new();
+        let mut trains = Vec::new();
+        let mut all_langs: Vec<&str> = SET1.to_vec();
+        all_langs.extend(SET6.iter().filter(|l| !SET1.contains(l)));
+        let langs = all_langs.join(",");
+
+        // Capture: every language of both sets, once.
+        let mut a = argv(
+            &["capture", "--run", OUT, "--lang", &langs, "--row-len", &z.row_len.to_string(), "--batch-rows"],
+            vec![vec![z.batch_rows.to_string()], opt("--max-tokens", z.capture_tokens)],
+        );
+        a.extend(argv(&["--tap-point", &req.tap_point, "--seed", &req.seed.to_string()], vec![common(&req.backend)]));
+        let n_langs = all_langs.len() as f64;
+        stages.push(Stage {
+            key: "capture".into(),
+            argv: a,
+            deps: vec![],
+            data: vec!["corpus".into()],
+            outputs: all_langs.iter().map(|l| format!("stats/{l}.safetensors")).collect(),
+            estimate_s: n_langs * (2.0 * z.capture_tokens.unwrap_or(60_000) as f64 / 700.0 + 1.0),
+        });
+        let sets: Vec<(String, Vec<String>)> = vec![
+            ("set1".into(), SET1.iter().map(|s| s.to_string()).collect()),
+            ("set6".into(), SET6.iter().map(|s| s.to_string()).collect()),
+        ];
+        for (set, members) in &sets {
+            stages.push(Stage {
+                key: format!("select/{set}"),
+                argv: argv(
+                    &["select", "--run", OUT, "--lang", &members.join(","), "--set", set, "--method"],
+                    vec![vec![format!("lape-mondal,{INTERVENTION_METHOD},random")], opt("--seed", Some(req.seed))],
+                ),
+                deps: vec!["capture".into()],
+                data: vec![],
+                outputs: vec![format!("neurons/{set}")],
+                estimate_s: 3.0,
+            });
+        }
+        // PPXC of set 1's LAPE neurons, with the random control.
+        stages.push(Stage {
+            key: "ppxc/set1".into(),
+            argv: argv(
+                &["ppxc", "--run", OUT, "--set", "set1", "--method", FTL_METHOD, "--rows"],
+                vec![vec![z.ppxc_rows.to_string()], opt("--seed", Some(req.seed)), common(&req.backend)],
+            ),
+            deps: vec!["select/set1".into()],
+            data: vec!["corpus".into()],
+            outputs: vec!["ppxc/set1".into()],
+            estimate_s: 15.0 * 7.0 * (z.ppxc_rows * z.row_len) as f64 / 300.0 + 5.0,
+        });
+
+        for task in ["xnli", "xquad"] {
+            let task_langs: &[&str] = if task == "xnli" { &XNLI_LANGS } else { &XQUAD_LANGS };
+            let (n_train, epochs, n_eval) = if task == "xnli" {
+                (z.xnli_train, z.xnli_epochs, z.xnli_eval)
+            } else {
+                (z.xquad_train, z.xquad_epochs, z.xquad_eval)
+            };
+            // Cost of one fine-tune and of one language's evaluation (tokens ÷ a 2-core pace).
+            let train_s = if task == "xnli" {
+                n_train.unwrap_or(2490) as f64 * 50.0 / 250.0
+            } else {
+                n_train.unwrap_or(952) as f64 * epochs.unwrap_or(3) as f64 * 260.0 / 250.0
+            } + 4.0;
+            let eval_s = |n: usize| {
+                3.0 + n as f64
+                    * if task == "xnli" {
+                        n_eval.unwrap_or(5010) as f64 * 50.0 / 800.0
+                    } else {
+                        n_eval.unwrap_or(238) as f64 * (300.0 / 800.0 + z.max_new_tokens as f64 / 30.0)
+                    }
+            };
+            let task_eval = |langs: &[&str], n_eval: Option<usize>| -> Vec<String> {
+                let mut a = argv(&["eval", "--task", task, "--lang", &langs.join(",")], vec![opt("--limit", n_eval)]);
+                if task == "xnli" {
+                    a.extend(argv(&["--protocol", "head", "--split", "test"], vec![]));
+                } else {
+                    a.extend(argv(&["--max-new-tokens", &z.max_new_tokens.to_string()], vec![]));
+                }
+                a
+            };
+            // The base model, zero-shot: the sanity baseline.
+            let key = format!("eval/{task}/baseline");
+            let dir = format!("eval/{task}-baseline");
+            let mut a = argv(&["eval", "--task", task, "--lang", &task_langs.join(",")], vec![opt("--limit", n_eval)]);
+            if task == "xquad" {
+                a.extend(argv(&["--max-new-tokens", &z.max_new_tokens.to_string()], vec![]));
+            }
+            a.extend(argv(&["--out", &out(&dir)], vec![common(&req.backend)]));
+            stages.push(Stage {
+                key: key.clone(),
+                argv: a,
+                deps: vec![],
+                data: vec![task.into()],
+                outputs: vec![dir.clone()],
+                estimate_s: eval_s(task_langs.len()) * if task == "xnli" { 3.0 } else { 1.0 },
+            });
+            evals.push(EvalRole {
+                stage: key,
+                task: task.into(),
+                kind: "baseline".into(),
+                ftl: None,
+                method: None,
+                fill: None,
+                langs: task_langs.iter().map(|s| s.to_string()).collect(),
+                results: format!("{dir}/results.json"),
+            });
+
+            // Fine-tunes on English.
+            for (ftl, set) in fine_tunes(task_langs) {
+                let key = format!("train/{task}/{ftl}");
+                let dir = ft_dir(task, &ftl);
+                let lsn_ftl = ftl.split('@').next().unwrap_or(&ftl).to_string();
+                let mut a = argv(
+                    &["train", "--task", task, "--ftl", &lsn_ftl, "--preset", &z.preset, "--out", &out(&dir)],
+                    vec![opt("--limit", n_train), opt("--epochs", epochs), opt("--seed", Some(42 + req.seed))],
+                );
+                if task == "xnli" {
+                    a.extend(argv(&["--split", "dev"], vec![]));
+                } else {
+                    a.extend(argv(&["--loss-on", &z.xquad_loss_on], vec![]));
+                }
+                let mut deps = vec![];
+                if let Some(set) = set {
+                    // A small model can leave a language without LAPE neurons: that fine-tune then trains as null
+                    // does, and the report says so.
+                    a.extend(argv(
+                        &["--neurons", &out(&format!("neurons/{set}/{FTL_METHOD}.json")), "--allow-empty-set"],
+                        vec![],
+                    ));
+                    deps.push(format!("select/{set}"));
+                }
+                a.extend(common(&req.task_backend));
+                stages.push(Stage {
+                    key: key.clone(),
+                    argv: a,
+                    deps,
+                    data: vec![task.into()],
+                    outputs: vec![dir.clone()],
+                    estimate_s: train_s * if ftl == "null" { 1.0 } else { 1.3 },
+                });
+                trains.push(TrainRole {
+                    stage: key.clone(),
+                    task: task.into(),
+                    ftl: lsn_ftl.clone(),
+                    set: set.map(str::to_string),
+                    dir: dir.clone(),
+                });
+                // Which languages this fine-tune is evaluated on: null on all; en on its set's languages; the others
+                // on their target only.
+                let eval_langs: Vec<&str> = match ftl.as_str() {
+                    "null" => task_langs.to_vec(),
+                    f if f.starts_with("en@") => {
+                        task_langs.iter().copied().filter(|l| Some(set_of(l)) == set).collect()
+                    }
+                    f => vec![f.rsplit(['+', ':']).next().unwrap_or(f)],
+                };
+                let ekey = format!("eval/{task}/ftl/{}", ftl.replace(':', "-"));
+                let edir = format!("eval/{task}-ftl-{}", ftl.replace([':', '@'], "-"));
+                let mut a = task_eval(&eval_langs, n_eval);
+                a.extend(argv(&["--adapter", &out(&dir), "--out", &out(&edir)], vec![common(&req.task_backend)]));
+                stages.push(Stage {
+                    key: ekey.clone(),
+                    argv: a,
+                    deps: vec![key.clone()],
+                    data: vec![task.into()],
+                    outputs: vec![edir.clone()],
+                    estimate_s: eval_s(eval_langs.len()),
+                });
+                evals.push(EvalRole {
+                    stage: ekey,
+                    task: task.into(),
+                    kind: "ftl".into(),
+                    ftl: Some(lsn_ftl),
+                    method: set.map(|_| FTL_METHOD.to_string()),
+                    fill: None,
+                    langs: eval_langs.iter().map(|s| s.to_string()).collect(),
+                    results: format!("{edir}/results.json"),
+                });
+            }
+
+            // Test-time interventions on the FTL-null fine-tune: each language's own set, per set file.
+            for (method, fills) in [(INTERVENTION_METHOD, &z.act_prob_fills), (FTL_METHOD, &z.lape_fills)] {
+                for fill in fills {
+                    for set in ["set1", "set6"] {
+                        let langs: Vec<&str> = task_langs.iter().copied().filter(|l| set_of(l) == set).collect();
+                        if langs.is_empty() {
+                            continue;
+                        }
+                        let key = format!("eval/{task}/int/{method}/{fill}/{set}");
+                        let dir = format!("eval/{task}-int-{method}-{fill}-{set}");
+                        let mut a = task_eval(&langs, n_eval);
+                        a.extend(argv(
+                            &[
+                                "--adapter",
+                                &out(&ft_dir(task, "null")),
+                                "--neurons",
+                                &out(&format!("neurons/{set}/{method}.json")),
+                                "--fill",
+                                fill,
+                                "--out",
+                                &out(&dir),
+                            ],
+                            vec![common(&req.task_backend)],
+                        ));
+                        stages.push(Stage {
+                            key: key.clone(),
+                            argv: a,
+                            deps: vec![format!("train/{task}/null"), format!("select/{set}")],
+                            data: vec![task.into()],
+                            outputs: vec![dir.clone()],
+                            estimate_s: eval_s(langs.len()),
+                        });
+                        evals.push(EvalRole {
+                            stage: key,
+                            task: task.into(),
+                            kind: "intervention".into(),
+                            ftl: Some("null".into()),
+                            method: Some(method.into()),
+                            fill: Some(fill.clone()),
+                            langs: langs.iter().map(|s| s.to_string()).collect(),
+                            results: format!("{dir}/results.json"),
+                        });
+                    }
+                }
+            }
+        }
+        Plan { request: req, sets, stages, evals, trains }
+    }
+
+    /// The stage called `key`.
+    pub fn stage(&self, key: &str) -> Option<&Stage> {
+        self.stages.iter().find(|s| s.key == key)
+    }
+
+    /// Checks that every dependency names an earlier stage (the order is the execution order).
+    pub fn check(&self) -> Result<()> {
+        for (i, s) in self.stages.iter().enumerate() {
+            for d in &s.deps {
+                if !self.stages[..i].iter().any(|p| &p.key == d) {
+                    bail!("internal: stage {} needs {d}, which does not come before it", s.key);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `argv` with `$OUT` replaced by the run directory.
+pub fn resolve(argv: &[String], root: &Path) -> Vec<String> {
+    let root = root.display().to_string();
+    argv.iter().map(|a| a.replace(OUT, &root)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(scale: Scale) -> Plan {
+        Plan::new(Request {
+            scale,
+            backend: "candle".into(),
+            task_backend: "candle".into(),
+            device: "cpu".into(),
+            dtype: "f32".into(),
+            tap_point: "act".into(),
+            seed: 0,
+            model: "gemma-3-270m".into(),
+            sizes: Sizes::of(scale),
+        })
+    }
+
+    #[test]
+    fn every_table_cell_has_a_stage_and_dependencies_come_first() {
+        let p = plan(Scale::Default);
+        p.check().unwrap();
+        let keys: std::collections::BTreeSet<_> = p.stages.iter().map(|s| &s.key).collect();
+        assert_eq!(keys.len(), p.stages.len(), "stage keys are unique");
+        let outs: Vec<_> = p.stages.iter().flat_map(|s| &s.outputs).collect();
+        let uniq: std::collections::BTreeSet<_> = outs.iter().collect();
+        assert_eq!(uniq.len(), outs.len(), "no two stages own the same output");
+        for task in ["xnli", "xquad"] {
+            let langs: &[&str] = if task == "xnli" { &XNLI_LANGS } else { &XQUAD_LANGS };
+            for l in langs {
+                for fill in FILLS {
+                    let n = p
+                        .evals
+                        .iter()
+                        .filter(|e| e.task == task && e.kind == "intervention" && e.fill.as_deref() == Some(fill))
+                        .filter(|e| e.method.as_deref() == Some(INTERVENTION_METHOD) && e.langs.iter().any(|x| x == l))
+                        .count();
+                    assert_eq!(n, 1, "{task} {l} {fill}");
+                }
+                for ftl in ["null".to_string(), "en".into(), l.to_string(), format!("en+{l}"), format!("random:{l}")] {
+                    let n = p
+                        .evals
+                        .iter()
+                        .filter(|e| e.task == task && e.kind == "ftl" && e.ftl.as_deref() == Some(&ftl))
+                        .filter(|e| e.langs.iter().any(|x| x == l))
+                        .count();
+                    assert_eq!(n, 1, "{task} {l} FTL {ftl}");
+                }
+            }
+        }
+        // hi and ur share set 6's English fine-tune; vi's comes from set 1.
+        let en6 = p.evals.iter().find(|e| e.stage == "eval/xnli/ftl/en@set6").unwrap();
+        assert_eq!(en6.langs, ["hi", "ur"]);
+        let t = p.stage("train/xnli/en+ur").unwrap();
+        assert!(t.argv.join(" ").contains("--ftl en+ur") && t.argv.join(" ").contains("neurons/set6/lape-mondal.json"));
+    }
+
+    #[test]
+    fn the_paper_scale_uses_the_paper_preset_and_every_fill() {
+        let p = plan(Scale::Paper);
+        assert!(p.stages.iter().filter(|s| s.key.starts_with("train/")).all(|s| s.argv.contains(&"paper".into())));
+        assert_eq!(p.request.sizes.lape_fills.len(), FILLS.len());
+        assert!(!p.stage("capture").unwrap().argv.contains(&"--max-tokens".into()));
+    }
+}
