@@ -20,8 +20,12 @@ cargo xtask <command>
 commands:
   setup      install the native runtimes from PyPI into .venv (libtorch from the torch wheel, ONNX Runtime);
              idempotent, seconds when already done
+  reproduce  the whole study: setup, a release build of `lsn`, then `lsn reproduce` (the model is fetched if
+             missing; data from --data-dir, LSN_DATA_DIR or ../shared/data); every argument goes to `lsn
+             reproduce` (--scale smoke|default|full|paper, --backend, --model, --out [default runs/<scale>], ...;
+             `target/release/lsn reproduce --help`)
   test       setup, fetch the real test models if missing (PyPI/npm), run every test of the workspace, then the
-             conformance suite
+             conformance suite, then `lsn reproduce --scale smoke` (every stage of the study on tiny slices)
   conformance
              the cross-backend conformance suite (harness/): case × backend table and pairwise table;
              `--device cuda` runs it on the GPU, `--json FILE` also writes the report, `--backends a,b` runs
@@ -59,6 +63,7 @@ fn main() -> Result<()> {
             run(cargo().args(&args[1..]))
         }
         Some("test") => test(&args[1..]),
+        Some("reproduce") => reproduce(&args[1..]),
         Some("conformance") => {
             let data = data_dir()?;
             setup()?;
@@ -172,11 +177,53 @@ fn test(extra: &[String]) -> Result<()> {
     let status = child.wait()?;
     ensure!(status.success(), "cargo test failed ({status}); cargo xtask test: {passed} passed, {failed} failed");
     let (c_pass, c_fail) = conformance(&[], &data)?;
-    // One closing line over every test binary and the conformance cases, so the total is not hidden behind the last
-    // (often empty) one.
-    println!("cargo xtask test: {} passed, {} failed", passed + c_pass, failed + c_fail);
-    ensure!(c_fail == 0, "{c_fail} conformance case(s) failed");
+    ensure!(c_fail == 0, "{c_fail} conformance case(s) failed; cargo xtask test: {} passed", passed + c_pass);
+    // The study end to end on the default model, every stage on tiny slices, from an empty run directory (the
+    // build the tests used: its backends are optimised in the dev profile too).
+    let smoke = root().join("target/reproduce-smoke");
+    if smoke.exists() {
+        std::fs::remove_dir_all(&smoke).with_context(|| format!("removing {}", smoke.display()))?;
+    }
+    let smoke_arg = smoke.display().to_string();
+    let data_arg = data.display().to_string();
+    lsn(&["reproduce", "--scale", "smoke", "--data-dir", &data_arg, "--out", &smoke_arg])?;
+    let report = smoke.join("report.md");
+    ensure!(report.is_file(), "lsn reproduce --scale smoke wrote no {}", report.display());
+    // One closing line over every test binary, the conformance cases and the smoke run, so the total is not hidden
+    // behind the last (often empty) one.
+    println!(
+        "cargo xtask test: {} passed, {} failed; reproduce --scale smoke: {}",
+        passed + c_pass,
+        failed + c_fail,
+        report.display()
+    );
     Ok(())
+}
+
+/// `cargo xtask reproduce ARGS`: set-up, a release build of `lsn`, then `lsn reproduce ARGS` (with the data dir of
+/// [`data_dir`] unless ARGS name one, and `--out runs/<scale>` unless ARGS name one).
+fn reproduce(extra: &[String]) -> Result<()> {
+    let has = |flag: &str| extra.iter().any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+    let mut args: Vec<String> = vec!["reproduce".into()];
+    if !has("--data-dir") {
+        args.extend(["--data-dir".into(), data_dir()?.display().to_string()]);
+    }
+    if !has("--out") && !extra.iter().any(|a| a == "--help" || a == "-h" || a == "--plan") {
+        let scale = extra
+            .iter()
+            .position(|a| a == "--scale")
+            .and_then(|i| extra.get(i + 1).cloned())
+            .or_else(|| extra.iter().find_map(|a| a.strip_prefix("--scale=").map(String::from)))
+            .unwrap_or_else(|| "default".into());
+        args.extend(["--out".into(), root().join("runs").join(scale).display().to_string()]);
+    }
+    args.extend(extra.iter().cloned());
+    setup()?;
+    run(cargo().args(["build", "--release", "--quiet", "-p", "lsn-cli"]))?;
+    let mut cmd = Command::new(root().join("target/release/lsn"));
+    cmd.env("LSN_HOME", home()).args(&args);
+    eprintln!("$ {cmd:?}");
+    run(&mut cmd)
 }
 
 /// Runs `lsn-conformance` (dev profile, the build the tests used), echoing its tables; returns its passed and failed

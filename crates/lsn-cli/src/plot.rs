@@ -53,6 +53,8 @@ pub(crate) trait Drawing {
 pub(crate) fn write(fig: &impl Drawing, stem: &Path) -> Result<PlotFiles> {
     let (width, height) = fig.size();
     let svg = with_suffix(stem, ".svg");
+    // Registered before the SVG is drawn too: figures laid out by plotters' chart builder measure their text.
+    let font = png_font();
     let mut text = String::new();
     {
         let root = SVGBackend::with_string(&mut text, (width, height)).into_drawing_area();
@@ -60,7 +62,7 @@ pub(crate) fn write(fig: &impl Drawing, stem: &Path) -> Result<PlotFiles> {
     }
     crate::fsutil::write_atomic(&svg, text.as_bytes())?;
 
-    let Some(font) = png_font() else {
+    let Some(font) = font else {
         tracing::warn!(
             "no TrueType font found, so only {} was written and no PNG; set LSN_FONT=path/to/font.ttf \
              (e.g. DejaVuSans.ttf from the fonts-dejavu-core package) to get one",

@@ -562,10 +562,9 @@ pub fn run(args: Args) -> Result<()> {
                 if task == "xnli" { "accuracy" } else { "F1" }
             );
             let y = if task == "xnli" { "accuracy (%)" } else { "F1 (%, paper metric)" };
-            if let Ok(f) =
-                charts::scores(&title, y, &columns, &series, &plots.join(format!("{task}-intervention-{method}")))
-            {
-                figures.push((title, f.svg));
+            match charts::scores(&title, y, &columns, &series, &plots.join(format!("{task}-intervention-{method}"))) {
+                Ok(f) => figures.push((title, f.svg)),
+                Err(e) => tracing::warn!("no chart of {title}: {e:#}"),
             }
         }
         tables.push(study.ftl_table(task));
@@ -586,8 +585,9 @@ pub fn run(args: Args) -> Result<()> {
             curves.push((name, pts));
         }
         let title = format!("{} fine-tuning loss by FTL", task_name(task));
-        if let Ok(f) = charts::losses(&title, &curves, &plots.join(format!("{task}-loss"))) {
-            figures.push((title, f.svg));
+        match charts::losses(&title, &curves, &plots.join(format!("{task}-loss"))) {
+            Ok(f) => figures.push((title, f.svg)),
+            Err(e) => tracing::warn!("no chart of {title}: {e:#}"),
         }
     }
     tables.push(study.baseline_table());

@@ -126,7 +126,7 @@ mod tests {
         };
         let md = t.markdown();
         assert!(md.contains("| vi | 46.80 | **−1.20 [−2.40, −0.20]**\\* |"), "{md}");
-        assert!(md.contains("_80.61_") && md.contains("a \\| note") && md.contains("**Verdict:** holds"), "{md}");
+        assert!(md.contains("_80.61_") && md.contains("a | note") && md.contains("**Verdict:** holds"), "{md}");
         let html = t.html();
         assert!(html.contains("<td class=\"sig\">−1.20 [−2.40, −0.20]*</td>") && html.contains("XNLI &lt;vi&gt;"));
         assert!(html.contains("<tr class=\"ref\">"), "{html}");
