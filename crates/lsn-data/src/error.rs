@@ -53,4 +53,19 @@ pub enum Error {
     BadTaskFile { path: PathBuf, problem: String },
     #[error("{path}: {err}")]
     Io { path: PathBuf, err: std::io::Error },
+    /// A download failed (no network, a moved URL, a server error).
+    #[error(
+        "cannot download {name} from {url}: {reason}; without network, point --data-dir or LSN_DATA_DIR at a data \
+         directory (corpus/, xnli/, xquad/) instead"
+    )]
+    Download { name: String, url: String, reason: String },
+    /// A downloaded file is not the one pinned.
+    #[error(
+        "{name} from {url} has sha256 {got}, not the pinned {want}: the file changed upstream or the transfer was \
+         corrupted; it was not used (fetch again, or give --sources with a mirror you trust)"
+    )]
+    Checksum { name: String, url: String, want: String, got: String },
+    /// A downloaded archive does not hold what the conversion expects.
+    #[error("cannot convert {name}: {reason}")]
+    Convert { name: String, reason: String },
 }

@@ -4,6 +4,7 @@
 mod corpus;
 mod data_dir;
 mod error;
+pub mod fetch;
 mod pack;
 mod tokenizer;
 mod xnli;

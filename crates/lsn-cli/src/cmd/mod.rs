@@ -7,6 +7,7 @@ pub mod eval;
 #[cfg(feature = "ort")]
 pub mod export_onnx;
 pub mod fetch;
+pub mod fetch_data;
 pub mod generate;
 pub mod heldout;
 pub mod intervene;

@@ -416,6 +416,104 @@ impl Study<'_> {
     }
 }
 
+/// `--backend all`: how far the other backends agree with the study's backend on the neuron sets and the base
+/// model's predictions.
+fn agreement_table(root: &Path, plan: &Plan, results: &BTreeMap<String, EvalResults>) -> Option<(Table, Value)> {
+    let others = &plan.request.compare_backends;
+    if others.is_empty() {
+        return None;
+    }
+    let main = &plan.request.backend;
+    let mut rows = Vec::new();
+    let mut doc = Vec::new();
+    let mut all_agree = true;
+    for b in others {
+        for (set, _) in &plan.sets {
+            for method in [FTL_METHOD, INTERVENTION_METHOD, "random"] {
+                let read = |dir: &str| {
+                    read_json::<lsn_select::Selection>(
+                        &root.join(format!("{dir}neurons/{set}/{method}.json")),
+                        "a neuron file",
+                    )
+                    .ok()
+                };
+                let (Some(a), Some(o)) = (read(""), read(&format!("backends/{b}/"))) else { continue };
+                let mut cells = Vec::new();
+                for lang in &a.languages {
+                    let sa: std::collections::BTreeSet<_> = a.neurons.get(lang).into_iter().flatten().collect();
+                    let so: std::collections::BTreeSet<_> = o.neurons.get(lang).into_iter().flatten().collect();
+                    let differ = sa.symmetric_difference(&so).count();
+                    all_agree &= differ == 0;
+                    doc.push(json!({"backend": b, "set": set, "method": method, "lang": lang, "neurons": sa.len(),
+                        "differ": differ}));
+                    cells.push(if differ == 0 {
+                        format!("{lang} ={}", sa.len())
+                    } else {
+                        format!("{lang} {differ} of {} differ", sa.len())
+                    });
+                }
+                rows.push(vec![
+                    Cell::plain(format!("{main} vs {b}")),
+                    Cell::plain(format!("neurons {set} {method}")),
+                    Cell::plain(cells.join(" · ")),
+                ]);
+            }
+        }
+        for task in ["xnli", "xquad"] {
+            let get = |kind: &str| {
+                plan.evals.iter().find(|e| e.task == task && e.kind == kind).and_then(|e| results.get(&e.stage))
+            };
+            let (Some(a), Some(o)) = (get("baseline"), get(&format!("baseline@{b}"))) else { continue };
+            let field = if task == "xnli" { "pred" } else { "generated" };
+            let m = metric(task);
+            let mut cells = Vec::new();
+            for la in &a.languages {
+                let Some(lo) = o.languages.iter().find(|l| l.lang == la.lang) else { continue };
+                let theirs: BTreeMap<&str, &Value> =
+                    lo.examples.iter().map(|e| (e.key.as_str(), &e.detail[field])).collect();
+                let same = la.examples.iter().filter(|e| theirs.get(e.key.as_str()) == Some(&&e.detail[field])).count();
+                all_agree &= same == la.examples.len();
+                let score = |l: &LangResult| l.scores.get(m).map_or(f64::NAN, |i| i.mean);
+                doc.push(json!({"backend": b, "task": task, "lang": la.lang, "examples": la.examples.len(),
+                    "same_prediction": same, "score": score(la), "score_other": score(lo)}));
+                cells.push(format!(
+                    "{} {}/{} same ({} {} vs {})",
+                    la.lang,
+                    same,
+                    la.examples.len(),
+                    m,
+                    pct(score(la)),
+                    pct(score(lo))
+                ));
+            }
+            rows.push(vec![
+                Cell::plain(format!("{main} vs {b}")),
+                Cell::plain(format!("{} baseline predictions", task_name(task))),
+                Cell::plain(cells.join(" · ")),
+            ]);
+        }
+    }
+    let table = Table {
+        id: "backends".into(),
+        title: "Agreement between backends (--backend all)".into(),
+        header: vec!["backends".into(), "what".into(), "per language".into()],
+        rows,
+        reference_rows: vec![],
+        note: format!(
+            "Capture and selection ran again on every other backend into backends/<name>/, and the base model's \
+             zero-shot baselines on the same examples; `=n`: the same n neurons. The study's other stages ran on {main}."
+        ),
+        verdict: Some(if all_agree {
+            "every backend selected the same neurons and made the same predictions.".into()
+        } else {
+            "the backends differ somewhere (see the cells): float rounding can move a neuron across a selection cut \
+             or flip a near-tied prediction; `lsn-conformance` measures each backend's deviations."
+                .into()
+        }),
+    };
+    Some((table, json!(doc)))
+}
+
 /// PPXC of set 1's LAPE neurons (and the random control): relative perplexity change (%).
 fn ppxc_table(doc: &Value) -> Option<(Table, Value)> {
     let langs: Vec<String> = doc["languages"].as_array()?.iter().filter_map(|v| v.as_str().map(String::from)).collect();
@@ -602,6 +700,11 @@ pub fn run(args: Args) -> Result<()> {
             root.join(format!("ppxc/set1/{FTL_METHOD}.heatmap.svg")),
         ));
     }
+    let mut agreement = Value::Null;
+    if let Some((t, d)) = agreement_table(root, &plan, &study.results) {
+        tables.push(t);
+        agreement = d;
+    }
     // Neurons per set, method and language.
     let mut sel_rows = Vec::new();
     let mut selections = serde_json::Map::new();
@@ -661,7 +764,7 @@ pub fn run(args: Args) -> Result<()> {
     let doc = json!({
         "format": 1, "config": config, "plan": {"scale": plan.request.scale, "sizes": plan.request.sizes},
         "tables": tables, "deltas": study.deltas, "evaluations": evals, "selections": selections,
-        "ppxc": ppxc_summary, "training": training, "missing_stages": missing,
+        "ppxc": ppxc_summary, "training": training, "backend_agreement": agreement, "missing_stages": missing,
     });
     fsutil::write_atomic(&root.join("results.json"), serde_json::to_string_pretty(&doc)?.as_bytes())?;
 

@@ -30,8 +30,9 @@ pub struct Args {
     /// recipe at full sizes: for a GPU and the paper's models).
     #[arg(long, value_enum, default_value = "default")]
     pub scale: Scale,
-    /// candle, tch or ort. ort cannot train: with ort, capture, selection, PPXC and the base model's baseline run on
-    /// ort and the fine-tunes (and their evaluations) on candle.
+    /// candle, tch, ort or all. ort cannot train: with ort, capture, selection, PPXC and the base model's baseline run
+    /// on ort and the fine-tunes (and their evaluations) on candle. all: the study on candle, and capture, selection
+    /// and the baseline again on tch and ort, with a table of how far the backends agree (neuron sets, predictions).
     #[arg(long, default_value = "candle")]
     pub backend: String,
     /// cpu, cuda or cuda:N.
@@ -46,7 +47,8 @@ pub struct Args {
     /// A fetched model's name (fetched here if needed) or a HF checkpoint directory.
     #[arg(long, default_value = "gemma-3-270m")]
     pub model: String,
-    /// Data directory holding corpus/, xnli/, xquad/ [default: $LSN_DATA_DIR].
+    /// Data directory holding corpus/, xnli/, xquad/ [default: $LSN_DATA_DIR, else the data `lsn fetch-data`
+    /// put in the cache, fetched now if it is not there].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// The run directory: every output of the study, the report included.
@@ -58,6 +60,12 @@ pub struct Args {
     /// Run every stage as its own `lsn` process (what a cluster does) instead of in this one.
     #[arg(long)]
     pub processes: bool,
+    /// This process's share of the stages, i/N (0-based), for N machines or cluster tasks sharing --out: each runs
+    /// its share (stages that open the run directory itself — gathering the captures, selection, PPXC — on shard 0),
+    /// waiting for the stages it reads that other shards run. Afterwards the same command without --shard finds
+    /// every stage done and writes the report.
+    #[arg(long, value_parser = parse_shard)]
+    pub shard: Option<(usize, usize)>,
     /// Print the stages' command lines and exit.
     #[arg(long)]
     pub plan: bool,
@@ -65,10 +73,49 @@ pub struct Args {
     pub cache: assets::HomeArg,
 }
 
-/// The state file's name inside the run directory.
+/// The state file's name inside the run directory (a shard's: `reproduce.shard-I-of-N.json`).
 pub const STATE_FILE: &str = "reproduce.json";
-/// The lock `lsn reproduce` holds on its run directory (its stages take the run directory's own lock).
+/// The lock `lsn reproduce` holds on its run directory (its stages take the run directory's own lock); a shard's is
+/// `.reproduce.shard-I-of-N.lock`.
 const LOCK_FILE: &str = ".reproduce.lock";
+/// How often a shard looks whether the stages it waits for are done.
+const POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+fn parse_shard(s: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("--shard {s:?}: give i/N with 0 <= i < N, e.g. 0/4");
+    let (i, n) = s.split_once('/').ok_or_else(bad)?;
+    let (i, n): (usize, usize) = (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+    if n == 0 || i >= n { Err(bad()) } else { Ok((i, n)) }
+}
+
+/// The state and lock file names of a shard (or of the unsharded run).
+fn shard_files(shard: Option<(usize, usize)>) -> (String, String) {
+    match shard {
+        None => (STATE_FILE.into(), LOCK_FILE.into()),
+        Some((i, n)) => (format!("reproduce.shard-{i}-of-{n}.json"), format!(".reproduce.shard-{i}-of-{n}.lock")),
+    }
+}
+
+/// Which shard runs each stage: stages that open the run directory on shard 0; the others round-robin within their
+/// level of the dependency graph (a stage's level is one more than its deepest dependency's), so every level's work
+/// is spread over all shards.
+fn assign(plan: &Plan, n: usize) -> Vec<usize> {
+    let mut level: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut next_in_level: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut owner = Vec::with_capacity(plan.stages.len());
+    for st in &plan.stages {
+        let l = st.deps.iter().map(|d| level.get(d.as_str()).map_or(0, |x| x + 1)).max().unwrap_or(0);
+        level.insert(&st.key, l);
+        if st.exclusive {
+            owner.push(0);
+        } else {
+            let k = next_in_level.entry(l).or_insert(0);
+            owner.push(*k % n);
+            *k += 1;
+        }
+    }
+    owner
+}
 
 /// What `reproduce.json` remembers of a stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,9 +135,8 @@ struct State {
 }
 
 impl State {
-    fn read(root: &Path) -> Result<State> {
-        let path = root.join(STATE_FILE);
-        match std::fs::read(&path) {
+    fn read(path: &Path) -> Result<State> {
+        match std::fs::read(path) {
             Ok(b) => serde_json::from_slice(&b).with_context(|| {
                 format!("{} is not lsn reproduce's state file: remove it to start the run afresh", path.display())
             }),
@@ -99,8 +145,37 @@ impl State {
         }
     }
 
-    fn write(&self, root: &Path) -> Result<()> {
-        fsutil::write_atomic(&root.join(STATE_FILE), serde_json::to_string_pretty(self)?.as_bytes())
+    /// Every state file of the run directory (the unsharded run's and each shard's) in one: a stage is complete if
+    /// any of them records it complete with its hash.
+    fn read_all(root: &Path) -> Result<State> {
+        let mut all = State::read(&root.join(STATE_FILE))?;
+        let mut shards: Vec<PathBuf> = std::fs::read_dir(root)
+            .with_context(|| format!("reading {}", root.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("reproduce.shard-") && n.ends_with(".json"))
+            })
+            .collect();
+        shards.sort();
+        for p in shards {
+            for (k, v) in State::read(&p)?.stages {
+                let keep = all.stages.get(&k).is_some_and(|old| old.state == "complete" && v.state != "complete");
+                if !keep {
+                    all.stages.insert(k, v);
+                }
+            }
+        }
+        Ok(all)
+    }
+
+    fn complete(&self, key: &str, sha: &str) -> bool {
+        self.stages.get(key).is_some_and(|s| s.sha256 == sha && s.state == "complete")
+    }
+
+    fn write(&self, path: &Path) -> Result<()> {
+        fsutil::write_atomic(path, serde_json::to_string_pretty(self)?.as_bytes())
     }
 }
 
@@ -148,16 +223,53 @@ fn run_stage(argv: &[String], processes: bool) -> Result<()> {
     }
 }
 
+/// The data directory: --data-dir, else LSN_DATA_DIR, else the cache's fetched data (fetched now if missing).
+fn data_dir(args: &Args, home: &Path) -> Result<PathBuf> {
+    let given = args
+        .data_dir
+        .clone()
+        .or_else(|| std::env::var_os(lsn_data::DATA_DIR_ENV).filter(|v| !v.is_empty()).map(PathBuf::from));
+    if given.is_some() {
+        return Ok(lsn_data::resolve_data_dir(given.as_deref())?);
+    }
+    let fetched = lsn_data::fetch::fetched_data_dir(home);
+    if !fetched.join(lsn_data::FETCH_MARKER).is_file() {
+        eprintln!(
+            "no data directory given (--data-dir or LSN_DATA_DIR): fetching XNLI, XQuAD, FLORES-200 and TICO-19 from \
+             their official sources into {}",
+            fetched.display()
+        );
+        let mut a = vec!["fetch-data".to_string()];
+        if let Some(h) = &args.cache.home {
+            a.extend(["--home".to_string(), h.display().to_string()]);
+        }
+        run_stage(&a, false).context(
+            "no data directory was given and fetching one failed: pass --data-dir DIR or set LSN_DATA_DIR to a \
+             directory holding corpus/, xnli/ and xquad/",
+        )?;
+    }
+    Ok(fetched)
+}
+
 pub fn run(args: Args) -> Result<()> {
     let available = crate::backends::available();
+    // --backend all: the study on the first of candle, tch (the training backends), and capture, selection and the
+    // baseline again on every other backend built in.
+    let (backend, compare_backends) = if args.backend == "all" {
+        let main = available.iter().copied().find(|b| *b != "ort").context("--backend all needs candle or tch")?;
+        let others: Vec<String> = available.iter().filter(|b| **b != main).map(|b| b.to_string()).collect();
+        ensure!(!others.is_empty(), "--backend all needs two backends; this build has only {main}");
+        (main.to_string(), others)
+    } else {
+        (args.backend.clone(), Vec::new())
+    };
     ensure!(
-        available.contains(&args.backend.as_str()),
-        "--backend {}: not part of this build (available: {}){}",
+        available.contains(&backend.as_str()),
+        "--backend {}: not part of this build (available: {}, or all)",
         args.backend,
         available.join(", "),
-        if args.backend == "all" { "; running every backend in one run is not supported yet" } else { "" }
     );
-    let task_backend = if args.backend == "ort" { "candle" } else { args.backend.as_str() };
+    let task_backend = if backend == "ort" { "candle" } else { backend.as_str() };
     ensure!(
         available.contains(&task_backend),
         "--backend ort trains and evaluates the fine-tunes on candle, which this build lacks"
@@ -166,7 +278,7 @@ pub fn run(args: Args) -> Result<()> {
     let sizes = Sizes::of(args.scale);
     let request = Request {
         scale: args.scale,
-        backend: args.backend.clone(),
+        backend: backend.clone(),
         task_backend: task_backend.into(),
         device: args.device.clone(),
         dtype: args.dtype.clone(),
@@ -174,6 +286,7 @@ pub fn run(args: Args) -> Result<()> {
         seed: args.seed,
         model: args.model.clone(),
         sizes,
+        compare_backends,
     };
     let plan = Plan::new(request.clone());
     plan.check()?;
@@ -183,11 +296,12 @@ pub fn run(args: Args) -> Result<()> {
         }
         return Ok(());
     }
-    let data_dir = lsn_data::resolve_data_dir(args.data_dir.as_deref())?;
+    let data_dir = data_dir(&args, &home)?;
     let data_dir = std::fs::canonicalize(&data_dir).with_context(|| format!("{}", data_dir.display()))?;
     lsn_run::prepare_dir(&args.out, "--out", true)?;
     let root = std::fs::canonicalize(&args.out).with_context(|| format!("{}", args.out.display()))?;
-    let lock = lsn_run::Lock::acquire_file(&root, LOCK_FILE, "--out")?;
+    let (state_name, lock_name) = shard_files(args.shard);
+    let lock = lsn_run::Lock::acquire_file(&root, &lock_name, "--out")?;
     if let Some(h) = &lock.took_over {
         eprintln!(
             "note: took over the lock of {}: pid {} (`{}`) is no longer running",
@@ -195,6 +309,16 @@ pub fn run(args: Args) -> Result<()> {
             h.pid,
             h.command
         );
+    }
+    // An unsharded run never runs beside shards of the same directory: it takes (and keeps) their locks too.
+    let mut shard_locks = Vec::new();
+    if args.shard.is_none() {
+        for e in std::fs::read_dir(&root).with_context(|| format!("reading {}", root.display()))?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".reproduce.shard-") && name.ends_with(".lock") {
+                shard_locks.push(lsn_run::Lock::acquire_file(&root, &name, "--out")?);
+            }
+        }
     }
     let t0 = Instant::now();
 
@@ -232,7 +356,14 @@ pub fn run(args: Args) -> Result<()> {
     fsutil::write_atomic(&root.join("config.json"), serde_json::to_string_pretty(&config)?.as_bytes())?;
     fsutil::write_atomic(&root.join("plan.json"), serde_json::to_string_pretty(&plan)?.as_bytes())?;
 
-    let mut state = State::read(&root)?;
+    // This process records into its own state file; what every process of the run has done is read from all.
+    let state_path = root.join(&state_name);
+    let mut state = State::read(&state_path)?;
+    let owner = args.shard.map(|(_, n)| assign(&plan, n));
+    let mine = |i: usize| match (args.shard, &owner) {
+        (Some((me, _)), Some(o)) => o[i] == me,
+        _ => true,
+    };
     let mut hashes: BTreeMap<&str, String> = BTreeMap::new();
     let total_est: f64 = plan.stages.iter().map(|s| s.estimate_s).sum();
     let (mut est_run, mut secs_run, mut est_left) = (0.0, 0.0, total_est);
@@ -247,15 +378,29 @@ pub fn run(args: Args) -> Result<()> {
         hashes.insert(&stage.key, sha.clone());
         est_left -= stage.estimate_s;
         let outputs_exist = stage.outputs.iter().all(|o| root.join(o).exists());
-        let prior = state.stages.get(&stage.key).cloned();
-        if let Some(p) = &prior
-            && p.sha256 == sha
-            && p.state == "complete"
-            && outputs_exist
-        {
+        if State::read_all(&root)?.complete(&stage.key, &sha) && outputs_exist {
             eprintln!("[{}/{n}] {} · done before, skipped", i + 1, stage.key);
             continue;
         }
+        if !mine(i) {
+            continue;
+        }
+        // A shard waits for what it reads from the other shards.
+        let t_wait = Instant::now();
+        let mut said = false;
+        let all = loop {
+            let all = State::read_all(&root)?;
+            let missing: Vec<&String> =
+                stage.deps.iter().filter(|d| !all.complete(d, hashes.get(d.as_str()).map_or("", |h| h))).collect();
+            let Some(first) = missing.first() else { break all };
+            ensure!(args.shard.is_some(), "stage {} needs {first}, which is not complete: rerun to resume", stage.key);
+            if !said || t_wait.elapsed().as_secs() > 600 {
+                eprintln!("[{}/{n}] {} · waiting for {first} (another shard's)", i + 1, stage.key);
+                said = true;
+            }
+            std::thread::sleep(POLL);
+        };
+        let prior = all.stages.get(&stage.key).cloned();
         // A stage whose configuration changed (or that has no record) starts from empty outputs; one that was
         // killed with the same configuration resumes from what it left.
         if prior.as_ref().is_none_or(|p| p.sha256 != sha) {
@@ -280,9 +425,10 @@ pub fn run(args: Args) -> Result<()> {
         state
             .stages
             .insert(stage.key.clone(), StageState { sha256: sha.clone(), state: "running".into(), seconds: None });
-        state.write(&root)?;
+        state.write(&state_path)?;
         let mut argv = plan::resolve(&stage.argv, &root);
-        if argv[0] != "select" {
+        // Every command but these two reads data or the cache.
+        if !matches!(argv[0].as_str(), "select" | "merge") {
             argv.extend(extra.iter().cloned());
         }
         let ts = Instant::now();
@@ -292,11 +438,19 @@ pub fn run(args: Args) -> Result<()> {
         state
             .stages
             .insert(stage.key.clone(), StageState { sha256: sha, state: "complete".into(), seconds: Some(secs) });
-        state.write(&root)?;
+        state.write(&state_path)?;
     }
     // Stages of an earlier plan that this one no longer has are forgotten (their outputs stay).
     state.stages.retain(|k, _| plan.stage(k).is_some());
-    state.write(&root)?;
+    state.write(&state_path)?;
+    if let Some((i, n_shards)) = args.shard {
+        eprintln!(
+            "reproduce: shard {i}/{n_shards} done in {}; once every shard is done, the same command without --shard \
+             writes the report",
+            fmt_secs(t0.elapsed().as_secs_f64())
+        );
+        return Ok(());
+    }
     let report = vec!["report".to_string(), "--run".to_string(), root.display().to_string()];
     run_stage(&report, args.processes)?;
     eprintln!(
@@ -305,7 +459,7 @@ pub fn run(args: Args) -> Result<()> {
         fmt_secs(t0.elapsed().as_secs_f64()),
         root.join("report.md").display()
     );
-    drop(lock);
+    drop((lock, shard_locks));
     if root.join("report.md").is_file() {
         Ok(())
     } else {

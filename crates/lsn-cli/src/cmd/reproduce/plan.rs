@@ -142,6 +142,10 @@ pub struct Request {
     pub seed: u64,
     pub model: String,
     pub sizes: Sizes,
+    /// `--backend all`: the other backends on which capture, selection and the base model's baseline run again,
+    /// for the report's agreement table.
+    #[serde(default)]
+    pub compare_backends: Vec<String>,
 }
 
 /// One step of the study: an `lsn` command line.
@@ -159,6 +163,9 @@ pub struct Stage {
     pub outputs: Vec<String>,
     /// A rough cost (seconds on a 2-core CPU) for the whole run's ETA; corrected by the measured pace.
     pub estimate_s: f64,
+    /// Opens the run directory itself (and so holds its lock while it runs): with --shard, such stages all run on
+    /// shard 0, one after another.
+    pub exclusive: bool,
 }
 
 /// One evaluation, as the report reads it.
@@ -247,37 +254,93 @@ impl Plan {
         all_langs.extend(SET6.iter().filter(|l| !SET1.contains(l)));
         let langs = all_langs.join(",");
 
-        // Capture: every language of both sets, once.
-        let mut a = argv(
-            &["capture", "--run", OUT, "--lang", &langs, "--row-len", &z.row_len.to_string(), "--batch-rows"],
-            vec![vec![z.batch_rows.to_string()], opt("--max-tokens", z.capture_tokens)],
-        );
-        a.extend(argv(&["--tap-point", &req.tap_point, "--seed", &req.seed.to_string()], vec![common(&req.backend)]));
-        let n_langs = all_langs.len() as f64;
-        stages.push(Stage {
-            key: "capture".into(),
-            argv: a,
-            deps: vec![],
-            data: vec!["corpus".into()],
-            outputs: all_langs.iter().map(|l| format!("stats/{l}.safetensors")).collect(),
-            estimate_s: n_langs * (2.0 * z.capture_tokens.unwrap_or(60_000) as f64 / 700.0 + 1.0),
-        });
         let sets: Vec<(String, Vec<String>)> = vec![
             ("set1".into(), SET1.iter().map(|s| s.to_string()).collect()),
             ("set6".into(), SET6.iter().map(|s| s.to_string()).collect()),
         ];
-        for (set, members) in &sets {
-            stages.push(Stage {
-                key: format!("select/{set}"),
-                argv: argv(
-                    &["select", "--run", OUT, "--lang", &members.join(","), "--set", set, "--method"],
-                    vec![vec![format!("lape-mondal,{INTERVENTION_METHOD},random")], opt("--seed", Some(req.seed))],
-                ),
-                deps: vec!["capture".into()],
-                data: vec![],
-                outputs: vec![format!("neurons/{set}")],
-                estimate_s: 3.0,
-            });
+        // Capture (every language of both sets, once) and selection, into the run directory `run` ("" for the run
+        // directory itself, `backends/B` for another backend's copy under --backend all); stage keys get `suffix`.
+        let neuron_stages = |run: &str, suffix: &str, backend: &str, stages: &mut Vec<Stage>| {
+            let run_arg = if run.is_empty() { OUT.to_string() } else { out(run) };
+            let at = |rel: &str| if run.is_empty() { rel.to_string() } else { format!("{run}/{rel}") };
+            let capture = |run_arg: &str, langs: &str| {
+                let mut a = argv(
+                    &[
+                        "capture",
+                        "--run",
+                        run_arg,
+                        "--lang",
+                        langs,
+                        "--row-len",
+                        &z.row_len.to_string(),
+                        "--batch-rows",
+                    ],
+                    vec![vec![z.batch_rows.to_string()], opt("--max-tokens", z.capture_tokens)],
+                );
+                a.extend(argv(
+                    &["--tap-point", &req.tap_point, "--seed", &req.seed.to_string()],
+                    vec![common(backend)],
+                ));
+                a
+            };
+            let per_lang_s = 2.0 * z.capture_tokens.unwrap_or(60_000) as f64 / 700.0 + 1.0;
+            if run.is_empty() {
+                // The study's capture: one stage per language, each in its own run directory (so shards on other
+                // machines capture at once), then gathered into the run directory by `lsn merge --from`.
+                let mut gather = argv(&["merge", "--run", OUT], vec![]);
+                for l in &all_langs {
+                    let dir = format!("capture/{l}");
+                    stages.push(Stage {
+                        key: format!("capture/{l}"),
+                        argv: capture(&out(&dir), l),
+                        deps: vec![],
+                        data: vec!["corpus".into()],
+                        outputs: vec![dir.clone()],
+                        estimate_s: per_lang_s + 3.0,
+                        exclusive: false,
+                    });
+                    gather.extend(argv(&["--from", &out(&dir)], vec![]));
+                }
+                stages.push(Stage {
+                    key: "gather".into(),
+                    argv: gather,
+                    deps: all_langs.iter().map(|l| format!("capture/{l}")).collect(),
+                    data: vec![],
+                    outputs: vec!["stats".into()],
+                    estimate_s: 2.0,
+                    exclusive: true,
+                });
+            } else {
+                stages.push(Stage {
+                    key: format!("capture{suffix}"),
+                    argv: capture(&run_arg, &langs),
+                    deps: vec![],
+                    data: vec!["corpus".into()],
+                    outputs: vec![at("stats")],
+                    estimate_s: all_langs.len() as f64 * per_lang_s,
+                    exclusive: false,
+                });
+            }
+            let captured = if run.is_empty() { "gather".to_string() } else { format!("capture{suffix}") };
+            for (set, members) in &sets {
+                stages.push(Stage {
+                    key: format!("select/{set}{suffix}"),
+                    argv: argv(
+                        &["select", "--run", &run_arg, "--lang", &members.join(","), "--set", set, "--method"],
+                        vec![vec![format!("lape-mondal,{INTERVENTION_METHOD},random")], opt("--seed", Some(req.seed))],
+                    ),
+                    deps: vec![captured.clone()],
+                    data: vec![],
+                    outputs: vec![at(&format!("neurons/{set}"))],
+                    estimate_s: 3.0,
+                    exclusive: run.is_empty(),
+                });
+            }
+        };
+        neuron_stages("", "", &req.backend, &mut stages);
+        // --backend all: the same capture and selection on every other backend, for the agreement table.
+        for b in &req.compare_backends {
+            neuron_stages(&format!("backends/{b}"), &format!("@{b}"), b, &mut stages);
         }
         // PPXC of set 1's LAPE neurons, with the random control.
         stages.push(Stage {
@@ -290,6 +353,7 @@ impl Plan {
             data: vec!["corpus".into()],
             outputs: vec!["ppxc/set1".into()],
             estimate_s: 15.0 * 7.0 * (z.ppxc_rows * z.row_len) as f64 / 300.0 + 5.0,
+            exclusive: true,
         });
 
         for task in ["xnli", "xquad"] {
@@ -329,6 +393,7 @@ impl Plan {
             if task == "xquad" {
                 a.extend(argv(&["--max-new-tokens", &z.max_new_tokens.to_string()], vec![]));
             }
+            let base_argv = a.clone();
             a.extend(argv(&["--out", &out(&dir)], vec![common(&req.backend)]));
             stages.push(Stage {
                 key: key.clone(),
@@ -337,6 +402,7 @@ impl Plan {
                 data: vec![task.into()],
                 outputs: vec![dir.clone()],
                 estimate_s: eval_s(task_langs.len()) * if task == "xnli" { 3.0 } else { 1.0 },
+                exclusive: false,
             });
             evals.push(EvalRole {
                 stage: key,
@@ -348,6 +414,32 @@ impl Plan {
                 langs: task_langs.iter().map(|s| s.to_string()).collect(),
                 results: format!("{dir}/results.json"),
             });
+            // --backend all: the baseline again on every other backend (same examples: predictions must agree).
+            for b in &req.compare_backends {
+                let key = format!("eval/{task}/baseline@{b}");
+                let dir = format!("eval/{task}-baseline-{b}");
+                let mut a = base_argv.clone();
+                a.extend(argv(&["--out", &out(&dir)], vec![common(b)]));
+                stages.push(Stage {
+                    key: key.clone(),
+                    argv: a,
+                    deps: vec![],
+                    data: vec![task.into()],
+                    outputs: vec![dir.clone()],
+                    estimate_s: eval_s(task_langs.len()) * if task == "xnli" { 3.0 } else { 1.0 },
+                    exclusive: false,
+                });
+                evals.push(EvalRole {
+                    stage: key,
+                    task: task.into(),
+                    kind: format!("baseline@{b}"),
+                    ftl: None,
+                    method: None,
+                    fill: None,
+                    langs: task_langs.iter().map(|s| s.to_string()).collect(),
+                    results: format!("{dir}/results.json"),
+                });
+            }
 
             // Fine-tunes on English.
             for (ftl, set) in fine_tunes(task_langs) {
@@ -381,6 +473,7 @@ impl Plan {
                     data: vec![task.into()],
                     outputs: vec![dir.clone()],
                     estimate_s: train_s * if ftl == "null" { 1.0 } else { 1.3 },
+                    exclusive: false,
                 });
                 trains.push(TrainRole {
                     stage: key.clone(),
@@ -409,6 +502,7 @@ impl Plan {
                     data: vec![task.into()],
                     outputs: vec![edir.clone()],
                     estimate_s: eval_s(eval_langs.len()),
+                    exclusive: false,
                 });
                 evals.push(EvalRole {
                     stage: ekey,
@@ -453,6 +547,7 @@ impl Plan {
                             data: vec![task.into()],
                             outputs: vec![dir.clone()],
                             estimate_s: eval_s(langs.len()),
+                            exclusive: false,
                         });
                         evals.push(EvalRole {
                             stage: key,
@@ -510,6 +605,7 @@ mod tests {
             seed: 0,
             model: "gemma-3-270m".into(),
             sizes: Sizes::of(scale),
+            compare_backends: vec![],
         })
     }
 
@@ -553,10 +649,36 @@ mod tests {
     }
 
     #[test]
+    fn backend_all_repeats_the_cheap_stages_on_the_other_backends() {
+        let mut req = plan(Scale::Smoke).request;
+        req.compare_backends = vec!["tch".into(), "ort".into()];
+        let p = Plan::new(req);
+        p.check().unwrap();
+        assert!(p.stage("select/set6@ort").unwrap().argv.contains(&"$OUT/backends/ort".to_string()));
+        for key in ["capture@tch", "capture@ort", "eval/xnli/baseline@tch", "eval/xquad/baseline@ort"] {
+            let s = p.stage(key).unwrap_or_else(|| panic!("no stage {key}"));
+            let b = key.rsplit('@').next().unwrap();
+            assert!(s.argv.windows(2).any(|w| w[0] == "--backend" && w[1] == b), "{key}: {:?}", s.argv);
+        }
+        assert!(p.stage("capture@tch").unwrap().argv.contains(&"$OUT/backends/tch".to_string()));
+        assert!(p.stage("select/set1@tch").unwrap().deps == ["capture@tch"]);
+        let outs: Vec<_> = p.stages.iter().flat_map(|s| &s.outputs).collect();
+        let uniq: std::collections::BTreeSet<_> = outs.iter().collect();
+        assert_eq!(uniq.len(), outs.len());
+        // The study itself is unchanged: only the capture, selection and baseline stages are repeated.
+        assert_eq!(p.stages.len(), plan(Scale::Smoke).stages.len() + 2 * (3 + 2));
+    }
+
+    #[test]
     fn the_paper_scale_uses_the_paper_preset_and_every_fill() {
         let p = plan(Scale::Paper);
         assert!(p.stages.iter().filter(|s| s.key.starts_with("train/")).all(|s| s.argv.contains(&"paper".into())));
         assert_eq!(p.request.sizes.lape_fills.len(), FILLS.len());
-        assert!(!p.stage("capture").unwrap().argv.contains(&"--max-tokens".into()));
+        assert!(!p.stage("capture/en").unwrap().argv.contains(&"--max-tokens".into()));
+        // Each language's capture in its own run directory, gathered before selection.
+        assert!(p.stage("capture/ur").unwrap().argv.contains(&"$OUT/capture/ur".to_string()));
+        let gather = p.stage("gather").unwrap();
+        assert_eq!(gather.deps.len(), 16);
+        assert!(gather.exclusive && p.stage("select/set1").unwrap().deps == ["gather"]);
     }
 }
