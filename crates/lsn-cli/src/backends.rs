@@ -34,7 +34,7 @@ impl BackendArgs {
     }
 }
 
-fn parse_device(s: &str) -> Result<Device, String> {
+pub(crate) fn parse_device(s: &str) -> Result<Device, String> {
     match s {
         "cpu" => Ok(Device::Cpu),
         "cuda" => Ok(Device::Cuda(0)),
@@ -46,7 +46,7 @@ fn parse_device(s: &str) -> Result<Device, String> {
     }
 }
 
-fn parse_dtype(s: &str) -> Result<WeightDType, String> {
+pub(crate) fn parse_dtype(s: &str) -> Result<WeightDType, String> {
     s.parse()
 }
 

@@ -226,6 +226,11 @@ fn bad_input_is_one_clear_error() {
     let mut args = st.args(&out, &[]);
     args[4] = "nope".into();
     fails_with(&common::strs(&args), &["--backend nope", "available"]);
+    let mut args = st.args(&out, &["--device", "gpu"]);
+    fails_with(&common::strs(&args), &["--device", "gpu"]);
+    args.truncate(args.len() - 2);
+    args.extend(["--dtype".into(), "f8".into()]);
+    fails_with(&common::strs(&args), &["--dtype", "f8"]);
     let args =
         ["reproduce", "--scale", "smoke", "--model", s(&st.model), "--out", s(&out), "--data-dir", "/nonexistent"];
     fails_with(&args, &["/nonexistent"]);

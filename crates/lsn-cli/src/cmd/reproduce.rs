@@ -269,6 +269,9 @@ pub fn run(args: Args) -> Result<()> {
         args.backend,
         available.join(", "),
     );
+    // Checked now, not when the first stage that loads the model parses them.
+    crate::backends::parse_device(&args.device).map_err(|e| anyhow::anyhow!("--device: {e}"))?;
+    crate::backends::parse_dtype(&args.dtype).map_err(|e| anyhow::anyhow!("--dtype: {e}"))?;
     let task_backend = if backend == "ort" { "candle" } else { backend.as_str() };
     ensure!(
         available.contains(&task_backend),

@@ -90,7 +90,9 @@ impl Sizes {
             Scale::Default => Sizes {
                 capture_tokens: Some(4096),
                 row_len: 512,
-                batch_rows: 4,
+                // 8 batches of one row: ActProb-90p's thresholds are means of per-batch quantiles, and `lsn capture`
+                // warns below 8 batches.
+                batch_rows: 1,
                 ppxc_rows: 1,
                 preset: "small-data".into(),
                 xnli_train: Some(384),
