@@ -10,8 +10,11 @@ pub const XNLI_INTERVENTION: [(&str, &str, [f64; 8]); 6] = [
     ("Mistral-Nemo", "ur", [66.77, 65.97, 64.04, 61.34, 59.78, 66.41, 54.61, 61.64]),
 ];
 
-/// XQuAD F1 / EM (%, the paper's token-id metric), same columns; `None` where the paper has no number.
-pub const XQUAD_INTERVENTION: [(&str, &str, [Option<(f64, f64)>; 8]); 6] = [
+/// A row of the paper's XQuAD table: model, language, (F1, EM) per column (`None` where the paper has no number).
+pub type XquadRow = (&'static str, &'static str, [Option<(f64, f64)>; 8]);
+
+/// XQuAD F1 / EM (%, the paper's token-id metric), same columns.
+pub const XQUAD_INTERVENTION: [XquadRow; 6] = [
     (
         "Llama-3.1-8B",
         "vi",
