@@ -389,17 +389,17 @@ pub fn run(args: Args) -> Result<()> {
             continue;
         }
         // A shard waits for what it reads from the other shards.
-        let t_wait = Instant::now();
-        let mut said = false;
+        // Said when the wait starts, then every ten minutes.
+        let mut said: Option<Instant> = None;
         let all = loop {
             let all = State::read_all(&root)?;
             let missing: Vec<&String> =
                 stage.deps.iter().filter(|d| !all.complete(d, hashes.get(d.as_str()).map_or("", |h| h))).collect();
             let Some(first) = missing.first() else { break all };
             ensure!(args.shard.is_some(), "stage {} needs {first}, which is not complete: rerun to resume", stage.key);
-            if !said || t_wait.elapsed().as_secs() > 600 {
+            if said.is_none_or(|t| t.elapsed().as_secs() >= 600) {
                 eprintln!("[{}/{n}] {} · waiting for {first} (another shard's)", i + 1, stage.key);
-                said = true;
+                said = Some(Instant::now());
             }
             std::thread::sleep(POLL);
         };
