@@ -44,13 +44,18 @@ pub fn parse_langs(list: &str, flag: &str) -> anyhow::Result<Vec<lsn_core::Lang>
 pub fn open_run(root: &std::path::Path, opts: &lsn_run::OpenOptions) -> anyhow::Result<lsn_run::RunDir> {
     let run = lsn_run::RunDir::open(root, opts)?;
     if let Some(h) = run.took_over() {
-        eprintln!(
-            "warning: took over the lock of {}: it was held by pid {} (`{}`, {} ago), which is no longer running",
-            root.display(),
-            h.pid,
-            h.command,
-            h.age()
-        );
+        warn_took_over(root, h);
     }
     Ok(run)
+}
+
+/// The warning when a lock of `root` was taken over from a process that died holding it.
+pub fn warn_took_over(root: &std::path::Path, h: &lsn_run::Holder) {
+    eprintln!(
+        "warning: took over the lock of {}: it was held by pid {} (`{}`, {} ago), which is no longer running",
+        root.display(),
+        h.pid,
+        h.command,
+        h.age()
+    );
 }

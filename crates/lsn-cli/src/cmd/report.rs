@@ -94,8 +94,13 @@ pub fn run(args: Args) -> Result<()> {
             missing.push(e.stage.clone());
         }
     }
+    let trains: BTreeMap<String, Value> = plan
+        .trains
+        .iter()
+        .filter_map(|t| Some((t.stage.clone(), read_json(&root.join(&t.dir).join("train.json"), "a train.json").ok()?)))
+        .collect();
     let mut study =
-        Study { root, plan: &plan, results, resamples: args.resamples, seed: args.seed, deltas: Vec::new() };
+        Study { plan: &plan, trains, results, resamples: args.resamples, seed: args.seed, deltas: Vec::new() };
     let plots = root.join("plots");
     std::fs::create_dir_all(&plots).with_context(|| format!("creating {}", plots.display()))?;
 
@@ -159,7 +164,7 @@ pub fn run(args: Args) -> Result<()> {
         // Loss curves of the task's fine-tunes.
         let mut curves = Vec::new();
         for t in plan.trains.iter().filter(|t| t.task == task) {
-            let Ok(doc) = read_json::<Value>(&root.join(&t.dir).join("train.json"), "a train.json") else { continue };
+            let Some(doc) = study.trains.get(&t.stage) else { continue };
             let pts: Vec<(u64, f64)> = doc["log"]
                 .as_array()
                 .into_iter()
@@ -231,7 +236,7 @@ pub fn run(args: Args) -> Result<()> {
     // Training summary (deterministic: steps and losses, not speed).
     let mut training = serde_json::Map::new();
     for t in &plan.trains {
-        if let Ok(doc) = read_json::<Value>(&root.join(&t.dir).join("train.json"), "a train.json") {
+        if let Some(doc) = study.trains.get(&t.stage) {
             training.insert(
                 t.stage.clone(),
                 json!({"ftl": t.ftl, "set": t.set, "steps": doc["steps"], "log": doc["log"],

@@ -306,12 +306,7 @@ pub fn run(args: Args) -> Result<()> {
     let (state_name, lock_name) = shard_files(args.shard);
     let lock = lsn_run::Lock::acquire_file(&root, &lock_name, "--out")?;
     if let Some(h) = &lock.took_over {
-        eprintln!(
-            "note: took over the lock of {}: pid {} (`{}`) is no longer running",
-            root.display(),
-            h.pid,
-            h.command
-        );
+        crate::cmd::warn_took_over(&root, h);
     }
     // An unsharded run never runs beside shards of the same directory: it takes (and keeps) their locks too.
     let mut shard_locks = Vec::new();
@@ -326,14 +321,13 @@ pub fn run(args: Args) -> Result<()> {
     let t0 = Instant::now();
 
     // Set-up: the model (fetched when named and missing), its identity, the data's.
+    let home_args: Vec<String> =
+        args.cache.home.iter().flat_map(|h| ["--home".to_string(), h.display().to_string()]).collect();
+    // What every stage that reads data (and so loads the model or the cache) is given besides its plan line.
     let mut extra = vec!["--data-dir".to_string(), data_dir.display().to_string()];
-    if let Some(h) = &args.cache.home {
-        extra.extend(["--home".to_string(), h.display().to_string()]);
-    }
-    let as_path = Path::new(&args.model);
-    if !as_path.is_dir() && assets::model(&args.model).is_ok() {
-        let mut a = vec!["fetch-model".to_string(), args.model.clone()];
-        a.extend(extra.iter().skip(2).cloned());
+    extra.extend(home_args.iter().cloned());
+    if !Path::new(&args.model).is_dir() && assets::model(&args.model).is_ok() {
+        let a: Vec<String> = ["fetch-model".to_string(), args.model.clone()].into_iter().chain(home_args).collect();
         run_stage(&a, false)?;
     }
     let model_dir = assets::resolve_model(&home, &args.model)?;
@@ -362,10 +356,9 @@ pub fn run(args: Args) -> Result<()> {
     // This process records into its own state file; what every process of the run has done is read from all.
     let state_path = root.join(&state_name);
     let mut state = State::read(&state_path)?;
-    let owner = args.shard.map(|(_, n)| assign(&plan, n));
-    let mine = |i: usize| match (args.shard, &owner) {
-        (Some((me, _)), Some(o)) => o[i] == me,
-        _ => true,
+    let (me, owner) = match args.shard {
+        Some((i, n)) => (i, assign(&plan, n)),
+        None => (0, vec![0; plan.stages.len()]),
     };
     let mut hashes: BTreeMap<&str, String> = BTreeMap::new();
     let total_est: f64 = plan.stages.iter().map(|s| s.estimate_s).sum();
@@ -381,28 +374,27 @@ pub fn run(args: Args) -> Result<()> {
         hashes.insert(&stage.key, sha.clone());
         est_left -= stage.estimate_s;
         let outputs_exist = stage.outputs.iter().all(|o| root.join(o).exists());
-        if State::read_all(&root)?.complete(&stage.key, &sha) && outputs_exist {
+        let mut all = State::read_all(&root)?;
+        if all.complete(&stage.key, &sha) && outputs_exist {
             eprintln!("[{}/{n}] {} · done before, skipped", i + 1, stage.key);
             continue;
         }
-        if !mine(i) {
+        if owner[i] != me {
             continue;
         }
-        // A shard waits for what it reads from the other shards.
-        // Said when the wait starts, then every ten minutes.
+        // A shard waits for what it reads from the other shards (said when the wait starts, then every ten minutes).
         let mut said: Option<Instant> = None;
-        let all = loop {
-            let all = State::read_all(&root)?;
-            let missing: Vec<&String> =
-                stage.deps.iter().filter(|d| !all.complete(d, hashes.get(d.as_str()).map_or("", |h| h))).collect();
-            let Some(first) = missing.first() else { break all };
+        loop {
+            let missing = stage.deps.iter().find(|d| !all.complete(d, hashes.get(d.as_str()).map_or("", |h| h)));
+            let Some(first) = missing else { break };
             ensure!(args.shard.is_some(), "stage {} needs {first}, which is not complete: rerun to resume", stage.key);
             if said.is_none_or(|t| t.elapsed().as_secs() >= 600) {
                 eprintln!("[{}/{n}] {} · waiting for {first} (another shard's)", i + 1, stage.key);
                 said = Some(Instant::now());
             }
             std::thread::sleep(POLL);
-        };
+            all = State::read_all(&root)?;
+        }
         let prior = all.stages.get(&stage.key).cloned();
         // A stage whose configuration changed (or that has no record) starts from empty outputs; one that was
         // killed with the same configuration resumes from what it left.
@@ -430,8 +422,7 @@ pub fn run(args: Args) -> Result<()> {
             .insert(stage.key.clone(), StageState { sha256: sha.clone(), state: "running".into(), seconds: None });
         state.write(&state_path)?;
         let mut argv = plan::resolve(&stage.argv, &root);
-        // Every command but these two reads data or the cache.
-        if !matches!(argv[0].as_str(), "select" | "merge") {
+        if !stage.data.is_empty() {
             argv.extend(extra.iter().cloned());
         }
         let ts = Instant::now();

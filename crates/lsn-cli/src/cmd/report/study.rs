@@ -2,20 +2,20 @@
 //! table and the base model's baseline, each difference with its paired bootstrap interval and a verdict.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use lsn_eval::{EvalResults, LangResult, compare};
 use serde_json::{Value, json};
 
 use super::paper;
 use super::table::{Cell, Table};
-use super::{column_name, pct, read_json, signed, task_name};
+use super::{column_name, pct, signed, task_name};
 use crate::cmd::reproduce::plan::{EvalRole, FTL_METHOD, INTERVENTION_METHOD, Plan, XNLI_LANGS, XQUAD_LANGS, set_of};
 
 /// Everything the tables are built from.
 pub(super) struct Study<'a> {
-    pub(super) root: &'a Path,
     pub(super) plan: &'a Plan,
+    /// Each fine-tune's train.json by its stage key (those that have run).
+    pub(super) trains: BTreeMap<String, Value>,
     pub(super) results: BTreeMap<String, EvalResults>,
     pub(super) resamples: usize,
     pub(super) seed: u64,
@@ -95,8 +95,7 @@ impl Study<'_> {
             .trains
             .iter()
             .find(|t| t.task == task && t.ftl == ftl && (ftl != "en" || t.set.as_deref() == Some(set_of(lang))))?;
-        let doc: Value = read_json(&self.root.join(&t.dir).join("train.json"), "a train.json").ok()?;
-        doc["gate_neurons"].as_u64()
+        self.trains.get(&t.stage)?["gate_neurons"].as_u64()
     }
 
     /// The intervention table of `task` for `method`'s neurons (FTL null fine-tune).

@@ -159,7 +159,8 @@ pub struct Stage {
     pub argv: Vec<String>,
     /// Stages whose outputs this one reads.
     pub deps: Vec<String>,
-    /// Which data folders it reads (`corpus`, `xnli`, `xquad`): a change there reruns it.
+    /// Which data folders it reads (`corpus`, `xnli`, `xquad`): a change there reruns it. The stages that read none
+    /// (selection, the gathering) load no model and take no --data-dir or --home.
     pub data: Vec<String>,
     /// What it writes, relative to the run directory: removed before a stage whose configuration changed reruns.
     pub outputs: Vec<String>,
