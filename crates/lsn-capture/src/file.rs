@@ -98,10 +98,15 @@ impl StatsFile {
     /// Reads a statistics file, checking every tensor's shape against the metadata.
     pub fn read(path: &Path) -> Result<StatsFile> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        StatsFile::from_bytes(&bytes, path)
+    }
+
+    /// [`StatsFile::read`] of bytes already read from `path` (named in errors).
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<StatsFile> {
         let bad = |reason: String| Error::BadFile { path: path.to_owned(), reason };
-        let st = SafeTensors::deserialize(&bytes)
+        let st = SafeTensors::deserialize(bytes)
             .map_err(|e| bad(format!("{e} (truncated or not a safetensors file; delete it and capture again)")))?;
-        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
         let json = header
             .metadata()
             .as_ref()

@@ -94,11 +94,6 @@ fn download_path(home: &Path, src: &DataSource) -> PathBuf {
     home.join("downloads").join(file)
 }
 
-/// The sha256 of a file (streamed).
-fn sha256_of(path: &Path) -> Result<String> {
-    Ok(lsn_core::sha256_file(path)?)
-}
-
 fn io_err(path: &Path, e: std::io::Error) -> Error {
     Error::Io { path: path.to_owned(), err: e }
 }
@@ -124,7 +119,7 @@ pub fn download(
     };
     if path.is_file()
         && let Some(want) = &pinned
-        && &sha256_of(&path)? == want
+        && &lsn_core::sha256_file(&path)? == want
     {
         return Ok((path, want.clone()));
     }

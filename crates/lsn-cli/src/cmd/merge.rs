@@ -56,14 +56,14 @@ fn gather(run: &mut lsn_run::RunDir, args: &Args) -> Result<()> {
         );
         for lang in langs {
             let from = lsn_capture::final_path(&dir, &lang);
-            let file = lsn_capture::StatsFile::read(&from)?;
+            let bytes = std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
+            let file = lsn_capture::StatsFile::from_bytes(&bytes, &from)?;
             anyhow::ensure!(
                 file.meta.pass2_complete(),
                 "{}: the capture of {lang} is not complete: rerun its `lsn capture` to finish it, then gather again",
                 from.display()
             );
             run.check_input(&from, &file.meta.provenance.model, &file.meta.provenance.identity())?;
-            let bytes = std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
             let to = lsn_capture::final_path(&dest, &lang);
             match std::fs::read(&to) {
                 Ok(b) if b == bytes => {
