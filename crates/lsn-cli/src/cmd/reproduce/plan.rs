@@ -389,39 +389,19 @@ impl Plan {
                 }
                 a
             };
-            // The base model, zero-shot: the sanity baseline.
-            let key = format!("eval/{task}/baseline");
-            let dir = format!("eval/{task}-baseline");
-            let mut a = argv(&["eval", "--task", task, "--lang", &task_langs.join(",")], vec![opt("--limit", n_eval)]);
+            // The base model, zero-shot: the sanity baseline — with --backend all, again on every other backend (the
+            // same examples, so the predictions must agree).
+            let mut base =
+                argv(&["eval", "--task", task, "--lang", &task_langs.join(",")], vec![opt("--limit", n_eval)]);
             if task == "xquad" {
-                a.extend(argv(&["--max-new-tokens", &z.max_new_tokens.to_string()], vec![]));
+                base.extend(argv(&["--max-new-tokens", &z.max_new_tokens.to_string()], vec![]));
             }
-            let base_argv = a.clone();
-            a.extend(argv(&["--out", &out(&dir)], vec![common(&req.backend)]));
-            stages.push(Stage {
-                key: key.clone(),
-                argv: a,
-                deps: vec![],
-                data: vec![task.into()],
-                outputs: vec![dir.clone()],
-                estimate_s: eval_s(task_langs.len()) * if task == "xnli" { 3.0 } else { 1.0 },
-                exclusive: false,
-            });
-            evals.push(EvalRole {
-                stage: key,
-                task: task.into(),
-                kind: "baseline".into(),
-                ftl: None,
-                method: None,
-                fill: None,
-                langs: task_langs.iter().map(|s| s.to_string()).collect(),
-                results: format!("{dir}/results.json"),
-            });
-            // --backend all: the baseline again on every other backend (same examples: predictions must agree).
-            for b in &req.compare_backends {
-                let key = format!("eval/{task}/baseline@{b}");
-                let dir = format!("eval/{task}-baseline-{b}");
-                let mut a = base_argv.clone();
+            let on = std::iter::once((String::new(), &req.backend))
+                .chain(req.compare_backends.iter().map(|b| (format!("@{b}"), b)));
+            for (suffix, b) in on {
+                let key = format!("eval/{task}/baseline{suffix}");
+                let dir = format!("eval/{task}-baseline{}", suffix.replace('@', "-"));
+                let mut a = base.clone();
                 a.extend(argv(&["--out", &out(&dir)], vec![common(b)]));
                 stages.push(Stage {
                     key: key.clone(),
@@ -435,7 +415,7 @@ impl Plan {
                 evals.push(EvalRole {
                     stage: key,
                     task: task.into(),
-                    kind: format!("baseline@{b}"),
+                    kind: format!("baseline{suffix}"),
                     ftl: None,
                     method: None,
                     fill: None,
