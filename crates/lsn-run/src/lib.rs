@@ -69,7 +69,7 @@ impl RunDir {
         }
         check_space(root, opts.flag, opts.need_bytes)?;
         run.manifest = Manifest::read(root)?;
-        let cleaned = run.remove_stale_temporaries();
+        let cleaned = run.remove_stale_temporaries(opts.subdirs);
         if cleaned > 0 {
             tracing::info!("removed {cleaned} temporary file(s) left in {} by killed processes", root.display());
         }
@@ -158,31 +158,40 @@ impl RunDir {
         self.write_manifest()
     }
 
-    /// Removes `.NAME.PID.tmp` files (the temporaries of atomic writes) under the run directory: with the lock held,
-    /// every one of them belongs to a process that died mid-write.
-    fn remove_stale_temporaries(&self) -> usize {
+    /// Removes the temporaries of atomic writes (`.NAME.PID.tmp`) that killed stages left where run-directory stages
+    /// write: the manifest's at the root, and any under the sub-directories this stage writes. Only holders of the
+    /// lock write there, so with the lock held each one belongs to a process that died mid-write. The rest of the
+    /// directory is left alone: other commands write beside a run while a stage holds its lock (`lsn reproduce`'s
+    /// state files, evaluations and fine-tunes, from other shards), and their temporaries are live.
+    fn remove_stale_temporaries(&self, subdirs: &[&str]) -> usize {
+        fn remove(p: &Path, n: &mut usize) {
+            if std::fs::remove_file(p).is_ok() {
+                tracing::debug!("removed stale temporary {}", p.display());
+                *n += 1;
+            }
+        }
         fn walk(dir: &Path, depth: usize, n: &mut usize) {
             let Ok(entries) = std::fs::read_dir(dir) else { return };
             for e in entries.flatten() {
-                let p = e.path();
                 let name = e.file_name().to_string_lossy().into_owned();
                 match e.file_type() {
-                    Ok(t) if t.is_dir() && depth > 0 => walk(&p, depth - 1, n),
-                    Ok(t)
-                        if t.is_file()
-                            && name.starts_with('.')
-                            && name.ends_with(".tmp")
-                            && std::fs::remove_file(&p).is_ok() =>
-                    {
-                        tracing::debug!("removed stale temporary {}", p.display());
-                        *n += 1;
-                    }
+                    Ok(t) if t.is_dir() && depth > 0 => walk(&e.path(), depth - 1, n),
+                    Ok(t) if t.is_file() && name.starts_with('.') && name.ends_with(".tmp") => remove(&e.path(), n),
                     _ => {}
                 }
             }
         }
         let mut n = 0;
-        walk(&self.root, 3, &mut n);
+        let manifest_tmp = format!(".{MANIFEST_FILE}.");
+        for e in std::fs::read_dir(&self.root).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&manifest_tmp) && name.ends_with(".tmp") {
+                remove(&e.path(), &mut n);
+            }
+        }
+        for sub in subdirs {
+            walk(&self.root.join(sub), 3, &mut n);
+        }
         n
     }
 }
@@ -269,8 +278,16 @@ mod tests {
         std::fs::create_dir_all(root.join("stats")).unwrap();
         std::fs::write(root.join("stats/.en.safetensors.4242.tmp"), "half").unwrap();
         std::fs::write(root.join("stats/en.partial.safetensors"), "checkpoint").unwrap();
+        std::fs::write(root.join(".run.json.4242.tmp"), "half").unwrap();
+        // Other commands' files beside the run (a reproduce shard's state, an evaluation) are being written now.
+        std::fs::create_dir_all(root.join("eval/xnli")).unwrap();
+        std::fs::write(root.join("eval/xnli/.results.json.4243.tmp"), "live").unwrap();
+        std::fs::write(root.join(".reproduce.shard-1-of-3.json.4243.tmp"), "live").unwrap();
         drop(RunDir::open(&root, &opts()).unwrap());
         assert!(!root.join("stats/.en.safetensors.4242.tmp").exists());
+        assert!(!root.join(".run.json.4242.tmp").exists());
+        assert!(root.join("eval/xnli/.results.json.4243.tmp").exists(), "another command's temporary was removed");
+        assert!(root.join(".reproduce.shard-1-of-3.json.4243.tmp").exists(), "another command's temporary was removed");
         assert!(root.join("stats/en.partial.safetensors").exists(), "checkpoints are kept for resuming");
         let o = OpenOptions { create: false, ..opts() };
         let e = RunDir::open(&t.path().join("nope"), &o).unwrap_err().to_string();
