@@ -164,17 +164,32 @@ fn a_killed_run_and_a_run_of_separate_processes_end_with_the_uninterrupted_resul
     assert_eq!(std::fs::read(c.join("results.json")).unwrap(), results, "separate processes ≠ one process");
 
     // D: three shards at once (as a cluster's array job), then the same command unsharded, which only reports.
+    // Each shard's output goes to a file: pipes read one after the other would fill and stall the shards (each
+    // waits for the others' stages), and a stalled shard must fail the test, not hang it.
     let d = st.root.join("d");
     let shards: Vec<_> = (0..3)
         .map(|i| {
+            let log = st.root.join(format!("shard-{i}.log"));
             let shard = format!("{i}/3");
-            lsn().args(st.args(&d, &["--shard", &shard])).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
+            let err = std::fs::File::create(&log).unwrap();
+            let child = lsn().args(st.args(&d, &["--shard", &shard])).stdout(Stdio::null()).stderr(err).spawn();
+            (child.unwrap(), log)
         })
         .collect();
-    for child in shards {
-        let out = child.wait_with_output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success() && err.contains("done in"), "a shard failed: {err}");
+    let t0 = Instant::now();
+    for (mut child, log) in shards {
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if t0.elapsed() > Duration::from_secs(900) {
+                let _ = child.kill();
+                panic!("a shard ran for 15 min: {}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let err = std::fs::read_to_string(&log).unwrap();
+        assert!(status.success() && err.contains("done in"), "a shard failed: {err}");
     }
     assert!(!d.join("results.json").exists(), "shards write no report");
     let (_, err) = ok(&common::strs(&st.args(&d, &[])));
@@ -239,4 +254,30 @@ fn bad_input_is_one_clear_error() {
     let args = st.args(&out, &[]);
     fails_with(&common::strs(&args), &["no xquad/ folder", "LSN_DATA_DIR"]);
     assert!(!out.join("reproduce.json").exists(), "nothing ran");
+}
+
+/// A shard whose stages another shard needs, and which failed or was killed, stops the shards waiting for it with
+/// one error naming it (they do not wait for ever).
+#[test]
+fn shards_waiting_for_a_dead_or_failed_shard_stop() {
+    let st = setup();
+    let (plan, _) = ok(&common::strs(&st.args(&st.root.join("p"), &["--plan"])));
+    for (state, needles) in [
+        ("running", ["shard 1/2 stopped while running", "rerun that shard"]),
+        ("failed", ["failed on shard 1/2", "rerun it"]),
+    ] {
+        // Shard 1's state file says it was running (or failed) every stage, and no process holds its lock.
+        let out = st.root.join(state);
+        std::fs::create_dir_all(&out).unwrap();
+        let stages: serde_json::Map<String, Value> = plan
+            .lines()
+            .map(|l| {
+                (l.split_whitespace().next().unwrap().to_string(), serde_json::json!({"sha256": "x", "state": state}))
+            })
+            .collect();
+        let doc = serde_json::json!({ "stages": stages });
+        std::fs::write(out.join("reproduce.shard-1-of-2.json"), doc.to_string()).unwrap();
+        let line = fails_with(&common::strs(&st.args(&out, &["--shard", "0/2"])), &needles);
+        assert!(line.contains("capture/"), "shard 0 first waits for a capture of shard 1's: {line}");
+    }
 }

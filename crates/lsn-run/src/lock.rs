@@ -112,6 +112,29 @@ impl Lock {
         Ok(Lock { file, path, took_over })
     }
 
+    /// Who holds the lock in the file `name` of `dir` now, if anyone: `None` when no process holds it (or the file
+    /// does not exist). It takes and at once drops the OS lock to find out, leaving the record inside untouched.
+    pub fn probe(dir: &Path, name: &str) -> Result<Option<Holder>> {
+        let path = dir.join(name);
+        let mut file = match std::fs::OpenOptions::new().read(true).write(true).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        match file.try_lock() {
+            Ok(()) => {
+                let _ = file.unlock();
+                Ok(None)
+            }
+            Err(std::fs::TryLockError::WouldBlock) => Ok(Some(read_holder(&mut file).unwrap_or(Holder {
+                pid: 0,
+                command: "another lsn command".into(),
+                since: now(),
+            }))),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -152,5 +175,12 @@ mod tests {
         std::fs::write(t.path().join(LOCK_FILE), serde_json::to_vec(&dead).unwrap()).unwrap();
         let b = Lock::acquire(t.path(), "--run").unwrap();
         assert_eq!(b.took_over, Some(dead));
+        // A probe finds the live holder, leaves its record, and finds no one once it is gone.
+        let held = Lock::probe(t.path(), LOCK_FILE).unwrap().expect("held");
+        assert_eq!(held.pid, std::process::id());
+        assert!(Lock::acquire(t.path(), "--run").is_err(), "the probe left the lock with its holder");
+        drop(b);
+        assert_eq!(Lock::probe(t.path(), LOCK_FILE).unwrap(), None);
+        assert_eq!(Lock::probe(t.path(), "no-such.lock").unwrap(), None);
     }
 }

@@ -117,12 +117,31 @@ fn assign(plan: &Plan, n: usize) -> Vec<usize> {
     owner
 }
 
+/// Fails when the shard that owns `dep` (which a stage of this shard waits for) cannot finish it any more: its
+/// state file records the stage failed, or running while no process holds that shard's lock (it was killed). A shard
+/// not started yet is waited for (an array job's tasks start when the cluster gets to them).
+fn owner_alive(root: &Path, plan: &Plan, owner: &[usize], dep: &str, n_shards: usize) -> Result<()> {
+    let Some(k) = plan.stages.iter().position(|s| s.key == dep).map(|i| owner[i]) else { return Ok(()) };
+    let (state_name, lock_name) = shard_files(Some((k, n_shards)));
+    let theirs = State::read(&root.join(state_name))?;
+    match theirs.stages.get(dep).map(|s| s.state.as_str()) {
+        Some("failed") => {
+            bail!("stage {dep} failed on shard {k}/{n_shards}: see that shard's output, rerun it, then this shard")
+        }
+        Some("running") if lsn_run::Lock::probe(root, &lock_name)?.is_none() => bail!(
+            "shard {k}/{n_shards} stopped while running {dep} (no process holds its lock): rerun that shard, then \
+             this one"
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// What `reproduce.json` remembers of a stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageState {
     /// The configuration hash the stage ran (or is running) with.
     pub sha256: String,
-    /// `running` (started; a rerun resumes it) or `complete`.
+    /// `running` (started; a rerun resumes it), `failed` (a rerun resumes it too) or `complete`.
     pub state: String,
     /// Wall time of the run that completed it.
     #[serde(default)]
@@ -388,6 +407,9 @@ pub fn run(args: Args) -> Result<()> {
             let missing = stage.deps.iter().find(|d| !all.complete(d, hashes.get(d.as_str()).map_or("", |h| h)));
             let Some(first) = missing else { break };
             ensure!(args.shard.is_some(), "stage {} needs {first}, which is not complete: rerun to resume", stage.key);
+            if let Some((_, n_shards)) = args.shard {
+                owner_alive(&root, &plan, &owner, first, n_shards)?;
+            }
             if said.is_none_or(|t| t.elapsed().as_secs() >= 600) {
                 eprintln!("[{}/{n}] {} · waiting for {first} (another shard's)", i + 1, stage.key);
                 said = Some(Instant::now());
@@ -426,7 +448,12 @@ pub fn run(args: Args) -> Result<()> {
             argv.extend(extra.iter().cloned());
         }
         let ts = Instant::now();
-        run_stage(&argv, args.processes).with_context(|| format!("stage {} failed; rerun to resume it", stage.key))?;
+        if let Err(e) = run_stage(&argv, args.processes) {
+            // Recorded, so that shards waiting for this stage stop with an error instead of waiting for ever.
+            state.stages.insert(stage.key.clone(), StageState { sha256: sha, state: "failed".into(), seconds: None });
+            state.write(&state_path)?;
+            return Err(e.context(format!("stage {} failed; rerun to resume it", stage.key)));
+        }
         let secs = ts.elapsed().as_secs_f64();
         (est_run, secs_run) = (est_run + stage.estimate_s, secs_run + secs);
         state
