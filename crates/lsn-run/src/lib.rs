@@ -164,33 +164,27 @@ impl RunDir {
     /// directory is left alone: other commands write beside a run while a stage holds its lock (`lsn reproduce`'s
     /// state files, evaluations and fine-tunes, from other shards), and their temporaries are live.
     fn remove_stale_temporaries(&self, subdirs: &[&str]) -> usize {
-        fn remove(p: &Path, n: &mut usize) {
-            if std::fs::remove_file(p).is_ok() {
-                tracing::debug!("removed stale temporary {}", p.display());
-                *n += 1;
-            }
-        }
-        fn walk(dir: &Path, depth: usize, n: &mut usize) {
+        // `.PREFIX….tmp` files in `dir` and, `depth` levels down, in its sub-directories.
+        fn walk(dir: &Path, depth: usize, prefix: &str, n: &mut usize) {
             let Ok(entries) = std::fs::read_dir(dir) else { return };
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 match e.file_type() {
-                    Ok(t) if t.is_dir() && depth > 0 => walk(&e.path(), depth - 1, n),
-                    Ok(t) if t.is_file() && name.starts_with('.') && name.ends_with(".tmp") => remove(&e.path(), n),
+                    Ok(t) if t.is_dir() && depth > 0 => walk(&e.path(), depth - 1, prefix, n),
+                    Ok(t) if t.is_file() && name.starts_with(prefix) && name.ends_with(".tmp") => {
+                        if std::fs::remove_file(e.path()).is_ok() {
+                            tracing::debug!("removed stale temporary {}", e.path().display());
+                            *n += 1;
+                        }
+                    }
                     _ => {}
                 }
             }
         }
         let mut n = 0;
-        let manifest_tmp = format!(".{MANIFEST_FILE}.");
-        for e in std::fs::read_dir(&self.root).into_iter().flatten().flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&manifest_tmp) && name.ends_with(".tmp") {
-                remove(&e.path(), &mut n);
-            }
-        }
+        walk(&self.root, 0, &format!(".{MANIFEST_FILE}."), &mut n);
         for sub in subdirs {
-            walk(&self.root.join(sub), 3, &mut n);
+            walk(&self.root.join(sub), 3, ".", &mut n);
         }
         n
     }
