@@ -29,6 +29,11 @@ impl Holder {
         age(self.since)
     }
 
+    /// A holder whose record cannot be read (written by an older lsn, or mid-write).
+    fn unknown() -> Holder {
+        Holder { pid: 0, command: "another lsn command".into(), since: now() }
+    }
+
     fn me() -> Holder {
         let mut command: String = std::env::args().collect::<Vec<_>>().join(" ");
         if command.len() > 300 {
@@ -85,7 +90,7 @@ impl Lock {
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                let h = previous.unwrap_or(Holder { pid: 0, command: "another lsn command".into(), since: now() });
+                let h = previous.unwrap_or_else(Holder::unknown);
                 return Err(Error::Locked {
                     path: dir.to_owned(),
                     pid: h.pid,
@@ -126,11 +131,7 @@ impl Lock {
                 let _ = file.unlock();
                 Ok(None)
             }
-            Err(std::fs::TryLockError::WouldBlock) => Ok(Some(read_holder(&mut file).unwrap_or(Holder {
-                pid: 0,
-                command: "another lsn command".into(),
-                since: now(),
-            }))),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(Some(read_holder(&mut file).unwrap_or_else(Holder::unknown))),
             Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
         }
     }
