@@ -171,11 +171,14 @@ impl RunDir {
                 let name = e.file_name().to_string_lossy().into_owned();
                 match e.file_type() {
                     Ok(t) if t.is_dir() && depth > 0 => walk(&e.path(), depth - 1, prefix, n),
-                    Ok(t) if t.is_file() && name.starts_with(prefix) && name.ends_with(".tmp") => {
-                        if std::fs::remove_file(e.path()).is_ok() {
-                            tracing::debug!("removed stale temporary {}", e.path().display());
-                            *n += 1;
-                        }
+                    Ok(t)
+                        if t.is_file()
+                            && name.starts_with(prefix)
+                            && name.ends_with(".tmp")
+                            && std::fs::remove_file(e.path()).is_ok() =>
+                    {
+                        tracing::debug!("removed stale temporary {}", e.path().display());
+                        *n += 1;
                     }
                     _ => {}
                 }
