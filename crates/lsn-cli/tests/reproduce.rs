@@ -241,6 +241,12 @@ fn bad_input_is_one_clear_error() {
     let mut args = st.args(&out, &[]);
     args[4] = "nope".into();
     fails_with(&common::strs(&args), &["--backend nope", "available"]);
+    // No --backend: auto, tch when built in (this test build has it) — every stage of the plan runs on it.
+    let mut args = st.args(&out, &["--plan"]);
+    args.drain(3..5);
+    let (plan, _) = ok(&common::strs(&args));
+    assert!(plan.lines().count() > 50 && plan.lines().all(|l| !l.contains("--backend candle")), "{plan}");
+    assert!(plan.lines().any(|l| l.contains("train --task xnli") && l.contains("--backend tch")), "{plan}");
     let mut args = st.args(&out, &["--device", "gpu"]);
     fails_with(&common::strs(&args), &["--device", "gpu"]);
     args.truncate(args.len() - 2);
