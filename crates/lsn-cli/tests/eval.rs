@@ -67,10 +67,13 @@ impl common::Workspace {
         out
     }
 
-    /// Fails with one error line holding `needles`, and writes no results.json into `out`.
+    /// Fails with one error line holding `needles`, and writes no results.json into `out` — nor leaves `out` behind,
+    /// empty, when it was not there before.
     fn eval_fails(&self, out: &Path, extra: &[&str], needles: &[&str]) {
+        let existed = out.exists();
         fails_with(&strs(&self.args("eval", out, extra)), needles);
         assert!(!out.join("results.json").exists(), "{extra:?} wrote results");
+        assert!(existed || !out.exists(), "{extra:?} left {} behind", out.display());
     }
 }
 
@@ -227,6 +230,8 @@ fn bad_input_is_one_clear_error_and_no_results() {
     fails(&["--task", "xnli", "--lang", "en", "--split", "train"], &["no split \"train\""]);
     fails(&["--task", "xnli", "--lang", "en", "--protocol", "head"], &["--protocol head needs --head"]);
     fails(&["--task", "qa", "--lang", "en"], &["unknown task \"qa\""]);
+    // An adapter that is not there: found after the model load, and the --out made for it is removed again.
+    fails(&["--task", "xnli", "--lang", "en", "--adapter", "/nonexistent"], &["/nonexistent", "adapter_config.json"]);
     fails(
         &["--task", "xquad", "--lang", "en", "--split", "all", "--limit", "1"],
         &["no XQuAD example left", "1 dropped"],

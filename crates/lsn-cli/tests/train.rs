@@ -226,6 +226,8 @@ fn bad_input_is_refused_and_nothing_is_written() {
         (vec!["--task", "xnli", "--ftl", "random"], vec!["random:<languages>"]),
         (vec!["--task", "nli"], vec!["unknown task"]),
         (vec!["--task", "xnli", "--split", "train"], vec!["no split"]),
+        // Refused only once the model is loaded, after --out was made: it is removed again.
+        (vec!["--task", "xnli", "--backend", "ort"], vec!["ort does not support training"]),
     ];
     for (i, (extra, needles)) in cases.into_iter().enumerate() {
         let out = st.root.join(format!("bad{i}"));

@@ -19,7 +19,7 @@ use lsn_core::ModelIdentity;
 pub use error::{Error, Result};
 pub use lock::{Holder, LOCK_FILE, Lock};
 pub use manifest::{MANIFEST_FILE, MANIFEST_FORMAT, Manifest, RunModel, StageRecord};
-pub use preflight::{check_space, prepare_dir, prepare_file};
+pub use preflight::{OutDir, check_space, prepare_dir, prepare_file};
 
 /// How a stage opens its run directory.
 #[derive(Debug, Clone)]
@@ -209,11 +209,7 @@ impl Drop for RunDir {
                 }
                 let _ = std::fs::remove_file(dir.join(LOCK_FILE));
             }
-            for d in dir.ancestors() {
-                if std::fs::remove_dir(d).is_err() || d == top {
-                    break;
-                }
-            }
+            preflight::remove_empty_chain(dir, top);
         }
     }
 }

@@ -58,6 +58,40 @@ pub fn prepare_file(path: &Path, flag: &str) -> Result<()> {
     prepare_dir(parent, flag, true).map(drop)
 }
 
+/// An output directory made ready by [`OutDir::prepare`] ([`prepare_dir`] with `create`): the directories that call
+/// created are removed again when the guard drops while they are still empty, so a command that fails before it
+/// writes anything leaves no empty output behind. Hold it for the whole command.
+#[derive(Debug)]
+#[must_use = "dropping the guard at once removes the directory it created"]
+pub struct OutDir {
+    dir: PathBuf,
+    top: Option<PathBuf>,
+}
+
+impl OutDir {
+    pub fn prepare(dir: &Path, flag: &str) -> Result<OutDir> {
+        let top = prepare_dir(dir, flag, true)?;
+        Ok(OutDir { dir: dir.to_owned(), top })
+    }
+}
+
+impl Drop for OutDir {
+    fn drop(&mut self) {
+        if let Some(top) = &self.top {
+            remove_empty_chain(&self.dir, top);
+        }
+    }
+}
+
+/// Removes `dir` and its ancestors up to `top` (included) while each is empty; stops at the first that is not.
+pub(crate) fn remove_empty_chain(dir: &Path, top: &Path) {
+    for d in dir.ancestors() {
+        if std::fs::remove_dir(d).is_err() || d == top {
+            break;
+        }
+    }
+}
+
 /// Fails when the file system of `dir` has less than `need_bytes` free.
 pub fn check_space(dir: &Path, flag: &str, need_bytes: u64) -> Result<()> {
     let free = fs2::available_space(dir).map_err(|e| Error::io(dir, e))?;
@@ -95,5 +129,22 @@ mod tests {
         assert!(e.contains("MiB free"), "{e}");
         let e = prepare_file(t.path(), "--json").unwrap_err().to_string();
         assert!(e.contains("is a directory"), "{e}");
+    }
+
+    #[test]
+    fn an_out_dir_left_empty_is_removed_and_one_written_into_is_kept() {
+        let t = tempfile::tempdir().unwrap();
+        drop(OutDir::prepare(&t.path().join("a/b/c"), "--out").unwrap());
+        assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 0, "every directory it created is gone");
+        let kept = t.path().join("k/out");
+        let guard = OutDir::prepare(&kept, "--out").unwrap();
+        std::fs::write(kept.join("results.json"), "{}").unwrap();
+        drop(guard);
+        assert!(kept.join("results.json").is_file());
+        // A directory that existed before is never removed, empty or not.
+        let old = t.path().join("old");
+        std::fs::create_dir(&old).unwrap();
+        drop(OutDir::prepare(&old, "--out").unwrap());
+        assert!(old.is_dir());
     }
 }

@@ -168,7 +168,8 @@ struct Ctx<'a> {
 pub fn run(args: Args) -> Result<()> {
     let task = Task::parse(&args)?;
     let langs = crate::cmd::parse_langs(&args.lang, "--lang")?;
-    lsn_run::prepare_dir(&args.out, "--out", true)?;
+    // Removed again if the command fails before it writes into it.
+    let _out = lsn_run::OutDir::prepare(&args.out, "--out")?;
     let data_dir = resolve_data_dir(args.data_dir.as_deref())?;
     // Read every language's data once, before the (slow) model load, so bad input fails fast.
     let mut data = Vec::with_capacity(langs.len());

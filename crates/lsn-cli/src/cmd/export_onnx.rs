@@ -40,9 +40,8 @@ fn copy_atomic(from: &Path, to: &Path) -> Result<()> {
 pub fn run(args: Args) -> Result<()> {
     let home = &args.cache.home();
     let dir = assets::resolve_model(home, &args.model)?;
-    if let Some(out) = &args.out {
-        lsn_run::prepare_dir(out, "--out", true)?;
-    }
+    // Removed again if the export fails before anything is copied into it.
+    let _out = args.out.as_deref().map(|o| lsn_run::OutDir::prepare(o, "--out")).transpose()?;
     let graph = lsn_backend_ort::export_model(&ModelFiles::new(&dir), &home.join("onnx"))
         .with_context(|| format!("exporting {} to ONNX", dir.display()))?;
     let weights = graph.with_file_name("weights.bin");

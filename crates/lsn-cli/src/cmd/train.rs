@@ -220,8 +220,9 @@ pub fn run(args: Args) -> Result<()> {
         spec.max_len
     );
     let data_sha = fsutil::sha256_file(&data_file)?;
-    // Only now, with every input checked, is the output directory made: a refused run leaves nothing behind.
-    lsn_run::prepare_dir(&args.out, "--out", true)?;
+    // Only now, with every input checked, is the output directory made: a refused run leaves nothing behind, and one
+    // that fails before its first write (the model load) removes it again.
+    let _out = lsn_run::OutDir::prepare(&args.out, "--out")?;
     let (backend, mut model) = args.on.load(home, &files)?;
     let mask_digest = layout.gate_rows.as_ref().map(|m| {
         let bytes: Vec<u8> = m.iter().map(|&b| u8::from(b)).collect();
