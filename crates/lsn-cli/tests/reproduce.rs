@@ -220,7 +220,7 @@ fn backend_all_reports_how_far_the_backends_agree() {
     let agree = doc["backend_agreement"].as_array().unwrap();
     let neurons: Vec<&Value> = agree.iter().filter(|r| r["method"].is_string()).collect();
     let preds: Vec<&Value> = agree.iter().filter(|r| r["task"].is_string()).collect();
-    // tch and ort against candle (the study's backend: the first of candle and tch); per set, LAPE and ActProb-90p
+    // candle and ort against tch (the study's backend: the trainer, tch when built in); per set, LAPE and ActProb-90p
     // hold a set per language and the random control one; two tasks of three languages.
     assert_eq!(neurons.len(), 2 * ((7 + 7 + 1) + (10 + 10 + 1)), "{agree:#?}");
     assert_eq!(preds.len(), 2 * 2 * 3, "{agree:#?}");
@@ -231,7 +231,10 @@ fn backend_all_reports_how_far_the_backends_agree() {
         assert_eq!(r["same_prediction"], r["examples"], "{r}");
     }
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
-    assert!(md.contains("Agreement between backends") && md.contains("candle vs ort"), "{md}");
+    assert!(
+        md.contains("Agreement between backends") && md.contains("tch vs candle") && md.contains("tch vs ort"),
+        "{md}"
+    );
 }
 
 #[test]
@@ -247,6 +250,13 @@ fn bad_input_is_one_clear_error() {
     let (plan, _) = ok(&common::strs(&args));
     assert!(plan.lines().count() > 50 && plan.lines().all(|l| !l.contains("--backend candle")), "{plan}");
     assert!(plan.lines().any(|l| l.contains("train --task xnli") && l.contains("--backend tch")), "{plan}");
+    // --backend ort: what ort can do runs on it, the fine-tunes on the same trainer as auto's.
+    let mut args = st.args(&out, &["--plan"]);
+    args[4] = "ort".into();
+    let (plan, _) = ok(&common::strs(&args));
+    let (train, rest): (Vec<&str>, Vec<&str>) = plan.lines().partition(|l| l.contains(" train --task "));
+    assert!(!train.is_empty() && train.iter().all(|l| l.contains("--backend tch")), "{plan}");
+    assert!(rest.iter().any(|l| l.contains(" capture ") && l.contains("--backend ort")), "{plan}");
     let mut args = st.args(&out, &["--device", "gpu"]);
     fails_with(&common::strs(&args), &["--device", "gpu"]);
     args.truncate(args.len() - 2);

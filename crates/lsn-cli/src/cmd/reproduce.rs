@@ -30,11 +30,12 @@ pub struct Args {
     /// recipe at full sizes: for a GPU and the paper's models).
     #[arg(long, value_enum, default_value = "default")]
     pub scale: Scale,
-    /// auto, candle, tch, ort or all. auto: tch when built in, else candle (on the 2-core CPU this was measured on,
-    /// tch trained the default fine-tunes 2.3-2.4x and evaluated them 1.5-2x faster than candle). ort cannot train:
-    /// with ort, capture, selection, PPXC and the base model's baseline run on ort and the fine-tunes (and their
-    /// evaluations) on candle. all: the study on candle, and capture, selection and the baseline again on tch and
-    /// ort, with a table of how far the backends agree (neuron sets, predictions).
+    /// auto, candle, tch, ort or all. auto: the study on the training backend — tch when built in, else candle (on
+    /// the 2-core CPU this was measured on, tch trained the default fine-tunes 2.3-2.4x and evaluated them 1.5-2x
+    /// faster than candle). ort cannot train: with ort, capture, selection, PPXC and the base model's baseline run
+    /// on ort and the fine-tunes (and their evaluations) on the training backend. all: the study on the training
+    /// backend, and capture, selection and the baseline again on every other backend built in, with a table of how
+    /// far the backends agree (neuron sets, predictions).
     #[arg(long, default_value = "auto")]
     pub backend: String,
     /// cpu, cuda or cuda:N.
@@ -274,21 +275,22 @@ fn data_dir(args: &Args, home: &Path) -> Result<PathBuf> {
 
 pub fn run(args: Args) -> Result<()> {
     let available = crate::backends::available();
-    // --backend all: the study on the first of candle, tch (the training backends), and capture, selection and the
-    // baseline again on every other backend built in.
-    let (backend, compare_backends) = if args.backend == "all" {
-        let main = available.iter().copied().find(|b| *b != "ort").context("--backend all needs candle or tch")?;
-        let others: Vec<String> = available.iter().filter(|b| **b != main).map(|b| b.to_string()).collect();
-        ensure!(!others.is_empty(), "--backend all needs two backends; this build has only {main}");
-        (main.to_string(), others)
-    } else if args.backend == "auto" {
-        let main = ["tch", "candle"].into_iter().find(|b| available.contains(b));
-        (
-            main.context("--backend auto needs tch or candle, and this build has neither: pass --backend")?.to_string(),
-            Vec::new(),
-        )
-    } else {
-        (args.backend.clone(), Vec::new())
+    // The backend the fine-tunes (and their evaluations) run on, whichever --backend: tch, the faster trainer on the
+    // CPU this was measured on, when built in, else candle.
+    let trainer = ["tch", "candle"].into_iter().find(|b| available.contains(b));
+    let no_trainer =
+        || anyhow::anyhow!("--backend {}: the fine-tunes need tch or candle, and this build has neither", args.backend);
+    // --backend all: the study on the trainer, and capture, selection and the baseline again on every other backend
+    // built in.
+    let (backend, compare_backends) = match args.backend.as_str() {
+        "all" => {
+            let main = trainer.ok_or_else(no_trainer)?;
+            let others: Vec<String> = available.iter().filter(|b| **b != main).map(|b| b.to_string()).collect();
+            ensure!(!others.is_empty(), "--backend all needs two backends; this build has only {main}");
+            (main.to_string(), others)
+        }
+        "auto" => (trainer.ok_or_else(no_trainer)?.to_string(), Vec::new()),
+        b => (b.to_string(), Vec::new()),
     };
     ensure!(
         available.contains(&backend.as_str()),
@@ -299,11 +301,7 @@ pub fn run(args: Args) -> Result<()> {
     // Checked now, not when the first stage that loads the model parses them.
     crate::backends::parse_device(&args.device).map_err(|e| anyhow::anyhow!("--device: {e}"))?;
     crate::backends::parse_dtype(&args.dtype).map_err(|e| anyhow::anyhow!("--dtype: {e}"))?;
-    let task_backend = if backend == "ort" { "candle" } else { backend.as_str() };
-    ensure!(
-        available.contains(&task_backend),
-        "--backend ort trains and evaluates the fine-tunes on candle, which this build lacks"
-    );
+    let task_backend = if backend == "ort" { trainer.ok_or_else(no_trainer)? } else { backend.as_str() };
     let home = args.cache.home();
     let sizes = Sizes::of(args.scale);
     let request = Request {
