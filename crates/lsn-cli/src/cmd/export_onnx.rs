@@ -48,7 +48,6 @@ pub fn run(args: Args) -> Result<()> {
     match args.out {
         None => println!("{}\n{}", graph.display(), weights.display()),
         Some(out) => {
-            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             copy_atomic(&weights, &out.join("weights.bin"))?;
             copy_atomic(&graph, &out.join("model.onnx"))?;
             println!("{}\n{}", out.join("model.onnx").display(), out.join("weights.bin").display());
