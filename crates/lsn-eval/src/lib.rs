@@ -1,5 +1,6 @@
 //! Evaluation written once for every backend: perplexity, XNLI (lm-eval zero-shot and the paper's head) and XQuAD
-//! (the paper's prompt, greedy generation, three metrics), per-example results and bootstrap intervals.
+//! (the paper's prompt, greedy generation, three metrics), per-example results, bootstrap intervals and the verdicts
+//! drawn from them (classes per difference, Holm's correction, equivalence margins).
 
 pub mod batching;
 pub mod bootstrap;
@@ -7,12 +8,17 @@ mod error;
 mod perplexity;
 pub mod qa_metrics;
 pub mod results;
+pub mod verdict;
 pub mod xnli;
 pub mod xquad;
 
 pub use bootstrap::{
-    DEFAULT_RESAMPLES, DEFAULT_SEED, Delta, Interval, bootstrap_mean, paired_bootstrap, runs_bootstrap,
+    DEFAULT_RESAMPLES, DEFAULT_SEED, Delta, Interval, bootstrap_mean, paired_bootstrap, paired_runs_bootstrap,
+    runs_bootstrap, runs_mean,
 };
 pub use error::{Error, Result};
 pub use perplexity::{NllSum, perplexity};
-pub use results::{Compared, EvalResults, ExampleResult, LangResult, compare, compare_markdown, compare_runs};
+pub use results::{
+    Compared, EvalResults, ExampleResult, LangResult, compare, compare_classes, compare_markdown, compare_paired_runs,
+    compare_runs,
+};

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::bootstrap::{Delta, Interval, bootstrap_mean, runs_bootstrap};
+use crate::bootstrap::{Delta, Interval, bootstrap_mean, paired_runs_bootstrap, runs_bootstrap};
+use crate::verdict::{Class, classify};
 use crate::{Error, Result};
 
 /// One example: a key that is the same for the same example in another run (XNLI: its row; XQuAD: its question
@@ -138,6 +139,30 @@ pub fn compare(a: &EvalResults, b: &EvalResults, resamples: usize, seed: u64) ->
 /// interval of [`runs_bootstrap`] (runs and examples resampled), which covers training variance; one run per side is
 /// [`compare`].
 pub fn compare_runs(a: &[EvalResults], b: &[EvalResults], resamples: usize, seed: u64) -> Result<Vec<Compared>> {
+    compare_sides(a, b, resamples, seed, false)
+}
+
+/// [`compare_runs`] of runs paired by position — run `i` of `b` is run `i` of `a` changed in one thing (an
+/// intervention on the fine-tune of training seed `i`) — by the mean of each pair's difference, with the interval of
+/// [`paired_runs_bootstrap`] (pairs and examples resampled): the training variance both share cancels.
+pub fn compare_paired_runs(a: &[EvalResults], b: &[EvalResults], resamples: usize, seed: u64) -> Result<Vec<Compared>> {
+    if a.len() != b.len() {
+        return Err(Error::Incomparable(format!(
+            "paired runs need as many runs on each side ({} and {}): run i of B pairs with run i of A",
+            a.len(),
+            b.len()
+        )));
+    }
+    compare_sides(a, b, resamples, seed, true)
+}
+
+fn compare_sides(
+    a: &[EvalResults],
+    b: &[EvalResults],
+    resamples: usize,
+    seed: u64,
+    paired: bool,
+) -> Result<Vec<Compared>> {
     let (Some(first), false) = (a.first(), b.is_empty()) else {
         return Err(Error::Incomparable("each side needs at least one run".into()));
     };
@@ -177,8 +202,12 @@ pub fn compare_runs(a: &[EvalResults], b: &[EvalResults], resamples: usize, seed
                 })
                 .collect();
             let (sa, sb) = scores.split_at(a.len());
-            let delta = runs_bootstrap(sa, sb, resamples, seed)
-                .ok_or_else(|| Error::Incomparable(format!("{}: no examples", la.lang)))?;
+            let delta = if paired {
+                paired_runs_bootstrap(sa, sb, resamples, seed)
+            } else {
+                runs_bootstrap(sa, sb, resamples, seed)
+            }
+            .ok_or_else(|| Error::Incomparable(format!("{}: no examples", la.lang)))?;
             let side_mean =
                 |ls: &[&LangResult]| ls.iter().map(|l| l.scores[metric].mean).sum::<f64>() / ls.len() as f64;
             out.push(Compared {
@@ -196,12 +225,16 @@ pub fn compare_runs(a: &[EvalResults], b: &[EvalResults], resamples: usize, seed
     Ok(out)
 }
 
-/// The comparison as a markdown table.
-pub fn compare_markdown(rows: &[Compared], a: &str, b: &str) -> String {
-    let mut s = String::from("| lang | metric | A | B | Δ = B − A [95% CI] | differs |\n|---|---|---:|---:|---|---|\n");
-    for r in rows {
+/// The comparison as a markdown table, each row classed by [`classify`] over all rows (Holm's correction over
+/// them; equivalence within ±`margin` by the 90% interval).
+pub fn compare_markdown(rows: &[Compared], a: &str, b: &str, margin: f64) -> String {
+    let judged = classify(&rows.iter().map(|r| r.delta).collect::<Vec<_>>(), margin);
+    let mut s = String::from(
+        "| lang | metric | A | B | Δ = B − A [95% CI] | 90% CI | p (Holm) | class |\n|---|---|---:|---:|---|---|---:|---|\n",
+    );
+    for (r, j) in rows.iter().zip(&judged) {
         s += &format!(
-            "| {} | {} | {:.2} | {:.2} | {:+.2} [{:+.2}, {:+.2}] | {} |\n",
+            "| {} | {} | {:.2} | {:.2} | {:+.2} [{:+.2}, {:+.2}] | [{:+.2}, {:+.2}] | {:.3} | {} |\n",
             r.lang,
             r.metric,
             r.a,
@@ -209,14 +242,32 @@ pub fn compare_markdown(rows: &[Compared], a: &str, b: &str) -> String {
             r.delta.delta,
             r.delta.lo,
             r.delta.hi,
-            if r.delta.excludes_zero { "yes" } else { "no (CI includes 0)" }
+            r.delta.lo90,
+            r.delta.hi90,
+            j.p_holm,
+            j.class.label(margin)
         );
     }
+    let runs = rows.first().map_or(1, |r| r.delta.runs);
     s += &format!(
-        "\nA = {a}\nB = {b}\nPaired bootstrap over the same examples; a difference is called one only when \
-                   its interval excludes 0.\n"
+        "\nA = {a}\nB = {b}\n{}; classes: higher / lower when the Holm-adjusted bootstrap p-value over these {} rows \
+         is at most 0.05, ≡ ±{margin} (equivalent) when the 90% interval lies inside [−{margin}, +{margin}] (TOST at \
+         5%), inconclusive otherwise.{}\n",
+        if runs > 1 { "Bootstrap over the runs and the examples" } else { "Paired bootstrap over the same examples" },
+        rows.len(),
+        if runs == 1 {
+            " One run per side: the interval covers the examples, not training noise — to compare two trainings, \
+             give each side one results.json per training seed."
+        } else {
+            ""
+        }
     );
     s
+}
+
+/// The class of each row of a comparison (see [`compare_markdown`]).
+pub fn compare_classes(rows: &[Compared], margin: f64) -> Vec<Class> {
+    classify(&rows.iter().map(|r| r.delta).collect::<Vec<_>>(), margin).into_iter().map(|j| j.class).collect()
 }
 
 #[cfg(test)]
@@ -284,7 +335,7 @@ mod tests {
         let rows = compare(&run(&a, false), &run(&b, true), 1000, 1).unwrap();
         assert_eq!(rows.len(), 1);
         assert!((rows[0].delta.delta - 10.0).abs() < 1e-9 && rows[0].delta.excludes_zero, "{:?}", rows[0]);
-        let md = compare_markdown(&rows, "a.json", "b.json");
+        let md = compare_markdown(&rows, "a.json", "b.json", 2.0);
         assert!(md.contains("| vi | accuracy | 50.00 | 60.00 | +10.00 ["), "{md}");
         let e = compare(&run(&a, false), &run(&b[..300], false), 100, 1).unwrap_err().to_string();
         assert!(e.contains("different examples (400 and 300)"), "{e}");

@@ -1,19 +1,23 @@
 //! `lsn compare`: the paired difference between two evaluations (or two sets of runs, one per training seed) over
-//! the same examples, with its bootstrap interval.
+//! the same examples, with its bootstrap intervals and its class (higher, lower, equivalent within ±δ, inconclusive).
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use lsn_eval::{EvalResults, compare_markdown, compare_runs};
+use lsn_eval::{EvalResults, compare_classes, compare_markdown, compare_paired_runs, compare_runs};
 
 /// Compares two `lsn eval` results of the same task over the same examples: for every language and metric both
-/// hold, Δ = B − A with its 95% paired-bootstrap interval (examples are resampled together, so what both runs share
-/// cancels). A difference is called one only when its interval excludes 0.
+/// hold, Δ = B − A with its 95% and 90% paired-bootstrap intervals (examples are resampled together, so what both runs
+/// share cancels) and a class: higher / lower when the bootstrap p-value, Holm-corrected over every row printed, is at
+/// most 0.05; equivalent within ±δ (--margin) when the 90% interval lies inside [−δ, +δ] (two one-sided tests at 5%);
+/// inconclusive otherwise. Fix δ before you look at the numbers.
 ///
 /// To compare fine-tunes (FTL null against en, say), give each side one results.json per training seed, separated by
 /// commas: A and B are then the means over their runs, and the interval resamples the runs as well as the examples,
 /// so it covers training variance — which one run per side does not (two fine-tunes that differ in anything follow
-/// different trajectories; at small scale that alone moves accuracy by several points).
+/// different trajectories; at small scale that alone moves accuracy by several points). With --paired, run i of B
+/// is run i of A changed in one thing (an intervention on the fine-tune of seed i): Δ is the mean of the pairs'
+/// differences, and the interval resamples the pairs and the examples.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// results.json of run A (e.g. no intervention), or A's runs (one per seed) separated by commas.
@@ -28,6 +32,12 @@ pub struct Args {
     /// Seed of the bootstrap.
     #[arg(long, default_value_t = lsn_eval::DEFAULT_SEED)]
     pub seed: u64,
+    /// The equivalence margin δ, in points (percent) of the metric.
+    #[arg(long, default_value_t = lsn_eval::verdict::DEFAULT_MARGIN, value_parser = crate::cmd::positive_margin)]
+    pub margin: f64,
+    /// Pair run i of B with run i of A (same training seed) instead of treating the sides' runs as independent.
+    #[arg(long)]
+    pub paired: bool,
     /// Also write the comparison as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -54,11 +64,16 @@ pub fn run(args: Args) -> Result<()> {
     }
     let a: Vec<EvalResults> = args.a.iter().map(read).collect::<Result<_>>()?;
     let b: Vec<EvalResults> = args.b.iter().map(read).collect::<Result<_>>()?;
-    let rows = compare_runs(&a, &b, args.resamples, args.seed)?;
-    println!("{}", compare_markdown(&rows, &side_name(&args.a), &side_name(&args.b)));
+    let rows = if args.paired {
+        compare_paired_runs(&a, &b, args.resamples, args.seed)?
+    } else {
+        compare_runs(&a, &b, args.resamples, args.seed)?
+    };
+    println!("{}", compare_markdown(&rows, &side_name(&args.a), &side_name(&args.b), args.margin));
     if let Some(path) = &args.json {
         let doc = serde_json::json!({"a": args.a, "b": args.b, "resamples": args.resamples, "seed": args.seed,
-            "rows": rows});
+            "margin": args.margin, "paired": args.paired, "correction": "holm", "rows": rows,
+            "classes": compare_classes(&rows, args.margin)});
         crate::fsutil::write_atomic(path, serde_json::to_string_pretty(&doc)?.as_bytes())?;
     }
     Ok(())

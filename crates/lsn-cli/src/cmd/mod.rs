@@ -30,6 +30,15 @@ pub fn at_least_one(s: &str) -> Result<usize, String> {
     }
 }
 
+/// Parses an equivalence margin δ (`--margin`): points of accuracy or F1, finite and above 0.
+pub fn positive_margin(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 && x < 100.0 => Ok(x),
+        Ok(x) => Err(format!("{x} is not a margin: give points of accuracy or F1 above 0 and below 100, e.g. 2.0")),
+        Err(e) => Err(format!("{s:?} is not a number ({e})")),
+    }
+}
+
 /// Parses a comma-separated language list given to `flag`, refusing an empty list and a language given twice.
 pub fn parse_langs(list: &str, flag: &str) -> anyhow::Result<Vec<lsn_core::Lang>> {
     let langs = lsn_core::Lang::parse_list(list)?;

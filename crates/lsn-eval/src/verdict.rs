@@ -1,0 +1,326 @@
+//! Verdicts a statistician would sign, written once: every difference of a table in exactly one class (higher, lower,
+//! equivalent within ±δ, inconclusive) after a Holm–Bonferroni correction over the table's cells, the table's verdict
+//! on the paper's claim, the checks that say a table cannot test it, and its minimum detectable effect.
+//!
+//! The rules:
+//! - *higher* / *lower*: the Holm-adjusted bootstrap p-value of the cell is at most 5% (family-wise over the cells of
+//!   one table), and Δ is above / below 0;
+//! - *equivalent within ±δ*: not a difference, and the 90% interval lies inside [−δ, +δ] — two one-sided tests at 5%
+//!   (TOST). δ is fixed before the run;
+//! - *inconclusive*: neither.
+//!
+//! A table is *consistent with the paper* when every cell is equivalent or lower (an intersection–union test: each
+//! cell's test at 5% is already a 5% test of "all of them", no correction needed); it *contradicts* the paper when a
+//! cell is higher after correction; otherwise it is *inconclusive*; it *cannot test* the claim when the model under
+//! test did not learn the task, since then no intervention or fine-tune could have shown an effect.
+
+use serde::{Deserialize, Serialize};
+
+use crate::bootstrap::Delta;
+
+/// The family-wise error rate of a table's differences, and each equivalence test's level.
+pub const ALPHA: f64 = 0.05;
+/// δ, the equivalence margin in points of accuracy or F1, unless the run states another.
+pub const DEFAULT_MARGIN: f64 = 2.0;
+/// XNLI's chance accuracy (three balanced labels), in percent.
+pub const XNLI_CHANCE: f64 = 100.0 / 3.0;
+
+/// The class of one difference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Class {
+    Higher,
+    Lower,
+    Equivalent,
+    Inconclusive,
+}
+
+impl Class {
+    /// Short, for a table cell.
+    pub fn label(self, margin: f64) -> String {
+        match self {
+            Class::Higher => "higher".into(),
+            Class::Lower => "lower".into(),
+            Class::Equivalent => format!("≡ ±{margin}"),
+            Class::Inconclusive => "inconclusive".into(),
+        }
+    }
+
+    /// Equivalent or different: a cell that says something.
+    pub fn conclusive(self) -> bool {
+        self != Class::Inconclusive
+    }
+}
+
+/// One difference judged within its table.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Judged {
+    pub class: Class,
+    /// The Holm-adjusted p-value of "no difference" over the table's cells.
+    pub p_holm: f64,
+}
+
+/// Holm–Bonferroni adjusted p-values, in the input's order: the i-th smallest p becomes
+/// max over j ≤ i of min(1, (m − j + 1)·p₍ⱼ₎). A cell is a difference at family-wise level α when its adjusted p ≤ α.
+pub fn holm(p: &[f64]) -> Vec<f64> {
+    let m = p.len();
+    let mut order: Vec<usize> = (0..m).collect();
+    order.sort_by(|&i, &j| p[i].total_cmp(&p[j]).then(i.cmp(&j)));
+    let mut adjusted = vec![1.0; m];
+    let mut running: f64 = 0.0;
+    for (rank, &i) in order.iter().enumerate() {
+        running = running.max(((m - rank) as f64 * p[i]).min(1.0));
+        adjusted[i] = running;
+    }
+    adjusted
+}
+
+/// Whether the 90% interval of `d` lies inside [−margin, +margin].
+pub fn within_margin(d: &Delta, margin: f64) -> bool {
+    -margin <= d.lo90 && d.hi90 <= margin
+}
+
+/// The classes of one table's differences (the family the correction runs over).
+pub fn classify(deltas: &[Delta], margin: f64) -> Vec<Judged> {
+    let adjusted = holm(&deltas.iter().map(|d| d.p).collect::<Vec<_>>());
+    deltas
+        .iter()
+        .zip(adjusted)
+        .map(|(d, p_holm)| {
+            let class = if p_holm <= ALPHA && d.delta > 0.0 {
+                Class::Higher
+            } else if p_holm <= ALPHA && d.delta < 0.0 {
+                Class::Lower
+            } else if within_margin(d, margin) {
+                Class::Equivalent
+            } else {
+                Class::Inconclusive
+            };
+            Judged { class, p_holm }
+        })
+        .collect()
+}
+
+/// A table's verdict on the paper's claim (that the neurons do not help).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TableVerdict {
+    /// Every cell equivalent within ±δ or lower.
+    Consistent,
+    /// A cell higher after correction.
+    Contradicts,
+    /// Neither.
+    Inconclusive,
+    /// The model under test did not learn the task (or no cell could be tested).
+    CannotTest,
+}
+
+impl TableVerdict {
+    pub fn label(self) -> &'static str {
+        match self {
+            TableVerdict::Consistent => "consistent with the paper",
+            TableVerdict::Contradicts => "contradicts the paper",
+            TableVerdict::Inconclusive => "inconclusive",
+            TableVerdict::CannotTest => "cannot test",
+        }
+    }
+}
+
+/// The verdict of a table from the classes of its testable cells (none: cannot test).
+pub fn table_verdict(classes: &[Class]) -> TableVerdict {
+    if classes.is_empty() {
+        TableVerdict::CannotTest
+    } else if classes.contains(&Class::Higher) {
+        TableVerdict::Contradicts
+    } else if classes.iter().all(|c| matches!(c, Class::Equivalent | Class::Lower)) {
+        TableVerdict::Consistent
+    } else {
+        TableVerdict::Inconclusive
+    }
+}
+
+/// Why the model under test cannot show an effect.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "check", rename_all = "snake_case")]
+pub enum Untestable {
+    /// XNLI: its accuracy interval includes chance.
+    AtChance { mean: f64, lo: f64, hi: f64 },
+    /// XQuAD: not one exact match.
+    NoExactMatch,
+    /// XQuAD: most answers ran to the token limit without ending (percent that ended).
+    AnswersDoNotEnd { ended: f64 },
+}
+
+impl std::fmt::Display for Untestable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Untestable::AtChance { mean, lo, hi } => write!(
+                f,
+                "accuracy {mean:.2} [{lo:.2}, {hi:.2}] includes chance ({XNLI_CHANCE:.2}): the model did not learn the task"
+            ),
+            Untestable::NoExactMatch => write!(f, "exact match 0: the model answers no question exactly"),
+            Untestable::AnswersDoNotEnd { ended } => {
+                write!(f, "only {ended:.0}% of answers end before the token limit: the model does not answer")
+            }
+        }
+    }
+}
+
+/// XNLI's check of the model under test, from its accuracy (mean over runs with an interval over runs and examples).
+pub fn xnli_check(accuracy: &Delta) -> Option<Untestable> {
+    (accuracy.lo <= XNLI_CHANCE && XNLI_CHANCE <= accuracy.hi).then_some(Untestable::AtChance {
+        mean: accuracy.delta,
+        lo: accuracy.lo,
+        hi: accuracy.hi,
+    })
+}
+
+/// XQuAD's check of the model under test, from its mean exact match (the paper's metric, percent) and the percent of
+/// its answers that ended (EOS) before the token limit: at least half must.
+pub fn xquad_check(exact_match: f64, ended: f64) -> Option<Untestable> {
+    if exact_match <= 0.0 {
+        Some(Untestable::NoExactMatch)
+    } else if ended < 50.0 {
+        Some(Untestable::AnswersDoNotEnd { ended })
+    } else {
+        None
+    }
+}
+
+/// The minimum detectable effect of a table: the half-width of a typical (median) cell's 95% interval. A true
+/// difference much smaller than this is unlikely to be called one. `None` without cells.
+pub fn typical_half_width(deltas: &[Delta]) -> Option<f64> {
+    let mut h: Vec<f64> = deltas.iter().map(|d| (d.hi - d.lo) / 2.0).collect();
+    if h.is_empty() {
+        return None;
+    }
+    h.sort_by(f64::total_cmp);
+    let k = h.len();
+    Some(if k % 2 == 1 { h[k / 2] } else { (h[k / 2 - 1] + h[k / 2]) / 2.0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bootstrap::paired_bootstrap;
+
+    /// A difference with its intervals and p given.
+    fn d(delta: f64, lo: f64, hi: f64, lo90: f64, hi90: f64, p: f64) -> Delta {
+        Delta {
+            delta,
+            lo,
+            hi,
+            n: 500,
+            resamples: 2000,
+            seed: 0,
+            excludes_zero: lo > 0.0 || hi < 0.0,
+            lo90,
+            hi90,
+            p,
+            runs: 1,
+        }
+    }
+
+    #[test]
+    fn each_of_the_four_classes() {
+        let cells = [
+            d(3.0, 1.5, 4.5, 1.8, 4.2, 0.001),      // higher
+            d(-3.0, -4.5, -1.5, -4.2, -1.8, 0.001), // lower
+            d(0.2, -0.9, 1.3, -0.7, 1.1, 0.7),      // equivalent within ±2
+            d(0.5, -2.5, 3.5, -2.0, 3.0, 0.6),      // inconclusive: the 90% interval leaves ±2
+        ];
+        let j = classify(&cells, 2.0);
+        let classes: Vec<Class> = j.iter().map(|j| j.class).collect();
+        assert_eq!(classes, [Class::Higher, Class::Lower, Class::Equivalent, Class::Inconclusive]);
+        // With a wider margin the last one is equivalent; with a narrower one the third is not.
+        assert_eq!(classify(&cells, 3.5)[3].class, Class::Equivalent);
+        assert_eq!(classify(&cells, 1.0)[2].class, Class::Inconclusive);
+        assert!(Class::Equivalent.conclusive() && !Class::Inconclusive.conclusive());
+    }
+
+    #[test]
+    fn holm_corrects_for_the_cells_of_a_table() {
+        // Raw p 0.01, 0.02, 0.03, 0.5: adjusted 0.04, 0.06, 0.06, 0.5 — one difference survives of the three a
+        // cell-by-cell 5% rule would call.
+        let adj = holm(&[0.02, 0.5, 0.01, 0.03]);
+        let want = [0.06, 0.5, 0.04, 0.06];
+        for (a, w) in adj.iter().zip(want) {
+            assert!((a - w).abs() < 1e-12, "{adj:?}");
+        }
+        // One cell alone is its own family: uncorrected.
+        assert_eq!(holm(&[0.03]), vec![0.03]);
+        let cells = [d(2.5, 0.2, 4.8, 0.5, 4.5, 0.03), d(2.5, 0.2, 4.8, 0.5, 4.5, 0.03)];
+        assert!(classify(&cells[..1], 2.0)[0].class == Class::Higher);
+        assert!(
+            classify(&cells, 2.0).iter().all(|j| j.class == Class::Inconclusive && (j.p_holm - 0.06).abs() < 1e-12)
+        );
+    }
+
+    #[test]
+    fn a_table_verdict_from_its_cells() {
+        use Class::*;
+        assert_eq!(table_verdict(&[Equivalent, Lower, Equivalent]), TableVerdict::Consistent);
+        assert_eq!(table_verdict(&[Equivalent, Higher, Lower]), TableVerdict::Contradicts);
+        assert_eq!(table_verdict(&[Equivalent, Inconclusive, Lower]), TableVerdict::Inconclusive);
+        assert_eq!(table_verdict(&[Higher, Inconclusive]), TableVerdict::Contradicts);
+        assert_eq!(table_verdict(&[]), TableVerdict::CannotTest);
+    }
+
+    #[test]
+    fn a_model_that_did_not_learn_cannot_test() {
+        // 32.0 [25.5, 38.5] on 200 pairs: chance is inside.
+        let at_chance = d(32.0, 25.5, 38.5, 26.5, 37.5, 1.0);
+        let e = xnli_check(&at_chance).unwrap();
+        assert!(e.to_string().contains("includes chance (33.33)"), "{e}");
+        assert!(xnli_check(&d(45.0, 41.0, 49.0, 41.5, 48.5, 0.001)).is_none());
+        // Below chance with an interval that excludes it is a model that learned something (the wrong way round).
+        assert!(xnli_check(&d(25.0, 21.0, 29.0, 22.0, 28.0, 0.001)).is_none());
+        assert_eq!(xquad_check(0.0, 100.0), Some(Untestable::NoExactMatch));
+        assert_eq!(xquad_check(12.0, 30.0), Some(Untestable::AnswersDoNotEnd { ended: 30.0 }));
+        assert!(xquad_check(12.0, 80.0).is_none());
+        assert!(Untestable::AnswersDoNotEnd { ended: 30.0 }.to_string().contains("only 30% of answers end"));
+    }
+
+    #[test]
+    fn the_minimum_detectable_effect_is_a_typical_half_width() {
+        let cells =
+            [d(0.0, -1.0, 1.0, 0.0, 0.0, 1.0), d(0.0, -3.0, 3.0, 0.0, 0.0, 1.0), d(0.0, -2.0, 2.0, 0.0, 0.0, 1.0)];
+        assert_eq!(typical_half_width(&cells), Some(2.0));
+        assert_eq!(typical_half_width(&cells[..2]), Some(2.0));
+        assert_eq!(typical_half_width(&[]), None);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Equivalence is never claimed when the 90% interval is wider than the margin allows.
+        #[test]
+        fn no_equivalence_with_an_interval_wider_than_the_margin(
+            flips in proptest::collection::vec(-1i8..=1, 5..200),
+            margin in 0.1f64..10.0,
+            seed in 0u64..100,
+        ) {
+            let a = vec![0.0; flips.len()];
+            let b: Vec<f64> = flips.iter().map(|&f| 100.0 * f64::from(f)).collect();
+            let delta = paired_bootstrap(&a, &b, 300, seed).unwrap();
+            let j = classify(&[delta], margin)[0];
+            if (delta.hi90 - delta.lo90) / 2.0 > margin {
+                proptest::prop_assert_ne!(j.class, Class::Equivalent);
+            }
+            if j.class == Class::Equivalent {
+                proptest::prop_assert!(-margin <= delta.lo90 && delta.hi90 <= margin);
+            }
+        }
+
+        /// Holm never calls more cells different than the uncorrected 5% rule does.
+        #[test]
+        fn holm_marks_no_more_than_the_uncorrected_rule(p in proptest::collection::vec(0.0f64..1.0, 1..40)) {
+            let adj = holm(&p);
+            for (raw, a) in p.iter().zip(&adj) {
+                proptest::prop_assert!(*a >= *raw && *a <= 1.0);
+            }
+            let corrected = adj.iter().filter(|&&a| a <= ALPHA).count();
+            let uncorrected = p.iter().filter(|&&x| x <= ALPHA).count();
+            proptest::prop_assert!(corrected <= uncorrected);
+        }
+    }
+}
