@@ -133,7 +133,31 @@ fn a_killed_run_and_a_run_of_separate_processes_end_with_the_uninterrupted_resul
     for id in ["xnli-intervention-act-prob-90p", "xquad-intervention-act-prob-90p", "xnli-ftl", "xquad-ftl", "ppxc"] {
         assert!(tables.contains(&id), "table {id} missing from {tables:?}");
     }
+    // Every table that judges the paper's claim has a verdict of the four, with its rules; the smoke fine-tunes (one
+    // seed, a random tiny model) cannot test it.
+    let verdicts: Vec<&Value> = doc["verdicts"].as_array().unwrap().iter().collect();
+    let judged: Vec<&str> = verdicts.iter().map(|v| v["table"].as_str().unwrap()).collect();
+    for id in tables.iter().filter(|id| id.contains("-intervention-") || id.ends_with("-ftl")) {
+        assert!(judged.contains(id), "table {id} has no verdict: {judged:?}");
+    }
+    for v in &verdicts {
+        let class = v["verdict"].as_str().unwrap();
+        assert!(["consistent", "contradicts", "inconclusive", "cannot_test"].contains(&class), "{v}");
+        assert!(v["margin"] == 2.0 && v["correction"] == "holm-bonferroni" && v["seeds"] == 1, "{v}");
+        if v["table"].as_str().unwrap().ends_with("-ftl") {
+            assert_eq!(class, "cannot_test", "one training seed cannot test an FTL table: {v}");
+        }
+    }
+    for d in doc["deltas"].as_array().unwrap() {
+        let class = d["class"].as_str().unwrap();
+        assert!(["higher", "lower", "equivalent", "inconclusive", "cannot_test"].contains(&class), "{d}");
+        assert!(d["lo90"].as_f64().unwrap() >= d["lo"].as_f64().unwrap() && d["p"].as_f64().unwrap() <= 1.0, "{d}");
+    }
     let md = std::fs::read_to_string(a.join("report.md")).unwrap();
+    assert!(
+        md.contains("equivalence margin δ = ±2 points") && md.contains("**cannot test** — one training seed"),
+        "{md}"
+    );
     assert!(md.contains("| vi, Llama-3.1-8B (paper)") || md.contains("_vi, Llama-3.1-8B (paper)_"), "{md}");
     assert!(md.contains("**Verdict:**") && md.contains("Smoke scale"), "{md}");
     let html = std::fs::read_to_string(a.join("report.html")).unwrap();

@@ -20,5 +20,5 @@ pub use error::{Error, Result};
 pub use perplexity::{NllSum, perplexity};
 pub use results::{
     Compared, EvalResults, ExampleResult, LangResult, compare, compare_classes, compare_markdown, compare_paired_runs,
-    compare_runs,
+    compare_runs, runs_score,
 };

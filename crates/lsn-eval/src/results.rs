@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::bootstrap::{Delta, Interval, bootstrap_mean, paired_runs_bootstrap, runs_bootstrap};
+use crate::bootstrap::{Delta, Interval, bootstrap_mean, paired_runs_bootstrap, runs_bootstrap, runs_mean};
 use crate::verdict::{Class, classify};
 use crate::{Error, Result};
 
@@ -223,6 +223,29 @@ fn compare_sides(
         return Err(Error::Incomparable("the runs share no language and metric".into()));
     }
     Ok(out)
+}
+
+/// The mean of `metric` on `lang` over several runs of the same examples (one per training seed), with intervals
+/// that resample the runs and the examples (a [`Delta`] from 0): how well a fine-tune does, training noise included.
+pub fn runs_score(runs: &[EvalResults], lang: &str, metric: &str, resamples: usize, seed: u64) -> Result<Delta> {
+    let langs: Vec<&LangResult> = runs.iter().filter_map(|r| r.languages.iter().find(|l| l.lang == lang)).collect();
+    let Some(first) = langs.first().filter(|_| langs.len() == runs.len()) else {
+        return Err(Error::Incomparable(format!("{lang}: not in every run")));
+    };
+    let mut scores = Vec::with_capacity(langs.len());
+    for l in &langs {
+        let keyed: BTreeMap<&str, &ExampleResult> = l.examples.iter().map(|e| (e.key.as_str(), e)).collect();
+        let v: Option<Vec<f64>> = first
+            .examples
+            .iter()
+            .map(|e| keyed.get(e.key.as_str()).and_then(|x| x.metrics.get(metric)).copied())
+            .collect();
+        match v {
+            Some(v) if keyed.len() == first.examples.len() => scores.push(v),
+            _ => return Err(Error::Incomparable(format!("{lang}: the runs hold different examples or lack {metric}"))),
+        }
+    }
+    runs_mean(&scores, resamples, seed).ok_or_else(|| Error::Incomparable(format!("{lang}: no examples")))
 }
 
 /// The comparison as a markdown table, each row classed by [`classify`] over all rows (Holm's correction over

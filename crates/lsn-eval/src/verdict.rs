@@ -149,6 +149,9 @@ pub enum Untestable {
     NoExactMatch,
     /// XQuAD: most answers ran to the token limit without ending (percent that ended).
     AnswersDoNotEnd { ended: f64 },
+    /// A comparison of two trainings with one training seed per side: its interval covers the examples, not the
+    /// training noise.
+    OneTrainingSeed,
 }
 
 impl std::fmt::Display for Untestable {
@@ -162,6 +165,11 @@ impl std::fmt::Display for Untestable {
             Untestable::AnswersDoNotEnd { ended } => {
                 write!(f, "only {ended:.0}% of answers end before the token limit: the model does not answer")
             }
+            Untestable::OneTrainingSeed => write!(
+                f,
+                "one training seed per fine-tune: two fine-tunes of one seed each differ by their training draw as much \
+                 as by their neurons, and the interval covers only the examples (rerun with --seeds 3 or more)"
+            ),
         }
     }
 }

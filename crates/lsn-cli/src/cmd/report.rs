@@ -99,8 +99,7 @@ pub fn run(args: Args) -> Result<()> {
         .iter()
         .filter_map(|t| Some((t.stage.clone(), read_json(&root.join(&t.dir).join("train.json"), "a train.json").ok()?)))
         .collect();
-    let mut study =
-        Study { plan: &plan, trains, results, resamples: args.resamples, seed: args.seed, deltas: Vec::new() };
+    let mut study = Study::new(&plan, trains, results, args.resamples, args.seed);
     let plots = root.join("plots");
     std::fs::create_dir_all(&plots).with_context(|| format!("creating {}", plots.display()))?;
 
@@ -171,10 +170,13 @@ pub fn run(args: Args) -> Result<()> {
                 .flatten()
                 .filter_map(|l| Some((l["step"].as_u64()?, l["loss"].as_f64()?)))
                 .collect();
-            let name = match &t.set {
+            let mut name = match &t.set {
                 Some(s) if t.ftl == "en" => format!("en ({s})"),
                 _ => t.ftl.clone(),
             };
+            if plan.request.sizes.seeds > 1 {
+                name += &format!(" #{}", t.seed_index);
+            }
             curves.push((name, pts));
         }
         let title = format!("{} fine-tuning loss by FTL", task_name(task));
@@ -231,6 +233,7 @@ pub fn run(args: Args) -> Result<()> {
             ["vi", "zh", "hi", "ur"].iter().map(|l| format!("{l} → {}", set_of(l))).collect::<Vec<_>>().join(", ")
         ),
         verdict: None,
+        verdict_class: None,
     });
 
     // Training summary (deterministic: steps and losses, not speed).
@@ -239,7 +242,7 @@ pub fn run(args: Args) -> Result<()> {
         if let Some(doc) = study.trains.get(&t.stage) {
             training.insert(
                 t.stage.clone(),
-                json!({"ftl": t.ftl, "set": t.set, "steps": doc["steps"], "log": doc["log"],
+                json!({"ftl": t.ftl, "set": t.set, "seed_index": t.seed_index, "steps": doc["steps"], "log": doc["log"],
                     "examples": doc["run"]["data"]["examples"], "spec": doc["run"]["spec"]}),
             );
         }
@@ -258,6 +261,13 @@ pub fn run(args: Args) -> Result<()> {
         .collect();
     let doc = json!({
         "format": 1, "config": config, "plan": {"scale": plan.request.scale, "sizes": plan.request.sizes},
+        "verdict_rules": {"margin": plan.request.margin, "alpha": lsn_eval::verdict::ALPHA,
+            "correction": "holm-bonferroni over the tested cells of each table, on two-sided bootstrap p-values",
+            "equivalence": "tost: the 90% interval inside [-margin, +margin]",
+            "cannot_test": "xnli: FTL null's accuracy interval includes chance (100/3); xquad: FTL null's exact match \
+                is 0 or fewer than half of its answers end before the token limit; fine-tuning tables: one training seed",
+            "seeds": plan.request.sizes.seeds},
+        "verdicts": study.verdicts,
         "tables": tables, "deltas": study.deltas, "evaluations": evals, "selections": selections,
         "ppxc": ppxc_summary, "training": training, "backend_agreement": agreement, "missing_stages": missing,
     });
@@ -271,7 +281,8 @@ pub fn run(args: Args) -> Result<()> {
     let head = format!(
         "# Language-specific neurons: the study on {} ({:?} scale)\n\nReproduces the tables of *Language-specific \
          Neurons Do Not Facilitate Cross-Lingual Transfer* (Mondal et al., 2025) with `lsn reproduce`: backend {} \
-         (fine-tunes on {}), device {}, weights {}, statistics at `{}`, seed {} (fine-tunes {}). Sizes: capture {} \
+         (fine-tunes on {}), device {}, weights {}, statistics at `{}`, seed {} (training seeds {}). Verdicts: \
+         equivalence margin δ = ±{} points, fixed before the run; Holm–Bonferroni over each table's cells. Sizes: capture {} \
          tokens per language in rows of {}; fine-tuning preset `{}` on {} English XNLI dev pairs and {} English XQuAD \
          questions (epochs: {}); evaluation on {} XNLI test pairs and {} XQuAD eval questions per language (XQuAD at \
          most {} new tokens). Stages' compute time: {:.0} s.{}{}\n",
@@ -283,7 +294,8 @@ pub fn run(args: Args) -> Result<()> {
         req.dtype,
         req.tap_point,
         req.seed,
-        42 + req.seed,
+        (0..req.sizes.seeds as u64).map(|k| (42 + req.seed + k).to_string()).collect::<Vec<_>>().join(", "),
+        req.margin,
         req.sizes.capture_tokens.map_or("all".into(), |t| t.to_string()),
         req.sizes.row_len,
         req.sizes.preset,
@@ -357,4 +369,130 @@ pub fn run(args: Args) -> Result<()> {
         root.join("results.json").display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use lsn_eval::{EvalResults, ExampleResult, LangResult};
+    use serde_json::{Value, json};
+
+    use crate::cmd::reproduce::plan::{EvalRole, Plan, Request, Scale, Sizes};
+
+    const N: usize = 600;
+
+    /// Synthetic per-example scores of one evaluation of a two-seed study: XNLI fine-tunes at 70% (the seeds differ
+    /// on a few examples), every FTL and intervention equal to its seed's null except ActProb-90p's P5 on vi (+10
+    /// points); XQuAD fine-tunes that never match exactly.
+    fn example(e: &EvalRole, lang: &str, i: usize) -> (BTreeMap<String, f64>, Value) {
+        if e.task == "xquad" {
+            let m =
+                BTreeMap::from([("paper_em".into(), 0.0), ("paper_f1".into(), if i % 2 == 0 { 40.0 } else { 20.0 })]);
+            return (m, json!({"stopped_at_eos": true}));
+        }
+        let mut right = i % 10 < 7;
+        if e.seed_index == 1 && i < 10 {
+            right = !right;
+        }
+        if e.fill.as_deref() == Some("p5") && e.method.as_deref() == Some("act-prob-90p") && lang == "vi" && i % 10 >= 7
+        {
+            right = i < 200;
+        }
+        (BTreeMap::from([("accuracy".into(), if right { 100.0 } else { 0.0 })]), json!({"pred": "x"}))
+    }
+
+    #[test]
+    fn verdicts_over_seeds_say_which_tables_contradict_agree_or_cannot_test() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        let plan = Plan::new(Request {
+            scale: Scale::Smoke,
+            backend: "tch".into(),
+            task_backend: "tch".into(),
+            device: "cpu".into(),
+            dtype: "f32".into(),
+            tap_point: "act".into(),
+            seed: 0,
+            model: "m".into(),
+            sizes: Sizes { seeds: 2, ..Sizes::of(Scale::Smoke) },
+            compare_backends: vec![],
+            margin: 2.0,
+        });
+        std::fs::write(root.join("plan.json"), serde_json::to_vec(&plan).unwrap()).unwrap();
+        std::fs::write(root.join("config.json"), b"{}").unwrap();
+        for e in &plan.evals {
+            let languages = e
+                .langs
+                .iter()
+                .map(|lang| {
+                    let examples = (0..N)
+                        .map(|i| {
+                            let (metrics, detail) = example(e, lang, i);
+                            ExampleResult { key: i.to_string(), metrics, detail }
+                        })
+                        .collect();
+                    let mut l = LangResult {
+                        lang: lang.clone(),
+                        data_file: "d".into(),
+                        data_sha256: "s".into(),
+                        dropped: vec![],
+                        scores: BTreeMap::new(),
+                        examples,
+                    };
+                    l.summarize(200, 1);
+                    l
+                })
+                .collect();
+            let r = EvalResults {
+                task: e.task.clone(),
+                protocol: "p".into(),
+                split: "test".into(),
+                config: Value::Null,
+                resamples: 200,
+                seed: 1,
+                languages,
+            };
+            let p = root.join(&e.results);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, serde_json::to_vec(&r).unwrap()).unwrap();
+        }
+        super::run(super::Args { run: root.to_path_buf(), resamples: 2000, seed: 3 }).unwrap();
+        let doc: Value = serde_json::from_slice(&std::fs::read(root.join("results.json")).unwrap()).unwrap();
+        let verdict = |id: &str| -> Value {
+            doc["verdicts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["table"] == id)
+                .cloned()
+                .unwrap_or_else(|| panic!("{id}"))
+        };
+        // ActProb-90p's P5 raises vi by 10 points on both seeds: after Holm over 21 cells, still higher.
+        let v = verdict("xnli-intervention-act-prob-90p");
+        assert_eq!(v["verdict"], "contradicts", "{v}");
+        assert!(v["higher"] == 1 && v["equivalent"] == 20 && v["seeds"] == 2 && v["tested"] == 21, "{v}");
+        // Every other intervention, and every FTL, equals null on each seed: equivalent within ±2.
+        assert_eq!(verdict("xnli-intervention-lape-mondal")["verdict"], "consistent");
+        let ftl = verdict("xnli-ftl");
+        assert!(ftl["verdict"] == "consistent" && ftl["equivalent"] == 9 && ftl["cells"] == 12, "{ftl}");
+        // XQuAD's null never matches exactly: no table of it can test the claim, and it says why.
+        for id in ["xquad-intervention-act-prob-90p", "xquad-ftl"] {
+            let v = verdict(id);
+            assert!(v["verdict"] == "cannot_test" && v["tested"] == 0, "{v}");
+            assert!(v["cannot_test"][0].as_str().unwrap().contains("exact match 0"), "{v}");
+        }
+        let cell = doc["deltas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["table"] == "xnli-intervention-act-prob-90p" && d["column"] == "P5" && d["lang"] == "vi")
+            .unwrap();
+        assert!(cell["class"] == "higher" && cell["runs"] == 2 && cell["p_holm"].as_f64().unwrap() <= 0.05, "{cell}");
+        // +10 on seed 0; +9.5 on seed 1, whose null already had three of those examples right.
+        assert!((cell["delta"].as_f64().unwrap() - 9.75).abs() < 1e-9, "{cell}");
+        let md = std::fs::read_to_string(root.join("report.md")).unwrap();
+        assert!(md.contains("**contradicts the paper** — act-prob-90p intervention raises the score"), "{md}");
+        assert!(md.contains("(seeds: 70.00 · ") && md.contains("training seeds 42, 43"), "{md}");
+    }
 }

@@ -57,9 +57,20 @@ pub struct Args {
     /// The run directory: every output of the study, the report included.
     #[arg(long, default_value = "runs/reproduce")]
     pub out: PathBuf,
-    /// Seed of the capture's document shuffle and the random controls; fine-tunes use 42 + this seed.
+    /// Seed of the capture's document shuffle and the random controls; fine-tunes use 42 + this seed (+ k for the
+    /// k-th of --seeds).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Train every fine-tune this many times, with seeds 42 + --seed + k, and evaluate each (interventions
+    /// included) [default: the scale's]. The fine-tuning tables then compare over seeds (resampling the runs and the
+    /// examples), and the intervention tables average each seed's paired difference; with one seed the fine-tuning
+    /// tables cannot test the paper's claim, since one run per side measures training noise.
+    #[arg(long, value_parser = crate::cmd::at_least_one)]
+    pub seeds: Option<usize>,
+    /// The equivalence margin δ of the report's verdicts, in points of accuracy or F1, fixed here before the run: a
+    /// difference whose 90% interval lies inside [−δ, +δ] is called equivalent (two one-sided tests at 5%).
+    #[arg(long, default_value_t = lsn_eval::verdict::DEFAULT_MARGIN, value_parser = crate::cmd::positive_margin)]
+    pub margin: f64,
     /// Run every stage as its own `lsn` process (what a cluster does) instead of in this one.
     #[arg(long)]
     pub processes: bool,
@@ -303,7 +314,10 @@ pub fn run(args: Args) -> Result<()> {
     crate::backends::parse_dtype(&args.dtype).map_err(|e| anyhow::anyhow!("--dtype: {e}"))?;
     let task_backend = if backend == "ort" { trainer.ok_or_else(no_trainer)? } else { backend.as_str() };
     let home = args.cache.home();
-    let sizes = Sizes::of(args.scale);
+    let mut sizes = Sizes::of(args.scale);
+    if let Some(n) = args.seeds {
+        sizes.seeds = n;
+    }
     let request = Request {
         scale: args.scale,
         backend: backend.clone(),
@@ -315,6 +329,7 @@ pub fn run(args: Args) -> Result<()> {
         model: args.model.clone(),
         sizes,
         compare_backends,
+        margin: args.margin,
     };
     let plan = Plan::new(request.clone());
     plan.check()?;
@@ -373,7 +388,7 @@ pub fn run(args: Args) -> Result<()> {
     let config = serde_json::json!({
         "lsn_version": env!("CARGO_PKG_VERSION"), "request": request, "model_dir": model_dir, "identity": identity,
         "data_dir": data_dir, "data_sha256": data, "backends_built": available,
-        "training_seed": 42 + args.seed,
+        "training_seeds": (0..request.sizes.seeds as u64).map(|k| 42 + args.seed + k).collect::<Vec<_>>(),
     });
     fsutil::write_atomic(&root.join("config.json"), serde_json::to_string_pretty(&config)?.as_bytes())?;
     fsutil::write_atomic(&root.join("plan.json"), serde_json::to_string_pretty(&plan)?.as_bytes())?;

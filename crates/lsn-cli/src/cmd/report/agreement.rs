@@ -110,6 +110,7 @@ pub(super) fn agreement_table(
              or flip a near-tied prediction; `lsn-conformance` measures each backend's deviations."
                 .into()
         }),
+        verdict_class: None,
     };
     Some((table, json!(doc)))
 }

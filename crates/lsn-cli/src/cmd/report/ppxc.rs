@@ -65,6 +65,7 @@ pub(super) fn ppxc_table(doc: &Value) -> Option<(Table, Value)> {
                rows (not used by the capture) are scored; (PPL(j | i zeroed) − PPL(j)) / PPL(j)."
             .into(),
         verdict: Some(verdict),
+        verdict_class: None,
     };
     Some((table, summary))
 }

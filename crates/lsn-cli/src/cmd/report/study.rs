@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use lsn_eval::{EvalResults, LangResult, compare};
+use lsn_eval::verdict::{self, Class, TableVerdict, Untestable};
+use lsn_eval::{Compared, Delta, EvalResults, LangResult, compare_paired_runs, compare_runs};
 use serde_json::{Value, json};
 
 use super::paper;
@@ -19,8 +20,22 @@ pub(super) struct Study<'a> {
     pub(super) results: BTreeMap<String, EvalResults>,
     pub(super) resamples: usize,
     pub(super) seed: u64,
-    /// Every difference shown: (table, row, column, Δ, lo, hi, excludes 0).
+    /// Every difference shown: table, row, column, both sides' scores, Δ with its 95% and 90% intervals, the raw and
+    /// Holm-adjusted p-values and its class.
     pub(super) deltas: Vec<Value>,
+    /// Every judged table's verdict, with its margin, correction, seeds, examples and counts of classes.
+    pub(super) verdicts: Vec<Value>,
+    /// The differences of the table being built, classified when it is finished.
+    pending: Vec<Pending>,
+}
+
+/// A difference waiting for its table's correction, and where its cell is.
+struct Pending {
+    row: usize,
+    col: usize,
+    lang: String,
+    column: String,
+    c: Compared,
 }
 
 /// A task's headline metric(s): XNLI accuracy; XQuAD the paper's token-id F1 (and EM beside it).
@@ -28,7 +43,32 @@ pub(super) fn metric(task: &str) -> &'static str {
     if task == "xnli" { "accuracy" } else { "paper_f1" }
 }
 
-impl Study<'_> {
+/// `+1.50 [−1.00, +4.00]`.
+fn delta_text(d: &Delta) -> String {
+    format!("{} [{}, {}]", signed(d.delta), signed(d.lo), signed(d.hi))
+}
+
+/// The sizes of a set of cells: `200` or `20–23`.
+fn span(mut v: Vec<usize>) -> String {
+    v.sort_unstable();
+    match (v.first(), v.last()) {
+        (Some(a), Some(b)) if a == b => a.to_string(),
+        (Some(a), Some(b)) => format!("{a}–{b}"),
+        _ => "0".into(),
+    }
+}
+
+impl<'a> Study<'a> {
+    pub(super) fn new(
+        plan: &'a Plan,
+        trains: BTreeMap<String, Value>,
+        results: BTreeMap<String, EvalResults>,
+        resamples: usize,
+        seed: u64,
+    ) -> Study<'a> {
+        Study { plan, trains, results, resamples, seed, deltas: Vec::new(), verdicts: Vec::new(), pending: Vec::new() }
+    }
+
     pub(super) fn role(&self, f: impl Fn(&EvalRole) -> bool) -> Option<&EvalRole> {
         self.plan.evals.iter().find(|e| f(e))
     }
@@ -38,54 +78,257 @@ impl Study<'_> {
         Some((res, res.languages.iter().find(|l| l.lang == lang)?))
     }
 
-    /// `score` (or `F1 / EM` for XQuAD) of a language in an evaluation.
-    fn score_text(&self, task: &str, l: &LangResult) -> String {
-        let m = |k: &str| l.scores.get(k).map(|i| i.mean);
-        if task == "xnli" {
-            m("accuracy").map_or("–".into(), pct)
-        } else {
-            match (m("paper_f1"), m("paper_em")) {
-                (Some(f), Some(e)) => format!("{} / {}", pct(f), pct(e)),
-                _ => "–".into(),
-            }
-        }
+    /// The evaluations that hold `lang` among the roles `f` picks, one per training seed in seed order (those that
+    /// have run).
+    fn runs(&self, lang: &str, f: impl Fn(&EvalRole) -> bool) -> Vec<(usize, EvalResults)> {
+        let mut v: Vec<(usize, EvalResults)> = self
+            .plan
+            .evals
+            .iter()
+            .filter(|e| f(e) && e.langs.iter().any(|l| l == lang))
+            .filter_map(|e| {
+                let r = self.results.get(&e.stage)?;
+                r.languages.iter().any(|l| l.lang == lang).then(|| (e.seed_index, r.clone()))
+            })
+            .collect();
+        v.sort_by_key(|(k, _)| *k);
+        v
     }
 
-    /// The paired Δ (b − a) of the task's headline metric on `lang`, as a cell, recorded for results.json.
-    fn delta_cell(&mut self, table: &str, row: &str, col: &str, a: &EvalResults, b: &EvalResults, lang: &str) -> Cell {
-        let metric = metric(&a.task);
-        let rows = match compare(a, b, self.resamples, self.seed) {
+    /// The FTL-null fine-tunes of `task` evaluated on `lang`, by seed.
+    fn null_runs(&self, task: &str, lang: &str) -> Vec<(usize, EvalResults)> {
+        self.runs(lang, |e| e.task == task && e.kind == "ftl" && e.ftl.as_deref() == Some("null"))
+    }
+
+    /// The score of `lang` over runs (one per seed): the mean, and each seed's when there are several.
+    fn score_text(&self, task: &str, runs: &[(usize, EvalResults)], lang: &str) -> String {
+        let per_run: Vec<(Option<f64>, Option<f64>)> = runs
+            .iter()
+            .filter_map(|(_, r)| r.languages.iter().find(|l| l.lang == lang))
+            .map(|l| {
+                let m = |k: &str| l.scores.get(k).map(|i| i.mean);
+                if task == "xnli" { (m("accuracy"), None) } else { (m("paper_f1"), m("paper_em")) }
+            })
+            .collect();
+        let mean = |v: Vec<Option<f64>>| -> Option<f64> {
+            let v: Option<Vec<f64>> = v.into_iter().collect();
+            v.filter(|v| !v.is_empty()).map(|v| v.iter().sum::<f64>() / v.len() as f64)
+        };
+        let main = mean(per_run.iter().map(|p| p.0).collect());
+        let second = mean(per_run.iter().map(|p| p.1).collect());
+        let mut text = match (task, main, second) {
+            ("xnli", Some(a), _) => pct(a),
+            (_, Some(f), Some(e)) => format!("{} / {}", pct(f), pct(e)),
+            _ => return "–".into(),
+        };
+        if per_run.len() > 1 {
+            let each: Vec<String> = per_run.iter().filter_map(|p| p.0.map(pct)).collect();
+            text += &format!(" (seeds: {})", each.join(" · "));
+        }
+        text
+    }
+
+    /// The Δ (b − a) of the task's headline metric on `lang` over the runs of both sides, as the cell at (row, col)
+    /// of the table being built: paired per seed (an intervention against its own fine-tune) or independent runs
+    /// (two fine-tunes). The cell's class is set when the table is finished.
+    fn delta_cell(
+        &mut self,
+        at: (usize, usize),
+        column: &str,
+        a: &[(usize, EvalResults)],
+        b: &[(usize, EvalResults)],
+        lang: &str,
+        paired: bool,
+    ) -> Cell {
+        let (a, b): (Vec<EvalResults>, Vec<EvalResults>) = if paired {
+            // Only the seeds both sides have, in the same order.
+            a.iter()
+                .filter_map(|(k, ra)| b.iter().find(|(kb, _)| kb == k).map(|(_, rb)| (ra.clone(), rb.clone())))
+                .unzip()
+        } else {
+            (a.iter().map(|r| r.1.clone()).collect(), b.iter().map(|r| r.1.clone()).collect())
+        };
+        if a.is_empty() || b.is_empty() {
+            return Cell::plain("–");
+        }
+        let metric = metric(&a[0].task);
+        let rows = if paired {
+            compare_paired_runs(&a, &b, self.resamples, self.seed)
+        } else {
+            compare_runs(&a, &b, self.resamples, self.seed)
+        };
+        let rows = match rows {
             Ok(r) => r,
             Err(e) => return Cell::plain(format!("not comparable: {e}")),
         };
-        let Some(c) = rows.iter().find(|c| c.lang == lang && c.metric == metric) else { return Cell::plain("–") };
-        let d = &c.delta;
-        self.deltas.push(json!({"table": table, "row": row, "column": col, "lang": lang, "metric": metric,
-            "a": c.a, "b": c.b, "delta": d.delta, "lo": d.lo, "hi": d.hi, "excludes_zero": d.excludes_zero,
-            "n": d.n}));
-        Cell { text: format!("{} [{}, {}]", signed(d.delta), signed(d.lo), signed(d.hi)), marked: d.excludes_zero }
+        let Some(c) = rows.into_iter().find(|c| c.lang == lang && c.metric == metric) else {
+            return Cell::plain("–");
+        };
+        let text = delta_text(&c.delta);
+        self.pending.push(Pending { row: at.0, col: at.1, lang: lang.into(), column: column.into(), c });
+        Cell::plain(text)
     }
 
-    /// Improvements and losses among the recorded deltas of `table`.
-    fn tally(&self, table: &str) -> (Vec<String>, usize, usize) {
-        let mine: Vec<&Value> = self.deltas.iter().filter(|d| d["table"] == table).collect();
-        let up: Vec<String> = mine
-            .iter()
-            .filter(|d| d["excludes_zero"] == true && d["delta"].as_f64().unwrap_or(0.0) > 0.0)
-            .map(|d| {
+    /// Why `lang` cannot test the claim on `task`: its FTL-null fine-tune did not learn the task.
+    fn untestable(&self, task: &str, lang: &str) -> Option<Untestable> {
+        let runs: Vec<EvalResults> = self.null_runs(task, lang).into_iter().map(|r| r.1).collect();
+        if runs.is_empty() {
+            return None;
+        }
+        if task == "xnli" {
+            let acc = lsn_eval::runs_score(&runs, lang, "accuracy", self.resamples, self.seed).ok()?;
+            verdict::xnli_check(&acc)
+        } else {
+            let langs: Vec<&LangResult> =
+                runs.iter().filter_map(|r| r.languages.iter().find(|l| l.lang == lang)).collect();
+            let em = langs.iter().filter_map(|l| l.scores.get("paper_em").map(|i| i.mean)).sum::<f64>()
+                / langs.len().max(1) as f64;
+            let (ended, all) = langs.iter().flat_map(|l| &l.examples).fold((0usize, 0usize), |(e, n), x| {
+                (e + usize::from(x.detail.get("stopped_at_eos").and_then(Value::as_bool) == Some(true)), n + 1)
+            });
+            verdict::xquad_check(em, 100.0 * ended as f64 / all.max(1) as f64)
+        }
+    }
+
+    /// Classifies the differences of the finished `table` (Holm over its testable cells), marks and labels its
+    /// cells, records them for results.json, and writes its verdict. `what` names the intervention or fine-tune;
+    /// `one_seed_matters`: a comparison of two trainings, which one seed per side cannot test.
+    fn finish(&mut self, table: &mut Table, task: &str, what: &str, one_seed_matters: bool) {
+        let margin = self.plan.request.margin;
+        let pending = std::mem::take(&mut self.pending);
+        let seeds = pending.iter().map(|p| p.c.delta.runs).max().unwrap_or(0);
+        let table_wide = (one_seed_matters && seeds == 1).then_some(Untestable::OneTrainingSeed);
+        let mut by_lang: BTreeMap<String, Option<Untestable>> = BTreeMap::new();
+        for p in &pending {
+            if !by_lang.contains_key(&p.lang) {
+                let u = table_wide.clone().or_else(|| self.untestable(task, &p.lang));
+                by_lang.insert(p.lang.clone(), u);
+            }
+        }
+        let testable: Vec<&Pending> = pending.iter().filter(|p| by_lang[&p.lang].is_none()).collect();
+        let judged = verdict::classify(&testable.iter().map(|p| p.c.delta).collect::<Vec<_>>(), margin);
+        let mut classes = Vec::new();
+        let mut controls = Vec::new();
+        let mut higher = Vec::new();
+        let mut identical = 0;
+        for p in &pending {
+            let d = &p.c.delta;
+            let j = testable.iter().position(|t| std::ptr::eq(*t, p)).map(|i| judged[i]);
+            let class_name = j.map_or("cannot_test".to_string(), |j| {
+                serde_json::to_value(j.class).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+            });
+            let cell = &mut table.rows[p.row][p.col];
+            match j {
+                Some(j) => {
+                    cell.text = format!("{} {}", delta_text(d), j.class.label(margin));
+                    cell.marked = matches!(j.class, Class::Higher | Class::Lower);
+                    // A control (random neurons) is classified, but the paper's claim is about language neurons.
+                    if p.column.starts_with("random") {
+                        controls.push(j.class);
+                    } else {
+                        classes.push(j.class);
+                    }
+                    if j.class == Class::Higher && !p.column.starts_with("random") {
+                        higher.push(format!("{} {} {} (p_Holm {:.3})", p.lang, p.column, delta_text(d), j.p_holm));
+                    }
+                }
+                None => cell.text = format!("{} cannot test", delta_text(d)),
+            }
+            if d.delta == 0.0 && d.lo == 0.0 && d.hi == 0.0 {
+                identical += 1;
+            }
+            self.deltas.push(json!({"table": table.id, "row": p.lang, "column": p.column, "lang": p.lang,
+                "metric": p.c.metric, "a": p.c.a, "b": p.c.b, "delta": d.delta, "lo": d.lo, "hi": d.hi,
+                "lo90": d.lo90, "hi90": d.hi90, "p": d.p, "p_holm": j.map(|j| j.p_holm), "class": class_name,
+                "excludes_zero": d.excludes_zero, "n": d.n, "runs": d.runs}));
+        }
+        let count = |c: Class| classes.iter().filter(|x| **x == c).count();
+        let (h, l, e, i) =
+            (count(Class::Higher), count(Class::Lower), count(Class::Equivalent), count(Class::Inconclusive));
+        let k = classes.len();
+        let mde = verdict::typical_half_width(&testable.iter().map(|p| p.c.delta).collect::<Vec<_>>());
+        let mut v = if pending.is_empty() { TableVerdict::CannotTest } else { verdict::table_verdict(&classes) };
+        let untested: Vec<String> =
+            by_lang.iter().filter_map(|(lang, u)| u.as_ref().map(|u| format!("{lang}: FTL null's {u}"))).collect();
+        let headline = match v {
+            _ if pending.is_empty() => "not yet: nothing has been evaluated".to_string(),
+            TableVerdict::Consistent => {
                 format!(
-                    "{} {} {} [{}, {}]",
-                    d["lang"].as_str().unwrap_or(""),
-                    d["column"].as_str().unwrap_or(""),
-                    signed(d["delta"].as_f64().unwrap_or(0.0)),
-                    signed(d["lo"].as_f64().unwrap_or(0.0)),
-                    signed(d["hi"].as_f64().unwrap_or(0.0))
+                    "no {what} raises the score: each of the {k} tested cells is equivalent within ±{margin} or lower"
                 )
-            })
-            .collect();
-        let down =
-            mine.iter().filter(|d| d["excludes_zero"] == true && d["delta"].as_f64().unwrap_or(0.0) < 0.0).count();
-        (up, down, mine.len())
+            }
+            TableVerdict::Contradicts => {
+                format!("{what} raises the score after correction in {h} of {k} cells: {}", higher.join("; "))
+            }
+            TableVerdict::Inconclusive => format!(
+                "no cell is higher after correction, but {i} of {k} are neither equivalent within ±{margin} nor lower: \
+                 the data cannot tell"
+            ),
+            TableVerdict::CannotTest => match &table_wide {
+                Some(u) => u.to_string(),
+                None => format!("no language's model learned the task — {}", untested.join("; ")),
+            },
+        };
+        if pending.is_empty() {
+            v = TableVerdict::CannotTest;
+        }
+        let examples = span(pending.iter().map(|p| p.c.delta.n).collect());
+        let mut text = format!("**{}** — {headline}.", v.label());
+        if k > 0 {
+            text += &format!(
+                " Cells: {h} higher, {l} lower, {e} equivalent within ±{margin}, {i} inconclusive ({} of {k} conclusive).",
+                h + l + e
+            );
+        }
+        if !controls.is_empty() {
+            let c = |x: Class| controls.iter().filter(|y| **y == x).count();
+            text += &format!(
+                " Control (random neurons, not part of the verdict): {} higher, {} lower, {} equivalent, {} inconclusive.",
+                c(Class::Higher),
+                c(Class::Lower),
+                c(Class::Equivalent),
+                c(Class::Inconclusive)
+            );
+        }
+        if table_wide.is_none() && k > 0 && !untested.is_empty() {
+            text += &format!(" Cannot test — {}.", untested.join("; "));
+        }
+        text += &format!(
+            " Rules: δ = ±{margin} points, fixed before the run; a difference when its bootstrap p-value, \
+             Holm–Bonferroni-adjusted over the {} tested cells of this table, is ≤ 0.05; equivalent when the 90% \
+             interval lies inside [−δ, +δ] (TOST at 5%); {seeds} training seed{}; {examples} examples per language{}.",
+            testable.len(),
+            if seeds == 1 { "" } else { "s" },
+            mde.map_or(String::new(), |m| format!(
+                "; minimum detectable effect ≈ ±{m:.2} points (a typical cell's 95% half-width)"
+            ))
+        );
+        // The bootstrap's smallest p-value is 2 / (resamples + 1): below Holm's smallest threshold α / m, or no cell
+        // could be called a difference whatever the data.
+        let m = testable.len();
+        if m > 0 && 2.0 / (self.resamples + 1) as f64 > verdict::ALPHA / m as f64 {
+            text += &format!(
+                " With {} bootstrap resamples the smallest p-value is {:.4}, above Holm's first threshold {:.4}: no \
+                 cell can be called a difference — rerun `lsn report --resamples {}` or more.",
+                self.resamples,
+                2.0 / (self.resamples + 1) as f64,
+                verdict::ALPHA / m as f64,
+                (2.0 * m as f64 / verdict::ALPHA).ceil() as usize * 2
+            );
+        }
+        if identical > 0 {
+            text += &format!(
+                " {identical} of {} cells are exactly 0 on every example: the two models made the same predictions.",
+                pending.len()
+            );
+        }
+        self.verdicts.push(json!({"table": table.id, "verdict": v, "margin": margin, "alpha": verdict::ALPHA,
+            "correction": "holm-bonferroni", "equivalence": "tost-90", "seeds": seeds, "examples": examples,
+            "cells": pending.len(), "tested": k, "higher": h, "lower": l, "equivalent": e, "inconclusive": i,
+            "conclusive": h + l + e, "minimum_detectable_effect": mde, "cannot_test": untested,
+            "identical_cells": identical, "task": task}));
+        table.verdict = Some(text);
+        table.verdict_class = Some(v);
     }
 
     /// How many gate_proj rows the fine-tune of `ftl` evaluated on `lang` trained (from its train.json).
@@ -123,40 +366,24 @@ impl Study<'_> {
         let mut rows = Vec::new();
         let mut reference_rows = Vec::new();
         for &lang in langs {
-            let base_role =
-                self.role(|e| e.task == task && e.kind == "ftl" && e.ftl.as_deref() == Some("null")).cloned();
-            let base = self.lang(base_role.as_ref(), lang).map(|(r, l)| (r.clone(), l.clone()));
+            let base = self.null_runs(task, lang);
             let mut ours = vec![Cell::plain(format!("{lang}, {model} (ours)"))];
-            ours.push(Cell::plain(base.as_ref().map_or("–".into(), |(_, l)| self.score_text(task, l))));
+            ours.push(Cell::plain(self.score_text(task, &base, lang)));
             let mut delta = vec![
-                Cell::plain(format!("Δ vs No Int [95% paired CI]{}", if task == "xquad" { ", F1" } else { "" })),
+                Cell::plain(format!("Δ vs No Int [95% CI]{}", if task == "xquad" { ", F1" } else { "" })),
                 Cell::plain("–"),
             ];
             for fill in &fills {
-                let role = self
-                    .role(|e| {
-                        e.task == task
-                            && e.kind == "intervention"
-                            && e.method.as_deref() == Some(method)
-                            && e.fill.as_deref() == Some(fill.as_str())
-                            && e.langs.iter().any(|l| l == lang)
-                    })
-                    .cloned();
-                match (self.lang(role.as_ref(), lang).map(|(r, l)| (r.clone(), l.clone())), &base) {
-                    (Some((res, l)), Some((base_res, _))) => {
-                        ours.push(Cell::plain(self.score_text(task, &l)));
-                        let cell = self.delta_cell(&id, lang, &column_name(fill), base_res, &res, lang);
-                        delta.push(cell);
-                    }
-                    (Some((_, l)), None) => {
-                        ours.push(Cell::plain(self.score_text(task, &l)));
-                        delta.push(Cell::plain("–"));
-                    }
-                    _ => {
-                        ours.push(Cell::plain("–"));
-                        delta.push(Cell::plain("–"));
-                    }
-                }
+                let runs = self.runs(lang, |e| {
+                    e.task == task
+                        && e.kind == "intervention"
+                        && e.method.as_deref() == Some(method)
+                        && e.fill.as_deref() == Some(fill.as_str())
+                });
+                ours.push(Cell::plain(if runs.is_empty() { "–".into() } else { self.score_text(task, &runs, lang) }));
+                let at = (rows.len() + 1, delta.len());
+                let cell = self.delta_cell(at, &column_name(fill), &base, &runs, lang, true);
+                delta.push(cell);
             }
             rows.push(ours);
             rows.push(delta);
@@ -198,23 +425,6 @@ impl Study<'_> {
                 rows.push(row);
             }
         }
-        let (up, down, n) = self.tally(&id);
-        let what = if task == "xnli" { "accuracy" } else { "F1 (the paper's token-id metric)" };
-        let verdict = if n == 0 {
-            "not yet: no intervention has been evaluated".to_string()
-        } else if up.is_empty() {
-            format!(
-                "the paper's negative result holds here: no fill raises any language's {what} (no interval above 0); \
-                 {down} of {n} cells lower it with an interval below 0."
-            )
-        } else {
-            format!(
-                "the paper's negative result does not hold for {} of {n} cells, where a fill raises {what} with an \
-                 interval above 0: {}; {down} cells lower it.",
-                up.len(),
-                up.join("; ")
-            )
-        };
         let title = format!(
             "{} {}, {} neurons, FTL null (fine-tuned on English), interventions on each language's own set",
             task_name(task),
@@ -223,13 +433,18 @@ impl Study<'_> {
         );
         let note = format!(
             "Each fill overwrites the evaluated language's own {method} neurons (vi{} from set 1, {} from set 6) at every \
-             position with that language's per-neuron statistic from its capture. Δ: paired over the same examples, \
-             2000-fold bootstrap; bold and * where the interval excludes 0. Grey rows: the paper's numbers for its \
-             models (DESIGN §11), not ours.",
+             position with that language's per-neuron statistic from its capture. Δ: the intervention against the same \
+             fine-tune without it, paired over the same examples (with several training seeds: each seed's paired Δ, \
+             averaged, the interval resampling seeds and examples), {}-fold bootstrap; each cell's class after the \
+             table's correction (see the verdict), bold and * for higher or lower. Grey rows: the paper's numbers for \
+             its models (DESIGN §11), not ours.",
             if task == "xquad" { ", zh" } else { "" },
-            if task == "xquad" { "hi" } else { "hi, ur" }
+            if task == "xquad" { "hi" } else { "hi, ur" },
+            self.resamples
         );
-        Some(Table { id, title, header, rows, reference_rows, note, verdict: Some(verdict) })
+        let mut table = Table { id, title, header, rows, reference_rows, note, verdict: None, verdict_class: None };
+        self.finish(&mut table, task, &format!("{method} intervention"), false);
+        Some(table)
     }
 
     /// The fine-tuning table of `task`: FTL null, en, target, en+target, random, no intervention.
@@ -243,25 +458,17 @@ impl Study<'_> {
         for &lang in langs {
             let ftls =
                 ["null".to_string(), "en".into(), lang.to_string(), format!("en+{lang}"), format!("random:{lang}")];
-            let found: Vec<Option<(EvalResults, LangResult)>> = ftls
+            let found: Vec<Vec<(usize, EvalResults)>> = ftls
                 .iter()
-                .map(|f| {
-                    let role = self
-                        .role(|e| {
-                            e.task == task
-                                && e.kind == "ftl"
-                                && e.ftl.as_deref() == Some(f.as_str())
-                                && e.langs.iter().any(|l| l == lang)
-                        })
-                        .cloned();
-                    self.lang(role.as_ref(), lang).map(|(r, l)| (r.clone(), l.clone()))
-                })
+                .map(|f| self.runs(lang, |e| e.task == task && e.kind == "ftl" && e.ftl.as_deref() == Some(f.as_str())))
                 .collect();
             let mut ours = vec![Cell::plain(format!("{lang} (ours)"))];
-            let mut delta =
-                vec![Cell::plain(format!("Δ vs null [95% paired CI]{}", if task == "xquad" { ", F1" } else { "" }))];
-            for (k, f) in found.iter().enumerate() {
-                let mut text = f.as_ref().map_or("–".into(), |(_, l)| self.score_text(task, l));
+            let mut delta = vec![Cell::plain(format!(
+                "Δ vs null [95% CI over seeds and examples]{}",
+                if task == "xquad" { ", F1" } else { "" }
+            ))];
+            for (k, runs) in found.iter().enumerate() {
+                let mut text = if runs.is_empty() { "–".into() } else { self.score_text(task, runs, lang) };
                 if k > 0 && self.gate_neurons(task, &ftls[k], lang) == Some(0) {
                     text += " (empty set: trained as null)";
                 }
@@ -270,10 +477,9 @@ impl Study<'_> {
                     delta.push(Cell::plain("–"));
                     continue;
                 }
-                delta.push(match (&found[0], f) {
-                    (Some((a, _)), Some((b, _))) => self.delta_cell(&id, lang, &header[k + 1], a, b, lang),
-                    _ => Cell::plain("–"),
-                });
+                let at = (rows.len() + 1, delta.len());
+                let cell = self.delta_cell(at, &header[k + 1], &found[0], runs, lang, false);
+                delta.push(cell);
             }
             rows.push(ours);
             rows.push(delta);
@@ -287,24 +493,7 @@ impl Study<'_> {
                 rows.push(row);
             }
         }
-        let (up, down, n) = self.tally(&id);
-        let verdict = if n == 0 {
-            "not yet: no fine-tune has been evaluated".to_string()
-        } else if up.is_empty() {
-            format!(
-                "the paper's negative result holds here: no FTL scores above null with an interval above 0 ({down} of \
-                 {n} below)."
-            )
-        } else {
-            format!(
-                "{} of {n} FTL cells score above null with an interval above 0: {}. One training seed per FTL: the \
-                 paired interval covers the evaluation examples, not training noise, so read these as differences \
-                 between two trained models, not yet as effects of the neurons (compare over seeds: `lsn compare`).",
-                up.len(),
-                up.join("; ")
-            )
-        };
-        Table {
+        let mut table = Table {
             id,
             title: format!(
                 "{} {} of English fine-tunes by FTL (LAPE neurons, masked LoRA on gate_proj), no intervention",
@@ -318,12 +507,17 @@ impl Study<'_> {
                 "FTL null: attention LoRA only; en / target / en+target: the masked LoRA also trains those languages' \
                  {FTL_METHOD} neurons' rows of gate_proj (the set of the evaluated language: vi{} from set 1, {} from \
                  set 6); random:target: as many random neurons per layer as the target's set (a control the paper did \
-                 not run). Every fine-tune starts from the same seed. Grey: the paper's Llama-3.1-8B numbers.",
+                 not run; its cells are classified but do not enter the verdict). Every FTL is trained with the same \
+                 training seeds as null; Δ compares the FTL's runs with null's, resampling the runs of each side and the \
+                 examples. Grey: the paper's Llama-3.1-8B numbers.",
                 if task == "xquad" { ", zh" } else { "" },
                 if task == "xquad" { "hi" } else { "hi, ur" }
             ),
-            verdict: Some(verdict),
-        }
+            verdict: None,
+            verdict_class: None,
+        };
+        self.finish(&mut table, task, "FTL", true);
+        table
     }
 
     /// The base model run zero-shot: the sanity baseline.
@@ -360,6 +554,7 @@ impl Study<'_> {
                    token limit without stopping, so interventions on it would measure noise."
                     .into(),
             verdict: None,
+            verdict_class: None,
         }
     }
 }

@@ -1,9 +1,9 @@
-//! A report table: cells (some marked: a paired interval that excludes 0), a note and a verdict, rendered as
+//! A report table: cells (some marked: a difference after the table's correction), a note and a verdict, rendered as
 //! markdown and as HTML from the same data.
 
 use serde::Serialize;
 
-/// One cell; `marked` when it holds a difference whose 95% interval excludes 0.
+/// One cell; `marked` when it holds a difference (higher or lower after the table's correction).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Cell {
     pub text: String,
@@ -38,6 +38,8 @@ pub struct Table {
     pub reference_rows: Vec<usize>,
     pub note: String,
     pub verdict: Option<String>,
+    /// The verdict's class, for tables that judge the paper's claim.
+    pub verdict_class: Option<lsn_eval::verdict::TableVerdict>,
 }
 
 fn md_escape(s: &str) -> String {
@@ -123,6 +125,7 @@ mod tests {
             reference_rows: vec![1],
             note: "a | note".into(),
             verdict: Some("holds".into()),
+            verdict_class: None,
         };
         let md = t.markdown();
         assert!(md.contains("| vi | 46.80 | **−1.20 [−2.40, −0.20]**\\* |"), "{md}");

@@ -64,6 +64,14 @@ pub struct Sizes {
     /// The fills of each method's intervention table.
     pub act_prob_fills: Vec<String>,
     pub lape_fills: Vec<String>,
+    /// Training seeds: every fine-tune is trained this many times (seeds 42 + --seed + k), and every evaluation of a
+    /// fine-tune (interventions included) runs on each.
+    #[serde(default = "one_seed")]
+    pub seeds: usize,
+}
+
+fn one_seed() -> usize {
+    1
 }
 
 impl Sizes {
@@ -86,6 +94,7 @@ impl Sizes {
                 max_new_tokens: 8,
                 act_prob_fills: fills(&FILLS),
                 lape_fills: fills(&["mean", "zero"]),
+                seeds: 1,
             },
             Scale::Default => Sizes {
                 capture_tokens: Some(4096),
@@ -105,6 +114,7 @@ impl Sizes {
                 max_new_tokens: 40,
                 act_prob_fills: fills(&FILLS),
                 lape_fills: fills(&["mean", "zero"]),
+                seeds: 1,
             },
             Scale::Full => Sizes {
                 capture_tokens: None,
@@ -122,6 +132,7 @@ impl Sizes {
                 max_new_tokens: 100,
                 act_prob_fills: fills(&FILLS),
                 lape_fills: fills(&FILLS),
+                seeds: 1,
             },
             Scale::Paper => {
                 Sizes { preset: "paper".into(), xquad_loss_on: "all".into(), ppxc_rows: 16, ..Sizes::of(Scale::Full) }
@@ -148,6 +159,13 @@ pub struct Request {
     /// for the report's agreement table.
     #[serde(default)]
     pub compare_backends: Vec<String>,
+    /// The equivalence margin δ of the report's verdicts (points of accuracy or F1), fixed before the run.
+    #[serde(default = "default_margin")]
+    pub margin: f64,
+}
+
+fn default_margin() -> f64 {
+    lsn_eval::verdict::DEFAULT_MARGIN
 }
 
 /// One step of the study: an `lsn` command line.
@@ -185,6 +203,9 @@ pub struct EvalRole {
     pub langs: Vec<String>,
     /// `…/results.json`, relative to the run directory.
     pub results: String,
+    /// Which training seed's fine-tune (0-based: seed 42 + --seed + this) it evaluates; 0 for the baseline.
+    #[serde(default)]
+    pub seed_index: usize,
 }
 
 /// One fine-tune, as the report reads it.
@@ -196,6 +217,9 @@ pub struct TrainRole {
     pub ftl: String,
     pub set: Option<String>,
     pub dir: String,
+    /// The training seed's index (seed 42 + --seed + this).
+    #[serde(default)]
+    pub seed_index: usize,
 }
 
 /// The whole plan; written to `plan.json` so `lsn report` knows what every output is.
@@ -239,9 +263,15 @@ fn fine_tunes(langs: &[&str]) -> Vec<(String, Option<&'static str>)> {
     v
 }
 
-/// The directory name of a fine-tune (`en+vi` → `en+vi`, `random:vi` → `random-vi`, `en@set1` → `en-set1`).
-fn ft_dir(task: &str, ftl: &str) -> String {
-    format!("adapters/{task}-{}", ftl.replace([':', '@'], "-"))
+/// The directory name of a fine-tune (`en+vi` → `en+vi`, `random:vi` → `random-vi`, `en@set1` → `en-set1`) of
+/// training seed `k` (the first seed's without a suffix, the others' `-seedK`).
+fn ft_dir(task: &str, ftl: &str, k: usize) -> String {
+    seeded(&format!("adapters/{task}-{}", ftl.replace([':', '@'], "-")), "-", k)
+}
+
+/// A stage key or directory of training seed `k`: `name` for the first, `name{sep}seedK` for the others.
+fn seeded(name: &str, sep: &str, k: usize) -> String {
+    if k == 0 { name.to_string() } else { format!("{name}{sep}seed{k}") }
 }
 
 impl Plan {
@@ -421,99 +451,108 @@ impl Plan {
                     fill: None,
                     langs: task_langs.iter().map(|s| s.to_string()).collect(),
                     results: format!("{dir}/results.json"),
+                    seed_index: 0,
                 });
             }
 
             // Fine-tunes on English.
             for (ftl, set) in fine_tunes(task_langs) {
-                let key = format!("train/{task}/{ftl}");
-                let dir = ft_dir(task, &ftl);
-                let lsn_ftl = ftl.split('@').next().unwrap_or(&ftl).to_string();
-                let mut a = argv(
-                    &["train", "--task", task, "--ftl", &lsn_ftl, "--preset", &z.preset, "--out", &out(&dir)],
-                    vec![opt("--limit", n_train), opt("--epochs", epochs), opt("--seed", Some(42 + req.seed))],
-                );
-                if task == "xnli" {
-                    a.extend(argv(&["--split", "dev"], vec![]));
-                } else {
-                    a.extend(argv(&["--loss-on", &z.xquad_loss_on], vec![]));
-                }
-                let mut deps = vec![];
-                if let Some(set) = set {
-                    // A small model can leave a language without LAPE neurons: that fine-tune then trains as null
-                    // does, and the report says so.
-                    a.extend(argv(
-                        &["--neurons", &out(&format!("neurons/{set}/{FTL_METHOD}.json")), "--allow-empty-set"],
-                        vec![],
-                    ));
-                    deps.push(format!("select/{set}"));
-                }
-                a.extend(common(&req.task_backend));
-                stages.push(Stage {
-                    key: key.clone(),
-                    argv: a,
-                    deps,
-                    data: vec![task.into()],
-                    outputs: vec![dir.clone()],
-                    estimate_s: train_s * if ftl == "null" { 1.0 } else { 1.3 },
-                    exclusive: false,
-                });
-                trains.push(TrainRole {
-                    stage: key.clone(),
-                    task: task.into(),
-                    ftl: lsn_ftl.clone(),
-                    set: set.map(str::to_string),
-                    dir: dir.clone(),
-                });
-                // Which languages this fine-tune is evaluated on: null on all; en on its set's languages; the others
-                // on their target only.
-                let eval_langs: Vec<&str> = match ftl.as_str() {
-                    "null" => task_langs.to_vec(),
-                    f if f.starts_with("en@") => {
-                        task_langs.iter().copied().filter(|l| Some(set_of(l)) == set).collect()
+                for k in 0..z.seeds {
+                    let key = seeded(&format!("train/{task}/{ftl}"), "/", k);
+                    let dir = ft_dir(task, &ftl, k);
+                    let lsn_ftl = ftl.split('@').next().unwrap_or(&ftl).to_string();
+                    let mut a = argv(
+                        &["train", "--task", task, "--ftl", &lsn_ftl, "--preset", &z.preset, "--out", &out(&dir)],
+                        vec![
+                            opt("--limit", n_train),
+                            opt("--epochs", epochs),
+                            opt("--seed", Some(42 + req.seed + k as u64)),
+                        ],
+                    );
+                    if task == "xnli" {
+                        a.extend(argv(&["--split", "dev"], vec![]));
+                    } else {
+                        a.extend(argv(&["--loss-on", &z.xquad_loss_on], vec![]));
                     }
-                    f => vec![f.rsplit(['+', ':']).next().unwrap_or(f)],
-                };
-                let ekey = format!("eval/{task}/ftl/{}", ftl.replace(':', "-"));
-                let edir = format!("eval/{task}-ftl-{}", ftl.replace([':', '@'], "-"));
-                let mut a = task_eval(&eval_langs, n_eval);
-                a.extend(argv(&["--adapter", &out(&dir), "--out", &out(&edir)], vec![common(&req.task_backend)]));
-                stages.push(Stage {
-                    key: ekey.clone(),
-                    argv: a,
-                    deps: vec![key.clone()],
-                    data: vec![task.into()],
-                    outputs: vec![edir.clone()],
-                    estimate_s: eval_s(eval_langs.len()),
-                    exclusive: false,
-                });
-                evals.push(EvalRole {
-                    stage: ekey,
-                    task: task.into(),
-                    kind: "ftl".into(),
-                    ftl: Some(lsn_ftl),
-                    method: set.map(|_| FTL_METHOD.to_string()),
-                    fill: None,
-                    langs: eval_langs.iter().map(|s| s.to_string()).collect(),
-                    results: format!("{edir}/results.json"),
-                });
+                    let mut deps = vec![];
+                    if let Some(set) = set {
+                        // A small model can leave a language without LAPE neurons: that fine-tune then trains as null
+                        // does, and the report says so.
+                        a.extend(argv(
+                            &["--neurons", &out(&format!("neurons/{set}/{FTL_METHOD}.json")), "--allow-empty-set"],
+                            vec![],
+                        ));
+                        deps.push(format!("select/{set}"));
+                    }
+                    a.extend(common(&req.task_backend));
+                    stages.push(Stage {
+                        key: key.clone(),
+                        argv: a,
+                        deps,
+                        data: vec![task.into()],
+                        outputs: vec![dir.clone()],
+                        estimate_s: train_s * if ftl == "null" { 1.0 } else { 1.3 },
+                        exclusive: false,
+                    });
+                    trains.push(TrainRole {
+                        stage: key.clone(),
+                        task: task.into(),
+                        ftl: lsn_ftl.clone(),
+                        set: set.map(str::to_string),
+                        dir: dir.clone(),
+                        seed_index: k,
+                    });
+                    // Which languages this fine-tune is evaluated on: null on all; en on its set's languages; the others
+                    // on their target only.
+                    let eval_langs: Vec<&str> = match ftl.as_str() {
+                        "null" => task_langs.to_vec(),
+                        f if f.starts_with("en@") => {
+                            task_langs.iter().copied().filter(|l| Some(set_of(l)) == set).collect()
+                        }
+                        f => vec![f.rsplit(['+', ':']).next().unwrap_or(f)],
+                    };
+                    let ekey = seeded(&format!("eval/{task}/ftl/{}", ftl.replace(':', "-")), "/", k);
+                    let edir = seeded(&format!("eval/{task}-ftl-{}", ftl.replace([':', '@'], "-")), "-", k);
+                    let mut a = task_eval(&eval_langs, n_eval);
+                    a.extend(argv(&["--adapter", &out(&dir), "--out", &out(&edir)], vec![common(&req.task_backend)]));
+                    stages.push(Stage {
+                        key: ekey.clone(),
+                        argv: a,
+                        deps: vec![key.clone()],
+                        data: vec![task.into()],
+                        outputs: vec![edir.clone()],
+                        estimate_s: eval_s(eval_langs.len()),
+                        exclusive: false,
+                    });
+                    evals.push(EvalRole {
+                        stage: ekey,
+                        task: task.into(),
+                        kind: "ftl".into(),
+                        ftl: Some(lsn_ftl),
+                        method: set.map(|_| FTL_METHOD.to_string()),
+                        fill: None,
+                        langs: eval_langs.iter().map(|s| s.to_string()).collect(),
+                        results: format!("{edir}/results.json"),
+                        seed_index: k,
+                    });
+                }
             }
 
             // Test-time interventions on the FTL-null fine-tune: each language's own set, per set file.
             for (method, fills) in [(INTERVENTION_METHOD, &z.act_prob_fills), (FTL_METHOD, &z.lape_fills)] {
                 for fill in fills {
-                    for set in ["set1", "set6"] {
+                    for (set, k) in ["set1", "set6"].into_iter().flat_map(|s| (0..z.seeds).map(move |k| (s, k))) {
                         let langs: Vec<&str> = task_langs.iter().copied().filter(|l| set_of(l) == set).collect();
                         if langs.is_empty() {
                             continue;
                         }
-                        let key = format!("eval/{task}/int/{method}/{fill}/{set}");
-                        let dir = format!("eval/{task}-int-{method}-{fill}-{set}");
+                        let key = seeded(&format!("eval/{task}/int/{method}/{fill}/{set}"), "/", k);
+                        let dir = seeded(&format!("eval/{task}-int-{method}-{fill}-{set}"), "-", k);
                         let mut a = task_eval(&langs, n_eval);
                         a.extend(argv(
                             &[
                                 "--adapter",
-                                &out(&ft_dir(task, "null")),
+                                &out(&ft_dir(task, "null", k)),
                                 "--neurons",
                                 &out(&format!("neurons/{set}/{method}.json")),
                                 "--fill",
@@ -526,7 +565,7 @@ impl Plan {
                         stages.push(Stage {
                             key: key.clone(),
                             argv: a,
-                            deps: vec![format!("train/{task}/null"), format!("select/{set}")],
+                            deps: vec![seeded(&format!("train/{task}/null"), "/", k), format!("select/{set}")],
                             data: vec![task.into()],
                             outputs: vec![dir.clone()],
                             estimate_s: eval_s(langs.len()),
@@ -541,6 +580,7 @@ impl Plan {
                             fill: Some(fill.clone()),
                             langs: langs.iter().map(|s| s.to_string()).collect(),
                             results: format!("{dir}/results.json"),
+                            seed_index: k,
                         });
                     }
                 }
@@ -589,6 +629,7 @@ mod tests {
             model: "gemma-3-270m".into(),
             sizes: Sizes::of(scale),
             compare_backends: vec![],
+            margin: 2.0,
         })
     }
 
@@ -663,5 +704,35 @@ mod tests {
         let gather = p.stage("gather").unwrap();
         assert_eq!(gather.deps.len(), 16);
         assert!(gather.exclusive && p.stage("select/set1").unwrap().deps == ["gather"]);
+    }
+
+    #[test]
+    fn seeds_repeat_every_fine_tune_and_what_evaluates_it() {
+        let mut req = plan(Scale::Default).request;
+        req.sizes.seeds = 3;
+        let p = Plan::new(req);
+        p.check().unwrap();
+        let one = plan(Scale::Default);
+        assert_eq!(p.trains.len(), 3 * one.trains.len());
+        let count = |p: &Plan, kind: &str| p.evals.iter().filter(|e| e.kind == kind).count();
+        assert_eq!(count(&p, "ftl"), 3 * count(&one, "ftl"));
+        assert_eq!(count(&p, "intervention"), 3 * count(&one, "intervention"));
+        assert_eq!(count(&p, "baseline"), count(&one, "baseline"));
+        // Seed k trains with 42 + --seed + k; an intervention of seed k reads the null fine-tune of seed k, which an
+        // FTL of seed k shares.
+        let t = p.stage("train/xnli/null/seed2").unwrap();
+        assert!(
+            t.argv.windows(2).any(|w| w[0] == "--seed" && w[1] == "44")
+                && t.argv.contains(&"$OUT/adapters/xnli-null-seed2".into())
+        );
+        let e = p.stage("eval/xquad/int/act-prob-90p/p90/set1/seed1").unwrap();
+        assert_eq!(e.deps[0], "train/xquad/null/seed1");
+        assert!(e.argv.contains(&"$OUT/adapters/xquad-null-seed1".into()));
+        for r in &p.evals {
+            assert!(r.kind == "baseline" || p.trains.iter().any(|t| t.seed_index == r.seed_index && t.task == r.task));
+        }
+        let outs: Vec<_> = p.stages.iter().flat_map(|s| &s.outputs).collect();
+        let uniq: std::collections::BTreeSet<_> = outs.iter().collect();
+        assert_eq!(uniq.len(), outs.len(), "no two seeds share an output");
     }
 }
