@@ -283,8 +283,8 @@ pub fn run(args: Args) -> Result<()> {
          Neurons Do Not Facilitate Cross-Lingual Transfer* (Mondal et al., 2025) with `lsn reproduce`: backend {} \
          (fine-tunes on {}), device {}, weights {}, statistics at `{}`, seed {} (training seeds {}). Verdicts: \
          equivalence margin δ = ±{} points, fixed before the run; Holm–Bonferroni over each table's cells. Sizes: capture {} \
-         tokens per language in rows of {}; fine-tuning preset `{}` on {} English XNLI dev pairs and {} English XQuAD \
-         questions (epochs: {}); evaluation on {} XNLI test pairs and {} XQuAD eval questions per language (XQuAD at \
+         tokens per language in rows of {}; fine-tuning preset `{}` on {} English XNLI {} pairs and {} English XQuAD \
+         questions (epochs: {}){}; evaluation on {} XNLI {} pairs and {} XQuAD eval questions per language (XQuAD at \
          most {} new tokens). Stages' compute time: {:.0} s.{}{}\n",
         req.model,
         req.scale,
@@ -299,10 +299,18 @@ pub fn run(args: Args) -> Result<()> {
         req.sizes.capture_tokens.map_or("all".into(), |t| t.to_string()),
         req.sizes.row_len,
         req.sizes.preset,
-        req.sizes.xnli_train.map_or("all 2490".into(), |n| n.to_string()),
+        req.sizes
+            .xnli_train
+            .map_or(if req.sizes.xnli_train_split == "test" { "all 5010" } else { "all 2490" }.into(), |n| n
+                .to_string()),
+        req.sizes.xnli_train_split,
         req.sizes.xquad_train.map_or("all 952".into(), |n| n.to_string()),
         req.sizes.xquad_epochs.map_or("preset's".into(), |n| n.to_string()),
-        req.sizes.xnli_eval.map_or("all 5010".into(), |n| n.to_string()),
+        if req.sizes.all_ftls { ", every FTL" } else { ", FTL null only (the model under intervention)" },
+        req.sizes
+            .xnli_eval
+            .map_or(if req.sizes.xnli_eval_split == "dev" { "all 2490" } else { "all 5010" }.into(), |n| n.to_string()),
+        req.sizes.xnli_eval_split,
         req.sizes.xquad_eval.map_or("all 238".into(), |n| n.to_string()),
         req.sizes.max_new_tokens,
         seconds,

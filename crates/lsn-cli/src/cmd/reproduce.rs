@@ -25,8 +25,9 @@ use plan::{Plan, Request, Scale, Sizes};
 /// A killed run resumes where it stopped: rerun the same command. A second run on the same --out is refused.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// smoke (every stage on tiny slices, minutes), default (every table at reduced sizes, within the hour on 2
-    /// CPU cores), full (the paper's sizes where our data allows, hours on a CPU), paper (the paper's training
+    /// smoke (every stage on tiny slices, minutes), default (the intervention tables at sizes chosen to be
+    /// conclusive within the hour on 2 CPU cores; of the fine-tunes FTL null only, since an FTL comparison needs
+    /// several training seeds), full (the paper's sizes where our data allows, hours on a CPU), paper (the paper's training
     /// recipe at full sizes: for a GPU and the paper's models).
     #[arg(long, value_enum, default_value = "default")]
     pub scale: Scale,

@@ -197,7 +197,8 @@ impl<'a> Study<'a> {
         let margin = self.plan.request.margin;
         let pending = std::mem::take(&mut self.pending);
         let seeds = pending.iter().map(|p| p.c.delta.runs).max().unwrap_or(0);
-        let table_wide = (one_seed_matters && seeds == 1).then_some(Untestable::OneTrainingSeed);
+        let not_run = one_seed_matters && pending.is_empty() && !self.plan.request.sizes.all_ftls;
+        let table_wide = (one_seed_matters && (seeds == 1 || not_run)).then_some(Untestable::OneTrainingSeed);
         let mut by_lang: BTreeMap<String, Option<Untestable>> = BTreeMap::new();
         for p in &pending {
             if !by_lang.contains_key(&p.lang) {
@@ -251,6 +252,10 @@ impl<'a> Study<'a> {
         let untested: Vec<String> =
             by_lang.iter().filter_map(|(lang, u)| u.as_ref().map(|u| format!("{lang}: FTL null's {u}"))).collect();
         let headline = match v {
+            _ if not_run => "not run at this scale: of the fine-tunes, only FTL null (the model the intervention tables \
+                 test) is trained, since an FTL comparison needs several training seeds per FTL and this scale's budget \
+                 holds none (run --scale full --seeds 3)"
+                .to_string(),
             _ if pending.is_empty() => "not yet: nothing has been evaluated".to_string(),
             TableVerdict::Consistent => {
                 format!(
