@@ -40,6 +40,11 @@ pub struct Args {
     /// Seed of the bootstrap.
     #[arg(long, default_value_t = lsn_eval::DEFAULT_SEED)]
     pub seed: u64,
+    /// Report on the first N examples (file order) of every language of every evaluation: what a run with
+    /// `--limit N` evaluations would have shown, to see how a table's verdict depends on its size. Written into
+    /// the run directory's `report-limit-N/`, beside the full report.
+    #[arg(long, value_parser = crate::cmd::at_least_one)]
+    pub limit: Option<usize>,
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
@@ -89,7 +94,14 @@ pub fn run(args: Args) -> Result<()> {
     for e in &plan.evals {
         let p = root.join(&e.results);
         if p.is_file() {
-            results.insert(e.stage.clone(), read_json::<EvalResults>(&p, "a results.json written by `lsn eval`")?);
+            let mut r = read_json::<EvalResults>(&p, "a results.json written by `lsn eval`")?;
+            if let Some(n) = args.limit {
+                for l in &mut r.languages {
+                    l.examples.truncate(n);
+                    l.summarize(r.resamples, r.seed);
+                }
+            }
+            results.insert(e.stage.clone(), r);
         } else {
             missing.push(e.stage.clone());
         }
@@ -100,7 +112,12 @@ pub fn run(args: Args) -> Result<()> {
         .filter_map(|t| Some((t.stage.clone(), read_json(&root.join(&t.dir).join("train.json"), "a train.json").ok()?)))
         .collect();
     let mut study = Study::new(&plan, trains, results, args.resamples, args.seed);
-    let plots = root.join("plots");
+    // Where this report goes: the run directory, or report-limit-N/ for a report on the first N examples.
+    let dest = match args.limit {
+        Some(n) => root.join(format!("report-limit-{n}")),
+        None => root.clone(),
+    };
+    let plots = dest.join("plots");
     std::fs::create_dir_all(&plots).with_context(|| format!("creating {}", plots.display()))?;
 
     let mut tables = Vec::new();
@@ -271,7 +288,7 @@ pub fn run(args: Args) -> Result<()> {
         "tables": tables, "deltas": study.deltas, "evaluations": evals, "selections": selections,
         "ppxc": ppxc_summary, "training": training, "backend_agreement": agreement, "missing_stages": missing,
     });
-    fsutil::write_atomic(&root.join("results.json"), serde_json::to_string_pretty(&doc)?.as_bytes())?;
+    fsutil::write_atomic(&dest.join("results.json"), serde_json::to_string_pretty(&doc)?.as_bytes())?;
 
     // report.md and report.html.
     let req = &plan.request;
@@ -285,7 +302,7 @@ pub fn run(args: Args) -> Result<()> {
          equivalence margin δ = ±{} points, fixed before the run; Holm–Bonferroni over each table's cells. Sizes: capture {} \
          tokens per language in rows of {}; fine-tuning preset `{}` on {} English XNLI {} pairs and {} English XQuAD \
          questions (epochs: {}){}; evaluation on {} XNLI {} pairs and {} XQuAD eval questions per language (XQuAD at \
-         most {} new tokens). Stages' compute time: {:.0} s.{}{}\n",
+         most {} new tokens). Stages' compute time: {:.0} s.{}{}{}\n",
         req.model,
         req.scale,
         req.backend,
@@ -320,6 +337,10 @@ pub fn run(args: Args) -> Result<()> {
         } else {
             ""
         },
+        args.limit.map_or(String::new(), |n| format!(
+            "\n\n**Limited:** every evaluation cut to its first {n} examples per language (`lsn report --limit {n}`): \
+             what a run of that size would have shown."
+        )),
         if missing.is_empty() {
             String::new()
         } else {
@@ -337,10 +358,14 @@ pub fn run(args: Args) -> Result<()> {
     }
     md += "\n## Figures\n\n";
     for (title, svg) in &figures {
-        let rel = svg.strip_prefix(root).unwrap_or(svg).display().to_string();
+        let rel = match (svg.strip_prefix(&dest), svg.strip_prefix(root)) {
+            (Ok(r), _) => r.display().to_string(),
+            (_, Ok(r)) => format!("../{}", r.display()),
+            _ => svg.display().to_string(),
+        };
         md += &format!("- [{title}]({rel})\n");
     }
-    fsutil::write_atomic(&root.join("report.md"), md.as_bytes())?;
+    fsutil::write_atomic(&dest.join("report.md"), md.as_bytes())?;
 
     let mut html = String::from(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>lsn report</title><style>\
@@ -368,13 +393,13 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     html += "</body></html>\n";
-    fsutil::write_atomic(&root.join("report.html"), html.as_bytes())?;
+    fsutil::write_atomic(&dest.join("report.html"), html.as_bytes())?;
     println!("{}", tables.first().map(Table::markdown).unwrap_or_default());
     println!(
         "report: {} · {} · {}",
-        root.join("report.md").display(),
-        root.join("report.html").display(),
-        root.join("results.json").display()
+        dest.join("report.md").display(),
+        dest.join("report.html").display(),
+        dest.join("results.json").display()
     );
     Ok(())
 }
@@ -467,7 +492,7 @@ mod tests {
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, serde_json::to_vec(&r).unwrap()).unwrap();
         }
-        super::run(super::Args { run: root.to_path_buf(), resamples: 2000, seed: 3 }).unwrap();
+        super::run(super::Args { run: root.to_path_buf(), resamples: 2000, seed: 3, limit: None }).unwrap();
         let doc: Value = serde_json::from_slice(&std::fs::read(root.join("results.json")).unwrap()).unwrap();
         let verdict = |id: &str| -> Value {
             doc["verdicts"]
@@ -504,5 +529,15 @@ mod tests {
         let md = std::fs::read_to_string(root.join("report.md")).unwrap();
         assert!(md.contains("**contradicts the paper** — act-prob-90p intervention raises the score"), "{md}");
         assert!(md.contains("(seeds: 70.00 · ") && md.contains("training seeds 42, 43"), "{md}");
+        // --limit: the same report on the first 100 examples of every evaluation, beside the full one.
+        let full = std::fs::read(root.join("results.json")).unwrap();
+        super::run(super::Args { run: root.to_path_buf(), resamples: 2000, seed: 3, limit: Some(100) }).unwrap();
+        assert_eq!(std::fs::read(root.join("results.json")).unwrap(), full, "the full report is left as it was");
+        let small: Value =
+            serde_json::from_slice(&std::fs::read(root.join("report-limit-100/results.json")).unwrap()).unwrap();
+        let v = small["verdicts"].as_array().unwrap().iter().find(|v| v["table"] == "xnli-ftl").unwrap();
+        assert!(v["examples"] == "100" && v["verdict"] != "consistent", "100 examples cannot show ±2: {v}");
+        let md = std::fs::read_to_string(root.join("report-limit-100/report.md")).unwrap();
+        assert!(md.contains("**Limited:** every evaluation cut to its first 100 examples"), "{md}");
     }
 }
