@@ -190,6 +190,26 @@ fn test(extra: &[String]) -> Result<()> {
     lsn(&["reproduce", "--scale", "smoke", "--data-dir", &data_arg, "--out", &smoke_arg])?;
     let report = smoke.join("report.md");
     ensure!(report.is_file(), "lsn reproduce --scale smoke wrote no {}", report.display());
+    // Every table that judges the paper's claim (the intervention and fine-tuning tables) has one of the four
+    // verdicts.
+    let results: serde_json::Value = serde_json::from_slice(&std::fs::read(smoke.join("results.json"))?)
+        .context("the smoke study's results.json is not JSON")?;
+    let judged: Vec<(&str, &str)> = results["verdicts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| Some((v["table"].as_str()?, v["verdict"].as_str()?)))
+        .collect();
+    for t in results["tables"].as_array().into_iter().flatten().filter_map(|t| t["id"].as_str()) {
+        if t.contains("-intervention-") || t.ends_with("-ftl") {
+            let v = judged.iter().find(|(id, _)| *id == t).map(|(_, v)| *v);
+            ensure!(
+                matches!(v, Some("consistent" | "contradicts" | "inconclusive" | "cannot_test")),
+                "the smoke study's table {t} has no verdict of the four (consistent, contradicts, inconclusive, \
+                 cannot test): {v:?}"
+            );
+        }
+    }
     // One closing line over every test binary, the conformance cases and the smoke run, so the total is not hidden
     // behind the last (often empty) one.
     println!(

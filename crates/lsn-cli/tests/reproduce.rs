@@ -155,11 +155,14 @@ fn a_killed_run_and_a_run_of_separate_processes_end_with_the_uninterrupted_resul
     }
     let md = std::fs::read_to_string(a.join("report.md")).unwrap();
     assert!(
-        md.contains("equivalence margin δ = ±2 points") && md.contains("**cannot test** — one training seed"),
+        md.contains("equivalence margin δ = ±2 points") && md.contains("**cannot test** — no cell can test"),
         "{md}"
     );
     assert!(md.contains("| vi, Llama-3.1-8B (paper)") || md.contains("_vi, Llama-3.1-8B (paper)_"), "{md}");
     assert!(md.contains("**Verdict:**") && md.contains("Smoke scale"), "{md}");
+    // δ was fixed when A started: a rerun with another margin is refused, and changes nothing.
+    fails_with(&common::strs(&st.args(&a, &["--margin", "1.5"])), &["--margin 1.5", "equivalence margin of 2"]);
+    assert_eq!(std::fs::read(a.join("results.json")).unwrap(), results);
     let html = std::fs::read_to_string(a.join("report.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("<table>") && !html.contains("src=\""), "self-contained");
 
@@ -281,6 +284,7 @@ fn bad_input_is_one_clear_error() {
     let (train, rest): (Vec<&str>, Vec<&str>) = plan.lines().partition(|l| l.contains(" train --task "));
     assert!(!train.is_empty() && train.iter().all(|l| l.contains("--backend tch")), "{plan}");
     assert!(rest.iter().any(|l| l.contains(" capture ") && l.contains("--backend ort")), "{plan}");
+    fails_with(&common::strs(&st.args(&out, &["--margin", "0"])), &["--margin", "above 0"]);
     let mut args = st.args(&out, &["--device", "gpu"]);
     fails_with(&common::strs(&args), &["--device", "gpu"]);
     args.truncate(args.len() - 2);

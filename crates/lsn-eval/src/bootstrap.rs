@@ -37,9 +37,9 @@ pub struct Delta {
     /// Whether the 95% interval excludes 0 (uncorrected: a table corrects for its number of cells, see `verdict`).
     pub excludes_zero: bool,
     /// The 90% interval: inside [−δ, +δ] it shows equivalence within ±δ by two one-sided tests at 5% (TOST).
-    #[serde(default)]
+    #[serde(default = "nan")]
     pub lo90: f64,
-    #[serde(default)]
+    #[serde(default = "nan")]
     pub hi90: f64,
     /// Two-sided bootstrap p-value of "no difference": 2·min(draws ≤ 0, draws ≥ 0), each count + 1 over
     /// resamples + 1, at most 1.
@@ -52,6 +52,11 @@ pub struct Delta {
 
 fn one() -> f64 {
     1.0
+}
+
+/// A 90% interval that was never computed (a `Delta` written before it existed): never inside any margin.
+fn nan() -> f64 {
+    f64::NAN
 }
 
 fn one_run() -> usize {
@@ -121,6 +126,23 @@ fn estimate_and_draws(sides: &[(f64, &[Vec<f64>])], n: usize, resamples: usize, 
 /// The difference `delta` with the intervals and p-value of its sorted bootstrap draws.
 fn delta_of(delta: f64, draws: &[f64], n: usize, seed: u64, runs: usize) -> Delta {
     let b = draws.len();
+    if !delta.is_finite() || draws.iter().any(|d| !d.is_finite()) {
+        // A score that is not a number (a missing metric): no interval, no evidence either way.
+        let nan = f64::NAN;
+        return Delta {
+            delta,
+            lo: nan,
+            hi: nan,
+            n,
+            resamples: b,
+            seed,
+            excludes_zero: false,
+            lo90: nan,
+            hi90: nan,
+            p: 1.0,
+            runs,
+        };
+    }
     let below = draws.iter().filter(|&&d| d <= 0.0).count();
     let above = draws.iter().filter(|&&d| d >= 0.0).count();
     let p = (2.0 * (below.min(above) + 1) as f64 / (b + 1) as f64).min(1.0);
@@ -286,6 +308,11 @@ mod tests {
         }
         let noisy = paired_bootstrap(&a, &c, 2000, 5).unwrap();
         assert!(noisy.delta == 0.0 && noisy.p > 0.5, "{noisy:?}");
+        // A missing score (NaN) is no evidence: p = 1 and no interval, so no class but inconclusive.
+        let mut missing = b.clone();
+        missing[3] = f64::NAN;
+        let m = paired_bootstrap(&a, &missing, 200, 5).unwrap();
+        assert!(m.p == 1.0 && m.lo.is_nan() && m.lo90.is_nan() && !m.excludes_zero, "{m:?}");
     }
 
     #[test]

@@ -149,6 +149,8 @@ pub enum Untestable {
     NoExactMatch,
     /// XQuAD: most answers ran to the token limit without ending (percent that ended).
     AnswersDoNotEnd { ended: f64 },
+    /// The model under test could not be scored (its runs hold different examples, or lack the metric).
+    Unscored { why: String },
     /// A comparison of two trainings with one training seed per side: its interval covers the examples, not the
     /// training noise.
     OneTrainingSeed,
@@ -165,6 +167,7 @@ impl std::fmt::Display for Untestable {
             Untestable::AnswersDoNotEnd { ended } => {
                 write!(f, "only {ended:.0}% of answers end before the token limit: the model does not answer")
             }
+            Untestable::Unscored { why } => write!(f, "score could not be computed ({why})"),
             Untestable::OneTrainingSeed => write!(
                 f,
                 "one training seed per fine-tune: two fine-tunes of one seed each differ by their training draw as much \
@@ -195,8 +198,7 @@ pub fn xquad_check(exact_match: f64, ended: f64) -> Option<Untestable> {
     }
 }
 
-/// The minimum detectable effect of a table: the half-width of a typical (median) cell's 95% interval. A true
-/// difference much smaller than this is unlikely to be called one. `None` without cells.
+/// The half-width of a typical (median) cell's 95% interval. `None` without cells.
 pub fn typical_half_width(deltas: &[Delta]) -> Option<f64> {
     let mut h: Vec<f64> = deltas.iter().map(|d| (d.hi - d.lo) / 2.0).collect();
     if h.is_empty() {
@@ -205,6 +207,59 @@ pub fn typical_half_width(deltas: &[Delta]) -> Option<f64> {
     h.sort_by(f64::total_cmp);
     let k = h.len();
     Some(if k % 2 == 1 { h[k / 2] } else { (h[k / 2 - 1] + h[k / 2]) / 2.0 })
+}
+
+/// The standard normal quantile (Acklam's rational approximation, relative error below 1.2e-9).
+pub fn normal_quantile(p: f64) -> f64 {
+    const A: [f64; 6] = [
+        -3.969_683_028_665_376e1,
+        2.209_460_984_245_205e2,
+        -2.759_285_104_469_687e2,
+        1.383_577_518_672_69e2,
+        -3.066_479_806_614_716e1,
+        2.506_628_277_459_239,
+    ];
+    const B: [f64; 5] = [
+        -5.447_609_879_822_406e1,
+        1.615_858_368_580_409e2,
+        -1.556_989_798_598_866e2,
+        6.680_131_188_771_972e1,
+        -1.328_068_155_288_572e1,
+    ];
+    const C: [f64; 6] = [
+        -7.784_894_002_430_293e-3,
+        -3.223_964_580_411_365e-1,
+        -2.400_758_277_161_838,
+        -2.549_732_539_343_734,
+        4.374_664_141_464_968,
+        2.938_163_982_698_783,
+    ];
+    const D: [f64; 4] =
+        [7.784_695_709_041_462e-3, 3.224_671_290_700_398e-1, 2.445_134_137_142_996, 3.754_408_661_907_416];
+    let tail = |q: f64| {
+        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+    };
+    if p < 0.02425 {
+        tail((-2.0 * p.ln()).sqrt())
+    } else if p > 1.0 - 0.02425 {
+        -tail((-2.0 * (1.0 - p).ln()).sqrt())
+    } else {
+        let q = p - 0.5;
+        let r = q * q;
+        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
+            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
+    }
+}
+
+/// The minimum detectable effect of a table's `m` tested cells: the true difference a typical cell (median standard
+/// error, read off its 95% interval as half-width / 1.96) would call a difference with 80% power after Holm's
+/// correction at its first step, α / m two-sided: (z₁₋α/(2m) + z₀.₈)·SE. A smaller true effect is likely to come out
+/// inconclusive or equivalent. `None` without cells.
+pub fn detectable_effect(deltas: &[Delta]) -> Option<f64> {
+    let se = typical_half_width(deltas)? / normal_quantile(0.975);
+    let m = deltas.len() as f64;
+    Some((normal_quantile(1.0 - ALPHA / (2.0 * m)) + normal_quantile(0.8)) * se)
 }
 
 #[cfg(test)]
@@ -296,6 +351,12 @@ mod tests {
         assert_eq!(typical_half_width(&cells), Some(2.0));
         assert_eq!(typical_half_width(&cells[..2]), Some(2.0));
         assert_eq!(typical_half_width(&[]), None);
+        // One cell of half-width 1.96 (SE 1): (1.96 + 0.84)·1 = 2.80; 21 cells: Holm's first step at 0.05/21.
+        let one = [d(0.0, -1.96, 1.96, 0.0, 0.0, 1.0)];
+        assert!((detectable_effect(&one).unwrap() - 2.8016).abs() < 1e-3);
+        let many = vec![one[0]; 21];
+        assert!((detectable_effect(&many).unwrap() - (3.0381 + 0.8416)).abs() < 1e-3);
+        assert!((normal_quantile(0.975) - 1.959_964).abs() < 1e-6 && (normal_quantile(0.001) + 3.090_232).abs() < 1e-6);
     }
 
     proptest::proptest! {

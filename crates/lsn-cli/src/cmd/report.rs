@@ -40,9 +40,10 @@ pub struct Args {
     /// Seed of the bootstrap.
     #[arg(long, default_value_t = lsn_eval::DEFAULT_SEED)]
     pub seed: u64,
-    /// Report on the first N examples (file order) of every language of every evaluation: what a run with
-    /// `--limit N` evaluations would have shown, to see how a table's verdict depends on its size. Written into
-    /// the run directory's `report-limit-N/`, beside the full report.
+    /// Report on the first N evaluated examples (file order) of every language of every evaluation, to see how a
+    /// table's verdict depends on its size: what evaluations of N examples would have shown (for XQuAD, N kept
+    /// after dropping long prompts, where `lsn eval --limit N` drops them from the first N). Written into the run
+    /// directory's `report-limit-N/`, beside the full report.
     #[arg(long, value_parser = crate::cmd::at_least_one)]
     pub limit: Option<usize>,
 }

@@ -392,6 +392,20 @@ pub fn run(args: Args) -> Result<()> {
         "training_seeds": (0..request.sizes.seeds as u64).map(|k| 42 + args.seed + k).collect::<Vec<_>>(),
     });
     fsutil::write_atomic(&root.join("config.json"), serde_json::to_string_pretty(&config)?.as_bytes())?;
+    // δ is fixed before the run: a run directory keeps the margin it started with.
+    if let Ok(bytes) = std::fs::read(root.join("plan.json"))
+        && let Ok(before) = serde_json::from_slice::<Plan>(&bytes)
+    {
+        ensure!(
+            before.request.margin == request.margin,
+            "--margin {}: {} was started with an equivalence margin of {}, fixed before its results were seen; rerun \
+             with --margin {} (or give a new --out)",
+            request.margin,
+            root.display(),
+            before.request.margin,
+            before.request.margin
+        );
+    }
     fsutil::write_atomic(&root.join("plan.json"), serde_json::to_string_pretty(&plan)?.as_bytes())?;
 
     // This process records into its own state file; what every process of the run has done is read from all.

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use lsn_eval::verdict::{self, Class, TableVerdict, Untestable};
+use lsn_eval::verdict::{self, Class, Judged, TableVerdict, Untestable};
 use lsn_eval::{Compared, Delta, EvalResults, LangResult, compare_paired_runs, compare_runs};
 use serde_json::{Value, json};
 
@@ -25,8 +25,10 @@ pub(super) struct Study<'a> {
     pub(super) deltas: Vec<Value>,
     /// Every judged table's verdict, with its margin, correction, seeds, examples and counts of classes.
     pub(super) verdicts: Vec<Value>,
-    /// The differences of the table being built, classified when it is finished.
+    /// The differences of the table being built, classified when it is finished, and how many of its cells have
+    /// no difference yet (a side not evaluated, or not comparable).
     pending: Vec<Pending>,
+    absent: usize,
 }
 
 /// A difference waiting for its table's correction, and where its cell is.
@@ -66,7 +68,17 @@ impl<'a> Study<'a> {
         resamples: usize,
         seed: u64,
     ) -> Study<'a> {
-        Study { plan, trains, results, resamples, seed, deltas: Vec::new(), verdicts: Vec::new(), pending: Vec::new() }
+        Study {
+            plan,
+            trains,
+            results,
+            resamples,
+            seed,
+            deltas: Vec::new(),
+            verdicts: Vec::new(),
+            pending: Vec::new(),
+            absent: 0,
+        }
     }
 
     pub(super) fn role(&self, f: impl Fn(&EvalRole) -> bool) -> Option<&EvalRole> {
@@ -149,6 +161,7 @@ impl<'a> Study<'a> {
             (a.iter().map(|r| r.1.clone()).collect(), b.iter().map(|r| r.1.clone()).collect())
         };
         if a.is_empty() || b.is_empty() {
+            self.absent += 1;
             return Cell::plain("–");
         }
         let metric = metric(&a[0].task);
@@ -159,9 +172,13 @@ impl<'a> Study<'a> {
         };
         let rows = match rows {
             Ok(r) => r,
-            Err(e) => return Cell::plain(format!("not comparable: {e}")),
+            Err(e) => {
+                self.absent += 1;
+                return Cell::plain(format!("not comparable: {e}"));
+            }
         };
         let Some(c) = rows.into_iter().find(|c| c.lang == lang && c.metric == metric) else {
+            self.absent += 1;
             return Cell::plain("–");
         };
         let text = delta_text(&c.delta);
@@ -176,8 +193,10 @@ impl<'a> Study<'a> {
             return None;
         }
         if task == "xnli" {
-            let acc = lsn_eval::runs_score(&runs, lang, "accuracy", self.resamples, self.seed).ok()?;
-            verdict::xnli_check(&acc)
+            match lsn_eval::runs_score(&runs, lang, "accuracy", self.resamples, self.seed) {
+                Ok(acc) => verdict::xnli_check(&acc),
+                Err(e) => Some(Untestable::Unscored { why: e.to_string() }),
+            }
         } else {
             let langs: Vec<&LangResult> =
                 runs.iter().filter_map(|r| r.languages.iter().find(|l| l.lang == lang)).collect();
@@ -190,31 +209,48 @@ impl<'a> Study<'a> {
         }
     }
 
-    /// Classifies the differences of the finished `table` (Holm over its testable cells), marks and labels its
-    /// cells, records them for results.json, and writes its verdict. `what` names the intervention or fine-tune;
-    /// `one_seed_matters`: a comparison of two trainings, which one seed per side cannot test.
-    fn finish(&mut self, table: &mut Table, task: &str, what: &str, one_seed_matters: bool) {
+    /// Classifies the differences of the finished `table`, marks and labels its cells, records them for
+    /// results.json, and writes its verdict. Two families, each corrected on its own (Holm): the cells of the
+    /// paper's claim, and the random-neuron controls, which do not enter the verdict. A cell cannot test when its
+    /// language's FTL-null fine-tune did not learn the task, or — `trainings`: the table compares two trainings —
+    /// when a side has one training seed. `what` names the intervention or fine-tune.
+    fn finish(&mut self, table: &mut Table, task: &str, what: &str, trainings: bool) {
         let margin = self.plan.request.margin;
         let pending = std::mem::take(&mut self.pending);
-        let seeds = pending.iter().map(|p| p.c.delta.runs).max().unwrap_or(0);
-        let not_run = one_seed_matters && pending.is_empty() && !self.plan.request.sizes.all_ftls;
-        let table_wide = (one_seed_matters && (seeds == 1 || not_run)).then_some(Untestable::OneTrainingSeed);
+        let absent = std::mem::take(&mut self.absent);
+        let not_run = trainings && pending.is_empty() && !self.plan.request.sizes.all_ftls;
         let mut by_lang: BTreeMap<String, Option<Untestable>> = BTreeMap::new();
         for p in &pending {
             if !by_lang.contains_key(&p.lang) {
-                let u = table_wide.clone().or_else(|| self.untestable(task, &p.lang));
+                let u = self.untestable(task, &p.lang);
                 by_lang.insert(p.lang.clone(), u);
             }
         }
-        let testable: Vec<&Pending> = pending.iter().filter(|p| by_lang[&p.lang].is_none()).collect();
-        let judged = verdict::classify(&testable.iter().map(|p| p.c.delta).collect::<Vec<_>>(), margin);
+        let why: Vec<Option<Untestable>> = pending
+            .iter()
+            .map(|p| {
+                by_lang[&p.lang]
+                    .clone()
+                    .or_else(|| (trainings && p.c.delta.runs < 2).then_some(Untestable::OneTrainingSeed))
+            })
+            .collect();
+        let control = |p: &Pending| p.column.starts_with("random");
+        let mut judged: Vec<Option<Judged>> = vec![None; pending.len()];
+        for family in [false, true] {
+            let idx: Vec<usize> =
+                (0..pending.len()).filter(|&i| why[i].is_none() && control(&pending[i]) == family).collect();
+            let j = verdict::classify(&idx.iter().map(|&i| pending[i].c.delta).collect::<Vec<_>>(), margin);
+            for (&i, j) in idx.iter().zip(j) {
+                judged[i] = Some(j);
+            }
+        }
         let mut classes = Vec::new();
         let mut controls = Vec::new();
         let mut higher = Vec::new();
         let mut identical = 0;
-        for p in &pending {
+        for (k, p) in pending.iter().enumerate() {
             let d = &p.c.delta;
-            let j = testable.iter().position(|t| std::ptr::eq(*t, p)).map(|i| judged[i]);
+            let j = judged[k];
             let class_name = j.map_or("cannot_test".to_string(), |j| {
                 serde_json::to_value(j.class).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
             });
@@ -223,14 +259,13 @@ impl<'a> Study<'a> {
                 Some(j) => {
                     cell.text = format!("{} {}", delta_text(d), j.class.label(margin));
                     cell.marked = matches!(j.class, Class::Higher | Class::Lower);
-                    // A control (random neurons) is classified, but the paper's claim is about language neurons.
-                    if p.column.starts_with("random") {
+                    if control(p) {
                         controls.push(j.class);
                     } else {
                         classes.push(j.class);
-                    }
-                    if j.class == Class::Higher && !p.column.starts_with("random") {
-                        higher.push(format!("{} {} {} (p_Holm {:.3})", p.lang, p.column, delta_text(d), j.p_holm));
+                        if j.class == Class::Higher {
+                            higher.push(format!("{} {} {} (p_Holm {:.3})", p.lang, p.column, delta_text(d), j.p_holm));
+                        }
                     }
                 }
                 None => cell.text = format!("{} cannot test", delta_text(d)),
@@ -241,84 +276,112 @@ impl<'a> Study<'a> {
             self.deltas.push(json!({"table": table.id, "row": p.lang, "column": p.column, "lang": p.lang,
                 "metric": p.c.metric, "a": p.c.a, "b": p.c.b, "delta": d.delta, "lo": d.lo, "hi": d.hi,
                 "lo90": d.lo90, "hi90": d.hi90, "p": d.p, "p_holm": j.map(|j| j.p_holm), "class": class_name,
+                "control": control(p), "cannot_test": why[k].as_ref().map(ToString::to_string),
                 "excludes_zero": d.excludes_zero, "n": d.n, "runs": d.runs}));
         }
         let count = |c: Class| classes.iter().filter(|x| **x == c).count();
         let (h, l, e, i) =
             (count(Class::Higher), count(Class::Lower), count(Class::Equivalent), count(Class::Inconclusive));
         let k = classes.len();
-        let mde = verdict::typical_half_width(&testable.iter().map(|p| p.c.delta).collect::<Vec<_>>());
-        let mut v = if pending.is_empty() { TableVerdict::CannotTest } else { verdict::table_verdict(&classes) };
-        let untested: Vec<String> =
+        let tested: Vec<Delta> = (0..pending.len())
+            .filter(|&i| judged[i].is_some() && !control(&pending[i]))
+            .map(|i| pending[i].c.delta)
+            .collect();
+        let half = verdict::typical_half_width(&tested);
+        let detectable = verdict::detectable_effect(&tested);
+        let seeds = tested
+            .iter()
+            .map(|d| d.runs)
+            .min()
+            .unwrap_or_else(|| pending.iter().map(|p| p.c.delta.runs).max().unwrap_or(0));
+        let tested_langs: Vec<&str> = by_lang.iter().filter(|(_, u)| u.is_none()).map(|(l, _)| l.as_str()).collect();
+        let mut reasons: Vec<String> =
             by_lang.iter().filter_map(|(lang, u)| u.as_ref().map(|u| format!("{lang}: FTL null's {u}"))).collect();
+        if why.iter().any(|w| *w == Some(Untestable::OneTrainingSeed)) {
+            reasons.push(Untestable::OneTrainingSeed.to_string());
+        }
+        let mut v = if k == 0 { TableVerdict::CannotTest } else { verdict::table_verdict(&classes) };
+        // Cells not evaluated yet: the table cannot agree with the paper until they are (a higher cell stands).
+        if absent > 0 && k > 0 && v != TableVerdict::Contradicts {
+            v = TableVerdict::Inconclusive;
+        }
+        let scope = if k > 0 && tested_langs.len() < by_lang.len() {
+            format!(" (on {}; the other languages cannot test)", tested_langs.join(", "))
+        } else {
+            String::new()
+        };
         let headline = match v {
             _ if not_run => "not run at this scale: of the fine-tunes, only FTL null (the model the intervention tables \
                  test) is trained, since an FTL comparison needs several training seeds per FTL and this scale's budget \
                  holds none (run --scale full --seeds 3)"
                 .to_string(),
             _ if pending.is_empty() => "not yet: nothing has been evaluated".to_string(),
-            TableVerdict::Consistent => {
-                format!(
-                    "no {what} raises the score: each of the {k} tested cells is equivalent within ±{margin} or lower"
-                )
-            }
+            TableVerdict::Consistent => format!(
+                "no {what} raises the score{scope}: each of the {k} tested cells is equivalent within ±{margin} or lower"
+            ),
             TableVerdict::Contradicts => {
-                format!("{what} raises the score after correction in {h} of {k} cells: {}", higher.join("; "))
+                format!("{what} raises the score after correction in {h} of {k} cells{scope}: {}", higher.join("; "))
+            }
+            TableVerdict::Inconclusive if absent > 0 && i == 0 => {
+                format!("incomplete: {absent} cells have not been evaluated yet, and no tested cell is higher{scope}")
             }
             TableVerdict::Inconclusive => format!(
-                "no cell is higher after correction, but {i} of {k} are neither equivalent within ±{margin} nor lower: \
-                 the data cannot tell"
+                "no cell is higher after correction{scope}, but {i} of {k} are neither equivalent within ±{margin} nor \
+                 lower: the data cannot tell"
             ),
-            TableVerdict::CannotTest => match &table_wide {
-                Some(u) => u.to_string(),
-                None => format!("no language's model learned the task — {}", untested.join("; ")),
-            },
+            TableVerdict::CannotTest => format!("no cell can test the claim — {}", reasons.join("; ")),
         };
-        if pending.is_empty() {
-            v = TableVerdict::CannotTest;
-        }
         let examples = span(pending.iter().map(|p| p.c.delta.n).collect());
         let mut text = format!("**{}** — {headline}.", v.label());
         if k > 0 {
             text += &format!(
-                " Cells: {h} higher, {l} lower, {e} equivalent within ±{margin}, {i} inconclusive ({} of {k} conclusive).",
+                " Cells: {h} higher, {l} lower, {e} equivalent within ±{margin}, {i} inconclusive ({} of {k} \
+                 conclusive).",
                 h + l + e
             );
+            if !reasons.is_empty() {
+                text += &format!(" Cannot test — {}.", reasons.join("; "));
+            }
+        }
+        if absent > 0 && !not_run {
+            text += &format!(" {absent} cells have not been evaluated (–).");
         }
         if !controls.is_empty() {
             let c = |x: Class| controls.iter().filter(|y| **y == x).count();
             text += &format!(
-                " Control (random neurons, not part of the verdict): {} higher, {} lower, {} equivalent, {} inconclusive.",
+                " Control (random neurons; its own Holm family, not part of the verdict): {} higher, {} lower, {} \
+                 equivalent, {} inconclusive.",
                 c(Class::Higher),
                 c(Class::Lower),
                 c(Class::Equivalent),
                 c(Class::Inconclusive)
             );
         }
-        if table_wide.is_none() && k > 0 && !untested.is_empty() {
-            text += &format!(" Cannot test — {}.", untested.join("; "));
+        if !not_run && !pending.is_empty() {
+            text += &format!(
+                " Rules: δ = ±{margin} points, fixed before the run; a difference when its two-sided bootstrap p-value, \
+                 Holm–Bonferroni-adjusted over the {k} tested cells of the claim, is ≤ 0.05; equivalent when the 90% \
+                 interval lies inside [−δ, +δ] (TOST at 5%); {seeds} training seed{}{}; {examples} examples per \
+                 language{}{}.",
+                if seeds == 1 { "" } else { "s" },
+                if seeds == 2 { " (two seeds: the interval sees about half the training variance)" } else { "" },
+                half.map_or(String::new(), |m| format!("; a typical cell's 95% half-width ±{m:.2} points")),
+                detectable.map_or(String::new(), |m| format!(
+                    ", so an effect of about ±{m:.2} points is found with 80% power after the correction (minimum \
+                     detectable effect)"
+                )),
+            );
         }
-        text += &format!(
-            " Rules: δ = ±{margin} points, fixed before the run; a difference when its bootstrap p-value, \
-             Holm–Bonferroni-adjusted over the {} tested cells of this table, is ≤ 0.05; equivalent when the 90% \
-             interval lies inside [−δ, +δ] (TOST at 5%); {seeds} training seed{}; {examples} examples per language{}.",
-            testable.len(),
-            if seeds == 1 { "" } else { "s" },
-            mde.map_or(String::new(), |m| format!(
-                "; minimum detectable effect ≈ ±{m:.2} points (a typical cell's 95% half-width)"
-            ))
-        );
         // The bootstrap's smallest p-value is 2 / (resamples + 1): below Holm's smallest threshold α / m, or no cell
         // could be called a difference whatever the data.
-        let m = testable.len();
-        if m > 0 && 2.0 / (self.resamples + 1) as f64 > verdict::ALPHA / m as f64 {
+        if k > 0 && 2.0 / (self.resamples + 1) as f64 > verdict::ALPHA / k as f64 {
             text += &format!(
                 " With {} bootstrap resamples the smallest p-value is {:.4}, above Holm's first threshold {:.4}: no \
                  cell can be called a difference — rerun `lsn report --resamples {}` or more.",
                 self.resamples,
                 2.0 / (self.resamples + 1) as f64,
-                verdict::ALPHA / m as f64,
-                (2.0 * m as f64 / verdict::ALPHA).ceil() as usize * 2
+                verdict::ALPHA / k as f64,
+                (2.0 * k as f64 / verdict::ALPHA).ceil() as usize * 2
             );
         }
         if identical > 0 {
@@ -329,9 +392,10 @@ impl<'a> Study<'a> {
         }
         self.verdicts.push(json!({"table": table.id, "verdict": v, "margin": margin, "alpha": verdict::ALPHA,
             "correction": "holm-bonferroni", "equivalence": "tost-90", "seeds": seeds, "examples": examples,
-            "cells": pending.len(), "tested": k, "higher": h, "lower": l, "equivalent": e, "inconclusive": i,
-            "conclusive": h + l + e, "minimum_detectable_effect": mde, "cannot_test": untested,
-            "identical_cells": identical, "task": task}));
+            "cells": pending.len() + absent, "evaluated": pending.len(), "tested": k, "higher": h, "lower": l,
+            "equivalent": e, "inconclusive": i, "conclusive": h + l + e, "tested_languages": tested_langs,
+            "half_width_95": half, "minimum_detectable_effect": detectable, "cannot_test": reasons,
+            "identical_cells": identical, "not_run": not_run, "task": task}));
         table.verdict = Some(text);
         table.verdict_class = Some(v);
     }
