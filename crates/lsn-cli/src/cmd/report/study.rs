@@ -297,7 +297,7 @@ impl<'a> Study<'a> {
         let tested_langs: Vec<&str> = by_lang.iter().filter(|(_, u)| u.is_none()).map(|(l, _)| l.as_str()).collect();
         let mut reasons: Vec<String> =
             by_lang.iter().filter_map(|(lang, u)| u.as_ref().map(|u| format!("{lang}: FTL null's {u}"))).collect();
-        if why.iter().any(|w| *w == Some(Untestable::OneTrainingSeed)) {
+        if why.contains(&Some(Untestable::OneTrainingSeed)) {
             reasons.push(Untestable::OneTrainingSeed.to_string());
         }
         let mut v = if k == 0 { TableVerdict::CannotTest } else { verdict::table_verdict(&classes) };
