@@ -274,8 +274,9 @@ pub fn compare_markdown(rows: &[Compared], a: &str, b: &str, margin: f64) -> Str
     let runs = rows.first().map_or(1, |r| r.delta.runs);
     s += &format!(
         "\nA = {a}\nB = {b}\n{}; classes: higher / lower when the Holm-adjusted bootstrap p-value over these {} rows \
-         is at most 0.05, ≡ ±{margin} (equivalent) when the 90% interval lies inside [−{margin}, +{margin}] (TOST at \
-         5%), inconclusive otherwise.{}\n",
+         is at most 0.05, ≡ ±{margin} (equivalent) when the 90% interval, taken no narrower than Δ ± 100·(1 − \
+         0.05^(1/n)) (what n examples resolve), lies inside [−{margin}, +{margin}] (TOST at 5%), inconclusive \
+         otherwise.{}\n",
         if runs > 1 { "Bootstrap over the runs and the examples" } else { "Paired bootstrap over the same examples" },
         rows.len(),
         if runs == 1 {

@@ -6,7 +6,8 @@
 //! - *higher* / *lower*: the Holm-adjusted bootstrap p-value of the cell is at most 5% (family-wise over the cells of
 //!   one table), and Δ is above / below 0;
 //! - *equivalent within ±δ*: not a difference, and the 90% interval lies inside [−δ, +δ] — two one-sided tests at 5%
-//!   (TOST). δ is fixed before the run;
+//!   (TOST) — the interval never narrower than Δ ± 100·(1 − 0.05^(1/n)), what n examples can resolve (an interval of
+//!   [0, 0] from 20 unchanged examples shows nothing). δ is fixed before the run;
 //! - *inconclusive*: neither.
 //!
 //! A table is *consistent with the paper* when every cell is equivalent or lower (an intersection–union test: each
@@ -75,9 +76,18 @@ pub fn holm(p: &[f64]) -> Vec<f64> {
     adjusted
 }
 
-/// Whether the 90% interval of `d` lies inside [−margin, +margin].
+/// The finest resolution `n` examples allow a difference of scores on a 0–100 scale: 100·(1 − 0.05^(1/n)), the most
+/// a difference could be (at 95%, one-sided) when not one of the n examples changed — the rule of three, ≈ 300/n. A
+/// percentile bootstrap of data that never differ gives the interval [0, 0], which would claim equivalence from 20
+/// unchanged examples; no interval is taken to be narrower than this around Δ.
+pub fn resolution(n: usize) -> f64 {
+    if n == 0 { f64::INFINITY } else { 100.0 * (1.0 - 0.05f64.powf(1.0 / n as f64)) }
+}
+
+/// Whether the 90% interval of `d`, widened to at least Δ ± [`resolution`], lies inside [−margin, +margin].
 pub fn within_margin(d: &Delta, margin: f64) -> bool {
-    -margin <= d.lo90 && d.hi90 <= margin
+    let r = resolution(d.n);
+    -margin <= d.lo90.min(d.delta - r) && d.hi90.max(d.delta + r) <= margin
 }
 
 /// The classes of one table's differences (the family the correction runs over).
@@ -299,6 +309,22 @@ mod tests {
         assert_eq!(classify(&cells, 3.5)[3].class, Class::Equivalent);
         assert_eq!(classify(&cells, 1.0)[2].class, Class::Inconclusive);
         assert!(Class::Equivalent.conclusive() && !Class::Inconclusive.conclusive());
+    }
+
+    #[test]
+    fn few_unchanged_examples_do_not_show_equivalence() {
+        // 20 examples, not one changed: the bootstrap interval is [0, 0], but 20 examples cannot rule out a 14-point
+        // difference (rule of three); 600 can rule out 0.5.
+        let mut none = d(0.0, 0.0, 0.0, 0.0, 0.0, 1.0);
+        none.n = 20;
+        assert!((resolution(20) - 13.91).abs() < 0.01 && (resolution(600) - 0.498).abs() < 0.001);
+        assert_eq!(classify(&[none], 2.0)[0].class, Class::Inconclusive);
+        none.n = 600;
+        assert_eq!(classify(&[none], 2.0)[0].class, Class::Equivalent);
+        // Near the margin the floor counts too: Δ 1.8 with a tight interval is not inside ±2 at 600 examples.
+        let mut near = d(1.8, 1.0, 1.95, 1.2, 1.9, 0.2);
+        near.n = 600;
+        assert_eq!(classify(&[near], 2.0)[0].class, Class::Inconclusive);
     }
 
     #[test]

@@ -361,8 +361,9 @@ impl<'a> Study<'a> {
             text += &format!(
                 " Rules: δ = ±{margin} points, fixed before the run; a difference when its two-sided bootstrap p-value, \
                  Holm–Bonferroni-adjusted over the {k} tested cells of the claim, is ≤ 0.05; equivalent when the 90% \
-                 interval lies inside [−δ, +δ] (TOST at 5%); {seeds} training seed{}{}; {examples} examples per \
-                 language{}{}.",
+                 interval lies inside [−δ, +δ] (TOST at 5%), taken no narrower than Δ ± {:.2}, what {examples} examples \
+                 resolve (rule of three); {seeds} training seed{}{}; {examples} examples per language{}{}.",
+                verdict::resolution(pending.iter().map(|p| p.c.delta.n).min().unwrap_or(0)),
                 if seeds == 1 { "" } else { "s" },
                 if seeds == 2 { " (two seeds: the interval sees about half the training variance)" } else { "" },
                 half.map_or(String::new(), |m| format!("; a typical cell's 95% half-width ±{m:.2} points")),
@@ -608,6 +609,7 @@ impl<'a> Study<'a> {
                 } else {
                     (format!("F1 {} · EM {}", iv("paper_f1"), iv("paper_em")), format!("MLQA F1 {}", iv("mlqa_f1")))
                 };
+                let main = format!("{main} (n = {})", l.examples.len());
                 rows.push(vec![Cell::plain(task), Cell::plain(lang), Cell::plain(main), Cell::plain(second)]);
             }
         }

@@ -72,6 +72,10 @@ pub struct Sizes {
     pub xnli_train_split: String,
     #[serde(default = "test_split")]
     pub xnli_eval_split: String,
+    /// The base model's zero-shot baseline (a sanity check, in no verdict): at most this many examples per language
+    /// (`None`: as many as the task's evaluations). XNLI's zero-shot protocol scores three continuations per pair.
+    #[serde(default)]
+    pub baseline_eval: Option<usize>,
     /// Whether every FTL is fine-tuned (null, en, target, en+target, random:target), or FTL null only — the model
     /// the intervention tables test — when the scale's budget cannot hold the seeds an FTL comparison needs.
     #[serde(default = "yes")]
@@ -120,6 +124,7 @@ impl Sizes {
                 lape_fills: fills(&["mean", "zero"]),
                 xnli_train_split: "test".into(),
                 xnli_eval_split: "dev".into(),
+                baseline_eval: None,
                 all_ftls: true,
                 seeds: 1,
             },
@@ -145,6 +150,8 @@ impl Sizes {
                 lape_fills: fills(&["mean", "zero"]),
                 xnli_train_split: "test".into(),
                 xnli_eval_split: "dev".into(),
+                // 3 × 600 zero-shot pairs took 615 s of the hour: the baseline is a sanity check in no verdict.
+                baseline_eval: Some(200),
                 all_ftls: false,
                 seeds: 1,
             },
@@ -166,6 +173,7 @@ impl Sizes {
                 lape_fills: fills(&FILLS),
                 xnli_train_split: "dev".into(),
                 xnli_eval_split: "test".into(),
+                baseline_eval: None,
                 all_ftls: true,
                 seeds: 1,
             },
@@ -456,8 +464,12 @@ impl Plan {
             };
             // The base model, zero-shot: the sanity baseline — with --backend all, again on every other backend (the
             // same examples, so the predictions must agree).
+            let n_base = match (n_eval, z.baseline_eval) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let mut base =
-                argv(&["eval", "--task", task, "--lang", &task_langs.join(",")], vec![opt("--limit", n_eval)]);
+                argv(&["eval", "--task", task, "--lang", &task_langs.join(",")], vec![opt("--limit", n_base)]);
             if task == "xnli" {
                 base.extend(argv(&["--split", &z.xnli_eval_split], vec![]));
             } else {
@@ -706,6 +718,11 @@ mod tests {
         let d = plan(Scale::Default);
         d.check().unwrap();
         assert!(d.trains.iter().all(|t| t.ftl == "null") && d.trains.len() == 2, "{:?}", d.trains);
+        let b = d.stage("eval/xnli/baseline").unwrap().argv.join(" ");
+        assert!(
+            b.contains("--limit 200") && d.stage("eval/xquad/baseline").unwrap().argv.contains(&"30".into()),
+            "{b}"
+        );
         let t = d.stage("train/xnli/null").unwrap().argv.join(" ");
         assert!(t.contains("--split test") && !t.contains("--limit"), "{t}");
         assert!(
