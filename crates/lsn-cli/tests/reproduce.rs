@@ -161,8 +161,10 @@ fn a_killed_run_and_a_run_of_separate_processes_end_with_the_uninterrupted_resul
     assert!(md.contains("| vi, Llama-3.1-8B (paper)") || md.contains("_vi, Llama-3.1-8B (paper)_"), "{md}");
     assert!(md.contains("**Verdict:**") && md.contains("Smoke scale"), "{md}");
     // δ was fixed when A started: a rerun with another margin is refused, and changes nothing.
+    let config = std::fs::read(a.join("config.json")).unwrap();
     fails_with(&common::strs(&st.args(&a, &["--margin", "1.5"])), &["--margin 1.5", "equivalence margin of 2"]);
     assert_eq!(std::fs::read(a.join("results.json")).unwrap(), results);
+    assert_eq!(std::fs::read(a.join("config.json")).unwrap(), config);
     let html = std::fs::read_to_string(a.join("report.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("<table>") && !html.contains("src=\""), "self-contained");
 

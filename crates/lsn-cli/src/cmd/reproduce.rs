@@ -386,12 +386,6 @@ pub fn run(args: Args) -> Result<()> {
         );
         data.insert(kind.to_string(), tree_sha256(&dir, &memo)?);
     }
-    let config = serde_json::json!({
-        "lsn_version": env!("CARGO_PKG_VERSION"), "request": request, "model_dir": model_dir, "identity": identity,
-        "data_dir": data_dir, "data_sha256": data, "backends_built": available,
-        "training_seeds": (0..request.sizes.seeds as u64).map(|k| 42 + args.seed + k).collect::<Vec<_>>(),
-    });
-    fsutil::write_atomic(&root.join("config.json"), serde_json::to_string_pretty(&config)?.as_bytes())?;
     // δ is fixed before the run: a run directory keeps the margin it started with.
     if let Ok(bytes) = std::fs::read(root.join("plan.json"))
         && let Ok(before) = serde_json::from_slice::<Plan>(&bytes)
@@ -406,6 +400,12 @@ pub fn run(args: Args) -> Result<()> {
             before.request.margin
         );
     }
+    let config = serde_json::json!({
+        "lsn_version": env!("CARGO_PKG_VERSION"), "request": request, "model_dir": model_dir, "identity": identity,
+        "data_dir": data_dir, "data_sha256": data, "backends_built": available,
+        "training_seeds": (0..request.sizes.seeds as u64).map(|k| 42 + args.seed + k).collect::<Vec<_>>(),
+    });
+    fsutil::write_atomic(&root.join("config.json"), serde_json::to_string_pretty(&config)?.as_bytes())?;
     fsutil::write_atomic(&root.join("plan.json"), serde_json::to_string_pretty(&plan)?.as_bytes())?;
 
     // This process records into its own state file; what every process of the run has done is read from all.
