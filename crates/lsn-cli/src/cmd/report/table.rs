@@ -51,6 +51,12 @@ pub fn html_text(s: &str) -> String {
 }
 
 impl Table {
+    /// "Verdict" for a table that judges the paper's claim, "Summary" for one that only sums its numbers up (PPXC,
+    /// backend agreement).
+    fn verdict_label(&self) -> &'static str {
+        if self.verdict_class.is_some() { "Verdict" } else { "Summary" }
+    }
+
     pub fn markdown(&self) -> String {
         let mut s = format!("### {}\n\n", self.title);
         s += &format!("| {} |\n", self.header.iter().map(|h| md_escape(h)).collect::<Vec<_>>().join(" | "));
@@ -75,7 +81,7 @@ impl Table {
             s += &format!("\n{}\n", self.note);
         }
         if let Some(v) = &self.verdict {
-            s += &format!("\n**Verdict:** {v}\n");
+            s += &format!("\n**{}:** {v}\n", self.verdict_label());
         }
         s
     }
@@ -102,7 +108,7 @@ impl Table {
             s += &format!("<p class=\"note\">{}</p>\n", html_text(&self.note));
         }
         if let Some(v) = &self.verdict {
-            s += &format!("<p class=\"verdict\"><b>Verdict:</b> {}</p>\n", html_text(v));
+            s += &format!("<p class=\"verdict\"><b>{}:</b> {}</p>\n", self.verdict_label(), html_text(v));
         }
         s
     }
@@ -129,7 +135,9 @@ mod tests {
         };
         let md = t.markdown();
         assert!(md.contains("| vi | 46.80 | **−1.20 [−2.40, −0.20]**\\* |"), "{md}");
-        assert!(md.contains("_80.61_") && md.contains("a | note") && md.contains("**Verdict:** holds"), "{md}");
+        assert!(md.contains("_80.61_") && md.contains("a | note") && md.contains("**Summary:** holds"), "{md}");
+        let judged = Table { verdict_class: Some(lsn_eval::verdict::TableVerdict::Consistent), ..t.clone() };
+        assert!(judged.markdown().contains("**Verdict:** holds") && judged.html().contains("<b>Verdict:</b>"));
         let html = t.html();
         assert!(html.contains("<td class=\"sig\">−1.20 [−2.40, −0.20]*</td>") && html.contains("XNLI &lt;vi&gt;"));
         assert!(html.contains("<tr class=\"ref\">"), "{html}");
