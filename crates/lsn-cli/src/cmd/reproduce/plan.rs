@@ -136,7 +136,7 @@ impl Sizes {
                 batch_rows: 1,
                 ppxc_rows: 1,
                 preset: "small-data".into(),
-                // All 5010 English test pairs (the dev split's 2490 left the head at chance at 384), evaluated on the
+                // All 5010 English test pairs (384 dev pairs left the head at chance on every language), evaluated on the
                 // targets' dev split; FTL null only (see `all_ftls`), so the hour goes to the intervention tables.
                 xnli_train: None,
                 xnli_epochs: Some(1),
