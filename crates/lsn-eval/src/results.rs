@@ -139,21 +139,28 @@ pub fn compare(a: &EvalResults, b: &EvalResults, resamples: usize, seed: u64) ->
 /// interval of [`runs_bootstrap`] (runs and examples resampled), which covers training variance; one run per side is
 /// [`compare`].
 pub fn compare_runs(a: &[EvalResults], b: &[EvalResults], resamples: usize, seed: u64) -> Result<Vec<Compared>> {
-    compare_sides(a, b, resamples, seed, false)
+    compare_sides(a, b, resamples, seed, false, |_, _| true)
 }
 
 /// [`compare_runs`] of runs paired by position — run `i` of `b` is run `i` of `a` changed in one thing (an
 /// intervention on the fine-tune of training seed `i`) — by the mean of each pair's difference, with the interval of
 /// [`paired_runs_bootstrap`] (pairs and examples resampled): the training variance both share cancels.
 pub fn compare_paired_runs(a: &[EvalResults], b: &[EvalResults], resamples: usize, seed: u64) -> Result<Vec<Compared>> {
-    if a.len() != b.len() {
-        return Err(Error::Incomparable(format!(
-            "paired runs need as many runs on each side ({} and {}): run i of B pairs with run i of A",
-            a.len(),
-            b.len()
-        )));
-    }
-    compare_sides(a, b, resamples, seed, true)
+    compare_sides(a, b, resamples, seed, true, |_, _| true)
+}
+
+/// One language's one metric of [`compare_runs`] (`paired`: of [`compare_paired_runs`]), without resampling the
+/// others: what a report cell needs.
+pub fn compare_metric(
+    a: &[EvalResults],
+    b: &[EvalResults],
+    lang: &str,
+    metric: &str,
+    paired: bool,
+    (resamples, seed): (usize, u64),
+) -> Result<Compared> {
+    let mut one = compare_sides(a, b, resamples, seed, paired, |l, m| l == lang && m == metric)?;
+    one.pop().ok_or_else(|| Error::Incomparable(format!("{lang}: no {metric} in every run")))
 }
 
 fn compare_sides(
@@ -162,15 +169,23 @@ fn compare_sides(
     resamples: usize,
     seed: u64,
     paired: bool,
+    keep: impl Fn(&str, &str) -> bool,
 ) -> Result<Vec<Compared>> {
     let (Some(first), false) = (a.first(), b.is_empty()) else {
         return Err(Error::Incomparable("each side needs at least one run".into()));
     };
+    if paired && a.len() != b.len() {
+        return Err(Error::Incomparable(format!(
+            "paired runs need as many runs on each side ({} and {}): run i of B pairs with run i of A",
+            a.len(),
+            b.len()
+        )));
+    }
     if let Some(other) = a.iter().chain(b).find(|r| r.task != first.task) {
         return Err(Error::Incomparable(format!("one is {}, another {}", first.task, other.task)));
     }
     let mut out = Vec::new();
-    for la in &first.languages {
+    for la in first.languages.iter().filter(|la| la.scores.keys().any(|m| keep(&la.lang, m))) {
         let in_every: Option<Vec<&LangResult>> =
             a.iter().chain(b).map(|r| r.languages.iter().find(|l| l.lang == la.lang)).collect();
         let Some(langs) = in_every else { continue };
@@ -190,7 +205,8 @@ fn compare_sides(
             }
             by_key.push(keyed);
         }
-        for metric in la.scores.keys().filter(|m| langs.iter().all(|l| l.scores.contains_key(*m))) {
+        for metric in la.scores.keys().filter(|m| keep(&la.lang, m) && langs.iter().all(|l| l.scores.contains_key(*m)))
+        {
             // Every run's scores in the first run's example order.
             let scores: Vec<Vec<f64>> = by_key
                 .iter()
@@ -359,6 +375,9 @@ mod tests {
         let rows = compare(&run(&a, false), &run(&b, true), 1000, 1).unwrap();
         assert_eq!(rows.len(), 1);
         assert!((rows[0].delta.delta - 10.0).abs() < 1e-9 && rows[0].delta.excludes_zero, "{:?}", rows[0]);
+        let one = compare_metric(&[run(&a, false)], &[run(&b, true)], "vi", "accuracy", false, (1000, 1)).unwrap();
+        assert_eq!(one, rows[0], "one metric alone is the same comparison");
+        assert!(compare_metric(&[run(&a, false)], &[run(&b, true)], "hi", "accuracy", false, (10, 1)).is_err());
         let md = compare_markdown(&rows, "a.json", "b.json", 2.0);
         assert!(md.contains("| vi | accuracy | 50.00 | 60.00 | +10.00 ["), "{md}");
         let e = compare(&run(&a, false), &run(&b[..300], false), 100, 1).unwrap_err().to_string();

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use lsn_eval::verdict::{self, Class, Judged, TableVerdict, Untestable};
-use lsn_eval::{Compared, Delta, EvalResults, LangResult, compare_paired_runs, compare_runs};
+use lsn_eval::{Compared, Delta, EvalResults, LangResult, compare_metric};
 use serde_json::{Value, json};
 
 use super::paper;
@@ -164,22 +164,12 @@ impl<'a> Study<'a> {
             self.absent += 1;
             return Cell::plain("–");
         }
-        let metric = metric(&a[0].task);
-        let rows = if paired {
-            compare_paired_runs(&a, &b, self.resamples, self.seed)
-        } else {
-            compare_runs(&a, &b, self.resamples, self.seed)
-        };
-        let rows = match rows {
-            Ok(r) => r,
+        let c = match compare_metric(&a, &b, lang, metric(&a[0].task), paired, (self.resamples, self.seed)) {
+            Ok(c) => c,
             Err(e) => {
                 self.absent += 1;
                 return Cell::plain(format!("not comparable: {e}"));
             }
-        };
-        let Some(c) = rows.into_iter().find(|c| c.lang == lang && c.metric == metric) else {
-            self.absent += 1;
-            return Cell::plain("–");
         };
         let text = delta_text(&c.delta);
         self.pending.push(Pending { row: at.0, col: at.1, lang: lang.into(), column: column.into(), c });
@@ -251,9 +241,6 @@ impl<'a> Study<'a> {
         for (k, p) in pending.iter().enumerate() {
             let d = &p.c.delta;
             let j = judged[k];
-            let class_name = j.map_or("cannot_test".to_string(), |j| {
-                serde_json::to_value(j.class).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
-            });
             let cell = &mut table.rows[p.row][p.col];
             match j {
                 Some(j) => {
@@ -275,7 +262,7 @@ impl<'a> Study<'a> {
             }
             self.deltas.push(json!({"table": table.id, "row": p.lang, "column": p.column, "lang": p.lang,
                 "metric": p.c.metric, "a": p.c.a, "b": p.c.b, "delta": d.delta, "lo": d.lo, "hi": d.hi,
-                "lo90": d.lo90, "hi90": d.hi90, "p": d.p, "p_holm": j.map(|j| j.p_holm), "class": class_name,
+                "lo90": d.lo90, "hi90": d.hi90, "p": d.p, "p_holm": j.map(|j| j.p_holm), "class": j.map_or(json!("cannot_test"), |j| json!(j.class)),
                 "control": control(p), "cannot_test": why[k].as_ref().map(ToString::to_string),
                 "excludes_zero": d.excludes_zero, "n": d.n, "runs": d.runs}));
         }
