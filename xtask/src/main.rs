@@ -194,18 +194,13 @@ fn test(extra: &[String]) -> Result<()> {
     // verdicts.
     let results: serde_json::Value = serde_json::from_slice(&std::fs::read(smoke.join("results.json"))?)
         .context("the smoke study's results.json is not JSON")?;
-    let judged: Vec<(&str, &str)> = results["verdicts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|v| Some((v["table"].as_str()?, v["verdict"].as_str()?)))
-        .collect();
-    for t in results["tables"].as_array().into_iter().flatten().filter_map(|t| t["id"].as_str()) {
-        if t.contains("-intervention-") || t.ends_with("-ftl") {
-            let v = judged.iter().find(|(id, _)| *id == t).map(|(_, v)| *v);
+    for t in results["tables"].as_array().into_iter().flatten() {
+        let id = t["id"].as_str().unwrap_or_default();
+        if id.contains("-intervention-") || id.ends_with("-ftl") {
+            let v = t["verdict_class"].as_str();
             ensure!(
                 matches!(v, Some("consistent" | "contradicts" | "inconclusive" | "cannot_test")),
-                "the smoke study's table {t} has no verdict of the four (consistent, contradicts, inconclusive, \
+                "the smoke study's table {id} has no verdict of the four (consistent, contradicts, inconclusive, \
                  cannot test): {v:?}"
             );
         }
