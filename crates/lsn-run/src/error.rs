@@ -13,6 +13,12 @@ pub enum Error {
          this command another {flag}"
     )]
     Locked { path: PathBuf, pid: u32, command: String, age: String, flag: String },
+    /// A study (`lsn reproduce`) of another process runs in the directory or above it.
+    #[error(
+        "{path} (from {flag}) is inside {study}, where {holder} is running a study: a command of your own would mix \
+         its files into the study's; wait for it to finish, or give another {flag}"
+    )]
+    InStudy { path: PathBuf, study: PathBuf, holder: String, flag: String },
     /// A path that must be a directory has a regular file on the way.
     #[error("{path} (from {flag}) cannot be a directory: {blocker} is a file; choose another {flag}")]
     UnderFile { path: PathBuf, blocker: PathBuf, flag: String },
@@ -53,6 +59,21 @@ pub enum Error {
          run's model"
     )]
     InputMismatch { file: PathBuf, model: String, manifest: PathBuf, diff: String },
+    /// An output directory holds this command's result files, but no record of who made them.
+    #[error(
+        "{path} (from {flag}) already holds {files}, which no `lsn {command}` recorded there (another tool's, or an \
+         older lsn's): give an empty or new {flag}, or delete those files to replace them"
+    )]
+    Unrecorded { path: PathBuf, files: String, command: String, flag: String },
+    /// An output directory holds this result made with other settings.
+    #[error(
+        "{path} already holds `{key}` made with other settings ({diff}): give another directory for these settings, \
+         or delete {path} to replace it"
+    )]
+    OtherSettings { path: PathBuf, key: String, diff: String },
+    /// An input (adapter, neuron file, statistics) was made with another model than the one this command uses.
+    #[error("{file} was made with model {made_with}, not with {using}: they differ in {diff}; {hint}")]
+    ForeignInput { file: PathBuf, made_with: String, using: String, diff: String, hint: String },
     #[error("{path}: {err}")]
     Io { path: PathBuf, err: std::io::Error },
 }

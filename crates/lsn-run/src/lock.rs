@@ -114,6 +114,7 @@ impl Lock {
             file.sync_data()
         })()
         .map_err(|e| Error::io(&path, e))?;
+        crate::study::note_taken(dir, name);
         Ok(Lock { file, path, took_over })
     }
 
@@ -151,6 +152,9 @@ fn read_holder(file: &mut std::fs::File) -> Option<Holder> {
 impl Drop for Lock {
     fn drop(&mut self) {
         // An empty record says "released cleanly"; the OS lock goes with the file handle.
+        if let (Some(dir), Some(name)) = (self.path.parent(), self.path.file_name()) {
+            crate::study::note_released(dir, &name.to_string_lossy());
+        }
         let _ = self.file.set_len(0);
         let _ = self.file.unlock();
     }
