@@ -104,13 +104,18 @@ fn batch_size_changes_no_prediction_and_compare_sees_no_difference() {
     let (stdout, _) =
         ok(&["compare", s(&a.join("results.json")), s(&b.join("results.json")), "--json", s(&st.root.join("c.json"))]);
     assert!(
-        stdout.contains("| en | accuracy |") && stdout.contains("+0.00 [+0.00, +0.00] | [+0.00, +0.00] | 1.000 | inconclusive |"),
+        stdout.contains("| en | accuracy |")
+            && stdout.contains("+0.00 [+0.00, +0.00] | [+0.00, +0.00] | 1.000 | inconclusive |"),
         "{stdout}"
     );
     // Several runs per side (one per training seed), comma-separated: the means over the runs.
     let two = format!("{},{}", s(&a.join("results.json")), s(&b.join("results.json")));
     let (stdout, _) = ok(&["compare", &two, &two]);
-    assert!(stdout.contains("2 runs (") && stdout.contains("+0.00 [+0.00, +0.00] | [+0.00, +0.00] | 1.000 | inconclusive |"), "{stdout}");
+    assert!(
+        stdout.contains("2 runs (")
+            && stdout.contains("+0.00 [+0.00, +0.00] | [+0.00, +0.00] | 1.000 | inconclusive |"),
+        "{stdout}"
+    );
 
     let q = ["--task", "xquad", "--lang", "en", "--split", "all", "--max-new-tokens", "12"];
     let qa = st.eval("qa", &[&q[..], &["--batch", "1"]].concat());

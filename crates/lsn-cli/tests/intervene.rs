@@ -140,7 +140,7 @@ fn bad_intervention_inputs_are_refused_and_nothing_is_written() {
     let other = random_model(&st.root, "other", "tiny-gemma3", 4);
     fails_with(
         &["ppl", "--model", s(&other), "--lang", "en", "--heldout", r, "--neurons", n, "--json", j],
-        &["selected on another model", "weights"],
+        &["was made with model", "not with the model this command loads", "weights"],
     );
     // A fill the statistics do not have, and a fill name that does not exist.
     fails(ppl(&["--lang", "en", "--neurons", n, "--fill", "p99"]), &["unknown fill \"p99\"", "p95"]);
@@ -193,4 +193,36 @@ fn bad_intervention_inputs_are_refused_and_nothing_is_written() {
     );
     assert!(!json.exists(), "a failed command wrote {}", json.display());
     assert!(!st.run.join("ppxc").exists(), "a failed ppxc left a directory behind");
+}
+
+#[test]
+fn an_empty_set_is_refused_by_ppl_unless_allowed_and_flagged_by_ppxc() {
+    let st = study();
+    let (m, r) = (s(&st.model), s(&st.run));
+    // The LAPE file with fr's set emptied (a small model or capture can leave a language without neurons).
+    let mut sel: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(st.run.join("neurons/lape-mondal.json")).unwrap()).unwrap();
+    let layers = sel["layers"].as_u64().unwrap() as usize;
+    sel["neurons"]["fr"] = serde_json::json!([]);
+    sel["counts"]["fr"] = serde_json::json!(0);
+    sel["per_layer"]["fr"] = serde_json::json!(vec![0; layers]);
+    let file = st.run.join("neurons/empty/lape-mondal.json");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, sel.to_string()).unwrap();
+    let json = st.root.join("ppl.json");
+    let ppl = ["ppl", "--model", m, "--lang", "fr", "--heldout", r, "--rows", "1", "--neurons", s(&file)];
+    fails_with(&[&ppl[..], &["--json", s(&json)]].concat(), &["fr's neuron set", "is empty", "--allow-empty-set"]);
+    assert!(!json.exists());
+    let (_, stderr) = ok(&[&ppl[..], &["--allow-empty-set", "--json", s(&json)]].concat());
+    assert!(stderr.contains("fr is evaluated without any intervention"), "{stderr}");
+    let (_, stderr) = ok(&["ppxc", "--run", r, "--set", "empty", "--rows", "1", "--batch", "1", "--no-random"]);
+    assert!(stderr.contains("the lape-mondal neuron set of fr is empty"), "{stderr}");
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(st.run.join("ppxc/empty/lape-mondal.json")).unwrap()).unwrap();
+    assert_eq!(doc["empty_sets"], serde_json::json!(["fr"]));
+    // A method PPXC cannot read is named with the ones it can, not sent to select.
+    fails_with(
+        &["ppxc", "--run", r, "--method", "random"],
+        &["--method \"random\"", "lape-mondal, lape-tang, act-prob-90p"],
+    );
 }

@@ -213,7 +213,9 @@ fn bad_input_is_refused_and_nothing_is_written() {
     std::fs::create_dir_all(&elsewhere).unwrap();
     let other = neuron_file(&elsewhere, 4, 128);
     let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
-        (vec!["--task", "xnli", "--rank", "0"], vec!["rank 0"]),
+        (vec!["--task", "xnli", "--rank", "0"], vec!["--rank", "give at least 1"]),
+        // The flag that was given is named, not one derived from it.
+        (vec!["--task", "xnli", "--batch", "0"], vec!["--batch", "give at least 1"]),
         (vec!["--task", "xnli", "--lr", "NaN"], vec!["learning rate", "finite"]),
         (vec!["--task", "xnli", "--lr", "inf"], vec!["learning rate", "finite"]),
         (vec!["--task", "xnli", "--max-len", "3"], vec!["no training example"]),

@@ -63,6 +63,14 @@ impl NliSplit {
     pub fn parse(s: &str) -> Option<NliSplit> {
         [NliSplit::Dev, NliSplit::Test].into_iter().find(|x| x.name() == s)
     }
+
+    /// Pairs per language in the released XNLI 1.0 split (every language holds the same pairs, translated).
+    pub fn official_size(self) -> usize {
+        match self {
+            NliSplit::Dev => 2490,
+            NliSplit::Test => 5010,
+        }
+    }
 }
 
 /// One premise/hypothesis pair.

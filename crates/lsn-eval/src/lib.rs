@@ -19,6 +19,6 @@ pub use bootstrap::{
 pub use error::{Error, Result};
 pub use perplexity::{NllSum, perplexity};
 pub use results::{
-    Compared, EvalResults, ExampleResult, LangResult, compare, compare_classes, compare_markdown, compare_metric,
-    compare_paired_runs, compare_runs, runs_score,
+    Compared, EvalResults, ExampleResult, LangResult, check_same_model, compare, compare_classes, compare_markdown,
+    compare_metric, compare_paired_runs, compare_runs, runs_score,
 };

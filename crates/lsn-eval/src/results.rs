@@ -163,6 +163,41 @@ pub fn compare_metric(
     one.pop().ok_or_else(|| Error::Incomparable(format!("{lang}: no {metric} in every run")))
 }
 
+fn short(sha: &str) -> &str {
+    sha.get(..12).unwrap_or(sha)
+}
+
+/// Fails when the runs evaluated different models (the base model each records: config, tokenizer and weights; an
+/// adapter or intervention on the same base is what a comparison is for). Runs that record no model identity (an
+/// older lsn's) pass.
+pub fn check_same_model(runs: &[&EvalResults]) -> Result<()> {
+    let id = |r: &EvalResults| {
+        let i = &r.config["identity"];
+        ["config_sha256", "tokenizer_sha256", "weights_sha256"].map(|k| i[k].as_str().map(str::to_owned))
+    };
+    let Some(first) = runs.iter().find(|r| id(r).iter().all(Option::is_some)) else { return Ok(()) };
+    let base = id(first);
+    for r in runs {
+        let other = id(r);
+        if other.iter().all(Option::is_some) && other != base {
+            let what: Vec<&str> = ["config.json", "tokenizer.json", "weights"]
+                .into_iter()
+                .zip(base.iter().zip(&other))
+                .filter(|(_, (x, y))| x != y)
+                .map(|(n, _)| n)
+                .collect();
+            return Err(Error::Incomparable(format!(
+                "the runs evaluated different models ({} and {}, differing in {}): to compare two models on the same \
+                 examples on purpose, pass --across-models",
+                first.config["model"].as_str().unwrap_or("?"),
+                r.config["model"].as_str().unwrap_or("?"),
+                what.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn compare_sides(
     a: &[EvalResults],
     b: &[EvalResults],
@@ -184,11 +219,29 @@ fn compare_sides(
     if let Some(other) = a.iter().chain(b).find(|r| r.task != first.task) {
         return Err(Error::Incomparable(format!("one is {}, another {}", first.task, other.task)));
     }
+    if let Some(other) = a.iter().chain(b).find(|r| r.split != first.split) {
+        return Err(Error::Incomparable(format!(
+            "one evaluated the {} split, another the {} split: examples pair by key (XNLI: row number), so runs of \
+             different splits would pair unrelated examples; compare runs of one split",
+            first.split, other.split
+        )));
+    }
     let mut out = Vec::new();
     for la in first.languages.iter().filter(|la| la.scores.keys().any(|m| keep(&la.lang, m))) {
         let in_every: Option<Vec<&LangResult>> =
             a.iter().chain(b).map(|r| r.languages.iter().find(|l| l.lang == la.lang)).collect();
         let Some(langs) = in_every else { continue };
+        if let Some(l) = langs.iter().find(|l| l.data_sha256 != la.data_sha256) {
+            return Err(Error::Incomparable(format!(
+                "{}: the runs read different data ({} with sha256 {} and {} with sha256 {}): the same split in \
+                 another version; evaluate both on the same data files",
+                la.lang,
+                la.data_file,
+                short(&la.data_sha256),
+                l.data_file,
+                short(&l.data_sha256)
+            )));
+        }
         let mut sorted_a: Vec<&str> = la.examples.iter().map(|e| e.key.as_str()).collect();
         sorted_a.sort_unstable();
         let mut by_key = Vec::with_capacity(langs.len());
@@ -384,5 +437,30 @@ mod tests {
         assert!(e.contains("different examples (400 and 300)"), "{e}");
         let md = run(&a, false).markdown("XNLI");
         assert!(md.contains("| vi | 400 | 0 | 50.00 ["), "{md}");
+    }
+
+    #[test]
+    fn runs_of_other_splits_data_or_models_are_not_compared() {
+        let a = run(&[100.0, 0.0, 100.0], false);
+        let mut dev = a.clone();
+        dev.split = "dev".into();
+        let e = compare(&a, &dev, 100, 1).unwrap_err().to_string();
+        assert!(e.contains("the test split, another the dev split"), "{e}");
+        let mut edited = a.clone();
+        edited.languages[0].data_sha256 = "z".into();
+        let e = compare(&a, &edited, 100, 1).unwrap_err().to_string();
+        assert!(e.contains("vi: the runs read different data"), "{e}");
+        let with = |w: &str| {
+            let mut r = a.clone();
+            r.config = serde_json::json!({"model": w, "identity": {"config_sha256": "c", "tokenizer_sha256": "t",
+                "weights_sha256": w}});
+            r
+        };
+        assert!(check_same_model(&[&with("m1"), &with("m1"), &a]).is_ok(), "no identity recorded: not judged");
+        let e = check_same_model(&[&with("m1"), &with("m2")]).unwrap_err().to_string();
+        assert!(
+            e.contains("different models (m1 and m2, differing in weights)") && e.contains("--across-models"),
+            "{e}"
+        );
     }
 }

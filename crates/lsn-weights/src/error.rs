@@ -14,7 +14,9 @@ pub enum Error {
     Missing { path: PathBuf, hint: String },
     /// A safetensors file is unreadable (truncated, corrupt header).
     #[error(
-        "cannot read safetensors file {path}: {reason} (the download may be incomplete or corrupt: fetch or convert it again)"
+        "cannot read safetensors file {path}: {reason} (the file may be incomplete or corrupt: write it again with the \
+         command that made it — `lsn fetch-model` or `lsn convert` for a model, `lsn train` for an adapter or its \
+         checkpoint, `lsn merge-adapter` for a merged model)"
     )]
     Safetensors { path: PathBuf, reason: String },
     /// A GGUF file is unreadable or not what was expected.

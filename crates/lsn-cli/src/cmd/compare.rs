@@ -4,9 +4,11 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use lsn_eval::{EvalResults, compare_classes, compare_markdown, compare_paired_runs, compare_runs};
+use lsn_eval::{EvalResults, check_same_model, compare_classes, compare_markdown, compare_paired_runs, compare_runs};
 
-/// Compares two `lsn eval` results of the same task over the same examples: for every language and metric both
+/// Compares two `lsn eval` results of the same task, split and data files over the same examples (runs that differ
+/// in any of these are refused, naming the difference, as are runs of different base models unless
+/// --across-models): for every language and metric both
 /// hold, Δ = B − A with its 95% and 90% paired-bootstrap intervals (examples are resampled together, so what both runs
 /// share cancels) and a class: higher / lower when the bootstrap p-value, Holm-corrected over every row printed, is at
 /// most 0.05; equivalent within ±δ (--margin) when the 90% interval lies inside [−δ, +δ] (two one-sided tests at 5%);
@@ -38,6 +40,10 @@ pub struct Args {
     /// Pair run i of B with run i of A (same training seed) instead of treating the sides' runs as independent.
     #[arg(long)]
     pub paired: bool,
+    /// Compare runs of different base models (config, tokenizer or weights differ) over the same examples; without
+    /// it they are refused, since a mix-up of files is the likelier cause.
+    #[arg(long)]
+    pub across_models: bool,
     /// Also write the comparison as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -64,6 +70,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     let a: Vec<EvalResults> = args.a.iter().map(read).collect::<Result<_>>()?;
     let b: Vec<EvalResults> = args.b.iter().map(read).collect::<Result<_>>()?;
+    if !args.across_models {
+        check_same_model(&a.iter().chain(&b).collect::<Vec<_>>())?;
+    }
     let rows = if args.paired {
         compare_paired_runs(&a, &b, args.resamples, args.seed)?
     } else {

@@ -156,6 +156,10 @@ impl Task {
     }
 }
 
+/// What eval writes: results.json and results.md, committed together.
+const OUTPUT: lsn_run::Output =
+    lsn_run::Output { command: "eval", flag: "--out", results: &["results.json", "results.md"], need_bytes: 0 };
+
 /// What a language's evaluation needs besides the model.
 struct Ctx<'a> {
     tok: &'a Tokenizer,
@@ -168,8 +172,8 @@ struct Ctx<'a> {
 pub fn run(args: Args) -> Result<()> {
     let task = Task::parse(&args)?;
     let langs = crate::cmd::parse_langs(&args.lang, "--lang")?;
-    // Removed again if the command fails before it writes into it.
-    let _out = lsn_run::OutDir::prepare(&args.out, "--out")?;
+    // Locked for the whole command; removed again if the command fails before it writes into it.
+    let mut out = crate::cmd::open_output(&args.out, &OUTPUT)?;
     let data_dir = resolve_data_dir(args.data_dir.as_deref())?;
     // Read every language's data once, before the (slow) model load, so bad input fails fast.
     let mut data = Vec::with_capacity(langs.len());
@@ -180,12 +184,22 @@ pub fn run(args: Args) -> Result<()> {
                 if let Task::XnliZeroShot(_) = task {
                     XnliWords::of(lang.code())?;
                 }
-                Examples::Nli(limited(ex, args.limit))
+                let official = s.official_size();
+                if ex.len() != official {
+                    eprintln!(
+                        "note: {lang}: {} holds {} examples where XNLI's {} split has {official}: is the file \
+                         truncated or edited?",
+                        xnli_path(&data_dir, lang, s).display(),
+                        ex.len(),
+                        s.name()
+                    );
+                }
+                Examples::Nli(limited(ex, args.limit, lang, task.split()))
             }
             Task::Xquad(s) => {
                 let ex = s.of(read_xquad(&data_dir, lang)?);
                 ensure!(!ex.is_empty(), "{lang}: the XQuAD {} split is empty", s.name());
-                Examples::Qa(limited(ex, args.limit))
+                Examples::Qa(limited(ex, args.limit, lang, task.split()))
             }
         });
     }
@@ -208,7 +222,8 @@ pub fn run(args: Args) -> Result<()> {
     };
     let adapter = match &args.adapter {
         Some(p) => {
-            let (a, _) = lsn_lora::read_adapter(p, model.config())?;
+            let (a, meta) = lsn_lora::read_adapter(p, model.config())?;
+            crate::cmd::check_adapter(p, &meta, &args.model, &identity)?;
             model.set_adapter(Some(&a)).with_context(|| format!("applying the adapter {}", p.display()))?;
             Some(a)
         }
@@ -234,6 +249,9 @@ pub fn run(args: Args) -> Result<()> {
         }).transpose()?,
         "intervention": intervener.as_ref().map(Intervener::json),
     });
+    let claim = serde_json::json!({"task": task.name(), "protocol": task.protocol(), "split": task.split(),
+        "config": config});
+    out.claim(OUTPUT.command, &args.model, &identity, &claim)?;
     let ctx = Ctx { tok: &tok, head: head.as_ref(), args: &args, task, data_dir: &data_dir };
     let t0 = std::time::Instant::now();
     let mut languages = Vec::new();
@@ -274,8 +292,9 @@ pub fn run(args: Args) -> Result<()> {
         intervener.as_ref().map_or("no intervention".into(), Intervener::describe)
     );
     let md = results.markdown(&title);
-    fsutil::write_atomic(&args.out.join("results.json"), serde_json::to_string_pretty(&results)?.as_bytes())?;
-    fsutil::write_atomic(&args.out.join("results.md"), md.as_bytes())?;
+    out.stage_bytes("results.json", serde_json::to_string_pretty(&results)?.as_bytes())?;
+    out.stage_bytes("results.md", md.as_bytes())?;
+    out.commit_output(OUTPUT.command, &args.model, &identity, claim)?;
     println!("{md}\nwall time {:.1} s · wrote {}", t0.elapsed().as_secs_f64(), args.out.join("results.json").display());
     Ok(())
 }
@@ -301,8 +320,16 @@ fn progress(lang: Lang, len: usize) -> indicatif::ProgressBar {
     bar
 }
 
-fn limited<T>(mut v: Vec<T>, limit: Option<usize>) -> Vec<T> {
+/// The first `limit` examples; says so when the split holds fewer than asked.
+fn limited<T>(mut v: Vec<T>, limit: Option<usize>, lang: Lang, split: &str) -> Vec<T> {
     if let Some(n) = limit {
+        if n > v.len() {
+            eprintln!(
+                "note: {lang}: --limit {n}, but the {split} split holds {} examples: evaluating all {}",
+                v.len(),
+                v.len()
+            );
+        }
         v.truncate(n);
     }
     v

@@ -34,6 +34,11 @@ pub struct InterveneArgs {
     /// stays the same whichever languages are evaluated together). Fill values as without it.
     #[arg(long, requires = "neurons")]
     pub random_like: Option<u64>,
+    /// Apply a language's set even when it is empty (a small model or capture can leave a language without LAPE
+    /// neurons): the "intervention" then changes nothing, and its result is the baseline's — said on stderr. Without
+    /// it an empty set is refused.
+    #[arg(long, requires = "neurons")]
+    pub allow_empty_set: bool,
 }
 
 /// A loaded neuron file, ready to give each evaluated language its intervention.
@@ -45,6 +50,7 @@ pub struct Intervener {
     pub neuron_lang: Option<String>,
     /// The seed of the matched random control, when it replaces the sets.
     pub random_like: Option<u64>,
+    allow_empty_set: bool,
     stats_run: PathBuf,
     intermediate: usize,
     /// The loaded model, which the fill statistics must be of.
@@ -83,16 +89,14 @@ pub fn check_selection(selection: &Selection, file: &Path, cfg: &ModelConfig, mo
         cfg.intermediate_size
     );
     match &selection.source {
-        Some(src) => {
-            let theirs = src.identity();
-            ensure!(
-                theirs.same_model(model),
-                "{} was selected on another model ({}): they differ in {}; select neurons on this model",
-                file.display(),
-                src.model,
-                theirs.difference(model)
-            );
-        }
+        Some(src) => lsn_run::check_made_with(
+            file,
+            &src.model,
+            &src.identity(),
+            "the model this command loads",
+            model,
+            "select neurons on this model",
+        )?,
         None => eprintln!(
             "note: {} does not record the model it was selected on (made by an older lsn); only its shape was checked",
             file.display()
@@ -135,6 +139,7 @@ impl InterveneArgs {
             fill,
             neuron_lang: self.neuron_lang.clone(),
             random_like: self.random_like,
+            allow_empty_set: self.allow_empty_set,
             stats_run,
             intermediate: cfg.intermediate_size,
             model,
@@ -154,6 +159,20 @@ impl Intervener {
                 self.selection.languages.join(", ")
             )
         })?;
+        if own.is_empty() {
+            ensure!(
+                self.allow_empty_set,
+                "{set}'s neuron set in {} is empty: overwriting it would change nothing, and the result would be the \
+                 baseline's; give --allow-empty-set to run it anyway, or select more neurons (e.g. a higher \
+                 --top-rate)",
+                self.file.display()
+            );
+            eprintln!(
+                "note: {set}'s neuron set in {} is empty (--allow-empty-set): {lang} is evaluated without any \
+                 intervention",
+                self.file.display()
+            );
+        }
         match self.random_like {
             None => Ok(own.to_vec()),
             Some(seed) => random_like(&self.selection, set, seed)

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use lsn_core::ModelFiles;
 
-use crate::assets;
+use crate::{assets, fsutil};
 
 /// Merges an adapter (`lsn train`, or any PEFT LoRA adapter of this model) into the base weights: OUT holds
 /// config.json, the tokenizer and model.safetensors (f32) with every adapted linear replaced by W + (α/r)·B·A, and
@@ -19,20 +19,47 @@ pub struct Args {
     /// The base model: a fetched model's name or a HF checkpoint directory.
     #[arg(long, default_value = "gemma-3-270m")]
     pub model: String,
-    /// The merged checkpoint directory (must not exist, or be empty).
+    /// The merged checkpoint directory: new or empty (a rerun of the same merge finds it done; another adapter or
+    /// model is refused). Locked while the merge runs; its files appear together.
     #[arg(long)]
     pub out: PathBuf,
     #[command(flatten)]
     pub cache: assets::HomeArg,
 }
 
+/// What merge-adapter writes: a checkpoint directory, committed as a whole.
+const OUTPUT: lsn_run::Output = lsn_run::Output {
+    command: "merge-adapter",
+    flag: "--out",
+    results: &["config.json", "model.safetensors", "tokenizer.json", lsn_lora::merge::HEAD_FILE],
+    need_bytes: 0,
+};
+
 pub fn run(args: Args) -> Result<()> {
     let home = &args.cache.home();
     let dir = assets::resolve_model(home, &args.model)?;
-    let ckpt = lsn_weights::open_checkpoint(ModelFiles::new(&dir).dir())?;
-    let (adapter, _) = lsn_lora::read_adapter(&args.adapter, &ckpt.config)
+    let files = ModelFiles::new(&dir);
+    let ckpt = lsn_weights::open_checkpoint(files.dir())?;
+    let (adapter, meta) = lsn_lora::read_adapter(&args.adapter, &ckpt.config)
         .with_context(|| format!("reading the adapter for {}", args.model))?;
-    lsn_lora::merge::merge_into(&ckpt, &adapter, &args.out)?;
+    let tok = lsn_data::Tokenizer::from_file(&files.tokenizer())?;
+    let identity = assets::identity(home, &ckpt, &tok)?;
+    crate::cmd::check_adapter(&args.adapter, &meta, &args.model, &identity)?;
+    let mut out = crate::cmd::open_output(&args.out, &OUTPUT)?;
+    let weights = lsn_lora::peft::weights_path(&args.adapter);
+    let settings =
+        serde_json::json!({"adapter": args.adapter, "adapter_weights_sha256": fsutil::sha256_file(&weights)?});
+    if out.claim(OUTPUT.command, &args.model, &identity, &settings)?.is_some() {
+        println!(
+            "{} already holds {} merged into {}: nothing to do",
+            args.out.display(),
+            args.adapter.display(),
+            args.model
+        );
+        return Ok(());
+    }
+    lsn_lora::merge::merge_into(&ckpt, &adapter, &out.staging_dir()?)?;
+    out.commit_output(OUTPUT.command, &args.model, &identity, settings)?;
     println!("merged {} into {} → {}", args.adapter.display(), args.model, args.out.display());
     Ok(())
 }

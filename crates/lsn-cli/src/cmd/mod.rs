@@ -58,6 +58,44 @@ pub fn open_run(root: &std::path::Path, opts: &lsn_run::OpenOptions) -> anyhow::
     Ok(run)
 }
 
+/// Opens (and locks) the output directory of a command ([`lsn_run::RunDir::open_output`]), saying what it recovered.
+pub fn open_output(dir: &std::path::Path, out: &lsn_run::Output) -> anyhow::Result<lsn_run::RunDir> {
+    let run = lsn_run::RunDir::open_output(dir, out)?;
+    if let Some(h) = run.took_over() {
+        warn_took_over(dir, h);
+    }
+    Ok(run)
+}
+
+/// Checks that the adapter in `dir` was trained on the model this command loads (`model`, of `identity`), as its
+/// `lsn train` metadata records; an adapter PEFT wrote records none, and only its shapes can be checked (said).
+pub fn check_adapter(
+    dir: &std::path::Path,
+    meta: &lsn_lora::AdapterMeta,
+    model: &str,
+    identity: &lsn_core::ModelIdentity,
+) -> anyhow::Result<()> {
+    let made_with = meta.lsn.get("run").and_then(|r| r.get("identity")).cloned().map(serde_json::from_value);
+    match made_with {
+        Some(Ok(made_with)) => Ok(lsn_run::check_made_with(
+            dir,
+            &meta.base_model,
+            &made_with,
+            model,
+            identity,
+            "give the --model it was trained on, or train an adapter on this model",
+        )?),
+        _ => {
+            eprintln!(
+                "note: {} does not record the model it was trained on (not written by `lsn train`): only its shapes \
+                 were checked against {model}",
+                dir.display()
+            );
+            Ok(())
+        }
+    }
+}
+
 /// The warning when a lock of `root` was taken over from a process that died holding it.
 pub fn warn_took_over(root: &std::path::Path, h: &lsn_run::Holder) {
     eprintln!(

@@ -12,7 +12,7 @@ use lsn_run::{OpenOptions, StageRecord};
 use lsn_select::Selection;
 
 use crate::plot::matrix::{self, Panel};
-use crate::{assets, backends, fsutil};
+use crate::{assets, backends};
 
 /// Perplexity change when each language's neurons are deactivated: PPXC(i, j) = PPL(j | neurons of i set to 0) −
 /// PPL(j), on held-out rows (the rows of each language's text after those its capture used, one skipped at the
@@ -77,6 +77,17 @@ fn compute(model: &mut dyn lsn_core::Model, job: &Job<'_>) -> Result<serde_json:
     } else {
         langs.iter().enumerate().map(|(i, l)| sel.random_like(l, args.seed + i as u64)).collect::<Result<_, _>>()?
     };
+    // An empty set zeroes nothing: its row is the baseline's, flagged here and in the results, never read as "no
+    // effect".
+    let empty: Vec<&str> = langs.iter().zip(&sets).filter(|(_, s)| s.is_empty()).map(|(l, _)| l.as_str()).collect();
+    if !empty.is_empty() {
+        eprintln!(
+            "warning: the {} neuron set of {} is empty: its row zeroes nothing and shows the baseline (flagged as \
+             empty_sets in the results)",
+            args.method,
+            empty.join(", ")
+        );
+    }
     let passes = k * (1 + sets.len() + random_sets.len());
     let bar = indicatif::ProgressBar::new(passes as u64).with_style(
         indicatif::ProgressStyle::with_template("{prefix} {wide_bar} {pos}/{len} language × set {elapsed} (eta {eta})")
@@ -126,6 +137,7 @@ fn compute(model: &mut dyn lsn_core::Model, job: &Job<'_>) -> Result<serde_json:
         "heldout": heldout.iter().zip(langs).zip(&base).map(|((h, l), b)| serde_json::json!({
             "lang": l, "first_row": h.first, "rows": h.rows.len(), "predicted_tokens": b.tokens})).collect::<Vec<_>>(),
         "neurons_per_language": sets.iter().map(Vec::len).collect::<Vec<_>>(),
+        "empty_sets": empty,
         "baseline": {"ppl": base_ppl, "mean_nll": base.iter().map(NllSum::mean).collect::<Vec<_>>()},
         "lape": matrix_json(&lape),
         "random": (!random_sets.is_empty()).then(|| matrix_json(&random)),
@@ -146,6 +158,14 @@ fn flat(v: &serde_json::Value) -> Vec<f64> {
 pub fn run(args: Args) -> Result<()> {
     let home = &args.cache.home();
     let set_dir = args.set.as_deref().map(|s| format!("{s}/")).unwrap_or_default();
+    let per_language: Vec<&str> = super::select::METHODS.iter().copied().filter(|m| *m != "random").collect();
+    ensure!(
+        per_language.contains(&args.method.as_str()),
+        "--method {:?}: PPXC zeroes per-language sets, from one of {} (the random control is built from the chosen \
+         set, not from select's random file)",
+        args.method,
+        per_language.join(", ")
+    );
     let neurons = args.run.join("neurons").join(format!("{set_dir}{}.json", args.method));
     ensure!(
         neurons.is_file(),
@@ -212,7 +232,7 @@ pub fn run(args: Args) -> Result<()> {
             if let (Some(d), serde_json::Value::Object(r)) = (doc.as_object_mut(), results) {
                 d.extend(r);
             }
-            fsutil::write_atomic(&json, &serde_json::to_vec_pretty(&doc)?)?;
+            run.stage_bytes(&format!("{sub}{}.json", args.method), &serde_json::to_vec_pretty(&doc)?)?;
             doc
         }
     };
@@ -230,12 +250,14 @@ pub fn run(args: Args) -> Result<()> {
         &langs,
         &panels,
         ("neurons zeroed (language i)", "perplexity of (language j)"),
-        &out_dir.join(format!("{}.heatmap", args.method)),
+        &run.staged(&format!("{sub}{}.heatmap", args.method))?,
     )?;
-    let rel = |p: &std::path::Path| p.strip_prefix(run.root()).unwrap_or(p).display().to_string();
-    let mut outputs = vec![rel(&json), rel(&plots.svg)];
+    // The results, the heatmap and the record appear together.
+    let staging = run.root().join(lsn_run::STAGING_DIR);
+    let rel = |p: &std::path::Path| p.strip_prefix(&staging).unwrap_or(p).display().to_string();
+    let mut outputs = vec![format!("{sub}{}.json", args.method), rel(&plots.svg)];
     outputs.extend(plots.png.as_deref().map(rel));
-    run.record(&format!("ppxc/{set_dir}{}", args.method), StageRecord::new(config, outputs, "complete"))?;
+    run.commit(vec![(format!("ppxc/{set_dir}{}", args.method), StageRecord::new(config, outputs, "complete"))])?;
 
     let secs = doc["seconds"].as_f64().unwrap_or(f64::NAN);
     println!(

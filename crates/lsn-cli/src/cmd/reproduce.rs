@@ -342,26 +342,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     let data_dir = data_dir(&args, &home)?;
     let data_dir = std::fs::canonicalize(&data_dir).with_context(|| format!("{}", data_dir.display()))?;
-    lsn_run::prepare_dir(&args.out, "--out", true)?;
-    let root = std::fs::canonicalize(&args.out).with_context(|| format!("{}", args.out.display()))?;
-    let (state_name, lock_name) = shard_files(args.shard);
-    let lock = lsn_run::Lock::acquire_file(&root, &lock_name, "--out")?;
-    if let Some(h) = &lock.took_over {
-        crate::cmd::warn_took_over(&root, h);
-    }
-    // An unsharded run never runs beside shards of the same directory: it takes (and keeps) their locks too.
-    let mut shard_locks = Vec::new();
-    if args.shard.is_none() {
-        for e in std::fs::read_dir(&root).with_context(|| format!("reading {}", root.display()))?.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(".reproduce.shard-") && name.ends_with(".lock") {
-                shard_locks.push(lsn_run::Lock::acquire_file(&root, &name, "--out")?);
-            }
-        }
-    }
     let t0 = Instant::now();
-
-    // Set-up: the model (fetched when named and missing), its identity, the data's.
+    // Set-up: the model (fetched when named and missing), its identity, the data's — before --out is made or locked,
+    // so that a missing model or incomplete data leaves nothing behind.
     let home_args: Vec<String> =
         args.cache.home.iter().flat_map(|h| ["--home".to_string(), h.display().to_string()]).collect();
     // What every stage that reads data (and so loads the model or the cache) is given besides its plan line.
@@ -387,7 +370,7 @@ pub fn run(args: Args) -> Result<()> {
         data.insert(kind.to_string(), tree_sha256(&dir, &memo)?);
     }
     // δ is fixed before the run: a run directory keeps the margin it started with.
-    if let Ok(bytes) = std::fs::read(root.join("plan.json"))
+    if let Ok(bytes) = std::fs::read(args.out.join("plan.json"))
         && let Ok(before) = serde_json::from_slice::<Plan>(&bytes)
     {
         ensure!(
@@ -395,11 +378,32 @@ pub fn run(args: Args) -> Result<()> {
             "--margin {}: {} was started with an equivalence margin of {}, fixed before its results were seen; rerun \
              with --margin {} (or give a new --out)",
             request.margin,
-            root.display(),
+            args.out.display(),
             before.request.margin,
             before.request.margin
         );
     }
+    // Not inside another process's study (a second run of this one is refused by the lock below, naming it).
+    let parent = args.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    lsn_run::check_no_foreign_study(parent, "--out")?;
+    lsn_run::prepare_dir(&args.out, "--out", true)?;
+    let root = std::fs::canonicalize(&args.out).with_context(|| format!("{}", args.out.display()))?;
+    let (state_name, lock_name) = shard_files(args.shard);
+    let lock = lsn_run::Lock::acquire_file(&root, &lock_name, "--out")?;
+    if let Some(h) = &lock.took_over {
+        crate::cmd::warn_took_over(&root, h);
+    }
+    // An unsharded run never runs beside shards of the same directory: it takes (and keeps) their locks too.
+    let mut shard_locks = Vec::new();
+    if args.shard.is_none() {
+        for e in std::fs::read_dir(&root).with_context(|| format!("reading {}", root.display()))?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".reproduce.shard-") && name.ends_with(".lock") {
+                shard_locks.push(lsn_run::Lock::acquire_file(&root, &name, "--out")?);
+            }
+        }
+    }
+
     let config = serde_json::json!({
         "lsn_version": env!("CARGO_PKG_VERSION"), "request": request, "model_dir": model_dir, "identity": identity,
         "data_dir": data_dir, "data_sha256": data, "backends_built": available,

@@ -9,7 +9,7 @@ use lsn_run::{OpenOptions, RunDir, StageRecord};
 use lsn_select::{CountTable, LapeParams, LapePreset, Selection};
 
 use crate::cmd::capture::FEW_BATCHES;
-use crate::{fsutil, plot};
+use crate::plot;
 
 /// Select language-specific neurons from RUN/stats/<lang>.safetensors (written by `lsn capture`).
 ///
@@ -48,7 +48,8 @@ pub struct Args {
     pub seed: Option<u64>,
 }
 
-const METHODS: [&str; 4] = ["lape-mondal", "lape-tang", "act-prob-90p", "random"];
+/// The selection methods, in the order `--method all` runs them.
+pub const METHODS: [&str; 4] = ["lape-mondal", "lape-tang", "act-prob-90p", "random"];
 
 /// A `--set` name: one path component inside RUN/neurons/, never `..` or an absolute path.
 fn parse_set(s: &str) -> Result<String, String> {
@@ -251,6 +252,8 @@ pub fn run(args: Args) -> Result<()> {
         &OpenOptions { flag: "--run", create: false, subdirs: &subdirs, need_bytes: 0 },
     )?;
     let (files, mixed) = load(&mut run, &langs)?;
+    // Every method is computed before anything is written: one that fails leaves no set behind, half or whole.
+    let mut selected = Vec::with_capacity(methods.len());
     for method in methods {
         let (mut sel, flag): (Selection, &str) = match method {
             "lape-mondal" | "lape-tang" => {
@@ -275,7 +278,8 @@ pub fn run(args: Args) -> Result<()> {
         };
         ensure!(
             sel.m > 0,
-            "{method} would select no neuron: m rounds to 0 for this model ({} layers × {}); raise {flag}",
+            "{method} would select no neuron: m rounds to 0 for this model ({} layers × {}); raise {flag} (nothing \
+             was written)",
             sel.layers,
             sel.intermediate
         );
@@ -288,6 +292,14 @@ pub fn run(args: Args) -> Result<()> {
             weights_sha256: prov.weights_sha256.clone(),
             stats_on: prov.stats_on.clone(),
         });
+        selected.push((method, sel));
+    }
+    // Then every file of every method is staged, and all are committed with their records in one step.
+    let staging = run.root().join(lsn_run::STAGING_DIR);
+    let unstage = |p: &std::path::Path| run.root().join(p.strip_prefix(&staging).unwrap_or(p));
+    let mut records = Vec::new();
+    let mut done = Vec::new();
+    for (method, sel) in &selected {
         let series: Vec<plot::LayerCounts> = sel
             .languages
             .iter()
@@ -295,10 +307,9 @@ pub fn run(args: Args) -> Result<()> {
             .collect();
         let title =
             format!("{}: {method} neurons per layer ({})", files[0].meta.provenance.model, sel.languages.join(" "));
-        // The plots first: a failure there leaves the previous selection file and the manifest as they were.
-        let plots = plot::neurons_per_layer(&title, &series, &out_dir.join(format!("{method}.layers")))?;
-        let json = out_dir.join(format!("{method}.json"));
-        fsutil::write_atomic(&json, &serde_json::to_vec_pretty(&sel)?)?;
+        let plots = plot::neurons_per_layer(&title, &series, &run.staged(&format!("{sub}/{method}.layers"))?)?;
+        let rel = format!("{sub}/{method}.json");
+        run.stage_bytes(&rel, &serde_json::to_vec_pretty(sel)?)?;
         let inputs: Vec<serde_json::Value> = files
             .iter()
             .map(
@@ -307,7 +318,7 @@ pub fn run(args: Args) -> Result<()> {
             .collect();
         let config = serde_json::json!({"method": method, "languages": sel.languages, "params": sel.params,
                                         "inputs": inputs});
-        let rel = json.strip_prefix(run.root()).unwrap_or(&json).display().to_string();
+        let json = run.path(&rel);
         let key = format!("select/{}{method}", args.set.as_deref().map(|s| format!("{s}/")).unwrap_or_default());
         let record = StageRecord::new(config, vec![rel], "complete");
         if let Some(old) = run.stage(&key).filter(|o| o.config_sha256 != record.config_sha256) {
@@ -318,14 +329,19 @@ pub fn run(args: Args) -> Result<()> {
                 old.config["languages"]
             );
         }
-        run.record(&key, record)?;
+        records.push((key, record));
+        let plots = (unstage(&plots.svg), plots.png.map(|p| unstage(&p)));
+        done.push((method, sel, json, plots));
+    }
+    run.commit(records)?;
+    for (method, sel, json, (svg, png)) in done {
         println!(
             "{method}: m = {}, {} candidates → {} (plot {}{})",
             sel.m,
             sel.candidates,
             json.display(),
-            plots.svg.display(),
-            plots.png.map(|p| format!(", {}", p.display())).unwrap_or_default()
+            svg.display(),
+            png.map(|p| format!(", {}", p.display())).unwrap_or_default()
         );
         for w in &sel.warnings {
             eprintln!("warning: {method}: {w}");

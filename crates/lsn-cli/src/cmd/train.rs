@@ -23,7 +23,9 @@ use crate::{assets, backends, fsutil};
 /// English sets at 270M scale). Every value can be overridden.
 ///
 /// Writes OUT/adapter_config.json + adapter_model.safetensors (PEFT's layout; the head as PEFT saves `score`),
-/// OUT/train.json (spec, data, the loss curve, tokens/s) and OUT/checkpoint.safetensors (for resuming).
+/// OUT/train.json (spec, data, the loss curve, tokens/s) and OUT/checkpoint.safetensors (for resuming). The three
+/// outputs appear together or not at all; OUT is locked while train runs, and holds one adapter: a rerun with the
+/// same settings finds it done, one with other settings is refused, naming what differs.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// xnli or xquad.
@@ -51,7 +53,7 @@ pub struct Args {
     #[arg(long, value_parser = crate::cmd::at_least_one)]
     pub limit: Option<usize>,
     /// LoRA rank r of every adapted linear (paper: 8 for XNLI, 64 for XQuAD; small-data: 16).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cmd::at_least_one)]
     pub rank: Option<usize>,
     /// LoRA α: the update is scaled by α/r (every preset: 2·r).
     #[arg(long)]
@@ -66,10 +68,10 @@ pub struct Args {
     #[arg(long)]
     pub head_lr: Option<f32>,
     /// Examples per optimizer step.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cmd::at_least_one)]
     pub batch: Option<usize>,
     /// Examples per forward/backward pass (gradients accumulate to --batch).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cmd::at_least_one)]
     pub micro_batch: Option<usize>,
     /// Passes over the training examples, each in its own seeded order.
     #[arg(long)]
@@ -104,6 +106,14 @@ pub struct Args {
     #[command(flatten)]
     pub cache: assets::HomeArg,
 }
+
+/// What train writes: its outputs, committed together.
+const OUTPUT: lsn_run::Output = lsn_run::Output {
+    command: "train",
+    flag: "--out",
+    results: &[lsn_lora::peft::CONFIG_FILE, lsn_lora::peft::WEIGHTS_FILE, "train.json"],
+    need_bytes: 0,
+};
 
 /// The spec from the preset and the overrides.
 fn spec(args: &Args, task: Task) -> Result<TrainSpec> {
@@ -222,7 +232,7 @@ pub fn run(args: Args) -> Result<()> {
     let data_sha = fsutil::sha256_file(&data_file)?;
     // Only now, with every input checked, is the output directory made: a refused run leaves nothing behind, and one
     // that fails before its first write (the model load) removes it again.
-    let _out = lsn_run::OutDir::prepare(&args.out, "--out")?;
+    let mut out = crate::cmd::open_output(&args.out, &OUTPUT)?;
     let (backend, mut model) = args.on.load(home, &files)?;
     let mask_digest = layout.gate_rows.as_ref().map(|m| {
         let bytes: Vec<u8> = m.iter().map(|&b| u8::from(b)).collect();
@@ -235,6 +245,12 @@ pub fn run(args: Args) -> Result<()> {
         "backend": backend.name(), "device": format!("{:?}", args.on.device), "dtype": args.on.dtype,
     });
     let run_key = lsn_core::sha256_hex(run.to_string().as_bytes());
+    if let Some(done) = out.claim(OUTPUT.command, &args.model, &identity, &run)?
+        && done.outputs.iter().all(|f| args.out.join(f).is_file())
+    {
+        println!("{} already holds this adapter, trained with the same settings: nothing to do", args.out.display());
+        return Ok(());
+    }
     let ck = Checkpoints { path: lsn_lora::train::checkpoint_path(&args.out), run_key: run_key.clone() };
     let initial = lsn_lora::initial_adapter(&layout, &cfg, spec.init_std, spec.seed);
     let (per_epoch, total) = lsn_lora::train::steps(&spec, examples.len());
@@ -276,7 +292,7 @@ pub fn run(args: Args) -> Result<()> {
         lsn: serde_json::json!({"run": run, "run_key": run_key, "ftl": ftl.to_string(),
             "neurons": args.neurons.as_ref().map(|p| p.display().to_string()), "neurons_sha256": neurons_sha}),
     };
-    lsn_lora::write_adapter(&args.out, &outcome.adapter, &cfg, &meta)?;
+    lsn_lora::write_adapter(&out.staging_dir()?, &outcome.adapter, &cfg, &meta)?;
     let peak_rss = lsn_core::procinfo::peak_rss_mib();
     let summary = serde_json::json!({
         "run": run, "run_key": run_key, "steps": total, "resumed_at_step": outcome.resumed_at,
@@ -285,7 +301,8 @@ pub fn run(args: Args) -> Result<()> {
         "peak_rss_mib_this_process": peak_rss,
         "log": outcome.log,
     });
-    fsutil::write_atomic(&args.out.join("train.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    out.stage_bytes("train.json", serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    out.commit_output(OUTPUT.command, &args.model, &identity, run)?;
     let last = outcome.log.last().map_or(f64::NAN, |l| l.loss);
     println!(
         "trained {total} steps (resumed at {}), final loss {last:.4}, {:.0} tokens/s, peak RSS {} · wrote {}",

@@ -606,6 +606,7 @@ impl Plan {
                                 &out(&format!("neurons/{set}/{method}.json")),
                                 "--fill",
                                 fill,
+                                "--allow-empty-set",
                                 "--out",
                                 &out(&dir),
                             ],
