@@ -160,6 +160,9 @@ pub fn config_difference(old: &serde_json::Value, new: &serde_json::Value, max: 
                     walk(x.get(k).unwrap_or(&null), y.get(k).unwrap_or(&null), &p, out);
                 }
             }
+            // Numbers read back from run.json may differ from the ones computed now in the last bit of the parse.
+            (serde_json::Value::Number(x), serde_json::Value::Number(y))
+                if x.as_f64().zip(y.as_f64()).is_some_and(|(x, y)| (x - y).abs() <= 1e-12 * x.abs().max(y.abs())) => {}
             _ if a != b => {
                 let show = |v: &serde_json::Value| {
                     // A setting held in f32 (a learning rate) reads as it was given: 0.0001, not 9.99999974e-5.

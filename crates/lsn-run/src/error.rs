@@ -48,10 +48,10 @@ pub enum Error {
     Manifest { path: PathBuf, reason: String },
     /// The run directory holds results of another model.
     #[error(
-        "run directory {path} holds results of model {had} and this command uses {want}, whose files differ \
-         ({diff}): a run directory holds one model's results; give another --run for this model"
+        "{path} holds results of model {had} and this command uses {want}, whose files differ ({diff}): a directory \
+         holds one model's results; give another {flag} for this model"
     )]
-    ModelMismatch { path: PathBuf, had: String, want: String, diff: String },
+    ModelMismatch { path: PathBuf, had: String, want: String, diff: String, flag: String },
     /// An input file (statistics, shards) was made with another model than the run's.
     #[error(
         "{file} was made with another model than the one this run holds ({model}, recorded in {manifest}): they \

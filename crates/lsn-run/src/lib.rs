@@ -80,6 +80,8 @@ pub struct OpenOptions<'a> {
 #[derive(Debug)]
 pub struct RunDir {
     root: PathBuf,
+    /// The flag that named the directory, for messages.
+    flag: String,
     lock: Lock,
     manifest: Manifest,
     /// Directories this open created, each `(dir, topmost created ancestor)`: removed again if the stage fails before
@@ -104,7 +106,14 @@ impl RunDir {
         })?;
         created.extend(top.map(|t| (root.to_owned(), t)));
         let lock = Lock::acquire(root, opts.flag)?;
-        let mut run = RunDir { root: root.to_owned(), lock, manifest: Manifest::default(), created, wrote: false };
+        let mut run = RunDir {
+            root: root.to_owned(),
+            flag: opts.flag.to_owned(),
+            lock,
+            manifest: Manifest::default(),
+            created,
+            wrote: false,
+        };
         for sub in opts.subdirs {
             let d = root.join(sub);
             let top = prepare_dir(&d, opts.flag, true)?;
@@ -215,6 +224,7 @@ impl RunDir {
                     had: m.name.clone(),
                     want: name.to_owned(),
                     diff: m.identity.difference(identity),
+                    flag: self.flag.clone(),
                 })
             }
             _ => Ok(()),
@@ -475,6 +485,8 @@ mod tests {
         assert_eq!(config_difference(&a, &a, 4), "nothing");
         let f32_lr = |x: f32| serde_json::json!({"lr": f64::from(x)});
         assert_eq!(config_difference(&f32_lr(1e-4), &f32_lr(2e-4), 4), "lr: 0.0001 → 0.0002");
+        let parsed = |x: f64| serde_json::json!({"beta2": x});
+        assert_eq!(config_difference(&parsed(0.9990000128746032), &parsed(0.9990000128746033), 4), "nothing");
         let m = id("aaaa");
         assert!(check_made_with(Path::new("a"), "m1", &m, "m1", &m, "").is_ok());
         let e = check_made_with(Path::new("A"), "m1", &m, "m2", &id("bbbb"), "train it on m2").unwrap_err();

@@ -284,8 +284,8 @@ pub fn run(args: Args) -> Result<()> {
     }
     println!(
         "heatmap (relative change): {}{}",
-        plots.svg.display(),
-        plots.png.map(|p| format!(", {}", p.display())).unwrap_or_default()
+        run.path(&rel(&plots.svg)).display(),
+        plots.png.map(|p| format!(", {}", run.path(&rel(&p)).display())).unwrap_or_default()
     );
     Ok(())
 }
