@@ -51,7 +51,7 @@ pub enum Error {
         "{path} holds results of model {had} and this command uses {want}, whose files differ ({diff}): a directory \
          holds one model's results; give another {flag} for this model"
     )]
-    ModelMismatch { path: PathBuf, had: String, want: String, diff: String, flag: String },
+    ModelMismatch { path: PathBuf, had: String, want: String, diff: String, flag: Box<str> },
     /// An input file (statistics, shards) was made with another model than the run's.
     #[error(
         "{file} was made with another model than the one this run holds ({model}, recorded in {manifest}): they \

@@ -224,7 +224,7 @@ impl RunDir {
                     had: m.name.clone(),
                     want: name.to_owned(),
                     diff: m.identity.difference(identity),
-                    flag: self.flag.clone(),
+                    flag: self.flag.as_str().into(),
                 })
             }
             _ => Ok(()),
