@@ -163,10 +163,6 @@ pub fn compare_metric(
     one.pop().ok_or_else(|| Error::Incomparable(format!("{lang}: no {metric} in every run")))
 }
 
-fn short(sha: &str) -> &str {
-    sha.get(..12).unwrap_or(sha)
-}
-
 /// Fails when the runs evaluated different models (the base model each records: config, tokenizer and weights; an
 /// adapter or intervention on the same base is what a comparison is for). Runs that record no model identity (an
 /// older lsn's) pass.
@@ -237,9 +233,9 @@ fn compare_sides(
                  another version; evaluate both on the same data files",
                 la.lang,
                 la.data_file,
-                short(&la.data_sha256),
+                lsn_core::identity::short(&la.data_sha256),
                 l.data_file,
-                short(&l.data_sha256)
+                lsn_core::identity::short(&l.data_sha256)
             )));
         }
         let mut sorted_a: Vec<&str> = la.examples.iter().map(|e| e.key.as_str()).collect();

@@ -15,8 +15,8 @@ pub enum Error {
     Locked { path: PathBuf, pid: u32, command: String, age: String, flag: String },
     /// A study (`lsn reproduce`) of another process runs in the directory or above it.
     #[error(
-        "{path} (from {flag}) is inside {study}, where {holder} is running a study: a command of your own would mix \
-         its files into the study's; wait for it to finish, or give another {flag}"
+        "{path} (from {flag}) lies in the tree of {study}, where {holder} is running a study: a command of your own \
+         would mix its files into the study's; wait for it to finish, or give another {flag}"
     )]
     InStudy { path: PathBuf, study: PathBuf, holder: String, flag: String },
     /// A path that must be a directory has a regular file on the way.

@@ -6,6 +6,12 @@
 //! temporary files that killed processes left; and reads the manifest `run.json`, which binds the run to one model
 //! by content ([`lsn_core::ModelIdentity`]: config, tokenizer and weights) and records every stage output with the
 //! hash of its configuration.
+//!
+//! Every other command that writes a directory (`train`, `eval`, `merge-adapter`: their `--out`) declares it as an
+//! [`Output`] and opens it the same way ([`RunDir::open_output`]): the same lock and manifest, one setting per output
+//! ([`RunDir::claim`]), and outputs staged and committed all at once ([`RunDir::commit`], `commit.rs`). A running study
+//! (`lsn reproduce`) keeps every other process's command out of its tree (`study.rs`), and inputs made by another
+//! stage are checked against the model that reads them ([`check_made_with`]).
 
 mod commit;
 mod error;

@@ -49,7 +49,9 @@ pub fn run(args: Args) -> Result<()> {
     let weights = lsn_lora::peft::weights_path(&args.adapter);
     let settings =
         serde_json::json!({"adapter": args.adapter, "adapter_weights_sha256": fsutil::sha256_file(&weights)?});
-    if out.claim(OUTPUT.command, &args.model, &identity, &settings)?.is_some() {
+    if let Some(done) = out.claim(OUTPUT.command, &args.model, &identity, &settings)?
+        && done.outputs.iter().all(|f| args.out.join(f).is_file())
+    {
         println!(
             "{} already holds {} merged into {}: nothing to do",
             args.out.display(),
