@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use lsn_core::{Family, ModelConfig, expected_tensors, is_norm};
+use lsn_core::{ModelConfig, expected_tensors, is_norm};
 use lsn_weights::{Checkpoint, TensorReader};
 use sha2::{Digest, Sha256};
 
@@ -64,7 +64,7 @@ fn write_weights(ckpt: &Checkpoint, path: &Path) -> Result<Manifest> {
     let mut offset = 0u64;
     for spec in expected_tensors(&ckpt.config) {
         let (shape, mut values) = reader.read_f32(&spec.name)?;
-        if ckpt.config.family == Family::Gemma3 && is_norm(&spec.name) {
+        if ckpt.config.family.spec().norm_plus_one && is_norm(&spec.name) {
             values.iter_mut().for_each(|v| *v += 1.0);
         }
         let pad = offset.next_multiple_of(ALIGN) - offset;

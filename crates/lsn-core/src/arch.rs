@@ -1,7 +1,7 @@
 //! `Arch`: the per-family decoder description every backend's layer loop reads (norm placement, q/k norms, the
 //! embedding scale, soft-capping, HF tensor names), so that no backend re-decides what a family is.
 
-use crate::{Family, ModelConfig};
+use crate::ModelConfig;
 
 /// What a decoder family computes, beyond the shapes in `ModelConfig`.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,12 +64,12 @@ pub const FINAL_NORM: &str = "model.norm.weight";
 
 impl Arch {
     pub fn of(cfg: &ModelConfig) -> Arch {
-        let gemma = cfg.family == Family::Gemma3;
+        let spec = cfg.family.spec();
         Arch {
-            norm_plus_one: gemma,
+            norm_plus_one: spec.norm_plus_one,
             embed_scale: crate::positions::embed_scale(cfg),
-            qk_norm: gemma,
-            post_norms: gemma,
+            qk_norm: spec.qk_norm,
+            post_norms: spec.sandwich_norms,
             final_softcap: cfg.final_logit_softcap,
             head_weight: if cfg.tie_word_embeddings { EMBED } else { "lm_head.weight" },
         }

@@ -209,11 +209,11 @@ impl HfConfig {
             }
             return t.resolve();
         }
-        let family = match self.model_type.as_str() {
-            "llama" | "mistral" => Family::Llama,
-            "gemma3" | "gemma3_text" => Family::Gemma3,
-            other => return Err(Error::UnsupportedModelType { model_type: other.to_owned() }),
-        };
+        let family = Family::from_model_type(&self.model_type).ok_or_else(|| Error::UnsupportedModelType {
+            model_type: self.model_type.clone(),
+            known: Family::known_model_types().join(", "),
+        })?;
+        let spec = family.spec();
         let positive = |name: &str, v: usize| {
             if v == 0 { Err(Error::InvalidConfig(format!("{name} is missing or zero"))) } else { Ok(v) }
         };
@@ -246,7 +246,7 @@ impl HfConfig {
 
         // RoPE: legacy fields, or transformers ≥ 5 `rope_parameters` (flat or keyed by layer type).
         let (mut rope_theta, mut rope_local_theta, mut rope_scaling) = (
-            self.rope_theta.unwrap_or(if family == Family::Gemma3 { 1_000_000.0 } else { 10_000.0 }),
+            self.rope_theta.unwrap_or(spec.default_rope_theta),
             self.rope_local_base_freq,
             match &self.rope_scaling {
                 Some(v) if !v.is_null() => parse_scaling(v)?,
@@ -267,18 +267,19 @@ impl HfConfig {
         }
 
         let act_name = self.hidden_activation.as_deref().or(self.hidden_act.as_deref());
-        let activation = match (family, act_name) {
-            (Family::Llama, None) | (_, Some("silu" | "swish")) => Activation::Silu,
-            (Family::Gemma3, None) | (_, Some("gelu_pytorch_tanh" | "gelu_new" | "gelu_tanh")) => Activation::GeluTanh,
-            (_, Some("gelu")) => Activation::Gelu,
-            (_, Some(other)) => {
+        let activation = match act_name {
+            None => spec.default_activation,
+            Some("silu" | "swish") => Activation::Silu,
+            Some("gelu_pytorch_tanh" | "gelu_new" | "gelu_tanh") => Activation::GeluTanh,
+            Some("gelu") => Activation::Gelu,
+            Some(other) => {
                 return Err(Error::InvalidConfig(format!(
                     "activation {other:?} is not supported (silu, gelu, gelu_pytorch_tanh)"
                 )));
             }
         };
 
-        let layer_kinds = match (&self.layer_types, family) {
+        let layer_kinds = match (&self.layer_types, spec.global_every) {
             (Some(types), _) => {
                 if types.len() != num_layers {
                     return Err(Error::InvalidConfig(format!(
@@ -295,13 +296,13 @@ impl HfConfig {
                     })
                     .collect::<Result<Vec<_>>>()?
             }
-            (None, Family::Gemma3) => {
-                let pattern = self.sliding_window_pattern.unwrap_or(6).max(1);
+            (None, Some(every)) => {
+                let pattern = self.sliding_window_pattern.unwrap_or(every).max(1);
                 (0..num_layers)
                     .map(|i| if (i + 1) % pattern == 0 { AttentionKind::Global } else { AttentionKind::Sliding })
                     .collect()
             }
-            (None, Family::Llama) => {
+            (None, None) => {
                 let kind = if self.sliding_window.is_some() { AttentionKind::Sliding } else { AttentionKind::Global };
                 vec![kind; num_layers]
             }
@@ -310,8 +311,8 @@ impl HfConfig {
         if layer_kinds.contains(&AttentionKind::Sliding) && sliding_window.is_none() {
             return Err(Error::InvalidConfig("sliding layers need sliding_window".into()));
         }
-        let attn_scale = match (family, self.query_pre_attn_scalar) {
-            (Family::Gemma3, Some(s)) => 1.0 / s.sqrt(),
+        let attn_scale = match (spec.query_pre_attn_scalar, self.query_pre_attn_scalar) {
+            (true, Some(s)) => 1.0 / s.sqrt(),
             _ => 1.0 / (head_dim as f64).sqrt(),
         };
         Ok(ModelConfig {
@@ -325,15 +326,15 @@ impl HfConfig {
             head_dim,
             rms_norm_eps: self.rms_norm_eps.unwrap_or(1e-6),
             rope_theta,
-            rope_local_theta: match family {
-                Family::Gemma3 => rope_local_theta.unwrap_or(10_000.0),
-                Family::Llama => rope_theta,
+            rope_local_theta: match spec.local_rope_theta {
+                Some(default) => rope_local_theta.unwrap_or(default),
+                None => rope_theta,
             },
             rope_scaling,
             sliding_window,
             layer_kinds,
             activation,
-            tie_word_embeddings: self.tie_word_embeddings.unwrap_or(family == Family::Gemma3),
+            tie_word_embeddings: self.tie_word_embeddings.unwrap_or(spec.default_tied),
             attn_scale,
             attn_logit_softcap: self.attn_logit_softcapping,
             final_logit_softcap: self.final_logit_softcapping,
@@ -387,31 +388,32 @@ impl ModelConfig {
             Activation::GeluTanh => "gelu_pytorch_tanh",
             Activation::Gelu => "gelu",
         };
-        match self.family {
-            Family::Llama => {
-                hf.model_type = "llama".into();
-                hf.architectures = Some(vec!["LlamaForCausalLM".into()]);
-                hf.hidden_act = Some(act.into());
-            }
-            Family::Gemma3 => {
-                hf.model_type = "gemma3_text".into();
-                hf.architectures = Some(vec!["Gemma3ForCausalLM".into()]);
-                hf.hidden_activation = Some(act.into());
-                hf.rope_local_base_freq = Some(self.rope_local_theta);
-                // attn_scale = 1/sqrt(q); recover q exactly when it was an integer (the usual case).
-                let q = 1.0 / (self.attn_scale * self.attn_scale);
-                let q = if (q - q.round()).abs() < 1e-6 * q { q.round() } else { q };
-                hf.query_pre_attn_scalar = Some(q);
-                hf.layer_types = Some(
-                    self.layer_kinds
-                        .iter()
-                        .map(|k| match k {
-                            AttentionKind::Global => "full_attention".to_owned(),
-                            AttentionKind::Sliding => "sliding_attention".to_owned(),
-                        })
-                        .collect(),
-                );
-            }
+        let spec = self.family.spec();
+        hf.model_type = spec.model_types[0].into();
+        hf.architectures = Some(vec![spec.hf_architecture.into()]);
+        match spec.activation_key {
+            "hidden_activation" => hf.hidden_activation = Some(act.into()),
+            _ => hf.hidden_act = Some(act.into()),
+        }
+        if spec.local_rope_theta.is_some() {
+            hf.rope_local_base_freq = Some(self.rope_local_theta);
+        }
+        if spec.query_pre_attn_scalar {
+            // attn_scale = 1/sqrt(q); recover q exactly when it was an integer (the usual case).
+            let q = 1.0 / (self.attn_scale * self.attn_scale);
+            let q = if (q - q.round()).abs() < 1e-6 * q { q.round() } else { q };
+            hf.query_pre_attn_scalar = Some(q);
+        }
+        if spec.global_every.is_some() {
+            hf.layer_types = Some(
+                self.layer_kinds
+                    .iter()
+                    .map(|k| match k {
+                        AttentionKind::Global => "full_attention".to_owned(),
+                        AttentionKind::Sliding => "sliding_attention".to_owned(),
+                    })
+                    .collect(),
+            );
         }
         hf
     }

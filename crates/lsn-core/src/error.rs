@@ -13,9 +13,10 @@ pub enum Error {
     ConfigRead { path: PathBuf, reason: String },
     /// `config.json` names a model family lsn does not implement.
     #[error(
-        "unsupported model_type {model_type:?} in config.json: lsn implements the llama/mistral and gemma3/gemma3_text families; convert or choose a model of one of those"
+        "unsupported model_type {model_type:?} in config.json: lsn implements {known}; convert or choose a model of \
+         one of those"
     )]
-    UnsupportedModelType { model_type: String },
+    UnsupportedModelType { model_type: String, known: String },
     /// `config.json` parsed but its values are inconsistent or unsupported.
     #[error("invalid model config: {0}")]
     InvalidConfig(String),

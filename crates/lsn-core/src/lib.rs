@@ -13,6 +13,7 @@ mod dense;
 mod digest;
 pub mod engine;
 mod error;
+pub mod family;
 mod fs;
 pub mod head;
 pub mod identity;

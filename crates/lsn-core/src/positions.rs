@@ -2,7 +2,7 @@
 //! Llama-3 scaling, and Gemma 3's rule that only global layers are scaled), the cos/sin tables, which keys a query
 //! sees (causal, optionally within a sliding window), and Gemma's embedding scale.
 
-use crate::{AttentionKind, Family, ModelConfig, RopeScaling};
+use crate::{AttentionKind, ModelConfig, RopeScaling};
 
 /// Inverse RoPE frequencies of a rotate-half head of width `head_dim`, computed in f32 exactly as HF transformers
 /// does (`1 / base^(2i/d)`, then the optional scaling), so the angles agree to the last bit where possible.
@@ -45,10 +45,8 @@ pub struct LayerPositions {
 pub fn layer_positions(cfg: &ModelConfig, kind: AttentionKind) -> LayerPositions {
     match (kind, cfg.sliding_window) {
         (AttentionKind::Sliding, Some(window)) => {
-            let scaling = match cfg.family {
-                Family::Gemma3 => None,
-                Family::Llama => cfg.rope_scaling,
-            };
+            // A family whose sliding layers have their own base (Gemma 3) scales only its global layers.
+            let scaling = if cfg.family.spec().local_rope_theta.is_some() { None } else { cfg.rope_scaling };
             LayerPositions { inv_freqs: inv_freqs(cfg.head_dim, cfg.rope_local_theta, scaling), window: Some(window) }
         }
         _ => LayerPositions { inv_freqs: inv_freqs(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling), window: None },
@@ -89,10 +87,7 @@ pub fn causal_mask(seq_len: usize, window: Option<usize>) -> Vec<f32> {
 /// The factor token embeddings are multiplied by: √hidden rounded to f32 for Gemma 3 (as HF's
 /// `Gemma3TextScaledWordEmbedding`), none for the Llama family.
 pub fn embed_scale(cfg: &ModelConfig) -> Option<f32> {
-    match cfg.family {
-        Family::Gemma3 => Some((cfg.hidden_size as f64).sqrt() as f32),
-        Family::Llama => None,
-    }
+    cfg.family.spec().embed_scale.then(|| (cfg.hidden_size as f64).sqrt() as f32)
 }
 
 #[cfg(test)]

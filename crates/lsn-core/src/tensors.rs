@@ -1,6 +1,6 @@
 //! The HF tensor names and shapes a checkpoint of each family must hold: one list used by loaders, converters and writers.
 
-use crate::{Family, ModelConfig};
+use crate::ModelConfig;
 
 /// One tensor of a HF checkpoint: its name and row-major shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +18,7 @@ pub fn is_norm(name: &str) -> bool {
 pub fn expected_tensors(cfg: &ModelConfig) -> Vec<TensorSpec> {
     let (h, i, d) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim);
     let (q, kv) = (cfg.num_heads * d, cfg.num_kv_heads * d);
+    let spec = cfg.family.spec();
     let mut out = Vec::new();
     let mut push = |name: String, shape: Vec<usize>| out.push(TensorSpec { name, shape });
     push("model.embed_tokens.weight".into(), vec![cfg.vocab_size, h]);
@@ -29,9 +30,11 @@ pub fn expected_tensors(cfg: &ModelConfig) -> Vec<TensorSpec> {
         push(format!("{p}.self_attn.v_proj.weight"), vec![kv, h]);
         push(format!("{p}.self_attn.o_proj.weight"), vec![h, q]);
         push(format!("{p}.post_attention_layernorm.weight"), vec![h]);
-        if cfg.family == Family::Gemma3 {
+        if spec.qk_norm {
             push(format!("{p}.self_attn.q_norm.weight"), vec![d]);
             push(format!("{p}.self_attn.k_norm.weight"), vec![d]);
+        }
+        if spec.sandwich_norms {
             push(format!("{p}.pre_feedforward_layernorm.weight"), vec![h]);
             push(format!("{p}.post_feedforward_layernorm.weight"), vec![h]);
         }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use lsn_core::{Family, ModelConfig, WeightDType, expected_tensors, is_norm};
+use lsn_core::{ModelConfig, WeightDType, expected_tensors, is_norm};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -28,7 +28,7 @@ fn normal(rng: &mut ChaCha8Rng) -> f64 {
 fn values(cfg: &ModelConfig, seed: u64, index: usize, name: &str, shape: &[usize]) -> Vec<f32> {
     let n: usize = shape.iter().product();
     let (mean, std) = if is_norm(name) {
-        (if cfg.family == Family::Gemma3 { 0.0 } else { 1.0 }, 0.1)
+        (if cfg.family.spec().norm_plus_one { 0.0 } else { 1.0 }, 0.1)
     } else {
         let fan_in = if name.ends_with("embed_tokens.weight") { cfg.hidden_size } else { shape[shape.len() - 1] };
         (0.0, 1.0 / (fan_in as f64).sqrt())

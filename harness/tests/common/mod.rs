@@ -23,7 +23,7 @@ pub fn write_checkpoint(hf: &HfConfig, seed: u64) -> (TempDir, ModelConfig) {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("config.json"), serde_json::to_string_pretty(hf).unwrap()).unwrap();
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    let gemma = cfg.family == lsn_core::Family::Gemma3;
+    let plus_one = cfg.family.spec().norm_plus_one;
     let mut tensors = HashMap::new();
     for spec in expected_tensors(&cfg) {
         let n: usize = spec.shape.iter().product();
@@ -33,7 +33,7 @@ pub fn write_checkpoint(hf: &HfConfig, seed: u64) -> (TempDir, ModelConfig) {
                 let u = rng.uniform();
                 if is_norm(&spec.name) {
                     // Gemma stores w and applies 1 + w; Llama applies w.
-                    if gemma { 0.2 * u } else { 1.0 + 0.2 * u }
+                    if plus_one { 0.2 * u } else { 1.0 + 0.2 * u }
                 } else if spec.name.contains("embed") || spec.name.starts_with("lm_head") {
                     u
                 } else {

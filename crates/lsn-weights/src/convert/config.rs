@@ -1,6 +1,6 @@
 //! The `ModelConfig` a GGUF file describes, read from its `{arch}.*` and `tokenizer.ggml.*` metadata.
 
-use lsn_core::{Activation, AttentionKind, Family, ModelConfig, RopeScaling};
+use lsn_core::{AttentionKind, Family, ModelConfig, RopeScaling};
 
 use crate::{Error, Gguf, Result};
 
@@ -23,16 +23,15 @@ fn rope_scaling(g: &Gguf, arch: &str) -> Result<Option<RopeScaling>> {
 /// Builds the model configuration from GGUF metadata (architectures `gemma3` and `llama`).
 pub fn config_from_gguf(g: &Gguf) -> Result<ModelConfig> {
     let arch = g.architecture()?.to_owned();
-    let family = match arch.as_str() {
-        "llama" => Family::Llama,
-        "gemma3" => Family::Gemma3,
-        other => {
-            return Err(unconvertible(
-                g,
-                format!("architecture {other:?} is not supported (gemma3, llama); use a HF checkpoint instead"),
-            ));
-        }
+    let Some(family) = Family::from_gguf_arch(&arch) else {
+        let mut known: Vec<&str> = lsn_core::family::FAMILIES.iter().map(|s| s.gguf_arch).collect();
+        known.sort_unstable();
+        return Err(unconvertible(
+            g,
+            format!("architecture {arch:?} is not supported ({}); use a HF checkpoint instead", known.join(", ")),
+        ));
     };
+    let spec = family.spec();
     if g.tensor("rope_freqs.weight").is_some() {
         return Err(unconvertible(
             g,
@@ -61,25 +60,30 @@ pub fn config_from_gguf(g: &Gguf) -> Result<ModelConfig> {
     if let Some(v) = g.opt_usize(&k("attention.value_length"))?.filter(|v| *v != head_dim) {
         return Err(unconvertible(g, format!("value_length {v} differs from key_length {head_dim}")));
     }
-    let rope_theta = g.opt_f64(&k("rope.freq_base"))?.unwrap_or(if family == Family::Gemma3 { 1e6 } else { 1e4 });
+    let rope_theta = g.opt_f64(&k("rope.freq_base"))?.unwrap_or(spec.default_rope_theta);
     let sliding_window = g.opt_usize(&k("attention.sliding_window"))?;
-    let (layer_kinds, rope_local_theta, activation, attn_scale) = match family {
-        Family::Gemma3 => {
-            // llama.cpp: every sixth layer is global; sliding layers use base 10000.
-            let pattern = g.opt_usize(&k("attention.sliding_window_pattern"))?.unwrap_or(6).max(1);
-            let kinds = (0..num_layers)
+    let layer_kinds = match spec.global_every {
+        // llama.cpp's pattern key, else the family's (Gemma 3: every sixth layer global).
+        Some(every) => {
+            let pattern = g.opt_usize(&k("attention.sliding_window_pattern"))?.unwrap_or(every).max(1);
+            (0..num_layers)
                 .map(|i| if (i + 1) % pattern == 0 { AttentionKind::Global } else { AttentionKind::Sliding })
-                .collect();
-            let local = g.opt_f64(&k("rope.freq_base_swa"))?.unwrap_or(1e4);
-            // query_pre_attn_scalar is head_dim, except Gemma 3 27B (62 layers), which uses hidden / heads.
-            let scalar = if num_layers == 62 { hidden_size / num_heads } else { head_dim };
-            (kinds, local, Activation::GeluTanh, 1.0 / (scalar as f64).sqrt())
+                .collect()
         }
-        Family::Llama => {
+        None => {
             let kind = if sliding_window.is_some() { AttentionKind::Sliding } else { AttentionKind::Global };
-            (vec![kind; num_layers], rope_theta, Activation::Silu, 1.0 / (head_dim as f64).sqrt())
+            vec![kind; num_layers]
         }
     };
+    let rope_local_theta = match spec.local_rope_theta {
+        Some(default) => g.opt_f64(&k("rope.freq_base_swa"))?.unwrap_or(default),
+        None => rope_theta,
+    };
+    let activation = spec.default_activation;
+    // GGUF does not record query_pre_attn_scalar: llama.cpp takes head_dim, except for Gemma 3 27B (62 layers),
+    // which uses hidden / heads.
+    let scalar = if spec.query_pre_attn_scalar && num_layers == 62 { hidden_size / num_heads } else { head_dim };
+    let attn_scale = 1.0 / (scalar as f64).sqrt();
     let id = |key: &str| -> Result<Option<u32>> {
         g.opt_u64(key)?
             .map(|v| u32::try_from(v).map_err(|_| unconvertible(g, format!("{key} = {v} is too large"))))

@@ -1,6 +1,6 @@
 //! GGUF tensor names → HF names, and the value transforms llama.cpp's converter applied that we undo.
 
-use lsn_core::{Family, ModelConfig};
+use lsn_core::ModelConfig;
 
 /// What to do to a GGUF tensor's values to get the HF tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,8 +16,9 @@ pub(crate) enum Fix {
 
 /// The HF name of a GGUF tensor and the fix it needs, or `None` for a name lsn does not know.
 pub(crate) fn hf_name(cfg: &ModelConfig, gguf: &str) -> Option<(String, Fix)> {
-    let gemma = cfg.family == Family::Gemma3;
-    let norm = if gemma { Fix::SubtractOne } else { Fix::None };
+    let spec = cfg.family.spec();
+    let norm = if spec.norm_plus_one { Fix::SubtractOne } else { Fix::None };
+    let qk = |heads| if spec.gguf_permuted_qk { Fix::Unpermute { heads } } else { Fix::None };
     match gguf {
         "token_embd.weight" => return Some(("model.embed_tokens.weight".into(), Fix::None)),
         "output_norm.weight" => return Some(("model.norm.weight".into(), norm)),
@@ -30,23 +31,21 @@ pub(crate) fn hf_name(cfg: &ModelConfig, gguf: &str) -> Option<(String, Fix)> {
     if layer >= cfg.num_layers {
         return None;
     }
-    let (hf, fix) = match (part, gemma) {
-        ("attn_norm.weight", _) => ("input_layernorm", norm),
-        ("attn_q.weight", false) => ("self_attn.q_proj", Fix::Unpermute { heads: cfg.num_heads }),
-        ("attn_k.weight", false) => ("self_attn.k_proj", Fix::Unpermute { heads: cfg.num_kv_heads }),
-        ("attn_q.weight", true) => ("self_attn.q_proj", Fix::None),
-        ("attn_k.weight", true) => ("self_attn.k_proj", Fix::None),
-        ("attn_v.weight", _) => ("self_attn.v_proj", Fix::None),
-        ("attn_output.weight", _) => ("self_attn.o_proj", Fix::None),
-        ("attn_q_norm.weight", true) => ("self_attn.q_norm", norm),
-        ("attn_k_norm.weight", true) => ("self_attn.k_norm", norm),
-        ("post_attention_norm.weight", true) => ("post_attention_layernorm", norm),
-        ("ffn_norm.weight", true) => ("pre_feedforward_layernorm", norm),
-        ("post_ffw_norm.weight", true) => ("post_feedforward_layernorm", norm),
-        ("ffn_norm.weight", false) => ("post_attention_layernorm", norm),
-        ("ffn_gate.weight", _) => ("mlp.gate_proj", Fix::None),
-        ("ffn_up.weight", _) => ("mlp.up_proj", Fix::None),
-        ("ffn_down.weight", _) => ("mlp.down_proj", Fix::None),
+    let (hf, fix) = match part {
+        "attn_norm.weight" => ("input_layernorm", norm),
+        "attn_q.weight" => ("self_attn.q_proj", qk(cfg.num_heads)),
+        "attn_k.weight" => ("self_attn.k_proj", qk(cfg.num_kv_heads)),
+        "attn_v.weight" => ("self_attn.v_proj", Fix::None),
+        "attn_output.weight" => ("self_attn.o_proj", Fix::None),
+        "attn_q_norm.weight" if spec.qk_norm => ("self_attn.q_norm", norm),
+        "attn_k_norm.weight" if spec.qk_norm => ("self_attn.k_norm", norm),
+        "post_attention_norm.weight" if spec.sandwich_norms => ("post_attention_layernorm", norm),
+        "ffn_norm.weight" if spec.sandwich_norms => ("pre_feedforward_layernorm", norm),
+        "post_ffw_norm.weight" if spec.sandwich_norms => ("post_feedforward_layernorm", norm),
+        "ffn_norm.weight" => ("post_attention_layernorm", norm),
+        "ffn_gate.weight" => ("mlp.gate_proj", Fix::None),
+        "ffn_up.weight" => ("mlp.up_proj", Fix::None),
+        "ffn_down.weight" => ("mlp.down_proj", Fix::None),
         _ => return None,
     };
     Some((format!("model.layers.{layer}.{hf}.weight"), fix))
