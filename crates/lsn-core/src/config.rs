@@ -5,17 +5,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{Error, Result};
-
-/// The architecture families lsn implements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Family {
-    /// Llama 2/3.x, Mistral, Mistral-Nemo, SmolLM2: RMSNorm, RoPE, GQA, SwiGLU.
-    Llama,
-    /// Gemma 3 (text): GeGLU, q/k norms, sandwich norms, sliding-window layers, scaled embeddings.
-    Gemma3,
-}
+use crate::{Error, Family, Result};
 
 /// Attention span of one layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,7 +3,19 @@
 //! layers compute. Config parsing, positions, tensor names, conversion and random models read the entry; nothing
 //! else decides what a family is.
 
-use crate::{Activation, Family};
+use serde::{Deserialize, Serialize};
+
+use crate::Activation;
+
+/// The architecture families lsn implements; what each is lives in its [`FamilySpec`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    /// Llama 2/3.x, Mistral, Mistral-Nemo, SmolLM2.
+    Llama,
+    /// Gemma 3 (text).
+    Gemma3,
+}
 
 /// Everything that distinguishes one decoder family.
 #[derive(Debug, Clone, PartialEq)]
