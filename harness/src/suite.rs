@@ -332,7 +332,12 @@ mod tests {
             "nowhere"
         }
         fn capabilities(&self) -> Capabilities {
-            Capabilities { devices: vec![Device::Cuda(7)], dtypes: vec![lsn_core::WeightDType::F32] }
+            Capabilities {
+                devices: vec![Device::Cuda(7)],
+                dtypes: vec![lsn_core::WeightDType::F32],
+                train: false,
+                adapters: false,
+            }
         }
         fn load(&self, _: &ModelFiles, _: &LoadOptions) -> lsn_core::Result<Box<dyn Model>> {
             panic!("the suite must not load a model on a backend that cannot run on its device")

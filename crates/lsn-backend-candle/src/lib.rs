@@ -56,7 +56,7 @@ impl Backend for CandleBackend {
         if cfg!(feature = "cuda") {
             devices.push(Device::Cuda(0));
         }
-        Capabilities { devices, dtypes: WeightDType::ALL.to_vec() }
+        Capabilities { devices, dtypes: WeightDType::ALL.to_vec(), train: true, adapters: true }
     }
 
     fn load(&self, files: &ModelFiles, opts: &LoadOptions) -> Result<Box<dyn Model>> {

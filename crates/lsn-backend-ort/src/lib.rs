@@ -82,7 +82,7 @@ impl Backend for OrtBackend {
         if runtime::cuda_available() {
             devices.push(Device::Cuda(0));
         }
-        Capabilities { devices, dtypes: vec![WeightDType::F32] }
+        Capabilities { devices, dtypes: vec![WeightDType::F32], train: false, adapters: false }
     }
 
     fn load(&self, files: &ModelFiles, opts: &LoadOptions) -> Result<Box<dyn Model>> {

@@ -54,7 +54,7 @@ impl Backend for TchBackend {
         if tch::Cuda::is_available() {
             devices.extend((0..tch::Cuda::device_count() as usize).map(Device::Cuda));
         }
-        Capabilities { devices, dtypes: WeightDType::ALL.to_vec() }
+        Capabilities { devices, dtypes: WeightDType::ALL.to_vec(), train: true, adapters: true }
     }
 
     fn load(&self, files: &ModelFiles, opts: &LoadOptions) -> Result<Box<dyn Model>> {

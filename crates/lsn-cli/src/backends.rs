@@ -5,6 +5,15 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use lsn_core::{Backend, Device, LoadOptions, Model, ModelFiles, WeightDType};
 
+/// What a command needs of its backend beyond a forward pass.
+#[derive(Debug, Clone, Copy)]
+pub enum Need {
+    /// Gradients (`lsn train`).
+    Train,
+    /// An unmerged LoRA adapter (`--adapter`).
+    Adapters,
+}
+
 /// Where a model runs: `--backend` and `--device`, shared by every command that loads one.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BackendArgs {
@@ -23,6 +32,31 @@ pub struct BackendArgs {
 }
 
 impl BackendArgs {
+    /// Fails, before any model is loaded, when the chosen backend cannot do what `need` names (as its
+    /// [`lsn_core::Capabilities`] say).
+    pub fn require(&self, home: &Path, need: Need) -> Result<()> {
+        let backend = by_name(&self.backend, home)?;
+        let caps = backend.capabilities();
+        match need {
+            Need::Train if !caps.train => bail!(
+                "{} does not support training: train on {} (then `lsn merge-adapter` to run the result here)",
+                backend.name(),
+                trainers(home).join(" or ")
+            ),
+            Need::Adapters if !caps.adapters => bail!(
+                "{} does not apply unmerged LoRA adapters: merge the adapter into the weights with `lsn \
+                 merge-adapter` and load the merged model, or use {}",
+                backend.name(),
+                available()
+                    .into_iter()
+                    .filter(|b| by_name(b, home).is_ok_and(|be| be.capabilities().adapters))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ),
+            _ => Ok(()),
+        }
+    }
+
     /// Loads the checkpoint in `files` on the chosen backend and device.
     pub fn load(&self, home: &Path, files: &ModelFiles) -> Result<(Box<dyn Backend>, Box<dyn Model>)> {
         let backend = by_name(&self.backend, home)?;
@@ -60,6 +94,15 @@ pub fn available() -> Vec<&'static str> {
     .into_iter()
     .flatten()
     .collect()
+}
+
+/// The backends of this build that train (their capabilities say so), the preferred first: tch, the faster trainer
+/// on the CPU this was measured on (README, "Performance").
+pub fn trainers(home: &Path) -> Vec<&'static str> {
+    let mut t: Vec<&'static str> =
+        available().into_iter().filter(|b| by_name(b, home).is_ok_and(|be| be.capabilities().train)).collect();
+    t.sort_by_key(|b| *b != "tch");
+    t
 }
 
 /// The backend called `name`; ort keeps its ONNX exports under `home`/onnx.

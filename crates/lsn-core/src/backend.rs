@@ -103,6 +103,10 @@ pub struct Capabilities {
     pub devices: Vec<Device>,
     /// Weight dtypes it can hold on every one of those devices.
     pub dtypes: Vec<WeightDType>,
+    /// It trains: `Model::gradient` (a forward with a tape, then backward) is implemented.
+    pub train: bool,
+    /// It applies a LoRA adapter unmerged (`Model::set_adapter`); otherwise merge the adapter into the weights.
+    pub adapters: bool,
 }
 
 /// A framework that can load models.

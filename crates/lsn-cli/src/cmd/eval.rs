@@ -208,6 +208,9 @@ pub fn run(args: Args) -> Result<()> {
     let files = ModelFiles::new(&dir);
     let tok = Tokenizer::from_file(&files.tokenizer())?;
     let identity = assets::identity(home, &lsn_weights::open_checkpoint(&dir)?, &tok)?;
+    if args.adapter.is_some() {
+        args.on.require(home, backends::Need::Adapters)?;
+    }
     let (backend, mut model) = args.on.load(home, &files)?;
     tok.check_model_vocab(model.config().vocab_size)?;
     let head = match &args.head {

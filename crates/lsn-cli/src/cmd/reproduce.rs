@@ -287,11 +287,15 @@ fn data_dir(args: &Args, home: &Path) -> Result<PathBuf> {
 
 pub fn run(args: Args) -> Result<()> {
     let available = crate::backends::available();
-    // The backend the fine-tunes (and their evaluations) run on, whichever --backend: tch, the faster trainer on the
-    // CPU this was measured on, when built in, else candle.
-    let trainer = ["tch", "candle"].into_iter().find(|b| available.contains(b));
-    let no_trainer =
-        || anyhow::anyhow!("--backend {}: the fine-tunes need tch or candle, and this build has neither", args.backend);
+    // The backend the fine-tunes (and their evaluations) run on, whichever --backend: the preferred of those whose
+    // capabilities say they train.
+    let trainer = crate::backends::trainers(&args.cache.home()).first().copied();
+    let no_trainer = || {
+        anyhow::anyhow!(
+            "--backend {}: the fine-tunes need a backend that trains, and this build has none",
+            args.backend
+        )
+    };
     // --backend all: the study on the trainer, and capture, selection and the baseline again on every other backend
     // built in.
     let (backend, compare_backends) = match args.backend.as_str() {

@@ -232,6 +232,7 @@ pub fn run(args: Args) -> Result<()> {
     let data_sha = fsutil::sha256_file(&data_file)?;
     // Only now, with every input checked, is the output directory made: a refused run leaves nothing behind, and one
     // that fails before its first write (the model load) removes it again.
+    args.on.require(home, backends::Need::Train)?;
     let mut out = crate::cmd::open_output(&args.out, &OUTPUT)?;
     let (backend, mut model) = args.on.load(home, &files)?;
     let mask_digest = layout.gate_rows.as_ref().map(|m| {
