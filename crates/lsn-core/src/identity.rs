@@ -14,7 +14,9 @@ pub struct ModelIdentity {
     pub tokenizer_sha256: String,
     /// sha256 over the weight shards: `"lsn-weights v1\n"` then `"<file name> <sha256>\n"` per shard in name order.
     pub weights_sha256: String,
-    /// Each shard's sha256 by file name (for people: `sha256sum model.safetensors` shows the same).
+    /// Each shard's sha256 by file name (for people: `sha256sum model.safetensors` shows the same); absent from
+    /// identities recorded without them.
+    #[serde(default)]
     pub shards: BTreeMap<String, String>,
 }
 

@@ -167,31 +167,20 @@ pub fn compare_metric(
 /// adapter or intervention on the same base is what a comparison is for). Runs that record no model identity (an
 /// older lsn's) pass.
 pub fn check_same_model(runs: &[&EvalResults]) -> Result<()> {
-    let id = |r: &EvalResults| {
-        let i = &r.config["identity"];
-        ["config_sha256", "tokenizer_sha256", "weights_sha256"].map(|k| i[k].as_str().map(str::to_owned))
-    };
-    let Some(first) = runs.iter().find(|r| id(r).iter().all(Option::is_some)) else { return Ok(()) };
-    let base = id(first);
-    for r in runs {
-        let other = id(r);
-        if other.iter().all(Option::is_some) && other != base {
-            let what: Vec<&str> = ["config.json", "tokenizer.json", "weights"]
-                .into_iter()
-                .zip(base.iter().zip(&other))
-                .filter(|(_, (x, y))| x != y)
-                .map(|(n, _)| n)
-                .collect();
-            return Err(Error::Incomparable(format!(
-                "the runs evaluated different models ({} and {}, differing in {}): to compare two models on the same \
-                 examples on purpose, pass --across-models",
-                first.config["model"].as_str().unwrap_or("?"),
-                r.config["model"].as_str().unwrap_or("?"),
-                what.join(", ")
-            )));
-        }
+    let id = |r: &EvalResults| serde_json::from_value::<lsn_core::ModelIdentity>(r.config["identity"].clone()).ok();
+    let known: Vec<(&EvalResults, lsn_core::ModelIdentity)> =
+        runs.iter().filter_map(|r| id(r).map(|i| (*r, i))).collect();
+    let Some((first, base)) = known.first() else { return Ok(()) };
+    match known.iter().find(|(_, i)| !i.same_model(base)) {
+        Some((r, other)) => Err(Error::Incomparable(format!(
+            "the runs evaluated different models ({} and {}, differing in {}): to compare two models on the same \
+             examples on purpose, pass --across-models",
+            first.config["model"].as_str().unwrap_or("?"),
+            r.config["model"].as_str().unwrap_or("?"),
+            base.difference(other)
+        ))),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn compare_sides(
@@ -455,7 +444,7 @@ mod tests {
         assert!(check_same_model(&[&with("m1"), &with("m1"), &a]).is_ok(), "no identity recorded: not judged");
         let e = check_same_model(&[&with("m1"), &with("m2")]).unwrap_err().to_string();
         assert!(
-            e.contains("different models (m1 and m2, differing in weights)") && e.contains("--across-models"),
+            e.contains("different models (m1 and m2, differing in weights m1 vs m2)") && e.contains("--across-models"),
             "{e}"
         );
     }

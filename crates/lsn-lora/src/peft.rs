@@ -28,6 +28,13 @@ pub struct AdapterMeta {
     pub lsn: Value,
 }
 
+impl AdapterMeta {
+    /// The base model the adapter was trained on, as `lsn train` records it (`None` for an adapter PEFT wrote).
+    pub fn trained_on(&self) -> Option<lsn_core::ModelIdentity> {
+        serde_json::from_value(self.lsn.get("run")?.get("identity")?.clone()).ok()
+    }
+}
+
 /// The neurons of a `[layers × intermediate]` mask, as `[layer, index]` pairs.
 fn mask_neurons(mask: &[bool], width: usize) -> Vec<[usize; 2]> {
     mask.iter().enumerate().filter(|(_, m)| **m).map(|(f, _)| [f / width, f % width]).collect()

@@ -71,6 +71,13 @@ impl RunDir {
         Ok(dir)
     }
 
+    /// The output a staged path becomes on commit, relative to the directory (`/`-separated) — what a record lists
+    /// and what a message names (with [`RunDir::path`]).
+    pub fn unstaged(&self, staged: &Path) -> String {
+        let staging = self.root().join(STAGING_DIR);
+        staged.strip_prefix(&staging).unwrap_or(staged).to_string_lossy().replace('\\', "/")
+    }
+
     /// Stages the output `rel` with these bytes.
     pub fn stage_bytes(&self, rel: &str, bytes: &[u8]) -> Result<()> {
         let path = self.staged(rel)?;

@@ -75,9 +75,8 @@ pub fn check_adapter(
     model: &str,
     identity: &lsn_core::ModelIdentity,
 ) -> anyhow::Result<()> {
-    let made_with = meta.lsn.get("run").and_then(|r| r.get("identity")).cloned().map(serde_json::from_value);
-    match made_with {
-        Some(Ok(made_with)) => Ok(lsn_run::check_made_with(
+    match meta.trained_on() {
+        Some(made_with) => Ok(lsn_run::check_made_with(
             dir,
             &meta.base_model,
             &made_with,
@@ -85,7 +84,7 @@ pub fn check_adapter(
             identity,
             "give the --model it was trained on, or train an adapter on this model",
         )?),
-        _ => {
+        None => {
             eprintln!(
                 "note: {} does not record the model it was trained on (not written by `lsn train`): only its shapes \
                  were checked against {model}",

@@ -253,10 +253,9 @@ pub fn run(args: Args) -> Result<()> {
         &run.staged(&format!("{sub}{}.heatmap", args.method))?,
     )?;
     // The results, the heatmap and the record appear together.
-    let staging = run.root().join(lsn_run::STAGING_DIR);
-    let rel = |p: &std::path::Path| p.strip_prefix(&staging).unwrap_or(p).display().to_string();
-    let mut outputs = vec![format!("{sub}{}.json", args.method), rel(&plots.svg)];
-    outputs.extend(plots.png.as_deref().map(rel));
+    let (svg, png) = (run.unstaged(&plots.svg), plots.png.as_deref().map(|p| run.unstaged(p)));
+    let mut outputs = vec![format!("{sub}{}.json", args.method), svg.clone()];
+    outputs.extend(png.clone());
     run.commit(vec![(format!("ppxc/{set_dir}{}", args.method), StageRecord::new(config, outputs, "complete"))])?;
 
     let secs = doc["seconds"].as_f64().unwrap_or(f64::NAN);
@@ -284,8 +283,8 @@ pub fn run(args: Args) -> Result<()> {
     }
     println!(
         "heatmap (relative change): {}{}",
-        run.path(&rel(&plots.svg)).display(),
-        plots.png.map(|p| format!(", {}", run.path(&rel(&p)).display())).unwrap_or_default()
+        run.path(&svg).display(),
+        png.map(|p| format!(", {}", run.path(&p).display())).unwrap_or_default()
     );
     Ok(())
 }

@@ -295,8 +295,6 @@ pub fn run(args: Args) -> Result<()> {
         selected.push((method, sel));
     }
     // Then every file of every method is staged, and all are committed with their records in one step.
-    let staging = run.root().join(lsn_run::STAGING_DIR);
-    let unstage = |p: &std::path::Path| run.root().join(p.strip_prefix(&staging).unwrap_or(p));
     let mut records = Vec::new();
     let mut done = Vec::new();
     for (method, sel) in &selected {
@@ -330,7 +328,7 @@ pub fn run(args: Args) -> Result<()> {
             );
         }
         records.push((key, record));
-        let plots = (unstage(&plots.svg), plots.png.map(|p| unstage(&p)));
+        let plots = (run.path(&run.unstaged(&plots.svg)), plots.png.map(|p| run.path(&run.unstaged(&p))));
         done.push((method, sel, json, plots));
     }
     run.commit(records)?;

@@ -234,7 +234,6 @@ pub fn run(args: Args) -> Result<()> {
     // that fails before its first write (the model load) removes it again.
     args.on.require(home, backends::Need::Train)?;
     let mut out = crate::cmd::open_output(&args.out, &OUTPUT)?;
-    let (backend, mut model) = args.on.load(home, &files)?;
     let mask_digest = layout.gate_rows.as_ref().map(|m| {
         let bytes: Vec<u8> = m.iter().map(|&b| u8::from(b)).collect();
         lsn_core::sha256_hex(&bytes)
@@ -243,7 +242,7 @@ pub fn run(args: Args) -> Result<()> {
         "spec": spec, "ftl": ftl.to_string(), "neurons_sha256": neurons_sha, "gate_mask_sha256": mask_digest,
         "targets": layout.targets, "data": {"file": data_file, "sha256": data_sha, "limit": args.limit,
         "examples": examples.len(), "dropped_longer_than_max_len": dropped}, "identity": identity,
-        "backend": backend.name(), "device": format!("{:?}", args.on.device), "dtype": args.on.dtype,
+        "backend": args.on.backend, "device": format!("{:?}", args.on.device), "dtype": args.on.dtype,
     });
     let run_key = lsn_core::sha256_hex(run.to_string().as_bytes());
     if let Some(done) = out.claim(OUTPUT.command, &args.model, &identity, &run)?
@@ -252,6 +251,8 @@ pub fn run(args: Args) -> Result<()> {
         println!("{} already holds this adapter, trained with the same settings: nothing to do", args.out.display());
         return Ok(());
     }
+    // Loaded only once the settings are known to be new or resumable.
+    let (backend, mut model) = args.on.load(home, &files)?;
     let ck = Checkpoints { path: lsn_lora::train::checkpoint_path(&args.out), run_key: run_key.clone() };
     let initial = lsn_lora::initial_adapter(&layout, &cfg, spec.init_std, spec.seed);
     let (per_epoch, total) = lsn_lora::train::steps(&spec, examples.len());
