@@ -32,11 +32,15 @@ pub struct GoldenModel {
     pub source: Source,
 }
 
-/// Every model with goldens, tiny ones first (fast, and they cover GQA, head_dim ≠ hidden/heads, untied heads and
-/// Llama-3 RoPE scaling).
+/// Every model with goldens, tiny ones first (fast, one or two per family; they cover GQA, head_dim ≠ hidden/heads,
+/// tied and untied heads, Llama-3 RoPE scaling, q/k/v biases, q/k norms, soft-capping and alternating windows).
 pub const MODELS: &[GoldenModel] = &[
     GoldenModel { name: "tiny-llama", source: Source::Tiny(1) },
     GoldenModel { name: "tiny-gemma3", source: Source::Tiny(2) },
+    GoldenModel { name: "tiny-qwen2", source: Source::Tiny(3) },
+    GoldenModel { name: "tiny-qwen3", source: Source::Tiny(4) },
+    GoldenModel { name: "tiny-gemma2", source: Source::Tiny(5) },
+    GoldenModel { name: "tiny-llama32", source: Source::Tiny(6) },
     GoldenModel { name: "gemma-3-270m", source: Source::Fetched },
     GoldenModel { name: "smollm2-135m", source: Source::Fetched },
 ];

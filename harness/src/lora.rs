@@ -26,7 +26,7 @@ use crate::report::Check;
 use crate::suite::Env;
 
 /// The models with LoRA goldens.
-pub const MODELS: &[&str] = &["tiny-llama", "tiny-gemma3"];
+pub const MODELS: &[&str] = &["tiny-llama", "tiny-gemma3", "tiny-qwen2", "tiny-qwen3", "tiny-gemma2", "tiny-llama32"];
 /// The PEFT task types of the goldens.
 pub const TASKS: &[&str] = &["seq_cls", "causal_lm"];
 /// The case kinds run per (task, model): `<kind>-<task>/<model>`.

@@ -53,7 +53,14 @@ environment: LSN_HOME (model cache, default ~/.cache/lsn), LSN_DATA_DIR (data di
 /// Models fetched for the golden tests.
 const REAL_MODELS: &[&str] = &["gemma-3-270m", "smollm2-135m"];
 /// Tiny random models: (preset, seed).
-const TINY_MODELS: &[(&str, u64)] = &[("tiny-llama", 1), ("tiny-gemma3", 2)];
+const TINY_MODELS: &[(&str, u64)] = &[
+    ("tiny-llama", 1),
+    ("tiny-gemma3", 2),
+    ("tiny-qwen2", 3),
+    ("tiny-qwen3", 4),
+    ("tiny-gemma2", 5),
+    ("tiny-llama32", 6),
+];
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -1,12 +1,13 @@
-//! The decoder of both families on Candle, one layer loop reading lsn-core's [`Arch`]: Llama (RMSNorm `w·x`, RoPE
-//! with optional scaling, GQA, SwiGLU) and Gemma 3 (embeddings × √hidden, `(1 + w)` norms, q/k norms before RoPE,
-//! sandwich norms around attention and FFN, sliding-window layers with their own RoPE base, GeGLU). The same loop
-//! serves a whole pass and a cached step; it mirrors HF transformers in f32 (Gemma's residual stream reaches
-//! |x| ≈ 1e5, beyond f16).
+//! The decoder on Candle: lsn-core's one layer algorithm ([`lsn_core::layer`]) over Candle's ops and fused kernels
+//! ([`Pass`]), the embeddings, the final norm and the key/value cache. The same ops serve a whole pass, a cached
+//! step and training (whose layers run over a padded batch's real positions alone); in f32 as HF transformers
+//! (Gemma's residual stream reaches |x| ≈ 1e5, beyond f16).
 
-use candle_core::{DType, Device, Result, Tensor};
-use lsn_core::arch::{self, Arch, LayerWeights};
-use lsn_core::{LoraTarget, ModelConfig, Overwrite, TapPoint};
+use candle_core::{DType, Device, Result, Tensor, Var};
+use lsn_core::arch::{Arch, DecoderWeights, LayerWeights};
+use lsn_core::layer::LayerOps;
+use lsn_core::train::TrainOps;
+use lsn_core::{Activation, AttentionKind, LoraTarget, ModelConfig, Overwrite, TapPoint};
 
 use crate::lora::LoraTensors;
 use crate::ops::{self, Positions, TapCounter};
@@ -49,22 +50,14 @@ impl Hook {
         Ok(Self { overwrite: per_layer, taps, point })
     }
 
-    /// `act_fn(gate)` of layer `l` after the overwrite; taps read it (or `gate`, at `TapPoint::GatePre`).
-    fn apply(&mut self, l: usize, gate: &Tensor, a: Tensor) -> Result<Tensor> {
-        let a = match &self.overwrite[l] {
+    fn overwrite(&self, l: usize, a: Tensor) -> Result<Tensor> {
+        match &self.overwrite[l] {
             Some((mask, value)) => {
                 let shape = a.shape().clone();
-                mask.broadcast_as(&shape)?.where_cond(&value.broadcast_as(&shape)?, &a)?
+                mask.broadcast_as(&shape)?.where_cond(&value.broadcast_as(&shape)?, &a)
             }
-            None => a,
-        };
-        if let Some(t) = self.taps.as_mut() {
-            t.push(match self.point {
-                TapPoint::Act => &a,
-                TapPoint::GatePre => gate,
-            })?;
+            None => Ok(a),
         }
-        Ok(a)
     }
 }
 
@@ -72,27 +65,32 @@ impl Hook {
 pub(crate) struct Decoder {
     cfg: ModelConfig,
     pub(crate) arch: Arch,
-    pub(crate) embed: Tensor,
-    layers: Vec<Layer>,
-    norm: Tensor,
+    w: DecoderWeights<Tensor>,
 }
 
 impl Decoder {
     pub(crate) fn load(w: &Weights, cfg: &ModelConfig) -> crate::error::Result<Self> {
         let arch = Arch::of(cfg);
         let plus_one = arch.norm_plus_one;
-        let norm = |n: &str| w.norm(n, plus_one);
-        let layers = (0..cfg.num_layers)
-            .map(|l| arch.load_layer(cfg, l, |n| w.matrix(n), norm))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok(Self { cfg: cfg.clone(), embed: w.matrix(arch::EMBED)?, layers, norm: norm(arch::FINAL_NORM)?, arch })
+        let weights = arch.load_decoder(cfg, |n| w.matrix(n), |n| w.norm(n, plus_one))?;
+        Ok(Self { cfg: cfg.clone(), w: weights, arch })
+    }
+
+    /// The LM head's weight.
+    pub(crate) fn head_weight(&self) -> &Tensor {
+        self.w.head()
+    }
+
+    /// Every layer's weights, as lsn-core's algorithms take them.
+    pub(crate) fn layers(&self) -> &[Layer] {
+        &self.w.layers
     }
 
     /// Runs `ids` (`[rows·seq]`, u32, row-major) through every layer with the FFN `hook`. With a `cache`, the tokens
     /// follow its slots (the masks in `pos` say what each sees) and their keys and values are appended to it.
     /// Returns the final-normed hidden states of positions `out` (all when `None`), or nothing when `hidden` is
     /// false (the pass then stops after the last tap). `lora` adds an adapter to the linears it targets. An inference
-    /// pass: training runs [`Decoder::layer`] itself.
+    /// pass: training runs lsn-core's [`train_step`](lsn_core::train::train_step) over a [`Pass`].
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn forward(
         &self,
@@ -106,32 +104,24 @@ impl Decoder {
         out: Option<&Tensor>,
         lora: Option<&LoraTensors>,
     ) -> Result<Option<Tensor>> {
-        let mut x = self.embed_ids(ids)?;
+        let x = self.embed_ids(ids)?;
         if let Some(cache) = cache.as_deref_mut() {
-            cache.layers.resize(self.layers.len(), None);
+            cache.layers.resize(self.w.layers.len(), None);
         }
-        let last = self.layers.len() - 1;
-        for l in 0..self.layers.len() {
-            let stop = l == last && !hidden;
-            match self.layer(l, &x, rows, seq, pos, hook, cache.as_deref_mut(), stop, lora, false, None)? {
-                Some(y) => x = y,
-                None => return Ok(None),
-            }
-        }
+        let mut pass = Pass::new(self, rows, seq, pos, hook, lora);
+        pass.cache = cache;
+        let Some(mut x) = lsn_core::layer::decoder_layers(&mut pass, &self.cfg, &self.w.layers, x, hidden)? else {
+            return Ok(None);
+        };
         if let Some(out) = out {
             x = x.index_select(out, 0)?;
         }
         Ok(Some(self.final_norm(&x, false)?))
     }
 
-    /// The number of layers.
-    pub(crate) fn num_layers(&self) -> usize {
-        self.layers.len()
-    }
-
     /// The embeddings of `ids` in f32 (scaled where the family scales them): the first layer's input.
-    pub(crate) fn embed_ids(&self, ids: &Tensor) -> Result<Tensor> {
-        let x = self.embed.index_select(ids, 0)?.to_dtype(DType::F32)?;
+    fn embed_ids(&self, ids: &Tensor) -> Result<Tensor> {
+        let x = self.w.embed.index_select(ids, 0)?.to_dtype(DType::F32)?;
         match self.arch.embed_scale {
             Some(s) => x * f64::from(s),
             None => Ok(x),
@@ -139,91 +129,8 @@ impl Decoder {
     }
 
     /// The final norm of the last layer's output `x`.
-    pub(crate) fn final_norm(&self, x: &Tensor, grad: bool) -> Result<Tensor> {
-        self.norm_op(x, &self.norm, grad)
-    }
-
-    fn norm_op(&self, x: &Tensor, w: &Tensor, grad: bool) -> Result<Tensor> {
-        let eps = self.cfg.rms_norm_eps;
-        if grad { crate::grad_ops::rms_norm(x, w, eps) } else { ops::rms_norm(x, w, eps) }
-    }
-
-    /// Layer `l` on its input `x` (`[rows·seq, hidden]`, or `[n, hidden]`: the real positions `real` of a
-    /// right-padded batch, u32 flat indices): the next layer's input, or nothing when `stop` (the pass ends after this
-    /// layer's tap). With `real`, every linear, norm and the FFN run over the real positions alone and attention over
-    /// the padded layout (zeros at padding, which under the causal mask no real query reaches). `grad` builds it from
-    /// differentiable ops only (Candle's fused norm, softmax and RoPE kernels record no backward); the other arguments
-    /// as in [`Decoder::forward`], whose cache has a slot per layer.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn layer(
-        &self,
-        l: usize,
-        x: &Tensor,
-        rows: usize,
-        seq: usize,
-        pos: &Positions,
-        hook: &mut Hook,
-        cache: Option<&mut Cache>,
-        stop: bool,
-        lora: Option<&LoraTensors>,
-        grad: bool,
-        real: Option<&Tensor>,
-    ) -> Result<Option<Tensor>> {
-        let c = &self.cfg;
-        let (heads, kv, d) = (c.num_heads, c.num_kv_heads, c.head_dim);
-        let layer = &self.layers[l];
-        let norm = |x: &Tensor, w: &Tensor| self.norm_op(x, w, grad);
-        let lin = |t: LoraTarget, x: &Tensor, w: &Tensor| LoraTensors::linear(lora, l, t, x, w);
-        // Into attention's padded layout.
-        let padded = |t: Tensor, n_heads: usize| match real {
-            Some(idx) => crate::grad_ops::scatter_rows(&t, idx, rows * seq)?.reshape((rows, seq, n_heads, d)),
-            None => t.reshape((rows, seq, n_heads, d)),
-        };
-        let (rope, mask) = pos.of(layer.kind);
-        let h = norm(x, &layer.input_norm)?;
-        let mut q = padded(lin(LoraTarget::QProj, &h, &layer.q)?, heads)?;
-        let mut k = padded(lin(LoraTarget::KProj, &h, &layer.k)?, kv)?;
-        let v = padded(lin(LoraTarget::VProj, &h, &layer.v)?, kv)?;
-        if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
-            q = norm(&q, qn)?;
-            k = norm(&k, kn)?;
-        }
-        let q = if grad { rope.queries_grad(&q.contiguous()?)? } else { rope.queries(&q.contiguous()?)? };
-        let k = if grad { rope.keys_grad(&k.contiguous()?)? } else { rope.keys(&k.contiguous()?)? };
-        let mut k = k.transpose(1, 2)?.contiguous()?; // [b, kv, t, d]
-        let mut v = v.transpose(1, 2)?.contiguous()?;
-        if let Some(cache) = cache {
-            if let Some((pk, pv)) = &cache.layers[l] {
-                k = Tensor::cat(&[pk, &k], 2)?;
-                v = Tensor::cat(&[pv, &v], 2)?;
-            }
-            cache.layers[l] = Some((k.clone(), v.clone()));
-        }
-        // `attn_logit_softcapping` is not applied: transformers' Gemma3Attention does not pass it on either.
-        let att = ops::attention(&q, &k, &v, mask, grad)?;
-        let att = match real {
-            Some(idx) => att.index_select(idx, 0)?,
-            None => att,
-        };
-        let mut att = lin(LoraTarget::OProj, &att, &layer.o)?;
-        if let Some(n) = &layer.post_attn_norm {
-            att = norm(&att, n)?;
-        }
-        let x = (x + att)?;
-
-        let h = norm(&x, &layer.pre_ffn_norm)?;
-        let gate = lin(LoraTarget::GateProj, &h, &layer.gate)?;
-        let a = ops::activate(&gate, c.activation)?;
-        let a = hook.apply(l, &gate, a)?;
-        if stop {
-            // Only the taps are wanted: the last FFN's output and the final norm feed nothing else.
-            return Ok(None);
-        }
-        let mut f = lin(LoraTarget::DownProj, &(a * lin(LoraTarget::UpProj, &h, &layer.up)?)?, &layer.down)?;
-        if let Some(n) = &layer.post_ffn_norm {
-            f = norm(&f, n)?;
-        }
-        Ok(Some((x + f)?))
+    fn final_norm(&self, x: &Tensor, grad: bool) -> Result<Tensor> {
+        norm(x, &self.w.norm, self.cfg.rms_norm_eps, grad)
     }
 
     /// Keeps rows `keep` of every layer's cached keys and values.
@@ -236,6 +143,225 @@ impl Decoder {
             *v = v.index_select(&idx, 0)?;
         }
         Ok(())
+    }
+}
+
+fn norm(x: &Tensor, w: &Tensor, eps: f64, grad: bool) -> Result<Tensor> {
+    if grad { crate::grad_ops::rms_norm(x, w, eps) } else { ops::rms_norm(x, w, eps) }
+}
+
+/// One pass's state as lsn-core's [`LayerOps`]: values are `[tokens, width]` — every position of `[rows, seq]`, or
+/// with `real` the real positions alone, every linear, norm and the FFN running over those and attention over the
+/// padded layout (zeros at padding, which under the causal mask no real query reaches).
+pub(crate) struct Pass<'a> {
+    dec: &'a Decoder,
+    cfg: &'a ModelConfig,
+    rows: usize,
+    seq: usize,
+    pos: &'a Positions,
+    hook: &'a mut Hook,
+    lora: Option<&'a LoraTensors>,
+    /// The cache a cached step appends to (a slot per layer).
+    pub(crate) cache: Option<&'a mut Cache>,
+    /// Differentiable ops only (Candle's fused norm, softmax and RoPE kernels record no backward).
+    pub(crate) grad: bool,
+    /// The flat indices (u32) of the real positions the pass runs over.
+    pub(crate) real: Option<&'a Tensor>,
+    /// A training step's gradient of each adapter parameter, summed over its backward passes.
+    pub(crate) grads: Vec<Vec<f32>>,
+}
+
+impl<'a> Pass<'a> {
+    pub(crate) fn new(
+        dec: &'a Decoder,
+        rows: usize,
+        seq: usize,
+        pos: &'a Positions,
+        hook: &'a mut Hook,
+        lora: Option<&'a LoraTensors>,
+    ) -> Self {
+        let grads = lora.map(LoraTensors::zero_grads).unwrap_or_default();
+        Self { dec, cfg: &dec.cfg, rows, seq, pos, hook, lora, cache: None, grad: false, real: None, grads }
+    }
+
+    fn upload(&self, idx: &[u32]) -> Result<Tensor> {
+        Tensor::from_slice(idx, idx.len(), self.dec.w.embed.device())
+    }
+
+    fn adapter(&self) -> Result<&'a LoraTensors> {
+        self.lora.ok_or_else(|| candle_core::Error::Msg("a training step without an adapter".into()))
+    }
+
+    /// A training adapter: linears take the fused kernels whose backward skips the frozen weights' gradient.
+    fn training(&self) -> bool {
+        self.lora.is_some_and(LoraTensors::trains)
+    }
+}
+
+impl LayerOps for Pass<'_> {
+    type X = Tensor;
+    type W = Tensor;
+    type Error = candle_core::Error;
+
+    fn norm(&mut self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        norm(x, w, self.cfg.rms_norm_eps, self.grad)
+    }
+
+    fn linear(&mut self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        if self.training() { crate::grad_ops::frozen_linear(x, w) } else { ops::linear(x, w) }
+    }
+
+    fn lora(&self, l: usize, target: LoraTarget) -> Option<(Tensor, Tensor)> {
+        self.lora.and_then(|a| a.factors(l, target))
+    }
+
+    fn lora_linear(&mut self, x: &Tensor, w: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        if self.training() {
+            crate::grad_ops::lora_linear(x, w, a, b)
+        } else {
+            ops::linear(x, w)? + ops::linear(&ops::linear(x, a)?, b)?
+        }
+    }
+
+    fn bias(&mut self, x: &Tensor, b: &Tensor) -> Result<Tensor> {
+        x.broadcast_add(&ops::widen(b, x.dtype())?)
+    }
+
+    fn add(&mut self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        a + b
+    }
+
+    fn mul(&mut self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        a * b
+    }
+
+    fn split_heads(&mut self, x: Tensor, n_heads: usize) -> Result<Tensor> {
+        let (rows, seq, d) = (self.rows, self.seq, self.cfg.head_dim);
+        match self.real {
+            Some(idx) => crate::grad_ops::scatter_rows(&x, idx, rows * seq)?.reshape((rows, seq, n_heads, d)),
+            None => x.reshape((rows, seq, n_heads, d)),
+        }
+    }
+
+    fn rope(&mut self, x: &Tensor, kind: AttentionKind, query: bool) -> Result<Tensor> {
+        let (rope, _) = self.pos.of(kind);
+        let x = x.contiguous()?;
+        match (query, self.grad) {
+            (true, false) => rope.queries(&x),
+            (false, false) => rope.keys(&x),
+            (true, true) => rope.queries_grad(&x),
+            (false, true) => rope.keys_grad(&x),
+        }
+    }
+
+    fn attend(
+        &mut self,
+        l: usize,
+        kind: AttentionKind,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        softcap: Option<f64>,
+    ) -> Result<Tensor> {
+        let mut k = k.transpose(1, 2)?.contiguous()?; // [b, kv, t, d]
+        let mut v = v.transpose(1, 2)?.contiguous()?;
+        if let Some(cache) = self.cache.as_deref_mut() {
+            if let Some((pk, pv)) = &cache.layers[l] {
+                k = Tensor::cat(&[pk, &k], 2)?;
+                v = Tensor::cat(&[pv, &v], 2)?;
+            }
+            cache.layers[l] = Some((k.clone(), v.clone()));
+        }
+        let (_, mask) = self.pos.of(kind);
+        let att = ops::attention(&q, &k, &v, mask, softcap, self.grad)?;
+        match self.real {
+            Some(idx) => att.index_select(idx, 0),
+            None => Ok(att),
+        }
+    }
+
+    fn activate(&mut self, x: &Tensor, act: Activation) -> Result<Tensor> {
+        ops::activate(x, act)
+    }
+
+    fn overwrite(&mut self, l: usize, a: Tensor) -> Result<Tensor> {
+        self.hook.overwrite(l, a)
+    }
+
+    fn tap_point(&self) -> Option<TapPoint> {
+        self.hook.taps.as_ref().map(|_| self.hook.point)
+    }
+
+    fn tap(&mut self, _l: usize, x: &Tensor) -> Result<()> {
+        match self.hook.taps.as_mut() {
+            Some(t) => t.push(x),
+            None => Ok(()),
+        }
+    }
+}
+
+impl TrainOps for Pass<'_> {
+    fn fail(&self, message: &str) -> candle_core::Error {
+        candle_core::Error::Msg(message.into())
+    }
+
+    fn embed(&mut self, ids: &[u32]) -> Result<Tensor> {
+        self.dec.embed_ids(&self.upload(ids)?)
+    }
+
+    fn record(&mut self, on: bool) -> Result<()> {
+        self.grad = on;
+        Ok(())
+    }
+
+    fn detach(&mut self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.detach())
+    }
+
+    fn leaf(&mut self, x: &Tensor) -> Result<Tensor> {
+        Ok(Var::from_tensor(&x.detach())?.as_tensor().clone())
+    }
+
+    fn final_norm(&mut self, x: &Tensor) -> Result<Tensor> {
+        self.dec.final_norm(x, self.grad)
+    }
+
+    fn scatter_rows(&mut self, x: &Tensor, idx: &[u32], len: usize) -> Result<Tensor> {
+        crate::grad_ops::scatter_rows(x, &self.upload(idx)?, len)
+    }
+
+    fn gather_rows(&mut self, x: &Tensor, idx: &[u32]) -> Result<Tensor> {
+        x.index_select(&self.upload(idx)?, 0)
+    }
+
+    fn narrow_rows(&mut self, x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
+        x.narrow(0, start, len)
+    }
+
+    fn lm_logits(&mut self, h: &Tensor) -> Result<Tensor> {
+        ops::softcap(crate::grad_ops::frozen_linear(h, self.dec.head_weight())?, self.dec.arch.final_softcap)
+    }
+
+    fn class_logits(&mut self, h: &Tensor) -> Result<Tensor> {
+        let head = self.adapter()?.head().ok_or_else(|| self.fail("a classification batch without a head"))?;
+        ops::linear(h, head)
+    }
+
+    fn nll_sum(&mut self, logits: &Tensor, targets: &[u32], weights: Option<&[f32]>) -> Result<Tensor> {
+        crate::lora::weighted_nll(logits, targets, weights)
+    }
+
+    fn scalar(&mut self, x: &Tensor) -> Result<f64> {
+        Ok(f64::from(x.to_scalar::<f32>()?))
+    }
+
+    fn backward(&mut self, y: &Tensor, seed: Option<&Tensor>, wrt: &[&Tensor]) -> Result<Vec<Option<Tensor>>> {
+        let store = match seed {
+            Some(g) => y.mul(&g.detach())?.sum_all()?.backward()?,
+            None => y.backward()?,
+        };
+        self.adapter()?.add_grads(&store, &mut self.grads)?;
+        Ok(wrt.iter().map(|x| store.get(x).map(Tensor::detach)).collect())
     }
 }
 

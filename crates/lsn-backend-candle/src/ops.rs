@@ -216,13 +216,21 @@ impl Positions {
 /// `[b, 1, 1, t, s]` for a cached step).
 /// Query head `h` uses KV head `h / (heads / kv_heads)`, as HF's `repeat_kv`. The KV heads are never copied: each
 /// KV head's query group is stacked along the sequence axis so one batched matmul serves the whole group.
-/// Returns `[b·t, heads·d]`. `grad` uses a differentiable softmax (training).
-pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, grad: bool) -> Result<Tensor> {
+/// The scores are soft-capped by `cap` where given, before the mask. Returns `[b·t, heads·d]`. `grad` uses a
+/// differentiable softmax (training).
+pub(crate) fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &Tensor,
+    cap: Option<f64>,
+    grad: bool,
+) -> Result<Tensor> {
     let (b, t, heads, d) = q.dims4()?;
     let (_, kv_heads, s, _) = k.dims4()?;
     let group = heads / kv_heads;
     let q = q.transpose(1, 2)?.contiguous()?.reshape((b, kv_heads, group * t, d))?;
-    let scores = q.matmul(&k.t()?)?.reshape((b, kv_heads, group, t, s))?.broadcast_add(mask)?;
+    let scores = softcap(q.matmul(&k.t()?)?, cap)?.reshape((b, kv_heads, group, t, s))?.broadcast_add(mask)?;
     let probs =
         if grad { crate::grad_ops::softmax_fused(&scores)? } else { candle_nn::ops::softmax_last_dim(&scores)? };
     let probs = probs.reshape((b, kv_heads, group * t, s))?;
@@ -268,7 +276,7 @@ impl TapCounter {
     }
 }
 
-/// Final-logit soft-capping `cap · tanh(x / cap)`.
+/// Soft-capping `cap · tanh(x / cap)` (final logits, and Gemma 2's attention scores).
 pub(crate) fn softcap(x: Tensor, cap: Option<f64>) -> Result<Tensor> {
     match cap {
         Some(c) => (x / c)?.tanh()? * c,

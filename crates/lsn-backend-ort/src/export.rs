@@ -13,13 +13,14 @@
 use std::collections::BTreeMap;
 
 use lsn_core::arch::{self, Arch};
-use lsn_core::{Activation, AttentionKind, ModelConfig, positions};
+use lsn_core::layer::LayerOps;
+use lsn_core::{Activation, AttentionKind, ModelConfig, TapPoint, positions};
 use serde::{Deserialize, Serialize};
 
 use crate::proto::{Attr, Dim, Elem, Graph};
 
 /// Bumped whenever the graphs or the weight layout change; part of the cache key.
-pub const EXPORTER_VERSION: u32 = 3;
+pub const EXPORTER_VERSION: u32 = 4;
 
 /// The file every graph takes its weights from.
 pub(crate) const WEIGHTS_FILE: &str = "weights.bin";
@@ -156,9 +157,9 @@ impl Ctx<'_> {
     }
 
     /// The FFN activation, in PyTorch's CPU order (GELU-tanh as `lsn_core::activation::gelu_tanh`, saturation included).
-    fn activate(&mut self, x: &str) -> String {
+    fn activate(&mut self, x: &str, act: Activation) -> String {
         let g = &mut self.g;
-        match self.cfg.activation {
+        match act {
             Activation::Silu => {
                 let s = g.op("Sigmoid", &[x], &[]);
                 g.op("Mul", &[x, &s], &[])
@@ -200,16 +201,36 @@ impl Ctx<'_> {
     }
 }
 
+/// One attention kind's RoPE tables (cos/sin, and both premultiplied by the attention scale for the queries) and
+/// additive mask.
+struct KindTables {
+    cos: String,
+    sin: String,
+    cos_q: String,
+    sin_q: String,
+    mask: String,
+}
+
+impl KindTables {
+    /// `cos`/`sin`/`mask` with the queries' scaled tables derived in the graph (table-sized, once per pass).
+    fn new(g: &mut Graph, cos: String, sin: String, mask: String, scale: f64) -> Self {
+        let s = g.float(scale as f32);
+        let cos_q = g.op("Mul", &[&cos, &s], &[]);
+        let sin_q = g.op("Mul", &[&sin, &s], &[]);
+        Self { cos, sin, cos_q, sin_q, mask }
+    }
+}
+
 /// Per-kind RoPE cos/sin and additive mask: for a whole pass computed in the graph (cos/sin `[seq, 1, head_dim]`,
 /// mask `[seq, seq]`), for a cached step graph inputs that lsn-core's decoder computes from each slot's position
 /// (cos/sin `[batch, seq, 1, head_dim]`, mask `[batch, 1, seq, past + seq]`).
 struct Positional {
-    global: (String, String, String),
-    sliding: Option<(String, String, String)>,
+    global: KindTables,
+    sliding: Option<KindTables>,
 }
 
 impl Positional {
-    fn of(&self, kind: AttentionKind) -> &(String, String, String) {
+    fn of(&self, kind: AttentionKind) -> &KindTables {
         match (kind, &self.sliding) {
             (AttentionKind::Sliding, Some(s)) => s,
             _ => &self.global,
@@ -219,15 +240,14 @@ impl Positional {
 
 /// The positional inputs of a cached step graph.
 fn positional_inputs(c: &mut Ctx<'_>) -> Positional {
-    let d = c.cfg.head_dim;
+    let (d, scale) = (c.cfg.head_dim, c.cfg.attn_scale);
     let mut input = |kind: &str| {
         let table = [Dim::Named("batch"), Dim::Named("seq"), Dim::Fixed(1), Dim::Fixed(d)];
         let mask = [Dim::Named("batch"), Dim::Fixed(1), Dim::Named("seq"), Dim::Named("past_plus_seq")];
-        (
-            c.g.input(&format!("rope_cos_{kind}"), Elem::FLOAT, &table),
-            c.g.input(&format!("rope_sin_{kind}"), Elem::FLOAT, &table),
-            c.g.input(&format!("mask_{kind}"), Elem::FLOAT, &mask),
-        )
+        let cos = c.g.input(&format!("rope_cos_{kind}"), Elem::FLOAT, &table);
+        let sin = c.g.input(&format!("rope_sin_{kind}"), Elem::FLOAT, &table);
+        let mask = c.g.input(&format!("mask_{kind}"), Elem::FLOAT, &mask);
+        KindTables::new(&mut c.g, cos, sin, mask, scale)
     };
     let global = input("global");
     let sliding = c.cfg.layer_kinds.contains(&AttentionKind::Sliding).then(|| input("sliding"));
@@ -270,7 +290,7 @@ fn positional(c: &mut Ctx<'_>, ids: &str) -> Positional {
             }
         };
         let mask = g.op("Where", &[&vis, &zero_f, &neg_inf], &[]);
-        (cos, sin, mask)
+        KindTables::new(g, cos, sin, mask, c.cfg.attn_scale)
     };
     let global = build(AttentionKind::Global);
     let sliding = c.cfg.layer_kinds.contains(&AttentionKind::Sliding).then(|| build(AttentionKind::Sliding));
@@ -353,14 +373,16 @@ fn head(c: &mut Ctx<'_>, hidden: &str) -> String {
     let logits = c.linear(hidden, c.arch.head_weight);
     match c.arch.final_softcap {
         None => logits,
-        Some(cap) => {
-            let g = &mut c.g;
-            let cap = g.float(cap as f32);
-            let x = g.op("Div", &[&logits, &cap], &[]);
-            let x = g.op("Tanh", &[&x], &[]);
-            g.op("Mul", &[&x, &cap], &[])
-        }
+        Some(cap) => softcap_op(&mut c.g, &logits, cap),
     }
+}
+
+/// Soft-capping `cap · tanh(x / cap)` (final logits, and Gemma 2's attention scores).
+fn softcap_op(g: &mut Graph, x: &str, cap: f64) -> String {
+    let cap = g.float(cap as f32);
+    let x = g.op("Div", &[x, &cap], &[]);
+    let x = g.op("Tanh", &[&x], &[]);
+    g.op("Mul", &[&x, &cap], &[])
 }
 
 /// Every input of a body graph besides `input_ids`.
@@ -422,7 +444,6 @@ struct AttnShapes {
     by_group: String,
     heads_back: String,
     merged: String,
-    scale: String,
 }
 
 fn attn_shapes(c: &mut Ctx<'_>, bt: &str) -> AttnShapes {
@@ -439,102 +460,118 @@ fn attn_shapes(c: &mut Ctx<'_>, bt: &str) -> AttnShapes {
         by_group: g.ints(&[0, kv, -1, 0]),
         heads_back: g.ints(&[0, heads, -1, d]),
         merged: g.ints(&[-1, heads * d]),
-        scale: g.float(cfg.attn_scale as f32),
     }
 }
 
-/// The attention block of layer `l` on the residual stream `x` `[n, hidden]`; returns the new stream. With `past`,
-/// the layer's keys and values follow the cached ones and are returned as `present_*`.
-fn attention_block(
-    c: &mut Ctx<'_>,
-    l: usize,
-    x: &str,
-    (cos, sin, mask): &(String, String, String),
-    past: Option<&(String, String)>,
-    sh: &AttnShapes,
-) -> String {
-    let n = c.arch.layer(l);
-    let h = c.rms_norm(x, &n.input_norm);
-    let q = c.linear(&h, &n.q);
-    let k = c.linear(&h, &n.k);
-    let v = c.linear(&h, &n.v);
-    let mut q = c.g.op("Reshape", &[&q, &sh.q], &[]);
-    let mut k = c.g.op("Reshape", &[&k, &sh.kv], &[]);
-    let v = c.g.op("Reshape", &[&v, &sh.kv], &[]);
-    if let (Some(qn), Some(kn)) = (&n.q_norm, &n.k_norm) {
-        q = c.rms_norm(&q, qn);
-        k = c.rms_norm(&k, kn);
-    }
-    let kv_dims = kv_dims(c.cfg, "past_plus_seq");
-    let g = &mut c.g;
-    let q = rope(g, &q, cos, sin);
-    let k = rope(g, &k, cos, sin);
-    // Grouped-query attention as HF's `repeat_kv`: query head h reads KV head h / group, so the query heads of
-    // one KV head are adjacent and fold into its rows.
-    let q = g.op("Transpose", &[&q], &[Attr::Ints("perm", vec![0, 2, 1, 3])]); // [b, heads, t, d]
-    let q = g.op("Reshape", &[&q, &sh.grouped], &[]); // [b, kv, group·t, d]
-    let mut k = g.op("Transpose", &[&k], &[Attr::Ints("perm", vec![0, 2, 1, 3])]); // [b, kv, t, d]
-    let mut v = g.op("Transpose", &[&v], &[Attr::Ints("perm", vec![0, 2, 1, 3])]);
-    if let Some((pk, pv)) = past {
-        k = g.op("Concat", &[pk, &k], &[Attr::Int("axis", 2)]); // [b, kv, past + t, d]
-        v = g.op("Concat", &[pv, &v], &[Attr::Int("axis", 2)]);
-        g.output(&k, &format!("present_key_{l}"), Elem::FLOAT, &kv_dims);
-        g.output(&v, &format!("present_value_{l}"), Elem::FLOAT, &kv_dims);
-    }
-    let kt = g.op("Transpose", &[&k], &[Attr::Ints("perm", vec![0, 1, 3, 2])]); // [b, kv, d, s]
-    let s = g.op("MatMul", &[&q, &kt], &[]);
-    let s = g.op("Reshape", &[&s, &sh.by_head], &[]); // [b, heads, t, s]
-    let s = g.op("Mul", &[&s, &sh.scale], &[]);
-    let s = g.op("Add", &[&s, mask], &[]);
-    let s = g.op("Softmax", &[&s], &[Attr::Int("axis", -1)]);
-    let s = g.op("Reshape", &[&s, &sh.by_group], &[]);
-    let att = g.op("MatMul", &[&s, &v], &[]); // [b, kv, group·t, d]
-    let att = g.op("Reshape", &[&att, &sh.heads_back], &[]);
-    let att = g.op("Transpose", &[&att], &[Attr::Ints("perm", vec![0, 2, 1, 3])]); // [b, t, heads, d]
-    let att = g.op("Reshape", &[&att, &sh.merged], &[]);
-    // `attn_logit_softcapping` is not applied: transformers' Gemma3Attention does not pass it on either.
-    let mut att = c.linear(&att, &n.o);
-    if let Some(pn) = &n.post_attn_norm {
-        att = c.rms_norm(&att, pn);
-    }
-    c.g.op("Add", &[x, &att], &[])
+/// A body graph under construction as lsn-core's [`LayerOps`]: values and weights are the graph's tensor names;
+/// values are `[n, width]` (every position of the batch), attention's per-head values `[b, t, heads, d]`.
+struct GraphOps<'c, 'a> {
+    c: &'c mut Ctx<'a>,
+    spec: &'c BodySpec,
+    inputs: &'c BodyInputs,
+    pos: &'c Positional,
+    shapes: &'c AttnShapes,
+    outs: &'c mut TapOuts,
 }
 
-/// The FFN of layer `l` with its hook (overwrite, then taps); returns the new stream, or `None` when the graph ends
-/// at this layer's taps (the last layer of a graph without a head).
-fn ffn_block(
-    c: &mut Ctx<'_>,
-    spec: &BodySpec,
-    inputs: &BodyInputs,
-    l: usize,
-    x: &str,
-    outs: &mut TapOuts,
-) -> Option<String> {
-    let n = c.arch.layer(l);
-    let h = c.rms_norm(x, &n.pre_ffn_norm);
-    let gate = c.linear(&h, &n.gate);
-    let mut a = c.activate(&gate);
-    if let Some((mask, value)) = &inputs.intervention {
-        let g = &mut c.g;
+impl LayerOps for GraphOps<'_, '_> {
+    type X = String;
+    type W = String;
+    type Error = std::convert::Infallible;
+
+    fn norm(&mut self, x: &String, w: &String) -> Result<String, Self::Error> {
+        Ok(self.c.rms_norm(x, w))
+    }
+
+    fn linear(&mut self, x: &String, w: &String) -> Result<String, Self::Error> {
+        Ok(self.c.linear(x, w))
+    }
+
+    fn bias(&mut self, x: &String, b: &String) -> Result<String, Self::Error> {
+        let b = self.c.w(b);
+        Ok(self.c.g.op("Add", &[x, &b], &[]))
+    }
+
+    fn add(&mut self, a: &String, b: &String) -> Result<String, Self::Error> {
+        Ok(self.c.g.op("Add", &[a, b], &[]))
+    }
+
+    fn mul(&mut self, a: &String, b: &String) -> Result<String, Self::Error> {
+        Ok(self.c.g.op("Mul", &[a, b], &[]))
+    }
+
+    fn split_heads(&mut self, x: String, n_heads: usize) -> Result<String, Self::Error> {
+        let shape = if n_heads == self.c.cfg.num_heads { &self.shapes.q } else { &self.shapes.kv };
+        Ok(self.c.g.op("Reshape", &[&x, shape], &[]))
+    }
+
+    fn rope(&mut self, x: &String, kind: AttentionKind, query: bool) -> Result<String, Self::Error> {
+        let t = self.pos.of(kind);
+        let (cos, sin) = if query { (&t.cos_q, &t.sin_q) } else { (&t.cos, &t.sin) };
+        Ok(rope(&mut self.c.g, x, cos, sin))
+    }
+
+    /// With a cache, the layer's keys and values follow the cached ones and are returned as `present_*`.
+    fn attend(
+        &mut self,
+        l: usize,
+        kind: AttentionKind,
+        q: String,
+        k: String,
+        v: String,
+        softcap: Option<f64>,
+    ) -> Result<String, Self::Error> {
+        let kv_dims = kv_dims(self.c.cfg, "past_plus_seq");
+        let (sh, mask) = (self.shapes, &self.pos.of(kind).mask);
+        let g = &mut self.c.g;
+        // Grouped-query attention as HF's `repeat_kv`: query head h reads KV head h / group, so the query heads of
+        // one KV head are adjacent and fold into its rows.
+        let q = g.op("Transpose", &[&q], &[Attr::Ints("perm", vec![0, 2, 1, 3])]); // [b, heads, t, d]
+        let q = g.op("Reshape", &[&q, &sh.grouped], &[]); // [b, kv, group·t, d]
+        let mut k = g.op("Transpose", &[&k], &[Attr::Ints("perm", vec![0, 2, 1, 3])]); // [b, kv, t, d]
+        let mut v = g.op("Transpose", &[&v], &[Attr::Ints("perm", vec![0, 2, 1, 3])]);
+        if let Some((pk, pv)) = self.inputs.past.get(l) {
+            k = g.op("Concat", &[pk, &k], &[Attr::Int("axis", 2)]); // [b, kv, past + t, d]
+            v = g.op("Concat", &[pv, &v], &[Attr::Int("axis", 2)]);
+            g.output(&k, &format!("present_key_{l}"), Elem::FLOAT, &kv_dims);
+            g.output(&v, &format!("present_value_{l}"), Elem::FLOAT, &kv_dims);
+        }
+        let kt = g.op("Transpose", &[&k], &[Attr::Ints("perm", vec![0, 1, 3, 2])]); // [b, kv, d, s]
+        let s = g.op("MatMul", &[&q, &kt], &[]);
+        let mut s = g.op("Reshape", &[&s, &sh.by_head], &[]); // [b, heads, t, s]
+        if let Some(cap) = softcap {
+            s = softcap_op(g, &s, cap);
+        }
+        let s = g.op("Add", &[&s, mask], &[]);
+        let s = g.op("Softmax", &[&s], &[Attr::Int("axis", -1)]);
+        let s = g.op("Reshape", &[&s, &sh.by_group], &[]);
+        let att = g.op("MatMul", &[&s, &v], &[]); // [b, kv, group·t, d]
+        let att = g.op("Reshape", &[&att, &sh.heads_back], &[]);
+        let att = g.op("Transpose", &[&att], &[Attr::Ints("perm", vec![0, 2, 1, 3])]); // [b, t, heads, d]
+        Ok(g.op("Reshape", &[&att, &sh.merged], &[]))
+    }
+
+    fn activate(&mut self, x: &String, act: Activation) -> Result<String, Self::Error> {
+        Ok(self.c.activate(x, act))
+    }
+
+    fn overwrite(&mut self, l: usize, a: String) -> Result<String, Self::Error> {
+        let Some((mask, value)) = &self.inputs.intervention else { return Ok(a) };
+        let g = &mut self.c.g;
         let li = g.int(l as i64);
         let m = g.op("Gather", &[mask, &li], &[Attr::Int("axis", 0)]); // [I], broadcast over positions
         let v = g.op("Gather", &[value, &li], &[Attr::Int("axis", 0)]);
-        a = g.op("Where", &[&m, &v, &a], &[]);
+        Ok(g.op("Where", &[&m, &v, &a], &[]))
     }
-    if spec.any_tap() {
-        let tapped = if spec.gate_pre { gate.clone() } else { a.clone() };
-        taps(c, spec, &inputs.taps, &tapped, l, outs);
+
+    fn tap_point(&self) -> Option<TapPoint> {
+        self.spec.any_tap().then_some(if self.spec.gate_pre { TapPoint::GatePre } else { TapPoint::Act })
     }
-    if l == c.cfg.num_layers - 1 && spec.head == Head::No {
-        return None; // capture needs only the taps
+
+    fn tap(&mut self, l: usize, x: &String) -> Result<(), Self::Error> {
+        taps(self.c, self.spec, &self.inputs.taps, x, l, self.outs);
+        Ok(())
     }
-    let up = c.linear(&h, &n.up);
-    let au = c.g.op("Mul", &[&a, &up], &[]);
-    let mut f = c.linear(&au, &n.down);
-    if let Some(pn) = &n.post_ffn_norm {
-        f = c.rms_norm(&f, pn);
-    }
-    Some(c.g.op("Add", &[x, &f], &[]))
 }
 
 /// The tap outputs, concatenated over layers, and what the graph ends with.
@@ -595,13 +632,12 @@ pub(crate) fn body(cfg: &ModelConfig, manifest: &Manifest, spec: &BodySpec) -> R
     }
     let shapes = attn_shapes(&mut c, &bt);
     let mut outs = TapOuts::default();
-    for (l, &kind) in cfg.layer_kinds.iter().enumerate() {
-        x = attention_block(&mut c, l, &x, pos.of(kind), inputs.past.get(l), &shapes);
-        match ffn_block(&mut c, spec, &inputs, l, &x, &mut outs) {
-            Some(next) => x = next,
-            None => break,
-        }
-    }
+    let name = |n: &str| Ok::<_, std::convert::Infallible>(n.to_owned());
+    let Ok(layers) = (0..cfg.num_layers).map(|l| c.arch.load_layer(cfg, l, name, name)).collect::<Result<Vec<_>, _>>();
+    let mut ops = GraphOps { c: &mut c, spec, inputs: &inputs, pos: &pos, shapes: &shapes, outs: &mut outs };
+    // Without a head the graph ends at the last layer's taps (capture needs only them).
+    let Ok(x) = lsn_core::layer::decoder_layers(&mut ops, cfg, &layers, x, spec.head != Head::No);
+    let x = x.unwrap_or_default();
     body_outputs(&mut c, spec, &inputs, &x, &bt, &outs);
     c.g.into_model_bytes(&format!("lsn {:?} decoder, exporter v{EXPORTER_VERSION}", cfg.family))
 }

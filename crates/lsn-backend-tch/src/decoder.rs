@@ -1,10 +1,12 @@
-//! The two decoder families on libtorch, one layer loop reading lsn-core's [`Arch`]: Llama (RMSNorm `w·x`, RoPE with
-//! optional scaling, GQA, SwiGLU) and Gemma 3 (embeddings × √hidden, `(1 + w)` norms, q/k norms before RoPE, sandwich
-//! norms around attention and FFN, sliding-window layers with their own RoPE base, GeGLU). The same loop serves a
-//! whole pass and a cached step; it mirrors HF transformers in f32.
+//! The decoder on libtorch: lsn-core's one layer algorithm ([`lsn_core::layer`]) over libtorch's ops ([`Pass`]),
+//! the embeddings, the final norm and the key/value cache, and lsn-core's training step over libtorch's autograd
+//! ([`TrainOps`]). The same ops serve a whole pass, a cached step and training (whose layers run over a padded
+//! batch's real positions alone); in f32 as HF transformers.
 
-use lsn_core::arch::{self, Arch, LayerWeights};
-use lsn_core::{LoraTarget, ModelConfig, Overwrite, TapPoint};
+use lsn_core::arch::{Arch, DecoderWeights, LayerWeights};
+use lsn_core::layer::LayerOps;
+use lsn_core::train::TrainOps;
+use lsn_core::{Activation, AttentionKind, LoraTarget, ModelConfig, Overwrite, TapPoint};
 use tch::{Device, Kind, TchError, Tensor};
 
 use crate::error::Result;
@@ -14,16 +16,6 @@ use crate::taps::DeviceTaps;
 use crate::weights::Weights;
 
 type Layer = LayerWeights<Tensor>;
-
-/// What [`Decoder::train_forward`] kept for the backward through the layers it ran without a graph.
-pub(crate) struct Recomputed {
-    /// The input of each such layer, in order.
-    inputs: Vec<Tensor>,
-    /// The first graphed layer's input, an autograd leaf (when any layer is recomputed).
-    leaf: Tensor,
-    /// The real positions the layers ran over, when the batch is padded.
-    unpadded: Option<Unpadded>,
-}
 
 /// A right-padded batch `[rows, seq]` run over its `n` real positions only: every linear, norm and the FFN see
 /// `[n, width]`; attention alone sees the padded `[rows, seq, …]` layout (pad rows zero; a real query never reaches
@@ -55,10 +47,7 @@ impl Unpadded {
 pub(crate) struct Decoder {
     cfg: ModelConfig,
     pub(crate) arch: Arch,
-    pub(crate) embed: Tensor,
-    layers: Vec<Layer>,
-    norm: Tensor,
-    positions: Option<Positions>,
+    w: DecoderWeights<Tensor>,
 }
 
 /// Keys and values of every layer `[rows, kv_heads, slots, head_dim]`; `None` before the first step.
@@ -96,21 +85,11 @@ impl<'t> Hook<'t> {
         Ok(Self { overwrite: per_layer, taps, point })
     }
 
-    /// `act_fn(gate)` of layer `l` after the overwrite; taps read it (or `gate`, at `TapPoint::GatePre`).
-    fn apply(&mut self, l: usize, gate: &Tensor, a: Tensor) -> std::result::Result<Tensor, TchError> {
-        let a = match &self.overwrite[l] {
-            Some((mask, value)) => value.f_where_self(mask, &a)?,
-            None => a,
-        };
-        if let Some(t) = self.taps.as_deref_mut() {
-            let tapped = match self.point {
-                TapPoint::Act => &a,
-                TapPoint::GatePre => gate,
-            };
-            let width = *tapped.size().last().unwrap_or(&0);
-            t.push(&tapped.f_reshape([-1, width])?)?;
+    fn overwrite(&self, l: usize, a: Tensor) -> std::result::Result<Tensor, TchError> {
+        match &self.overwrite[l] {
+            Some((mask, value)) => value.f_where_self(mask, &a),
+            None => Ok(a),
         }
-        Ok(a)
     }
 }
 
@@ -118,135 +97,61 @@ impl Decoder {
     pub(crate) fn load(w: &Weights, cfg: &ModelConfig) -> Result<Self> {
         let arch = Arch::of(cfg);
         let plus_one = arch.norm_plus_one;
-        let norm = |n: &str| w.norm(n, plus_one);
-        let layers = (0..cfg.num_layers)
-            .map(|l| arch.load_layer(cfg, l, |n| w.matrix(n), norm))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok(Self {
-            cfg: cfg.clone(),
-            embed: w.matrix(arch::EMBED)?,
-            layers,
-            norm: norm(arch::FINAL_NORM)?,
-            positions: None,
-            arch,
-        })
+        let weights = arch.load_decoder(cfg, |n| w.matrix(n), |n| w.norm(n, plus_one))?;
+        Ok(Self { cfg: cfg.clone(), w: weights, arch })
     }
 
-    /// Runs `ids` (`[rows, seq]`, i64) through every layer with the FFN `hook`, with the RoPE tables and masks of a
-    /// whole pass (`step == None`) or of a cached step (its keys and values appended to `cache`). Returns the
+    /// The LM head's weight.
+    pub(crate) fn head_weight(&self) -> &Tensor {
+        self.w.head()
+    }
+
+    /// Every layer's weights, as lsn-core's algorithms take them.
+    pub(crate) fn layers(&self) -> &[Layer] {
+        &self.w.layers
+    }
+
+    /// Runs `ids` (`[rows, seq]`, i64) through every layer with the FFN `hook`, with the RoPE tables and masks `pos`
+    /// of a whole pass or of a cached step (with `cache`: its keys and values appended to it). Returns the
     /// final-normed hidden states `[n, hidden]` of the flat positions `out` (all when `None`), or nothing when
     /// `hidden` is false (the pass then stops after the last tap). `lora` adds an adapter to the linears it targets.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn forward(
-        &mut self,
+        &self,
         ids: &Tensor,
-        step: Option<(&Positions, &mut Cache)>,
+        pos: &Positions,
+        mut cache: Option<&mut Cache>,
         hook: &mut Hook<'_>,
         hidden: bool,
         out: Option<&Tensor>,
         lora: Option<&LoraTensors>,
     ) -> std::result::Result<Option<Tensor>, TchError> {
         let (rows, seq) = ids.size2()?;
-        let device = ids.device();
-        let mut x = self.embed_ids(ids)?;
-        let (pos, mut cache) = match step {
-            Some((pos, cache)) => {
-                cache.layers.resize_with(self.layers.len(), || None);
-                (pos, Some(cache))
-            }
-            None => (Positions::for_len(&mut self.positions, &self.cfg, seq as usize, device)?, None),
-        };
-        let last = self.layers.len() - 1;
-        for (l, layer) in self.layers.iter().enumerate() {
-            let stop = l == last && !hidden;
-            match run_layer(&self.cfg, layer, l, &x, pos, cache.as_deref_mut(), hook, lora, stop, None)? {
-                Some(y) => x = y,
-                // Only the taps are wanted: the last FFN's output and the final norm feed nothing else.
-                None => return Ok(None),
-            }
+        let x = self.embed_ids(ids)?;
+        if let Some(cache) = cache.as_deref_mut() {
+            cache.layers.resize_with(self.w.layers.len(), || None);
         }
+        let mut pass = Pass::new(self, (rows, seq), pos, hook, lora, None);
+        pass.cache = cache;
+        // Only the taps are wanted without `hidden`: the last FFN's output and the final norm feed nothing else.
+        let Some(x) = lsn_core::layer::decoder_layers(&mut pass, &self.cfg, &self.w.layers, x, hidden)? else {
+            return Ok(None);
+        };
         let mut x = x.f_reshape([rows * seq, -1])?;
         if let Some(out) = out {
             x = x.f_index_select(0, out)?;
         }
-        Ok(Some(ops::rms_norm(&x, &self.norm, self.cfg.rms_norm_eps)?))
+        Ok(Some(ops::rms_norm(&x, &self.w.norm, self.cfg.rms_norm_eps)?))
     }
 
-    /// The embeddings of `ids` `[rows, seq]` → `[rows, seq, hidden]` in f32 (scaled where the family scales them).
+    /// The embeddings of `ids` (`[rows, seq]` → `[rows, seq, hidden]`, or `[n]` → `[n, hidden]`) in f32 (scaled
+    /// where the family scales them).
     fn embed_ids(&self, ids: &Tensor) -> std::result::Result<Tensor, TchError> {
-        let x = Tensor::f_embedding(&self.embed, ids, -1, false, false)?.f_to_kind(Kind::Float)?;
+        let x = Tensor::f_embedding(&self.w.embed, ids, -1, false, false)?.f_to_kind(Kind::Float)?;
         match self.arch.embed_scale {
             Some(s) => x.f_mul_scalar(f64::from(s)),
             None => Ok(x),
         }
-    }
-
-    /// Training's forward over `ids` with adapter `lora`: layers `[0, recompute)` run without a graph (each one's
-    /// input kept), the rest with one from a leaf at layer `recompute`'s input, so the graph held for the backward
-    /// is that of the other layers only. With `unpadded`, the layers run over the real positions alone. Returns the
-    /// final-normed hidden states `[rows · seq, hidden]` (zeros at padding); [`Self::train_backward`] finishes the
-    /// backward once the loss's has reached the leaf.
-    pub(crate) fn train_forward(
-        &mut self,
-        ids: &Tensor,
-        unpadded: Option<Unpadded>,
-        lora: &LoraTensors,
-        recompute: usize,
-    ) -> std::result::Result<(Tensor, Recomputed), TchError> {
-        let (rows, seq) = ids.size2()?;
-        let device = ids.device();
-        let mut x = match &unpadded {
-            Some(u) => self.embed_ids(&ids.f_reshape([-1])?.f_index_select(0, &u.idx)?)?,
-            None => self.embed_ids(ids)?,
-        };
-        let pos = Positions::for_len(&mut self.positions, &self.cfg, seq as usize, device)?;
-        let mut hook = Hook::new(None, None, TapPoint::Act, self.layers.len(), device)?;
-        let mut inputs = Vec::with_capacity(recompute);
-        let u = unpadded.as_ref();
-        for (l, layer) in self.layers.iter().enumerate().take(recompute) {
-            inputs.push(x.shallow_clone());
-            x = tch::no_grad(|| train_layer(&self.cfg, layer, l, &x, pos, &mut hook, lora, u))?;
-        }
-        let leaf = x.f_detach()?.set_requires_grad(recompute > 0);
-        let mut x = leaf.shallow_clone();
-        for (l, layer) in self.layers.iter().enumerate().skip(recompute) {
-            x = train_layer(&self.cfg, layer, l, &x, pos, &mut hook, lora, u)?;
-        }
-        let x = ops::rms_norm(&x.f_reshape([-1, self.cfg.hidden_size as i64])?, &self.norm, self.cfg.rms_norm_eps)?;
-        let x = match u {
-            Some(u) => u.pad(&x)?,
-            None => x,
-        };
-        debug_assert_eq!(x.size()[0], rows * seq);
-        Ok((x, Recomputed { inputs, leaf, unpadded }))
-    }
-
-    /// Sends the gradient that reached `r.leaf` back through the layers `train_forward` ran without a graph, last
-    /// first: each is rerun from its kept input with a graph, `(y · g).sum()` is sent back (its LoRA parameters
-    /// gather their gradients), and the gradient at its input goes on to the layer below.
-    pub(crate) fn train_backward(&mut self, r: Recomputed, lora: &LoraTensors) -> std::result::Result<(), TchError> {
-        let mut g = r.leaf.grad();
-        let Some(first) = r.inputs.first() else { return Ok(()) };
-        let device = first.device();
-        let seq = match &r.unpadded {
-            Some(u) => u.seq,
-            None => first.size()[1],
-        };
-        let pos = Positions::for_len(&mut self.positions, &self.cfg, seq as usize, device)?;
-        let mut hook = Hook::new(None, None, TapPoint::Act, self.layers.len(), device)?;
-        for (l, input) in r.inputs.iter().enumerate().rev() {
-            if !g.defined() {
-                break;
-            }
-            // Layer 0's input is the frozen embedding: no gradient is needed there.
-            let x = input.f_detach()?.set_requires_grad(l > 0);
-            let y = train_layer(&self.cfg, &self.layers[l], l, &x, pos, &mut hook, lora, r.unpadded.as_ref())?;
-            y.f_mul(&g)?.f_sum(Kind::Float)?.f_backward()?;
-            if l > 0 {
-                g = x.grad();
-            }
-        }
-        Ok(())
     }
 
     /// Keeps rows `keep` of every layer's cached keys and values.
@@ -262,93 +167,227 @@ impl Decoder {
     }
 }
 
-/// Layer `l` of a training pass over `x` (`[n, hidden]` when `unpadded`): adapter `lora`, no cache, never stopped
-/// after the tap.
-#[allow(clippy::too_many_arguments)]
-fn train_layer(
-    c: &ModelConfig,
-    layer: &Layer,
-    l: usize,
-    x: &Tensor,
-    pos: &Positions,
-    hook: &mut Hook<'_>,
-    lora: &LoraTensors,
-    unpadded: Option<&Unpadded>,
-) -> std::result::Result<Tensor, TchError> {
-    run_layer(c, layer, l, x, pos, None, hook, Some(lora), false, unpadded)?
-        .ok_or_else(|| TchError::Kind("a layer returned nothing".into()))
+/// One pass's state as lsn-core's [`LayerOps`]: values are `[rows, seq, width]`, or `[n, width]` over the real
+/// positions of `unpadded` (attention alone then sees the padded layout).
+pub(crate) struct Pass<'p, 'h> {
+    dec: &'p Decoder,
+    cfg: &'p ModelConfig,
+    rows: i64,
+    seq: i64,
+    pos: &'p Positions,
+    hook: &'p mut Hook<'h>,
+    lora: Option<&'p LoraTensors>,
+    /// The cache a cached step appends to (a slot per layer).
+    cache: Option<&'p mut Cache>,
+    unpadded: Option<&'p Unpadded>,
+    /// Set while a training step records no graph.
+    no_grad: Option<tch::NoGradGuard>,
 }
 
-/// One decoder layer over `x` `[rows, seq, hidden]` (or `[n, hidden]`, the real positions of `unpadded`) with the
-/// RoPE tables and masks of `pos`, appending its keys and values to `cache` on a cached step; `None` when `stop` (the
-/// pass wants only the taps, and this is the last layer).
-#[allow(clippy::too_many_arguments)]
-fn run_layer(
-    c: &ModelConfig,
-    layer: &Layer,
-    l: usize,
-    x: &Tensor,
-    pos: &Positions,
-    cache: Option<&mut Cache>,
-    hook: &mut Hook<'_>,
-    lora: Option<&LoraTensors>,
-    stop: bool,
-    unpadded: Option<&Unpadded>,
-) -> std::result::Result<Option<Tensor>, TchError> {
-    let (rows, seq) = match unpadded {
-        Some(u) => (u.rows, u.seq),
-        None => (x.size()[0], x.size()[1]),
-    };
-    let (heads, kv, d, eps) = (c.num_heads as i64, c.num_kv_heads as i64, c.head_dim as i64, c.rms_norm_eps);
-    let lin = |t: LoraTarget, x: &Tensor, w: &Tensor| LoraTensors::linear(lora, l, t, x, w);
-    // Into attention's padded layout.
-    let padded = |t: Tensor, n_heads: i64| -> std::result::Result<Tensor, TchError> {
-        match unpadded {
-            Some(u) => u.pad(&t)?.f_reshape([rows, seq, n_heads, d]),
-            None => t.f_reshape([rows, seq, n_heads, d]),
-        }
-    };
-    let (rope, mask) = pos.of(layer.kind);
-    let h = ops::rms_norm(x, &layer.input_norm, eps)?;
-    let mut q = padded(lin(LoraTarget::QProj, &h, &layer.q)?, heads)?;
-    let mut k = padded(lin(LoraTarget::KProj, &h, &layer.k)?, kv)?;
-    let v = padded(lin(LoraTarget::VProj, &h, &layer.v)?, kv)?;
-    if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
-        q = ops::rms_norm(&q, qn, eps)?;
-        k = ops::rms_norm(&k, kn, eps)?;
+impl<'p, 'h> Pass<'p, 'h> {
+    pub(crate) fn new(
+        dec: &'p Decoder,
+        (rows, seq): (i64, i64),
+        pos: &'p Positions,
+        hook: &'p mut Hook<'h>,
+        lora: Option<&'p LoraTensors>,
+        unpadded: Option<&'p Unpadded>,
+    ) -> Self {
+        Self { dec, cfg: &dec.cfg, rows, seq, pos, hook, lora, cache: None, unpadded, no_grad: None }
     }
-    let q = rope.apply(&q)?.f_transpose(1, 2)?; // [b, heads, t, d]
-    let mut k = rope.apply(&k)?.f_transpose(1, 2)?; // [b, kv, t, d]
-    let mut v = v.f_transpose(1, 2)?;
-    if let Some(cache) = cache {
-        if let Some((pk, pv)) = &cache.layers[l] {
-            k = Tensor::f_cat(&[pk, &k], 2)?;
-            v = Tensor::f_cat(&[pv, &v], 2)?;
-        }
-        cache.layers[l] = Some((k.shallow_clone(), v.shallow_clone()));
-    }
-    // `attn_logit_softcapping` is not applied: transformers' Gemma3Attention does not pass it on either.
-    let att = ops::attention(&q, &k, &v, mask, c.attn_scale)?;
-    let att = match unpadded {
-        Some(u) => att.f_reshape([rows * seq, heads * d])?.f_index_select(0, &u.idx)?,
-        None => att,
-    };
-    let mut att = lin(LoraTarget::OProj, &att, &layer.o)?;
-    if let Some(n) = &layer.post_attn_norm {
-        att = ops::rms_norm(&att, n, eps)?;
-    }
-    let x = x.f_add(&att)?;
 
-    let h = ops::rms_norm(&x, &layer.pre_ffn_norm, eps)?;
-    let gate = lin(LoraTarget::GateProj, &h, &layer.gate)?;
-    let a = ops::activate(&gate, c.activation)?;
-    let a = hook.apply(l, &gate, a)?;
-    if stop {
-        return Ok(None);
+    fn upload(&self, idx: &[u32]) -> std::result::Result<Tensor, TchError> {
+        let idx: Vec<i64> = idx.iter().map(|&i| i64::from(i)).collect();
+        Tensor::f_from_slice(&idx)?.f_to_device(self.dec.w.embed.device())
     }
-    let mut f = lin(LoraTarget::DownProj, &a.f_mul(&lin(LoraTarget::UpProj, &h, &layer.up)?)?, &layer.down)?;
-    if let Some(n) = &layer.post_ffn_norm {
-        f = ops::rms_norm(&f, n, eps)?;
+}
+
+impl TrainOps for Pass<'_, '_> {
+    fn fail(&self, message: &str) -> TchError {
+        TchError::Kind(message.into())
     }
-    Ok(Some(x.f_add(&f)?))
+
+    /// `[rows, seq, hidden]` for a batch without padding, `[n, hidden]` over the real positions otherwise.
+    fn embed(&mut self, ids: &[u32]) -> std::result::Result<Tensor, TchError> {
+        let x = self.dec.embed_ids(&self.upload(ids)?)?;
+        match self.unpadded {
+            Some(_) => Ok(x),
+            None => x.f_reshape([self.rows, self.seq, -1]),
+        }
+    }
+
+    fn record(&mut self, on: bool) -> std::result::Result<(), TchError> {
+        self.no_grad = if on { None } else { Some(tch::no_grad_guard()) };
+        Ok(())
+    }
+
+    fn detach(&mut self, x: &Tensor) -> std::result::Result<Tensor, TchError> {
+        x.f_detach()
+    }
+
+    fn leaf(&mut self, x: &Tensor) -> std::result::Result<Tensor, TchError> {
+        Ok(x.f_detach()?.set_requires_grad(true))
+    }
+
+    fn final_norm(&mut self, x: &Tensor) -> std::result::Result<Tensor, TchError> {
+        ops::rms_norm(&x.f_reshape([-1, self.cfg.hidden_size as i64])?, &self.dec.w.norm, self.cfg.rms_norm_eps)
+    }
+
+    fn scatter_rows(&mut self, x: &Tensor, idx: &[u32], len: usize) -> std::result::Result<Tensor, TchError> {
+        let w = x.size()[1];
+        Tensor::f_zeros([len as i64, w], (x.kind(), x.device()))?.f_index_copy(0, &self.upload(idx)?, x)
+    }
+
+    fn gather_rows(&mut self, x: &Tensor, idx: &[u32]) -> std::result::Result<Tensor, TchError> {
+        x.f_index_select(0, &self.upload(idx)?)
+    }
+
+    fn narrow_rows(&mut self, x: &Tensor, start: usize, len: usize) -> std::result::Result<Tensor, TchError> {
+        x.f_narrow(0, start as i64, len as i64)
+    }
+
+    fn lm_logits(&mut self, h: &Tensor) -> std::result::Result<Tensor, TchError> {
+        ops::softcap(ops::linear(h, self.dec.head_weight())?, self.dec.arch.final_softcap)
+    }
+
+    fn class_logits(&mut self, h: &Tensor) -> std::result::Result<Tensor, TchError> {
+        let head = self.lora.and_then(|l| l.head.as_ref());
+        ops::linear(h, head.ok_or_else(|| self.fail("a classification batch without a head"))?)
+    }
+
+    fn nll_sum(
+        &mut self,
+        logits: &Tensor,
+        targets: &[u32],
+        weights: Option<&[f32]>,
+    ) -> std::result::Result<Tensor, TchError> {
+        let y = self.upload(targets)?;
+        let nll = logits.f_cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::None, -100, 0.0)?;
+        match weights {
+            Some(w) => nll.f_mul(&Tensor::f_from_slice(w)?.f_to_device(logits.device())?)?.f_sum(Kind::Float),
+            None => nll.f_sum(Kind::Float),
+        }
+    }
+
+    fn scalar(&mut self, x: &Tensor) -> std::result::Result<f64, TchError> {
+        x.f_double_value(&[])
+    }
+
+    /// The adapter's leaves accumulate their gradients across backwards (libtorch's own rule); a `wrt` leaf's
+    /// gradient is copied out and its accumulator zeroed, so each backward returns its own.
+    fn backward(
+        &mut self,
+        y: &Tensor,
+        seed: Option<&Tensor>,
+        wrt: &[&Tensor],
+    ) -> std::result::Result<Vec<Option<Tensor>>, TchError> {
+        match seed {
+            Some(g) => y.f_mul(g)?.f_sum(Kind::Float)?.f_backward()?,
+            None => y.f_backward()?,
+        }
+        wrt.iter()
+            .map(|x| {
+                let mut g = x.grad();
+                if !g.defined() {
+                    return Ok(None);
+                }
+                let out = g.f_detach_copy()?;
+                let _ = g.f_zero_()?;
+                Ok(Some(out))
+            })
+            .collect()
+    }
+}
+
+impl LayerOps for Pass<'_, '_> {
+    type X = Tensor;
+    type W = Tensor;
+    type Error = TchError;
+
+    fn norm(&mut self, x: &Tensor, w: &Tensor) -> std::result::Result<Tensor, TchError> {
+        ops::rms_norm(x, w, self.cfg.rms_norm_eps)
+    }
+
+    fn linear(&mut self, x: &Tensor, w: &Tensor) -> std::result::Result<Tensor, TchError> {
+        ops::linear(x, w)
+    }
+
+    fn lora(&self, l: usize, target: LoraTarget) -> Option<(Tensor, Tensor)> {
+        self.lora.and_then(|a| a.factors(l, target))
+    }
+
+    fn bias(&mut self, x: &Tensor, b: &Tensor) -> std::result::Result<Tensor, TchError> {
+        x.f_add(&b.f_to_kind(x.kind())?)
+    }
+
+    fn add(&mut self, a: &Tensor, b: &Tensor) -> std::result::Result<Tensor, TchError> {
+        a.f_add(b)
+    }
+
+    fn mul(&mut self, a: &Tensor, b: &Tensor) -> std::result::Result<Tensor, TchError> {
+        a.f_mul(b)
+    }
+
+    fn split_heads(&mut self, x: Tensor, n_heads: usize) -> std::result::Result<Tensor, TchError> {
+        let shape = [self.rows, self.seq, n_heads as i64, self.cfg.head_dim as i64];
+        match self.unpadded {
+            Some(u) => u.pad(&x)?.f_reshape(shape),
+            None => x.f_reshape(shape),
+        }
+    }
+
+    fn rope(&mut self, x: &Tensor, kind: AttentionKind, query: bool) -> std::result::Result<Tensor, TchError> {
+        self.pos.of(kind).0.apply(x, query)
+    }
+
+    fn attend(
+        &mut self,
+        l: usize,
+        kind: AttentionKind,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        softcap: Option<f64>,
+    ) -> std::result::Result<Tensor, TchError> {
+        let q = q.f_transpose(1, 2)?; // [b, heads, t, d]
+        let mut k = k.f_transpose(1, 2)?; // [b, kv, t, d]
+        let mut v = v.f_transpose(1, 2)?;
+        if let Some(cache) = self.cache.as_deref_mut() {
+            if let Some((pk, pv)) = &cache.layers[l] {
+                k = Tensor::f_cat(&[pk, &k], 2)?;
+                v = Tensor::f_cat(&[pv, &v], 2)?;
+            }
+            cache.layers[l] = Some((k.shallow_clone(), v.shallow_clone()));
+        }
+        let att = ops::attention(&q, &k, &v, self.pos.of(kind).1, softcap)?;
+        match self.unpadded {
+            Some(u) => {
+                let width = att.size()[2];
+                att.f_reshape([u.rows * u.seq, width])?.f_index_select(0, &u.idx)
+            }
+            None => Ok(att),
+        }
+    }
+
+    fn activate(&mut self, x: &Tensor, act: Activation) -> std::result::Result<Tensor, TchError> {
+        ops::activate(x, act)
+    }
+
+    fn overwrite(&mut self, l: usize, a: Tensor) -> std::result::Result<Tensor, TchError> {
+        self.hook.overwrite(l, a)
+    }
+
+    fn tap_point(&self) -> Option<TapPoint> {
+        self.hook.taps.as_ref().map(|_| self.hook.point)
+    }
+
+    fn tap(&mut self, _l: usize, x: &Tensor) -> std::result::Result<(), TchError> {
+        match self.hook.taps.as_deref_mut() {
+            Some(t) => {
+                let width = *x.size().last().unwrap_or(&0);
+                t.push(&x.f_reshape([-1, width])?)
+            }
+            None => Ok(()),
+        }
+    }
 }

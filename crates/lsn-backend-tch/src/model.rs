@@ -5,26 +5,20 @@ use lsn_core::engine::downcast_cache;
 use lsn_core::{Adapter, BodyOut, BodyPass, Engine, Gradient, KvCache, ModelConfig, Step, TapPoint, TrainBatch};
 use tch::{Device, Tensor};
 
-use crate::decoder::{Cache, Decoder, Hook, Unpadded};
+use crate::decoder::{Cache, Decoder, Hook, Pass, Unpadded};
 use crate::error::{Context, Result};
-use crate::lora::{self, LoraTensors};
+use crate::lora::LoraTensors;
 use crate::ops::{self, Positions, to_vec};
 use crate::taps::{DeviceTaps, QuantilesOn};
 use crate::weights::Weights;
-
-/// Training reruns the first `num_layers / RECOMPUTE_DIVISOR` layers in the backward instead of holding their graph
-/// (autograd keeps each op's saved tensors from the forward until the backward frees them). Train bench, Gemma-3-270M,
-/// 16 XNLI rows (765 real of 1120 padded positions, the layers running over the real ones), layers rerun → peak RSS
-/// and tokens/s: 0 → 2514 MiB (2.46× the weights), 382; 2 → 2382, 363; 3 → 2319 (2.27×), 372; 6 → 2118, 335.
-const RECOMPUTE_DIVISOR: usize = 6;
 
 /// A loaded model on a libtorch device.
 pub(crate) struct TchModel {
     cfg: ModelConfig,
     device: Device,
     decoder: Decoder,
-    /// `lm_head.weight` of untied models; tied models use the embedding matrix.
-    lm_head: Option<Tensor>,
+    /// The RoPE tables and masks of the last sequence length (capture runs batch after batch of one length).
+    positions: Option<Positions>,
     /// The adapter applied to every pass (`Model::set_adapter`).
     adapter: Option<LoraTensors>,
 }
@@ -32,16 +26,14 @@ pub(crate) struct TchModel {
 impl TchModel {
     pub(crate) fn load(w: &Weights, cfg: &ModelConfig, device: Device) -> Result<Self> {
         let decoder = Decoder::load(w, cfg)?;
-        let lm_head = if cfg.tie_word_embeddings { None } else { Some(w.matrix(decoder.arch.head_weight)?) };
-        Ok(Self { cfg: cfg.clone(), device, decoder, lm_head, adapter: None })
+        Ok(Self { cfg: cfg.clone(), device, decoder, positions: None, adapter: None })
     }
 
     /// Head logits of hidden rows `[n, hidden]` → `[n, vocab]`.
     fn head(&self, hidden: &[f32]) -> std::result::Result<Tensor, tch::TchError> {
         let d = self.cfg.hidden_size as i64;
         let h = Tensor::f_from_slice(hidden)?.f_reshape([-1, d])?.f_to_device(self.device)?;
-        let w = self.lm_head.as_ref().unwrap_or(&self.decoder.embed);
-        ops::softcap(ops::head_linear(&h, w)?, self.decoder.arch.final_softcap)
+        ops::softcap(ops::head_linear(&h, self.decoder.head_weight())?, self.decoder.arch.final_softcap)
     }
 
     fn ids(&self, ids: &[u32], rows: usize) -> Result<Tensor> {
@@ -87,7 +79,8 @@ impl Engine for TchModel {
         let (device, family) = (self.device, self.cfg.family);
         let hidden = tch::no_grad(|| {
             let mut hook = Hook::new(pass.overwrite, device_taps.as_mut(), pass.taps.point, layers, device)?;
-            let h = self.decoder.forward(&ids, None, &mut hook, pass.hidden, None, self.adapter.as_ref())?;
+            let pos = Positions::for_len(&mut self.positions, &self.cfg, seq, device)?;
+            let h = self.decoder.forward(&ids, pos, None, &mut hook, pass.hidden, None, self.adapter.as_ref())?;
             h.map(|h| to_vec::<f32>(&h)).transpose()
         })
         .during(|| format!("{family:?} forward pass over {rows} rows × {seq} tokens"))?;
@@ -120,11 +113,11 @@ impl Engine for TchModel {
         let ids = self.ids(step.ids, step.rows)?;
         let (device, layers) = (self.device, self.cfg.num_layers);
         Ok(tch::no_grad(|| {
-            let pos = Positions::of_step(step, device)?;
+            let pos = Positions::of_step(step, self.cfg.attn_scale, device)?;
             let mut hook = Hook::new(step.overwrite, None, TapPoint::Act, layers, device)?;
             let out: Vec<i64> = step.out.iter().map(|&i| i64::from(i)).collect();
             let out = Tensor::f_from_slice(&out)?.f_to_device(device)?;
-            match self.decoder.forward(&ids, Some((&pos, cache)), &mut hook, true, Some(&out), self.adapter.as_ref())? {
+            match self.decoder.forward(&ids, &pos, Some(cache), &mut hook, true, Some(&out), self.adapter.as_ref())? {
                 Some(h) => to_vec::<f32>(&h),
                 None => Err(tch::TchError::Kind("the decoder returned no hidden state".into())),
             }
@@ -145,19 +138,16 @@ impl Engine for TchModel {
 
     fn gradient(&mut self, adapter: &Adapter, tb: &TrainBatch) -> lsn_core::Result<Gradient> {
         let b = &tb.batch;
-        let ids = self.ids(&b.ids, b.rows)?;
         let lora = LoraTensors::new(adapter, &self.cfg, self.device, true)
             .during(|| "uploading the LoRA parameters".into())?;
-        let softcap = self.decoder.arch.final_softcap;
-        let recompute = self.cfg.num_layers / RECOMPUTE_DIVISOR;
         let (loss_sum, count) = (|| {
             let unpadded = Unpadded::of(b, self.device)?;
-            let (h, recomputed) = self.decoder.train_forward(&ids, unpadded, &lora, recompute)?;
-            let head = self.lm_head.as_ref().unwrap_or(&self.decoder.embed);
-            let loss = lora::loss_backward(tb, &h, &lora, head, softcap)?;
-            drop(h);
-            self.decoder.train_backward(recomputed, &lora)?;
-            Ok::<_, tch::TchError>(loss)
+            let pos = Positions::for_len(&mut self.positions, &self.cfg, b.seq_len, self.device)?;
+            let mut hook = Hook::new(None, None, TapPoint::Act, self.cfg.num_layers, self.device)?;
+            let shape = (b.rows as i64, b.seq_len as i64);
+            let d = &self.decoder;
+            let mut pass = Pass::new(d, shape, pos, &mut hook, Some(&lora), unpadded.as_ref());
+            lsn_core::train::train_step(&mut pass, &self.cfg, d.layers(), tb)
         })()
         .during(|| format!("training step over {} rows × {} tokens", b.rows, b.seq_len))?;
         let grads = lora.grads().during(|| "reading the gradients".into())?;

@@ -64,35 +64,46 @@ pub(crate) fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
 }
 
 /// Rotate-half RoPE: cos/sin `[1, t, 1, head_dim]` for one sequence length, or `[b, t, 1, head_dim]` with a position
-/// per row (each half repeated).
+/// per row (each half repeated), and a copy of both premultiplied by the attention scale for the queries (the scale
+/// then costs nothing per pass; exact for the usual power-of-two scales).
 pub(crate) struct Rope {
     cos: Tensor,
     sin: Tensor,
+    cos_q: Tensor,
+    sin_q: Tensor,
 }
 
 impl Rope {
-    fn new(inv_freqs: &[f32], seq_len: usize, device: Device) -> Result<Self> {
+    fn new(inv_freqs: &[f32], seq_len: usize, q_scale: f64, device: Device) -> Result<Self> {
         let (cos, sin) = positions::rope_tables(inv_freqs, seq_len);
-        Self::from_tables(&cos, &sin, 1, seq_len, inv_freqs.len(), device)
+        Self::from_tables(&cos, &sin, (1, seq_len, inv_freqs.len()), q_scale, device)
     }
 
     /// From tables `[rows · t, half]`.
-    fn from_tables(cos: &[f32], sin: &[f32], rows: usize, t: usize, half: usize, device: Device) -> Result<Self> {
+    fn from_tables(
+        cos: &[f32],
+        sin: &[f32],
+        (rows, t, half): (usize, usize, usize),
+        q_scale: f64,
+        device: Device,
+    ) -> Result<Self> {
         let (rows, t, half) = (rows as i64, t as i64, half as i64);
         let table = |v: &[f32]| -> Result<Tensor> {
             let x = Tensor::f_from_slice(v)?.f_reshape([rows * t, half])?;
             Tensor::f_cat(&[&x, &x], -1)?.f_reshape([rows, t, 1, 2 * half])?.f_to_device(device)
         };
-        Ok(Self { cos: table(cos)?, sin: table(sin)? })
+        let (cos, sin) = (table(cos)?, table(sin)?);
+        Ok(Self { cos_q: cos.f_mul_scalar(q_scale)?, sin_q: sin.f_mul_scalar(q_scale)?, cos, sin })
     }
 
-    /// Rotates `x` `[b, t, heads, head_dim]`: `x · cos + rotate_half(x) · sin`.
-    pub(crate) fn apply(&self, x: &Tensor) -> Result<Tensor> {
+    /// Rotates `x` `[b, t, heads, head_dim]`: `x · cos + rotate_half(x) · sin`; queries also by the attention scale.
+    pub(crate) fn apply(&self, x: &Tensor, query: bool) -> Result<Tensor> {
+        let (cos, sin) = if query { (&self.cos_q, &self.sin_q) } else { (&self.cos, &self.sin) };
         let d = *x.size().last().unwrap_or(&0);
         let x1 = x.f_narrow(-1, 0, d / 2)?;
         let x2 = x.f_narrow(-1, d / 2, d / 2)?;
         let rotated = Tensor::f_cat(&[&x2.f_neg()?, &x1], -1)?;
-        x.f_mul(&self.cos)?.f_add(&rotated.f_mul(&self.sin)?)
+        x.f_mul(cos)?.f_add(&rotated.f_mul(sin)?)
     }
 }
 
@@ -106,25 +117,25 @@ pub(crate) struct Positions {
 
 impl Positions {
     /// The tables and masks lsn-core computed for a cached step.
-    pub(crate) fn of_step(step: &lsn_core::Step<'_>, device: Device) -> Result<Self> {
+    pub(crate) fn of_step(step: &lsn_core::Step<'_>, q_scale: f64, device: Device) -> Result<Self> {
         let (rows, len, total) = (step.rows, step.len, step.past + step.len);
         let build = |p: &lsn_core::StepPositions| -> Result<(Rope, Tensor)> {
             let half = p.cos.len() / (rows * len).max(1);
             let mask = Tensor::f_from_slice(&p.mask)?
                 .f_reshape([rows as i64, 1, len as i64, total as i64])?
                 .f_to_device(device)?;
-            Ok((Rope::from_tables(&p.cos, &p.sin, rows, len, half, device)?, mask))
+            Ok((Rope::from_tables(&p.cos, &p.sin, (rows, len, half), q_scale, device)?, mask))
         };
         let global = build(step.of(AttentionKind::Global))?;
         let sliding = step.positions.iter().find(|p| p.kind == AttentionKind::Sliding).map(build).transpose()?;
         Ok(Self { seq_len: len, global, sliding })
     }
 
-    fn build(kind: &LayerPositions, seq_len: usize, device: Device) -> Result<(Rope, Tensor)> {
+    fn build(kind: &LayerPositions, seq_len: usize, q_scale: f64, device: Device) -> Result<(Rope, Tensor)> {
         let mask = Tensor::f_from_slice(&positions::causal_mask(seq_len, kind.window))?
             .f_reshape([seq_len as i64, seq_len as i64])?
             .f_to_device(device)?;
-        Ok((Rope::new(&kind.inv_freqs, seq_len, device)?, mask))
+        Ok((Rope::new(&kind.inv_freqs, seq_len, q_scale, device)?, mask))
     }
 
     /// The tables of `cfg` for `seq_len`, reusing `last` when it has that length (capture runs batch after batch of
@@ -138,12 +149,10 @@ impl Positions {
         if let Some(p) = last.take_if(|p| p.seq_len == seq_len) {
             return Ok(last.insert(p));
         }
-        let global = Self::build(&positions::layer_positions(cfg, AttentionKind::Global), seq_len, device)?;
-        let sliding = if cfg.layer_kinds.contains(&AttentionKind::Sliding) {
-            Some(Self::build(&positions::layer_positions(cfg, AttentionKind::Sliding), seq_len, device)?)
-        } else {
-            None
-        };
+        let build = |kind| Self::build(&positions::layer_positions(cfg, kind), seq_len, cfg.attn_scale, device);
+        let global = build(AttentionKind::Global)?;
+        let sliding =
+            if cfg.layer_kinds.contains(&AttentionKind::Sliding) { Some(build(AttentionKind::Sliding)?) } else { None };
         Ok(last.insert(Positions { seq_len, global, sliding }))
     }
 
@@ -156,16 +165,26 @@ impl Positions {
     }
 }
 
-/// Scaled dot-product attention with grouped KV heads (query head `h` uses KV head `h / (heads / kv_heads)`, as HF's
-/// `repeat_kv`). `q` `[b, heads, t, d]`, `k`/`v` `[b, kv_heads, s, d]`, both after RoPE; `mask` additive, `[t, t]` or
-/// `[b, 1, t, s]`. Returns `[b, t, heads·d]`.
-pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, scale: f64) -> Result<Tensor> {
+/// Dot-product attention with grouped KV heads (query head `h` uses KV head `h / (heads / kv_heads)`, as HF's
+/// `repeat_kv`). `q` `[b, heads, t, d]` (RoPE and the attention scale applied), `k`/`v` `[b, kv_heads, s, d]` after
+/// RoPE; `mask` additive, `[t, t]` or `[b, 1, t, s]`; scores soft-capped by `cap` where given (before the mask: the
+/// composed form, since the fused kernel has no soft-cap). Returns `[b, t, heads·d]`.
+pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, cap: Option<f64>) -> Result<Tensor> {
     let (b, heads, t, d) = q.size4()?;
-    let out = Tensor::f_scaled_dot_product_attention(q, k, v, Some(mask), 0.0, false, scale, true)?;
+    let out = match cap {
+        None => Tensor::f_scaled_dot_product_attention(q, k, v, Some(mask), 0.0, false, 1.0, true)?,
+        Some(_) => {
+            let group = heads / k.size()[1];
+            let k = k.f_repeat_interleave_self_int(group, 1, None)?;
+            let v = v.f_repeat_interleave_self_int(group, 1, None)?;
+            let scores = softcap(q.f_matmul(&k.f_transpose(-2, -1)?)?, cap)?.f_add(mask)?;
+            scores.f_softmax(-1, Kind::Float)?.f_matmul(&v)?
+        }
+    };
     out.f_transpose(1, 2)?.f_contiguous()?.f_reshape([b, t, heads * d])
 }
 
-/// Final-logit soft-capping `cap · tanh(x / cap)`.
+/// Soft-capping `cap · tanh(x / cap)` (final logits, and Gemma 2's attention scores).
 pub(crate) fn softcap(x: Tensor, cap: Option<f64>) -> Result<Tensor> {
     match cap {
         Some(c) => x.f_div_scalar(c)?.f_tanh()?.f_mul_scalar(c),
@@ -204,12 +223,15 @@ mod tests {
 
     #[test]
     fn rope_rotates_pairs_by_position_angle() {
-        let rope = Rope::new(&[1.0, 0.0], 2, Device::Cpu).unwrap();
+        let rope = Rope::new(&[1.0, 0.0], 2, 0.5, Device::Cpu).unwrap();
         // Position 1, head_dim 4: the pair (x0, x2) turns by 1 rad, the pair (x1, x3) by 0.
         let x = Tensor::from_slice(&[0.0f32, 0.0, 0.0, 0.0, 1.0, 2.0, 0.0, 0.0]).reshape([1, 2, 1, 4]);
-        let y: Vec<f32> = to_vec(&rope.apply(&x).unwrap()).unwrap();
+        let y: Vec<f32> = to_vec(&rope.apply(&x, false).unwrap()).unwrap();
         let (c, s) = (1.0f32.cos(), 1.0f32.sin());
         assert!((y[4] - c).abs() < 1e-6 && (y[6] - s).abs() < 1e-6, "{y:?}");
         assert!((y[5] - 2.0).abs() < 1e-6 && y[7].abs() < 1e-6, "{y:?}");
+        // Queries come out multiplied by the attention scale.
+        let yq: Vec<f32> = to_vec(&rope.apply(&x, true).unwrap()).unwrap();
+        assert!(yq.iter().zip(&y).all(|(a, b)| (a - 0.5 * b).abs() < 1e-7), "{yq:?}");
     }
 }

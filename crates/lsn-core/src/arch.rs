@@ -12,6 +12,8 @@ pub struct Arch {
     pub embed_scale: Option<f32>,
     /// RMSNorm over each head of q and k (one weight shared by the heads), before RoPE.
     pub qk_norm: bool,
+    /// q, k and v projections carry biases (Qwen2).
+    pub qkv_bias: bool,
     /// Norms on the attention output and the FFN output before each residual add (Gemma's sandwich norms).
     pub post_norms: bool,
     /// Final-logit soft-capping `cap · tanh(x / cap)`.
@@ -28,6 +30,9 @@ pub struct LayerNames {
     pub k: String,
     pub v: String,
     pub o: String,
+    pub q_bias: Option<String>,
+    pub k_bias: Option<String>,
+    pub v_bias: Option<String>,
     pub q_norm: Option<String>,
     pub k_norm: Option<String>,
     pub post_attn_norm: Option<String>,
@@ -49,6 +54,9 @@ pub struct LayerWeights<T> {
     pub k: T,
     pub v: T,
     pub o: T,
+    pub q_bias: Option<T>,
+    pub k_bias: Option<T>,
+    pub v_bias: Option<T>,
     pub q_norm: Option<T>,
     pub k_norm: Option<T>,
     pub post_attn_norm: Option<T>,
@@ -57,6 +65,24 @@ pub struct LayerWeights<T> {
     pub gate: T,
     pub up: T,
     pub down: T,
+}
+
+/// A whole decoder's weights in a backend's tensor type, loaded by [`Arch::load_decoder`].
+#[derive(Debug, Clone)]
+pub struct DecoderWeights<T> {
+    pub embed: T,
+    pub layers: Vec<LayerWeights<T>>,
+    /// The final norm.
+    pub norm: T,
+    /// `lm_head.weight` of untied models; tied models use `embed`.
+    pub lm_head: Option<T>,
+}
+
+impl<T> DecoderWeights<T> {
+    /// The LM head's weight.
+    pub fn head(&self) -> &T {
+        self.lm_head.as_ref().unwrap_or(&self.embed)
+    }
 }
 
 pub const EMBED: &str = "model.embed_tokens.weight";
@@ -69,6 +95,7 @@ impl Arch {
             norm_plus_one: spec.norm_plus_one,
             embed_scale: crate::positions::embed_scale(cfg),
             qk_norm: spec.qk_norm,
+            qkv_bias: spec.qkv_bias,
             post_norms: spec.sandwich_norms,
             final_softcap: cfg.final_logit_softcap,
             head_weight: if cfg.tie_word_embeddings { EMBED } else { "lm_head.weight" },
@@ -85,6 +112,7 @@ impl Arch {
     ) -> Result<LayerWeights<T>, E> {
         let n = self.layer(l);
         let opt = |name: &Option<String>| name.as_deref().map(&norm).transpose();
+        let bias = |name: &Option<String>| name.as_deref().map(&get).transpose();
         Ok(LayerWeights {
             kind: cfg.layer_kinds[l],
             input_norm: norm(&n.input_norm)?,
@@ -92,6 +120,9 @@ impl Arch {
             k: get(&n.k)?,
             v: get(&n.v)?,
             o: get(&n.o)?,
+            q_bias: bias(&n.q_bias)?,
+            k_bias: bias(&n.k_bias)?,
+            v_bias: bias(&n.v_bias)?,
             q_norm: opt(&n.q_norm)?,
             k_norm: opt(&n.k_norm)?,
             post_attn_norm: opt(&n.post_attn_norm)?,
@@ -103,17 +134,34 @@ impl Arch {
         })
     }
 
+    /// Every weight of `cfg`, each tensor read by `get` (embeddings, projections, biases, the LM head) or `norm`
+    /// (norm weights), in a backend's own type.
+    pub fn load_decoder<T, E>(
+        &self,
+        cfg: &ModelConfig,
+        get: impl Fn(&str) -> Result<T, E>,
+        norm: impl Fn(&str) -> Result<T, E>,
+    ) -> Result<DecoderWeights<T>, E> {
+        let layers = (0..cfg.num_layers).map(|l| self.load_layer(cfg, l, &get, &norm)).collect::<Result<_, E>>()?;
+        let lm_head = if cfg.tie_word_embeddings { None } else { Some(get(self.head_weight)?) };
+        Ok(DecoderWeights { embed: get(EMBED)?, layers, norm: norm(FINAL_NORM)?, lm_head })
+    }
+
     /// The tensor names of layer `l`.
     pub fn layer(&self, l: usize) -> LayerNames {
         let p = format!("model.layers.{l}");
         let n = |s: &str| format!("{p}.{s}.weight");
         let gemma = |s: &str| self.post_norms.then(|| n(s));
+        let bias = |s: &str| self.qkv_bias.then(|| format!("{p}.self_attn.{s}.bias"));
         LayerNames {
             input_norm: n("input_layernorm"),
             q: n("self_attn.q_proj"),
             k: n("self_attn.k_proj"),
             v: n("self_attn.v_proj"),
             o: n("self_attn.o_proj"),
+            q_bias: bias("q_proj"),
+            k_bias: bias("k_proj"),
+            v_bias: bias("v_proj"),
             q_norm: self.qk_norm.then(|| n("self_attn.q_norm")),
             k_norm: self.qk_norm.then(|| n("self_attn.k_norm")),
             post_attn_norm: gemma("post_attention_layernorm"),
@@ -141,6 +189,7 @@ mod tests {
                 let n = arch.layer(l);
                 named.extend([n.input_norm, n.q, n.k, n.v, n.o, n.pre_ffn_norm, n.gate, n.up, n.down]);
                 named.extend([n.q_norm, n.k_norm, n.post_attn_norm, n.post_ffn_norm].into_iter().flatten());
+                named.extend([n.q_bias, n.k_bias, n.v_bias].into_iter().flatten());
             }
             // Each expected tensor is read by the loop, and nothing else is.
             let named: std::collections::BTreeSet<String> = named.into_iter().collect();

@@ -106,6 +106,11 @@ pub struct HfConfig {
     pub sliding_window: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sliding_window_pattern: Option<usize>,
+    /// Qwen: sliding attention is on only with this set, from layer `max_window_layers` on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_sliding_window: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_window_layers: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layer_types: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -218,7 +223,7 @@ impl HfConfig {
                 "num_attention_heads ({num_heads}) must be a multiple of num_key_value_heads ({num_kv_heads})"
             )));
         }
-        let head_dim = match self.head_dim {
+        let head_dim = match self.head_dim.or(spec.default_head_dim) {
             Some(d) => d,
             None if hidden_size % num_heads == 0 => hidden_size / num_heads,
             None => {
@@ -230,8 +235,13 @@ impl HfConfig {
         if head_dim == 0 || head_dim % 2 != 0 {
             return Err(Error::InvalidConfig(format!("head_dim must be even and positive, got {head_dim}")));
         }
-        if self.attention_bias == Some(true) || self.mlp_bias == Some(true) {
-            return Err(Error::InvalidConfig("attention_bias / mlp_bias are not supported".into()));
+        // Qwen2's q/k/v biases are the family's (its configs carry no switch); elsewhere biases are not implemented.
+        if self.attention_bias.is_some_and(|b| b != spec.qkv_bias) || self.mlp_bias == Some(true) {
+            return Err(Error::InvalidConfig(format!(
+                "attention_bias = {:?} / mlp_bias = {:?} is not supported for {} (lsn implements q/k/v biases for \
+                 qwen2 and no biases elsewhere)",
+                self.attention_bias, self.mlp_bias, self.model_type
+            )));
         }
 
         // RoPE: legacy fields, or transformers ≥ 5 `rope_parameters` (flat or keyed by layer type).
@@ -292,12 +302,24 @@ impl HfConfig {
                     .map(|i| if (i + 1) % pattern == 0 { AttentionKind::Global } else { AttentionKind::Sliding })
                     .collect()
             }
+            (None, None) if spec.sliding_switch => {
+                // transformers' rule: sliding from layer `max_window_layers` on, and only with the switch on.
+                let from = self.max_window_layers.unwrap_or(num_layers);
+                let on = self.use_sliding_window == Some(true) && self.sliding_window.is_some();
+                (0..num_layers)
+                    .map(|i| if on && i >= from { AttentionKind::Sliding } else { AttentionKind::Global })
+                    .collect()
+            }
             (None, None) => {
                 let kind = if self.sliding_window.is_some() { AttentionKind::Sliding } else { AttentionKind::Global };
                 vec![kind; num_layers]
             }
         };
-        let sliding_window = self.sliding_window;
+        // A Qwen config's `sliding_window` means nothing without `use_sliding_window` (transformers drops it).
+        let sliding_window = match spec.sliding_switch && self.use_sliding_window != Some(true) {
+            true => None,
+            false => self.sliding_window,
+        };
         if layer_kinds.contains(&AttentionKind::Sliding) && sliding_window.is_none() {
             return Err(Error::InvalidConfig("sliding layers need sliding_window".into()));
         }
@@ -368,7 +390,7 @@ impl ModelConfig {
             bos_token_id: self.bos_token_id.map(Value::from),
             eos_token_id: ids(&self.eos_token_ids),
             pad_token_id: self.pad_token_id.map(Value::from),
-            attention_bias: Some(false),
+            attention_bias: Some(self.family.spec().qkv_bias),
             mlp_bias: Some(false),
             torch_dtype: Some("float32".into()),
             ..HfConfig::default()
@@ -394,7 +416,10 @@ impl ModelConfig {
             let q = if (q - q.round()).abs() < 1e-6 * q { q.round() } else { q };
             hf.query_pre_attn_scalar = Some(q);
         }
-        if spec.global_every.is_some() {
+        if spec.sliding_switch {
+            hf.use_sliding_window = Some(self.sliding_window.is_some());
+        }
+        if spec.global_every.is_some() || spec.sliding_switch {
             hf.layer_types = Some(
                 self.layer_kinds
                     .iter()

@@ -15,6 +15,12 @@ pub enum Family {
     Llama,
     /// Gemma 3 (text).
     Gemma3,
+    /// Gemma 2.
+    Gemma2,
+    /// Qwen2 and Qwen2.5.
+    Qwen2,
+    /// Qwen3 (dense).
+    Qwen3,
 }
 
 /// Everything that distinguishes one decoder family.
@@ -25,8 +31,9 @@ pub struct FamilySpec {
     pub model_types: &'static [&'static str],
     /// The HF `architectures` entry written into `config.json`.
     pub hf_architecture: &'static str,
-    /// The GGUF `general.architecture`.
-    pub gguf_arch: &'static str,
+    /// The GGUF `general.architecture` that `lsn convert` reads as this family; `None` where conversion is not
+    /// implemented (its tensors and metadata keys are not mapped: use the HF checkpoint).
+    pub gguf_arch: Option<&'static str>,
     /// The `config.json` key of the FFN activation (`hidden_act`, or Gemma's `hidden_activation`).
     pub activation_key: &'static str,
     /// The activation when the config names none.
@@ -38,6 +45,11 @@ pub struct FamilySpec {
     pub local_rope_theta: Option<f64>,
     /// `tie_word_embeddings` when the config gives none.
     pub default_tied: bool,
+    /// `head_dim` when the config gives none (`None`: hidden / heads).
+    pub default_head_dim: Option<usize>,
+    /// `config.json` switches sliding attention with `use_sliding_window` (`sliding_window` is ignored without it),
+    /// from layer `max_window_layers` on, and is written with `layer_types` (Qwen).
+    pub sliding_switch: bool,
     /// Without `layer_types`: every n-th layer is global and the others sliding (`sliding_window_pattern`, this
     /// default when absent), and `config.json` is written with `layer_types`. `None`: every layer is sliding when
     /// `sliding_window` is set (Mistral), global otherwise.
@@ -50,6 +62,11 @@ pub struct FamilySpec {
     pub embed_scale: bool,
     /// RMSNorm over each head of q and k before RoPE.
     pub qk_norm: bool,
+    /// The q, k and v projections carry biases.
+    pub qkv_bias: bool,
+    /// Attention scores are soft-capped by `attn_logit_softcapping` (Gemma 2; Gemma 3's configs may carry the key,
+    /// but transformers does not apply it).
+    pub attn_softcap: bool,
     /// Norms on the attention and FFN outputs before each residual add, and a separate pre-FFN norm.
     pub sandwich_norms: bool,
     /// GGUF (llama.cpp) stores q and k with each head's rows permuted for interleaved RoPE.
@@ -61,17 +78,21 @@ const LLAMA: FamilySpec = FamilySpec {
     family: Family::Llama,
     model_types: &["llama", "mistral"],
     hf_architecture: "LlamaForCausalLM",
-    gguf_arch: "llama",
+    gguf_arch: Some("llama"),
     activation_key: "hidden_act",
     default_activation: Activation::Silu,
     default_rope_theta: 10_000.0,
     local_rope_theta: None,
     default_tied: false,
+    default_head_dim: None,
+    sliding_switch: false,
     global_every: None,
     query_pre_attn_scalar: false,
     norm_plus_one: false,
     embed_scale: false,
     qk_norm: false,
+    qkv_bias: false,
+    attn_softcap: false,
     sandwich_norms: false,
     gguf_permuted_qk: true,
 };
@@ -81,23 +102,100 @@ const GEMMA3: FamilySpec = FamilySpec {
     family: Family::Gemma3,
     model_types: &["gemma3_text", "gemma3"],
     hf_architecture: "Gemma3ForCausalLM",
-    gguf_arch: "gemma3",
+    gguf_arch: Some("gemma3"),
     activation_key: "hidden_activation",
     default_activation: Activation::GeluTanh,
     default_rope_theta: 1_000_000.0,
     local_rope_theta: Some(10_000.0),
     default_tied: true,
+    default_head_dim: None,
+    sliding_switch: false,
     global_every: Some(6),
     query_pre_attn_scalar: true,
     norm_plus_one: true,
     embed_scale: true,
     qk_norm: true,
+    qkv_bias: false,
+    attn_softcap: false,
     sandwich_norms: true,
     gguf_permuted_qk: false,
 };
 
+/// Gemma 2: Gemma 3's layer without q/k norms, one RoPE base, sliding and global layers alternating (even layers
+/// sliding), attention scores and final logits soft-capped.
+const GEMMA2: FamilySpec = FamilySpec {
+    family: Family::Gemma2,
+    model_types: &["gemma2"],
+    hf_architecture: "Gemma2ForCausalLM",
+    gguf_arch: None,
+    activation_key: "hidden_activation",
+    default_activation: Activation::GeluTanh,
+    default_rope_theta: 10_000.0,
+    local_rope_theta: None,
+    default_tied: true,
+    default_head_dim: None,
+    sliding_switch: false,
+    global_every: Some(2),
+    query_pre_attn_scalar: true,
+    norm_plus_one: true,
+    embed_scale: true,
+    qk_norm: false,
+    qkv_bias: false,
+    attn_softcap: true,
+    sandwich_norms: true,
+    gguf_permuted_qk: false,
+};
+
+/// Qwen2 / Qwen2.5: Llama's layer with biases on q, k and v.
+const QWEN2: FamilySpec = FamilySpec {
+    family: Family::Qwen2,
+    model_types: &["qwen2"],
+    hf_architecture: "Qwen2ForCausalLM",
+    gguf_arch: None,
+    activation_key: "hidden_act",
+    default_activation: Activation::Silu,
+    default_rope_theta: 10_000.0,
+    local_rope_theta: None,
+    default_tied: false,
+    default_head_dim: None,
+    sliding_switch: true,
+    global_every: None,
+    query_pre_attn_scalar: false,
+    norm_plus_one: false,
+    embed_scale: false,
+    qk_norm: false,
+    qkv_bias: true,
+    attn_softcap: false,
+    sandwich_norms: false,
+    gguf_permuted_qk: false,
+};
+
+/// Qwen3 (dense): Llama's layer with RMSNorm over each head of q and k before RoPE, no biases.
+const QWEN3: FamilySpec = FamilySpec {
+    family: Family::Qwen3,
+    model_types: &["qwen3"],
+    hf_architecture: "Qwen3ForCausalLM",
+    gguf_arch: None,
+    activation_key: "hidden_act",
+    default_activation: Activation::Silu,
+    default_rope_theta: 10_000.0,
+    local_rope_theta: None,
+    default_tied: false,
+    default_head_dim: Some(128),
+    sliding_switch: true,
+    global_every: None,
+    query_pre_attn_scalar: false,
+    norm_plus_one: false,
+    embed_scale: false,
+    qk_norm: true,
+    qkv_bias: false,
+    attn_softcap: false,
+    sandwich_norms: false,
+    gguf_permuted_qk: false,
+};
+
 /// Every family lsn implements.
-pub const FAMILIES: &[FamilySpec] = &[LLAMA, GEMMA3];
+pub const FAMILIES: &[FamilySpec] = &[LLAMA, GEMMA3, GEMMA2, QWEN2, QWEN3];
 
 impl Family {
     /// This family's entry in [`FAMILIES`].
@@ -112,7 +210,7 @@ impl Family {
 
     /// The family of a GGUF `general.architecture`, if lsn implements it.
     pub fn from_gguf_arch(arch: &str) -> Option<Family> {
-        FAMILIES.iter().find(|s| s.gguf_arch == arch).map(|s| s.family)
+        FAMILIES.iter().find(|s| s.gguf_arch == Some(arch)).map(|s| s.family)
     }
 
     /// The model types lsn reads, for messages.
@@ -132,8 +230,10 @@ mod tests {
             for t in spec.model_types {
                 assert_eq!(Family::from_model_type(t), Some(spec.family));
             }
-            assert_eq!(Family::from_gguf_arch(spec.gguf_arch), Some(spec.family));
+            if let Some(arch) = spec.gguf_arch {
+                assert_eq!(Family::from_gguf_arch(arch), Some(spec.family));
+            }
         }
-        assert_eq!(Family::from_model_type("qwen2"), None);
+        assert_eq!(Family::from_model_type("qwen2_moe"), None);
     }
 }

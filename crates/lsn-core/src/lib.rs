@@ -19,6 +19,7 @@ pub mod head;
 pub mod identity;
 mod intervention;
 mod lang;
+pub mod layer;
 pub mod lora;
 mod neuron;
 pub mod positions;
@@ -29,6 +30,7 @@ mod simd;
 mod stats;
 pub mod taps;
 mod tensors;
+pub mod train;
 
 pub use arch::Arch;
 pub use backend::{Backend, Capabilities, Device, LoadOptions, Model, ModelFiles, WeightDType};

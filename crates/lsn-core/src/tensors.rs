@@ -29,6 +29,11 @@ pub fn expected_tensors(cfg: &ModelConfig) -> Vec<TensorSpec> {
         push(format!("{p}.self_attn.k_proj.weight"), vec![kv, h]);
         push(format!("{p}.self_attn.v_proj.weight"), vec![kv, h]);
         push(format!("{p}.self_attn.o_proj.weight"), vec![h, q]);
+        if spec.qkv_bias {
+            push(format!("{p}.self_attn.q_proj.bias"), vec![q]);
+            push(format!("{p}.self_attn.k_proj.bias"), vec![kv]);
+            push(format!("{p}.self_attn.v_proj.bias"), vec![kv]);
+        }
         push(format!("{p}.post_attention_layernorm.weight"), vec![h]);
         if spec.qk_norm {
             push(format!("{p}.self_attn.q_norm.weight"), vec![d]);

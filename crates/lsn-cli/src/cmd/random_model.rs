@@ -12,7 +12,9 @@ use anyhow::{Context, Result, bail};
 /// memory and throughput at the paper's scale. The same --seed gives byte-identical files on every machine.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Preset name: tiny-llama, tiny-gemma3 or llama-3.1-8b (see --list).
+    /// Preset name: a tiny one per family (tiny-llama, tiny-gemma3, tiny-qwen2, tiny-qwen3, tiny-gemma2,
+    /// tiny-llama32) or a real model's shapes (llama-3.1-8b, qwen2.5-0.5b, qwen2.5-1.5b, qwen3-0.6b, gemma-2-2b,
+    /// llama-3.2-1b); see --list.
     #[arg(required_unless_present = "list")]
     pub preset: Option<String>,
     /// The directory to write (created; it must not exist or be empty).

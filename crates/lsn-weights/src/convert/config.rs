@@ -24,7 +24,7 @@ fn rope_scaling(g: &Gguf, arch: &str) -> Result<Option<RopeScaling>> {
 pub fn config_from_gguf(g: &Gguf) -> Result<ModelConfig> {
     let arch = g.architecture()?.to_owned();
     let Some(family) = Family::from_gguf_arch(&arch) else {
-        let mut known: Vec<&str> = lsn_core::family::FAMILIES.iter().map(|s| s.gguf_arch).collect();
+        let mut known: Vec<&str> = lsn_core::family::FAMILIES.iter().filter_map(|s| s.gguf_arch).collect();
         known.sort_unstable();
         return Err(unconvertible(
             g,
