@@ -167,7 +167,8 @@ pub(crate) struct Pass<'a> {
     pub(crate) grad: bool,
     /// The flat indices (u32) of the real positions the pass runs over.
     pub(crate) real: Option<&'a Tensor>,
-    /// A training step's gradient of each adapter parameter, summed over its backward passes.
+    /// A training step's gradient of each adapter parameter, summed over its backward passes (set to
+    /// [`LoraTensors::zero_grads`] before the step).
     pub(crate) grads: Vec<Vec<f32>>,
 }
 
@@ -180,8 +181,7 @@ impl<'a> Pass<'a> {
         hook: &'a mut Hook,
         lora: Option<&'a LoraTensors>,
     ) -> Self {
-        let grads = lora.map(LoraTensors::zero_grads).unwrap_or_default();
-        Self { dec, cfg: &dec.cfg, rows, seq, pos, hook, lora, cache: None, grad: false, real: None, grads }
+        Self { dec, cfg: &dec.cfg, rows, seq, pos, hook, lora, cache: None, grad: false, real: None, grads: Vec::new() }
     }
 
     fn upload(&self, idx: &[u32]) -> Result<Tensor> {

@@ -148,6 +148,7 @@ impl Engine for CandleModel {
             let d = &self.decoder;
             let mut pass = Pass::new(d, b.rows, b.seq_len, &pos, &mut hook, Some(&lora));
             pass.real = real.as_ref();
+            pass.grads = lora.zero_grads();
             let (loss_sum, count) = lsn_core::train::train_step(&mut pass, &self.cfg, d.layers(), tb)?;
             Ok::<_, candle_core::Error>((loss_sum, count, pass.grads))
         })()
