@@ -4,7 +4,7 @@
 //! (Gemma's residual stream reaches |x| ≈ 1e5, beyond f16).
 
 use candle_core::{DType, Device, Result, Tensor, Var};
-use lsn_core::arch::{Arch, DecoderWeights, LayerWeights};
+use lsn_core::arch::{Arch, DecoderWeights};
 use lsn_core::layer::LayerOps;
 use lsn_core::train::TrainOps;
 use lsn_core::{Activation, AttentionKind, LoraTarget, ModelConfig, Overwrite, TapPoint};
@@ -12,8 +12,6 @@ use lsn_core::{Activation, AttentionKind, LoraTarget, ModelConfig, Overwrite, Ta
 use crate::lora::LoraTensors;
 use crate::ops::{self, Positions, TapCounter};
 use crate::weights::Weights;
-
-type Layer = LayerWeights<Tensor>;
 
 /// Keys and values of every layer `[rows, kv_heads, slots, head_dim]`; `None` before the first step.
 #[derive(Default)]
@@ -65,7 +63,8 @@ impl Hook {
 pub(crate) struct Decoder {
     cfg: ModelConfig,
     pub(crate) arch: Arch,
-    w: DecoderWeights<Tensor>,
+    /// Every weight, as lsn-core's layer and training step take them.
+    pub(crate) w: DecoderWeights<Tensor>,
 }
 
 impl Decoder {
@@ -74,16 +73,6 @@ impl Decoder {
         let plus_one = arch.norm_plus_one;
         let weights = arch.load_decoder(cfg, |n| w.matrix(n), |n| w.norm(n, plus_one))?;
         Ok(Self { cfg: cfg.clone(), w: weights, arch })
-    }
-
-    /// The LM head's weight.
-    pub(crate) fn head_weight(&self) -> &Tensor {
-        self.w.head()
-    }
-
-    /// Every layer's weights, as lsn-core's algorithms take them.
-    pub(crate) fn layers(&self) -> &[Layer] {
-        &self.w.layers
     }
 
     /// Runs `ids` (`[rows·seq]`, u32, row-major) through every layer with the FFN `hook`. With a `cache`, the tokens
@@ -155,7 +144,6 @@ fn norm(x: &Tensor, w: &Tensor, eps: f64, grad: bool) -> Result<Tensor> {
 /// padded layout (zeros at padding, which under the causal mask no real query reaches).
 pub(crate) struct Pass<'a> {
     dec: &'a Decoder,
-    cfg: &'a ModelConfig,
     rows: usize,
     seq: usize,
     pos: &'a Positions,
@@ -181,7 +169,7 @@ impl<'a> Pass<'a> {
         hook: &'a mut Hook,
         lora: Option<&'a LoraTensors>,
     ) -> Self {
-        Self { dec, cfg: &dec.cfg, rows, seq, pos, hook, lora, cache: None, grad: false, real: None, grads: Vec::new() }
+        Self { dec, rows, seq, pos, hook, lora, cache: None, grad: false, real: None, grads: Vec::new() }
     }
 
     fn upload(&self, idx: &[u32]) -> Result<Tensor> {
@@ -204,7 +192,7 @@ impl LayerOps for Pass<'_> {
     type Error = candle_core::Error;
 
     fn norm(&mut self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
-        norm(x, w, self.cfg.rms_norm_eps, self.grad)
+        norm(x, w, self.dec.cfg.rms_norm_eps, self.grad)
     }
 
     fn linear(&mut self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
@@ -236,7 +224,7 @@ impl LayerOps for Pass<'_> {
     }
 
     fn split_heads(&mut self, x: Tensor, n_heads: usize) -> Result<Tensor> {
-        let (rows, seq, d) = (self.rows, self.seq, self.cfg.head_dim);
+        let (rows, seq, d) = (self.rows, self.seq, self.dec.cfg.head_dim);
         match self.real {
             Some(idx) => crate::grad_ops::scatter_rows(&x, idx, rows * seq)?.reshape((rows, seq, n_heads, d)),
             None => x.reshape((rows, seq, n_heads, d)),
@@ -339,7 +327,7 @@ impl TrainOps for Pass<'_> {
     }
 
     fn lm_logits(&mut self, h: &Tensor) -> Result<Tensor> {
-        ops::softcap(crate::grad_ops::frozen_linear(h, self.dec.head_weight())?, self.dec.arch.final_softcap)
+        ops::softcap(crate::grad_ops::frozen_linear(h, self.dec.w.head())?, self.dec.arch.final_softcap)
     }
 
     fn class_logits(&mut self, h: &Tensor) -> Result<Tensor> {

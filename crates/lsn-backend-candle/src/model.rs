@@ -31,7 +31,7 @@ impl CandleModel {
     fn head(&self, hidden: &[f32]) -> candle_core::Result<Tensor> {
         let d = self.cfg.hidden_size;
         let h = Tensor::from_slice(hidden, (hidden.len() / d, d), &self.device)?;
-        ops::softcap(ops::linear(&h, self.decoder.head_weight())?, self.decoder.arch.final_softcap)
+        ops::softcap(ops::linear(&h, self.decoder.w.head())?, self.decoder.arch.final_softcap)
     }
 
     fn ids(&self, ids: &[u32]) -> Result<Tensor> {
@@ -149,7 +149,7 @@ impl Engine for CandleModel {
             let mut pass = Pass::new(d, b.rows, b.seq_len, &pos, &mut hook, Some(&lora));
             pass.real = real.as_ref();
             pass.grads = lora.zero_grads();
-            let (loss_sum, count) = lsn_core::train::train_step(&mut pass, &self.cfg, d.layers(), tb)?;
+            let (loss_sum, count) = lsn_core::train::train_step(&mut pass, &self.cfg, &d.w.layers, tb)?;
             Ok::<_, candle_core::Error>((loss_sum, count, pass.grads))
         })()
         .during(|| format!("training step over {} rows × {} tokens", b.rows, b.seq_len))?;

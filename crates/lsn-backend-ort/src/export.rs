@@ -575,7 +575,7 @@ impl LayerOps for GraphOps<'_, '_> {
 }
 
 /// The tap outputs, concatenated over layers, and what the graph ends with.
-fn body_outputs(c: &mut Ctx<'_>, spec: &BodySpec, inputs: &BodyInputs, x: &str, bt: &str, outs: &TapOuts) {
+fn body_outputs(c: &mut Ctx<'_>, spec: &BodySpec, inputs: &BodyInputs, x: Option<&str>, bt: &str, outs: &TapOuts) {
     let cfg = c.cfg;
     let layers = Dim::Fixed(cfg.num_layers);
     let width = Dim::Fixed(cfg.intermediate_size);
@@ -591,6 +591,8 @@ fn body_outputs(c: &mut Ctx<'_>, spec: &BodySpec, inputs: &BodyInputs, x: &str, 
     concat(c, &outs.sum_sq, "sum_sq", Elem::DOUBLE, &[layers, width]);
     concat(c, &outs.quantiles, "quantile_stats", Elem::FLOAT, &[layers, Dim::Named("ranks"), width]);
     concat(c, &outs.above, "count_above", Elem::FLOAT, &[layers, Dim::Named("n_thresholds"), width]);
+    // The last layer's output: `None` when the graph ends at its taps (no head).
+    let Some(x) = x else { return };
     let x = match &inputs.out_index {
         Some(at) => c.g.op("Gather", &[x, at], &[Attr::Int("axis", 0)]),
         None => x.to_owned(),
@@ -637,8 +639,7 @@ pub(crate) fn body(cfg: &ModelConfig, manifest: &Manifest, spec: &BodySpec) -> R
     let mut ops = GraphOps { c: &mut c, spec, inputs: &inputs, pos: &pos, shapes: &shapes, outs: &mut outs };
     // Without a head the graph ends at the last layer's taps (capture needs only them).
     let Ok(x) = lsn_core::layer::decoder_layers(&mut ops, cfg, &layers, x, spec.head != Head::No);
-    let x = x.unwrap_or_default();
-    body_outputs(&mut c, spec, &inputs, &x, &bt, &outs);
+    body_outputs(&mut c, spec, &inputs, x.as_deref(), &bt, &outs);
     c.g.into_model_bytes(&format!("lsn {:?} decoder, exporter v{EXPORTER_VERSION}", cfg.family))
 }
 

@@ -3,7 +3,7 @@
 //! ([`TrainOps`]). The same ops serve a whole pass, a cached step and training (whose layers run over a padded
 //! batch's real positions alone); in f32 as HF transformers.
 
-use lsn_core::arch::{Arch, DecoderWeights, LayerWeights};
+use lsn_core::arch::{Arch, DecoderWeights};
 use lsn_core::layer::LayerOps;
 use lsn_core::train::TrainOps;
 use lsn_core::{Activation, AttentionKind, LoraTarget, ModelConfig, Overwrite, TapPoint};
@@ -14,8 +14,6 @@ use crate::lora::LoraTensors;
 use crate::ops::{self, Positions};
 use crate::taps::DeviceTaps;
 use crate::weights::Weights;
-
-type Layer = LayerWeights<Tensor>;
 
 /// A right-padded batch `[rows, seq]` run over its `n` real positions only: every linear, norm and the FFN see
 /// `[n, width]`; attention alone sees the padded `[rows, seq, …]` layout (pad rows zero; a real query never reaches
@@ -47,7 +45,8 @@ impl Unpadded {
 pub(crate) struct Decoder {
     cfg: ModelConfig,
     pub(crate) arch: Arch,
-    w: DecoderWeights<Tensor>,
+    /// Every weight, as lsn-core's layer and training step take them.
+    pub(crate) w: DecoderWeights<Tensor>,
 }
 
 /// Keys and values of every layer `[rows, kv_heads, slots, head_dim]`; `None` before the first step.
@@ -99,16 +98,6 @@ impl Decoder {
         let plus_one = arch.norm_plus_one;
         let weights = arch.load_decoder(cfg, |n| w.matrix(n), |n| w.norm(n, plus_one))?;
         Ok(Self { cfg: cfg.clone(), w: weights, arch })
-    }
-
-    /// The LM head's weight.
-    pub(crate) fn head_weight(&self) -> &Tensor {
-        self.w.head()
-    }
-
-    /// Every layer's weights, as lsn-core's algorithms take them.
-    pub(crate) fn layers(&self) -> &[Layer] {
-        &self.w.layers
     }
 
     /// Runs `ids` (`[rows, seq]`, i64) through every layer with the FFN `hook`, with the RoPE tables and masks `pos`
@@ -171,7 +160,6 @@ impl Decoder {
 /// positions of `unpadded` (attention alone then sees the padded layout).
 pub(crate) struct Pass<'p, 'h> {
     dec: &'p Decoder,
-    cfg: &'p ModelConfig,
     rows: i64,
     seq: i64,
     pos: &'p Positions,
@@ -193,7 +181,7 @@ impl<'p, 'h> Pass<'p, 'h> {
         lora: Option<&'p LoraTensors>,
         unpadded: Option<&'p Unpadded>,
     ) -> Self {
-        Self { dec, cfg: &dec.cfg, rows, seq, pos, hook, lora, cache: None, unpadded, no_grad: None }
+        Self { dec, rows, seq, pos, hook, lora, cache: None, unpadded, no_grad: None }
     }
 
     fn upload(&self, idx: &[u32]) -> std::result::Result<Tensor, TchError> {
@@ -230,7 +218,7 @@ impl TrainOps for Pass<'_, '_> {
     }
 
     fn final_norm(&mut self, x: &Tensor) -> std::result::Result<Tensor, TchError> {
-        ops::rms_norm(&x.f_reshape([-1, self.cfg.hidden_size as i64])?, &self.dec.w.norm, self.cfg.rms_norm_eps)
+        ops::rms_norm(&x.f_reshape([-1, self.dec.cfg.hidden_size as i64])?, &self.dec.w.norm, self.dec.cfg.rms_norm_eps)
     }
 
     fn scatter_rows(&mut self, x: &Tensor, idx: &[u32], len: usize) -> std::result::Result<Tensor, TchError> {
@@ -247,7 +235,7 @@ impl TrainOps for Pass<'_, '_> {
     }
 
     fn lm_logits(&mut self, h: &Tensor) -> std::result::Result<Tensor, TchError> {
-        ops::softcap(ops::linear(h, self.dec.head_weight())?, self.dec.arch.final_softcap)
+        ops::softcap(ops::linear(h, self.dec.w.head())?, self.dec.arch.final_softcap)
     }
 
     fn class_logits(&mut self, h: &Tensor) -> std::result::Result<Tensor, TchError> {
@@ -305,7 +293,7 @@ impl LayerOps for Pass<'_, '_> {
     type Error = TchError;
 
     fn norm(&mut self, x: &Tensor, w: &Tensor) -> std::result::Result<Tensor, TchError> {
-        ops::rms_norm(x, w, self.cfg.rms_norm_eps)
+        ops::rms_norm(x, w, self.dec.cfg.rms_norm_eps)
     }
 
     fn linear(&mut self, x: &Tensor, w: &Tensor) -> std::result::Result<Tensor, TchError> {
@@ -329,7 +317,7 @@ impl LayerOps for Pass<'_, '_> {
     }
 
     fn split_heads(&mut self, x: Tensor, n_heads: usize) -> std::result::Result<Tensor, TchError> {
-        let shape = [self.rows, self.seq, n_heads as i64, self.cfg.head_dim as i64];
+        let shape = [self.rows, self.seq, n_heads as i64, self.dec.cfg.head_dim as i64];
         match self.unpadded {
             Some(u) => u.pad(&x)?.f_reshape(shape),
             None => x.f_reshape(shape),

@@ -33,7 +33,7 @@ impl TchModel {
     fn head(&self, hidden: &[f32]) -> std::result::Result<Tensor, tch::TchError> {
         let d = self.cfg.hidden_size as i64;
         let h = Tensor::f_from_slice(hidden)?.f_reshape([-1, d])?.f_to_device(self.device)?;
-        ops::softcap(ops::head_linear(&h, self.decoder.head_weight())?, self.decoder.arch.final_softcap)
+        ops::softcap(ops::head_linear(&h, self.decoder.w.head())?, self.decoder.arch.final_softcap)
     }
 
     fn ids(&self, ids: &[u32], rows: usize) -> Result<Tensor> {
@@ -147,7 +147,7 @@ impl Engine for TchModel {
             let shape = (b.rows as i64, b.seq_len as i64);
             let d = &self.decoder;
             let mut pass = Pass::new(d, shape, pos, &mut hook, Some(&lora), unpadded.as_ref());
-            lsn_core::train::train_step(&mut pass, &self.cfg, d.layers(), tb)
+            lsn_core::train::train_step(&mut pass, &self.cfg, &d.w.layers, tb)
         })()
         .during(|| format!("training step over {} rows × {} tokens", b.rows, b.seq_len))?;
         let grads = lora.grads().during(|| "reading the gradients".into())?;

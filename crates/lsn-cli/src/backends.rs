@@ -47,11 +47,7 @@ impl BackendArgs {
                 "{} does not apply unmerged LoRA adapters: merge the adapter into the weights with `lsn \
                  merge-adapter` and load the merged model, or use {}",
                 backend.name(),
-                available()
-                    .into_iter()
-                    .filter(|b| by_name(b, home).is_ok_and(|be| be.capabilities().adapters))
-                    .collect::<Vec<_>>()
-                    .join(" or ")
+                able(home, |c| c.adapters).join(" or ")
             ),
             _ => Ok(()),
         }
@@ -99,10 +95,14 @@ pub fn available() -> Vec<&'static str> {
 /// The backends of this build that train (their capabilities say so), the preferred first: tch, the faster trainer
 /// on the CPU this was measured on (README, "Performance").
 pub fn trainers(home: &Path) -> Vec<&'static str> {
-    let mut t: Vec<&'static str> =
-        available().into_iter().filter(|b| by_name(b, home).is_ok_and(|be| be.capabilities().train)).collect();
+    let mut t = able(home, |c| c.train);
     t.sort_by_key(|b| *b != "tch");
     t
+}
+
+/// The backends of this build whose capabilities pass `can`.
+fn able(home: &Path, can: impl Fn(&lsn_core::Capabilities) -> bool) -> Vec<&'static str> {
+    available().into_iter().filter(|b| by_name(b, home).is_ok_and(|be| can(&be.capabilities()))).collect()
 }
 
 /// The backend called `name`; ort keeps its ONNX exports under `home`/onnx.

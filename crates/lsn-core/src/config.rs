@@ -316,10 +316,8 @@ impl HfConfig {
             }
         };
         // A Qwen config's `sliding_window` means nothing without `use_sliding_window` (transformers drops it).
-        let sliding_window = match spec.sliding_switch && self.use_sliding_window != Some(true) {
-            true => None,
-            false => self.sliding_window,
-        };
+        let sliding_window =
+            if spec.sliding_switch && self.use_sliding_window != Some(true) { None } else { self.sliding_window };
         if layer_kinds.contains(&AttentionKind::Sliding) && sliding_window.is_none() {
             return Err(Error::InvalidConfig("sliding layers need sliding_window".into()));
         }

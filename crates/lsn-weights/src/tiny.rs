@@ -168,15 +168,10 @@ fn tiny_llama32() -> ModelConfig {
     )
 }
 
-/// A real model's shapes from the fields of its `config.json` (vocabulary 151936 for Qwen).
-fn real_hf(config: Value) -> ModelConfig {
-    from_hf(config)
-}
-
 /// Full-size shapes by name, from each model's published `config.json`: random weights of the real sizes.
 pub fn full_size_configs() -> Vec<(&'static str, ModelConfig)> {
     let qwen = |hidden: usize, inter: usize, layers: usize, heads: usize, kv: usize, max_pos: usize| {
-        real_hf(json!({
+        from_hf(json!({
             "model_type": "qwen2", "vocab_size": 151_936, "hidden_size": hidden, "intermediate_size": inter,
             "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kv,
             "max_position_embeddings": max_pos, "rope_theta": 1_000_000.0, "rms_norm_eps": 1e-6,
@@ -190,7 +185,7 @@ pub fn full_size_configs() -> Vec<(&'static str, ModelConfig)> {
         ("qwen2.5-1.5b", qwen(1536, 8960, 28, 12, 2, 131_072)),
         (
             "qwen3-0.6b",
-            real_hf(json!({
+            from_hf(json!({
                 "model_type": "qwen3", "vocab_size": 151_936, "hidden_size": 1024, "intermediate_size": 3072,
                 "num_hidden_layers": 28, "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128,
                 "max_position_embeddings": 40_960, "rope_theta": 1_000_000.0, "rms_norm_eps": 1e-6,
@@ -200,7 +195,7 @@ pub fn full_size_configs() -> Vec<(&'static str, ModelConfig)> {
         ),
         (
             "gemma-2-2b",
-            real_hf(json!({
+            from_hf(json!({
                 "model_type": "gemma2", "vocab_size": 256_000, "hidden_size": 2304, "intermediate_size": 9216,
                 "num_hidden_layers": 26, "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256,
                 "max_position_embeddings": 8192, "rope_theta": 10_000.0, "rms_norm_eps": 1e-6,
@@ -211,7 +206,7 @@ pub fn full_size_configs() -> Vec<(&'static str, ModelConfig)> {
         ),
         (
             "llama-3.2-1b",
-            real_hf(json!({
+            from_hf(json!({
                 "model_type": "llama", "vocab_size": 128_256, "hidden_size": 2048, "intermediate_size": 8192,
                 "num_hidden_layers": 16, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 64,
                 "max_position_embeddings": 131_072, "rope_theta": 500_000.0, "rms_norm_eps": 1e-5,
