@@ -435,16 +435,20 @@ fn fixtures() -> Result<()> {
     check_onnx(&py)
 }
 
-/// The task goldens (`fixtures/golden/NAME.eval.json`) of every real model, from xtask/fixtures/golden_eval.py:
-/// XNLI zero-shot log-likelihoods and XQuAD greedy answers, with and without an intervention. Needs the data dir.
+/// The task goldens (`fixtures/golden/NAME.eval.json`) of every real and tiny model, from
+/// xtask/fixtures/golden_eval.py: XNLI zero-shot log-likelihoods and XQuAD greedy answers, with and without an
+/// intervention. Needs the data dir.
 fn fixtures_eval(py: &Path) -> Result<()> {
     let data = data_dir()?.display().to_string();
     let out_dir = root().join("fixtures/golden");
-    for name in REAL_MODELS {
+    let mut models: Vec<(&str, PathBuf)> =
+        TINY_MODELS.iter().map(|(preset, seed)| Ok((*preset, tiny_model(preset, *seed)?))).collect::<Result<_>>()?;
+    models.extend(REAL_MODELS.iter().map(|name| (*name, lsn_data::model_dir(&home(), name))));
+    for (name, dir) in models {
         run(Command::new(py)
             .arg(root().join("xtask/fixtures/golden_eval.py"))
             .arg("--model-dir")
-            .arg(lsn_data::model_dir(&home(), name))
+            .arg(dir)
             .args(["--name", name, "--data-dir", &data])
             .arg("--out")
             .arg(out_dir.join(format!("{name}.eval.json"))))?;

@@ -44,6 +44,10 @@ fn tiny_llama() -> ModelConfig {
     }
 }
 
+/// The tiny models' context: the task cases' longest XQuAD prompt in bytes (1,905 tokens of the byte tokenizer, in
+/// Hindi) plus its new tokens fits.
+const TINY_POSITIONS: usize = 4096;
+
 /// A Gemma 3-like model: six layers, the last global, the others sliding over 8 tokens.
 fn tiny_gemma3() -> ModelConfig {
     let mut layer_kinds = vec![AttentionKind::Sliding; 6];
@@ -71,7 +75,7 @@ fn tiny_gemma3() -> ModelConfig {
         bos_token_id: Some(2),
         eos_token_ids: vec![1],
         pad_token_id: Some(0),
-        max_position_embeddings: 1024,
+        max_position_embeddings: TINY_POSITIONS,
     }
 }
 
@@ -116,7 +120,7 @@ fn tiny_hf(model_type: &str, layers: usize, extra: Value) -> ModelConfig {
     let mut v = json!({
         "model_type": model_type, "vocab_size": 512, "hidden_size": 64, "intermediate_size": 96,
         "num_hidden_layers": layers, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "max_position_embeddings": 1024, "bos_token_id": 1, "eos_token_id": 2,
+        "max_position_embeddings": TINY_POSITIONS, "bos_token_id": 1, "eos_token_id": 2,
     });
     if let (Some(v), Value::Object(extra)) = (v.as_object_mut(), extra) {
         v.extend(extra);
