@@ -71,6 +71,9 @@ pub struct FamilySpec {
     pub sandwich_norms: bool,
     /// GGUF (llama.cpp) stores q and k with each head's rows permuted for interleaved RoPE.
     pub gguf_permuted_qk: bool,
+    /// GGUF does not record `query_pre_attn_scalar`: llama.cpp takes `head_dim`, except for this family's model of
+    /// this many layers (its 27B), whose scalar is hidden / heads.
+    pub gguf_wide_scalar_layers: Option<usize>,
 }
 
 /// Llama 2/3.x, Mistral, Mistral-Nemo, SmolLM2: RMSNorm, RoPE, GQA, SwiGLU.
@@ -95,6 +98,7 @@ const LLAMA: FamilySpec = FamilySpec {
     attn_softcap: false,
     sandwich_norms: false,
     gguf_permuted_qk: true,
+    gguf_wide_scalar_layers: None,
 };
 
 /// Gemma 3 (text): GeGLU, q/k norms, sandwich norms, sliding-window layers (5 of every 6), scaled embeddings.
@@ -119,6 +123,7 @@ const GEMMA3: FamilySpec = FamilySpec {
     attn_softcap: false,
     sandwich_norms: true,
     gguf_permuted_qk: false,
+    gguf_wide_scalar_layers: Some(62),
 };
 
 /// Gemma 2: Gemma 3's layer without q/k norms, one RoPE base, sliding and global layers alternating (even layers
@@ -127,7 +132,7 @@ const GEMMA2: FamilySpec = FamilySpec {
     family: Family::Gemma2,
     model_types: &["gemma2"],
     hf_architecture: "Gemma2ForCausalLM",
-    gguf_arch: None,
+    gguf_arch: Some("gemma2"),
     activation_key: "hidden_activation",
     default_activation: Activation::GeluTanh,
     default_rope_theta: 10_000.0,
@@ -144,6 +149,7 @@ const GEMMA2: FamilySpec = FamilySpec {
     attn_softcap: true,
     sandwich_norms: true,
     gguf_permuted_qk: false,
+    gguf_wide_scalar_layers: Some(46),
 };
 
 /// Qwen2 / Qwen2.5: Llama's layer with biases on q, k and v.
@@ -151,7 +157,7 @@ const QWEN2: FamilySpec = FamilySpec {
     family: Family::Qwen2,
     model_types: &["qwen2"],
     hf_architecture: "Qwen2ForCausalLM",
-    gguf_arch: None,
+    gguf_arch: Some("qwen2"),
     activation_key: "hidden_act",
     default_activation: Activation::Silu,
     default_rope_theta: 10_000.0,
@@ -168,6 +174,7 @@ const QWEN2: FamilySpec = FamilySpec {
     attn_softcap: false,
     sandwich_norms: false,
     gguf_permuted_qk: false,
+    gguf_wide_scalar_layers: None,
 };
 
 /// Qwen3 (dense): Llama's layer with RMSNorm over each head of q and k before RoPE, no biases.
@@ -175,7 +182,7 @@ const QWEN3: FamilySpec = FamilySpec {
     family: Family::Qwen3,
     model_types: &["qwen3"],
     hf_architecture: "Qwen3ForCausalLM",
-    gguf_arch: None,
+    gguf_arch: Some("qwen3"),
     activation_key: "hidden_act",
     default_activation: Activation::Silu,
     default_rope_theta: 10_000.0,
@@ -192,6 +199,7 @@ const QWEN3: FamilySpec = FamilySpec {
     attn_softcap: false,
     sandwich_norms: false,
     gguf_permuted_qk: false,
+    gguf_wide_scalar_layers: None,
 };
 
 /// Every family lsn implements.

@@ -87,7 +87,8 @@ pub fn convert_gguf(gguf: &Path, out_dir: &Path, opts: &ConvertOptions) -> Resul
                 ),
             ));
         }
-        let cols = *spec.shape.last().unwrap_or(&1);
+        // A vector (a norm, a bias) is one column of rows.
+        let cols = if spec.shape.len() > 1 { spec.shape[spec.shape.len() - 1] } else { 1 };
         let g = &g;
         pending.push(Pending {
             name: spec.name.clone(),

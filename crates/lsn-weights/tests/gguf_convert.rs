@@ -194,7 +194,162 @@ fn gemma_gguf_needs_its_tokenizer_and_converts_norms() {
 fn unsupported_architecture_is_named() {
     let tmp = tempfile::tempdir().unwrap();
     let gguf = tmp.path().join("x.gguf");
-    write_gguf(&gguf, &[("general.architecture", s("qwen2"))], &[]);
+    write_gguf(&gguf, &[("general.architecture", s("phi3"))], &[]);
     let e = convert_gguf(&gguf, &tmp.path().join("out"), &ConvertOptions::default()).unwrap_err().to_string();
-    assert!(e.contains("qwen2") && e.contains("gemma3, llama"), "{e}");
+    assert!(e.contains("phi3") && e.contains("gemma2, gemma3, llama, qwen2, qwen3"), "{e}");
+}
+
+/// llama.cpp's GGUF name of a HF tensor (`convert_hf_to_gguf.py`'s tensor map), for a family with or without
+/// sandwich norms.
+fn llama_cpp_name(hf: &str, sandwich: bool) -> String {
+    let fixed = [("model.embed_tokens.weight", "token_embd.weight"), ("model.norm.weight", "output_norm.weight")];
+    if let Some((_, g)) = fixed.iter().find(|(h, _)| *h == hf) {
+        return (*g).to_owned();
+    }
+    if hf == "lm_head.weight" {
+        return "output.weight".into();
+    }
+    let rest = hf.strip_prefix("model.layers.").unwrap();
+    let (layer, part) = rest.split_once('.').unwrap();
+    let (module, suffix) = part.rsplit_once('.').unwrap();
+    let gguf = match module {
+        "input_layernorm" => "attn_norm",
+        "self_attn.q_proj" => "attn_q",
+        "self_attn.k_proj" => "attn_k",
+        "self_attn.v_proj" => "attn_v",
+        "self_attn.o_proj" => "attn_output",
+        "self_attn.q_norm" => "attn_q_norm",
+        "self_attn.k_norm" => "attn_k_norm",
+        "post_attention_layernorm" if sandwich => "post_attention_norm",
+        "post_attention_layernorm" => "ffn_norm",
+        "pre_feedforward_layernorm" => "ffn_norm",
+        "post_feedforward_layernorm" => "post_ffw_norm",
+        "mlp.gate_proj" => "ffn_gate",
+        "mlp.up_proj" => "ffn_up",
+        "mlp.down_proj" => "ffn_down",
+        other => panic!("no GGUF name for {other}"),
+    };
+    format!("blk.{layer}.{gguf}.{suffix}")
+}
+
+/// A HF checkpoint written as llama.cpp's converter writes its family: every tensor in f32 under its GGUF name
+/// (Gemma's norms as `1 + w`), the `{arch}.*` metadata it writes, and the tokenizer's tokens.
+fn write_as_llama_cpp(dir: &std::path::Path, cfg: &lsn_core::ModelConfig, arch: &str, path: &std::path::Path) {
+    let spec = cfg.family.spec();
+    let (tensors, _) = lsn_weights::read_safetensors_f32(&dir.join("model.safetensors")).unwrap();
+    let tensors: Vec<(String, candle_core::quantized::QTensor)> = tensors
+        .into_iter()
+        .map(|(name, shape, mut v)| {
+            if spec.norm_plus_one && name.ends_with("norm.weight") {
+                v.iter_mut().for_each(|x| *x += 1.0);
+            }
+            (llama_cpp_name(&name, spec.sandwich_norms), qtensor(&v, &shape, GgmlDType::F32))
+        })
+        .collect();
+    let tok: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer.json")).unwrap()).unwrap();
+    let mut tokens = vec![String::new(); cfg.vocab_size];
+    for (t, id) in tok["model"]["vocab"].as_object().unwrap() {
+        tokens[id.as_u64().unwrap() as usize] = t.clone();
+    }
+    for a in tok["added_tokens"].as_array().unwrap() {
+        tokens[a["id"].as_u64().unwrap() as usize] = a["content"].as_str().unwrap().to_owned();
+    }
+    let k = |key: &str| format!("{arch}.{key}");
+    let u = |v: usize| Value::U32(v as u32);
+    let mut md: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), s(arch)),
+        (k("embedding_length"), u(cfg.hidden_size)),
+        (k("block_count"), u(cfg.num_layers)),
+        (k("feed_forward_length"), u(cfg.intermediate_size)),
+        (k("attention.head_count"), u(cfg.num_heads)),
+        (k("attention.head_count_kv"), u(cfg.num_kv_heads)),
+        (k("attention.key_length"), u(cfg.head_dim)),
+        (k("attention.value_length"), u(cfg.head_dim)),
+        (k("attention.layer_norm_rms_epsilon"), Value::F32(cfg.rms_norm_eps as f32)),
+        (k("rope.freq_base"), Value::F32(cfg.rope_theta as f32)),
+        (k("context_length"), u(cfg.max_position_embeddings)),
+        ("tokenizer.ggml.model".into(), s("llama")),
+        ("tokenizer.ggml.tokens".into(), strings(&tokens)),
+    ];
+    if let Some(w) = cfg.sliding_window {
+        md.push((k("attention.sliding_window"), u(w)));
+    }
+    for (key, cap) in
+        [("attn_logit_softcapping", cfg.attn_logit_softcap), ("final_logit_softcapping", cfg.final_logit_softcap)]
+    {
+        if let Some(c) = cap {
+            md.push((k(key), Value::F32(c as f32)));
+        }
+    }
+    let ids = [
+        ("tokenizer.ggml.bos_token_id", cfg.bos_token_id),
+        ("tokenizer.ggml.eos_token_id", cfg.eos_token_ids.first().copied()),
+        ("tokenizer.ggml.padding_token_id", cfg.pad_token_id),
+    ];
+    md.extend(ids.iter().filter_map(|(key, id)| id.map(|i| ((*key).to_owned(), Value::U32(i)))));
+    let md: Vec<(&str, Value)> = md.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    write_gguf(path, &md, &tensors);
+}
+
+#[test]
+fn qwen2_qwen3_and_gemma2_ggufs_convert_to_the_original_checkpoint() {
+    for (preset, arch) in [("tiny-qwen2", "qwen2"), ("tiny-qwen3", "qwen3"), ("tiny-gemma2", "gemma2")] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (_, cfg) = lsn_weights::tiny_configs().into_iter().find(|(n, _)| *n == preset).unwrap();
+        let hf = tmp.path().join("hf");
+        lsn_weights::write_random_model(&cfg, 7, &hf).unwrap();
+        let gguf = tmp.path().join("m.gguf");
+        write_as_llama_cpp(&hf, &cfg, arch, &gguf);
+        let out = tmp.path().join("out");
+        let opts = ConvertOptions { tokenizer_json: Some(hf.join("tokenizer.json")), overwrite: false };
+        let report = convert_gguf(&gguf, &out, &opts).unwrap_or_else(|e| panic!("{preset}: {e}"));
+
+        // GGUF does not record query_pre_attn_scalar: llama.cpp (and so the conversion) takes head_dim, which
+        // tiny-gemma2 (scalar 16, head_dim 32) deliberately is not; every other field survives.
+        let mut want = cfg.clone();
+        want.attn_scale = 1.0 / (cfg.head_dim as f64).sqrt();
+        assert_eq!(report.config, want, "{preset}");
+        let original = read_safetensors(&hf.join("model.safetensors"));
+        let got = read_safetensors(&out.join("model.safetensors"));
+        assert_eq!(got.len(), original.len(), "{preset}");
+        for (name, (shape, values)) in &original {
+            let (s2, v2) = &got[name];
+            assert_eq!(s2, shape, "{preset} {name}");
+            let worst = values.iter().zip(v2).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            // Gemma's norms come back as (1 + w) − 1 in f32; everything else is copied.
+            let tol = if cfg.family.spec().norm_plus_one && name.ends_with("norm.weight") { 1e-6 } else { 0.0 };
+            assert!(worst <= tol, "{preset} {name}: off by {worst}");
+        }
+        if cfg.family.spec().qkv_bias {
+            assert!(got.contains_key("model.layers.0.self_attn.q_proj.bias"), "{preset}: the biases are converted");
+        }
+    }
+}
+
+#[test]
+fn gemma_27b_ggufs_take_hidden_over_heads_as_the_query_scalar() {
+    // llama.cpp's rule (GGUF has no query_pre_attn_scalar): head_dim, except the 27B models (Gemma 2: 46 layers,
+    // Gemma 3: 62), whose scalar is hidden / heads (4608 / 32 = 144 for Gemma 2 27B; head_dim is 128).
+    for (arch, layers, want) in
+        [("gemma2", 46, 144.0), ("gemma2", 42, 128.0), ("gemma3", 62, 144.0), ("gemma3", 46, 128.0)]
+    {
+        let tmp = tempfile::tempdir().unwrap();
+        let gguf = tmp.path().join("g.gguf");
+        let k = |key: &str| format!("{arch}.{key}");
+        let md = [
+            ("general.architecture".to_owned(), s(arch)),
+            (k("embedding_length"), Value::U32(4608)),
+            (k("block_count"), Value::U32(layers)),
+            (k("feed_forward_length"), Value::U32(64)),
+            (k("attention.head_count"), Value::U32(32)),
+            (k("attention.head_count_kv"), Value::U32(16)),
+            (k("attention.key_length"), Value::U32(128)),
+            (k("attention.sliding_window"), Value::U32(4096)),
+        ];
+        let md: Vec<(&str, Value)> = md.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        write_gguf(&gguf, &md, &[("token_embd.weight".into(), qtensor(&[0.0; 4608 * 2], &[2, 4608], GgmlDType::F32))]);
+        let cfg = lsn_weights::config_from_gguf(&lsn_weights::Gguf::open(&gguf).unwrap()).unwrap();
+        assert_eq!(cfg.attn_scale, 1.0 / f64::sqrt(want), "{arch}, {layers} layers");
+    }
 }

@@ -4,9 +4,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-/// Convert a GGUF file (llama or gemma3 architecture) into a HF checkpoint directory that HF transformers and every
-/// lsn backend read: model.safetensors in f32 (dequantized), config.json, tokenizer.json. llama.cpp's Q/K row
-/// permutation is undone and Gemma's norm weights are stored in HF's (1 + w) convention.
+/// Convert a GGUF file (architecture llama, gemma2, gemma3, qwen2 or qwen3) into a HF checkpoint directory that HF
+/// transformers and every lsn backend read: model.safetensors in f32 (dequantized), config.json, tokenizer.json.
+/// llama.cpp's Q/K row permutation is undone and Gemma's norm weights are stored in HF's (1 + w) convention. GGUF
+/// does not record Gemma's query_pre_attn_scalar: as llama.cpp, the conversion takes head_dim (hidden / heads for
+/// the 27B models). Qwen's GGUF vocabularies use a pre-tokenizer lsn does not rebuild: pass --tokenizer.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The GGUF file.

@@ -20,7 +20,7 @@ fn rope_scaling(g: &Gguf, arch: &str) -> Result<Option<RopeScaling>> {
     }
 }
 
-/// Builds the model configuration from GGUF metadata (architectures `gemma3` and `llama`).
+/// Builds the model configuration from GGUF metadata (the architectures of `FamilySpec::gguf_arch`).
 pub fn config_from_gguf(g: &Gguf) -> Result<ModelConfig> {
     let arch = g.architecture()?.to_owned();
     let Some(family) = Family::from_gguf_arch(&arch) else {
@@ -80,9 +80,9 @@ pub fn config_from_gguf(g: &Gguf) -> Result<ModelConfig> {
         None => rope_theta,
     };
     let activation = spec.default_activation;
-    // GGUF does not record query_pre_attn_scalar: llama.cpp takes head_dim, except for Gemma 3 27B (62 layers),
-    // which uses hidden / heads.
-    let scalar = if spec.query_pre_attn_scalar && num_layers == 62 { hidden_size / num_heads } else { head_dim };
+    // GGUF does not record query_pre_attn_scalar: llama.cpp takes head_dim, except for the family's 27B.
+    let wide = spec.query_pre_attn_scalar && spec.gguf_wide_scalar_layers == Some(num_layers);
+    let scalar = if wide { hidden_size / num_heads } else { head_dim };
     let attn_scale = 1.0 / (scalar as f64).sqrt();
     let id = |key: &str| -> Result<Option<u32>> {
         g.opt_u64(key)?

@@ -31,24 +31,30 @@ pub(crate) fn hf_name(cfg: &ModelConfig, gguf: &str) -> Option<(String, Fix)> {
     if layer >= cfg.num_layers {
         return None;
     }
-    let (hf, fix) = match part {
-        "attn_norm.weight" => ("input_layernorm", norm),
-        "attn_q.weight" => ("self_attn.q_proj", qk(cfg.num_heads)),
-        "attn_k.weight" => ("self_attn.k_proj", qk(cfg.num_kv_heads)),
-        "attn_v.weight" => ("self_attn.v_proj", Fix::None),
-        "attn_output.weight" => ("self_attn.o_proj", Fix::None),
-        "attn_q_norm.weight" if spec.qk_norm => ("self_attn.q_norm", norm),
-        "attn_k_norm.weight" if spec.qk_norm => ("self_attn.k_norm", norm),
-        "post_attention_norm.weight" if spec.sandwich_norms => ("post_attention_layernorm", norm),
-        "ffn_norm.weight" if spec.sandwich_norms => ("pre_feedforward_layernorm", norm),
-        "post_ffw_norm.weight" if spec.sandwich_norms => ("post_feedforward_layernorm", norm),
-        "ffn_norm.weight" => ("post_attention_layernorm", norm),
-        "ffn_gate.weight" => ("mlp.gate_proj", Fix::None),
-        "ffn_up.weight" => ("mlp.up_proj", Fix::None),
-        "ffn_down.weight" => ("mlp.down_proj", Fix::None),
+    let (kind, suffix) = part.rsplit_once('.')?;
+    match suffix {
+        "weight" => {}
+        "bias" if spec.qkv_bias && matches!(kind, "attn_q" | "attn_k" | "attn_v") => {}
+        _ => return None,
+    }
+    let (hf, fix) = match kind {
+        "attn_norm" => ("input_layernorm", norm),
+        "attn_q" => ("self_attn.q_proj", qk(cfg.num_heads)),
+        "attn_k" => ("self_attn.k_proj", qk(cfg.num_kv_heads)),
+        "attn_v" => ("self_attn.v_proj", Fix::None),
+        "attn_output" => ("self_attn.o_proj", Fix::None),
+        "attn_q_norm" if spec.qk_norm => ("self_attn.q_norm", norm),
+        "attn_k_norm" if spec.qk_norm => ("self_attn.k_norm", norm),
+        "post_attention_norm" if spec.sandwich_norms => ("post_attention_layernorm", norm),
+        "ffn_norm" if spec.sandwich_norms => ("pre_feedforward_layernorm", norm),
+        "post_ffw_norm" if spec.sandwich_norms => ("post_feedforward_layernorm", norm),
+        "ffn_norm" => ("post_attention_layernorm", norm),
+        "ffn_gate" => ("mlp.gate_proj", Fix::None),
+        "ffn_up" => ("mlp.up_proj", Fix::None),
+        "ffn_down" => ("mlp.down_proj", Fix::None),
         _ => return None,
     };
-    Some((format!("model.layers.{layer}.{hf}.weight"), fix))
+    Some((format!("model.layers.{layer}.{hf}.{suffix}"), fix))
 }
 
 /// Applies `fix` to row-major values with `cols` columns.
