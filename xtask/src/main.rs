@@ -42,8 +42,9 @@ commands:
              `fixtures lora` only the LoRA goldens (fixtures/golden/lora/: PEFT adapters, logits, gradients,
              20 training steps)
   bench      criterion benches on Gemma-3-270M, every backend: capture tokens/s, greedy KV-cached generation new tokens/s,
-             NLL scoring tokens/s, XNLI zero-shot and XQuAD examples/s, LoRA training (one gradient) tokens/s,
-             and the peak RSS of each (workload, backend), run in its own process, as a table at the end;
+             NLL scoring tokens/s, XNLI zero-shot and XQuAD examples/s, LoRA training (one gradient, with the
+             XNLI head and with the LM loss) tokens/s, and the peak RSS of each (workload, backend), run in its
+             own process, as a table at the end;
              `--vs-hf` also times HF transformers + PyTorch (hooks, generate, full forward) and PEFT (training)
              on the same ids, batch and threads (in .venv-fixtures); other arguments go to `cargo bench`
   help       this text
@@ -312,12 +313,15 @@ fn bench(extra: &[String]) -> Result<()> {
                 .arg(lsn_data::model_dir(&home(), "gemma-3-270m"))
                 .args(["--threads", &threads]))?;
         }
-        for script in ["hf_eval_bench.py", "hf_train_bench.py"] {
+        for (script, extra) in
+            [("hf_eval_bench.py", None), ("hf_train_bench.py", None), ("hf_train_bench.py", Some("--lm"))]
+        {
             run(Command::new(&py)
                 .arg(root().join("xtask/fixtures").join(script))
                 .arg(lsn_data::model_dir(&home(), "gemma-3-270m"))
                 .arg(root().join("fixtures/golden/gemma-3-270m.eval.json"))
-                .args(["--threads", &threads]))?;
+                .args(["--threads", &threads])
+                .args(extra))?;
         }
     }
     Ok(())
@@ -328,7 +332,7 @@ const BENCHES: &[(&str, &[&str])] = &[
     ("capture", &["capture"]),
     ("generate", &["generate", "score"]),
     ("eval", &["xnli", "xquad"]),
-    ("train", &["train"]),
+    ("train", &["train", "train-lm"]),
 ];
 
 /// Every backend name; a bench skips one its build lacks or that cannot run the workload (ort does not train). The
