@@ -40,7 +40,8 @@ commands:
              goldens (qa_metrics.json, from the SQuAD/MLQA scripts as lm-evaluation-harness ships them),
              `fixtures gelu` only PyTorch's GELU-tanh on an f32 grid (gelu_tanh.json),
              `fixtures lora` only the LoRA goldens (fixtures/golden/lora/: PEFT adapters, logits, gradients,
-             20 training steps)
+             20 training steps), `fixtures hf-saved` only hf_saved.json (every random-model preset as HF
+             transformers saves it: config.json, and the tiny ones' tensors)
   bench      criterion benches on Gemma-3-270M, every backend: capture tokens/s, greedy KV-cached generation new tokens/s,
              NLL scoring tokens/s, XNLI zero-shot and XQuAD examples/s, LoRA training (one gradient, with the
              XNLI head and with the LM loss) tokens/s, and the peak RSS of each (workload, backend), run in its
@@ -99,6 +100,7 @@ fn main() -> Result<()> {
         }
         Some("fixtures") if args.get(1).is_some_and(|a| a == "qa") => fixtures_qa(&fixtures_venv()?),
         Some("fixtures") if args.get(1).is_some_and(|a| a == "gelu") => fixtures_gelu(&fixtures_venv()?),
+        Some("fixtures") if args.get(1).is_some_and(|a| a == "hf-saved") => fixtures_hf_saved(&fixtures_venv()?),
         Some("fixtures") if args.get(1).is_some_and(|a| a == "lora") => {
             let py = fixtures_venv()?;
             setup()?;
@@ -155,6 +157,17 @@ fn setup() -> Result<runtime::Runtimes> {
 /// `lsn` from the dev profile (the one the tests build), so set-up adds no second build.
 fn lsn(args: &[&str]) -> Result<()> {
     run(cargo().args(["run", "--quiet", "-p", "lsn-cli", "--bin", "lsn", "--"]).args(args))
+}
+
+/// What `lsn ARGS` prints on stdout (its stderr passed through).
+fn lsn_output(args: &[&str]) -> Result<String> {
+    let out = cargo()
+        .args(["run", "--quiet", "-p", "lsn-cli", "--bin", "lsn", "--"])
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    ensure!(out.status.success(), "lsn {} failed ({})", args.join(" "), out.status);
+    Ok(String::from_utf8(out.stdout)?)
 }
 
 /// Idempotent set-up: the real models the golden tests need.
@@ -434,6 +447,7 @@ fn fixtures() -> Result<()> {
     fixtures_intervene(&py)?;
     fixtures_lora(&py)?;
     fixtures_eval(&py)?;
+    fixtures_hf_saved(&py)?;
     fixtures_qa(&py)?;
     fixtures_gelu(&py)?;
     check_onnx(&py)
@@ -458,6 +472,31 @@ fn fixtures_eval(py: &Path) -> Result<()> {
             .arg(out_dir.join(format!("{name}.eval.json"))))?;
     }
     Ok(())
+}
+
+/// Checkpoints as HF transformers writes them (`fixtures/golden/hf_saved.json`, from xtask/fixtures/golden_hf_saved.py)
+/// for every `lsn random-model` preset: the tiny ones loaded with their weights and saved again, the full-size ones
+/// (gigabytes of weights) by their config.json alone.
+fn fixtures_hf_saved(py: &Path) -> Result<()> {
+    let list = lsn_output(&["random-model", "--list"])?;
+    let mut models = Vec::new();
+    for name in list.lines().filter_map(|l| l.split_once(':').map(|(n, _)| n.trim().to_owned())) {
+        let dir = match TINY_MODELS.iter().find(|(p, _)| *p == name) {
+            Some((preset, seed)) => tiny_model(preset, *seed)?,
+            None => {
+                let dir = root().join("target/lsn-fixtures/configs").join(&name);
+                std::fs::create_dir_all(&dir)?;
+                std::fs::write(dir.join("config.json"), lsn_output(&["random-model", &name, "--config"])?)?;
+                dir
+            }
+        };
+        models.push(format!("{name}={}", dir.display()));
+    }
+    run(Command::new(py)
+        .arg(root().join("xtask/fixtures/golden_hf_saved.py"))
+        .arg("--out")
+        .arg(root().join("fixtures/golden/hf_saved.json"))
+        .args(&models))
 }
 
 /// The answer-metric goldens (`fixtures/golden/qa_metrics.json`): xtask/fixtures/golden_qa_metrics.py runs the

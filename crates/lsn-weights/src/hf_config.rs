@@ -3,7 +3,7 @@
 use lsn_core::ModelConfig;
 
 /// `cfg.to_hf()` as pretty JSON (integral fields that transformers types as integers are written as integers).
-pub(crate) fn config_json(cfg: &ModelConfig) -> String {
+pub fn config_json(cfg: &ModelConfig) -> String {
     serde_json::to_string_pretty(&cfg.to_hf()).expect("plain data serializes")
 }
 

@@ -10,6 +10,7 @@ mod edit;
 mod error;
 mod gguf;
 mod hf_config;
+pub use hf_config::config_json;
 mod random;
 mod reader;
 mod st_file;

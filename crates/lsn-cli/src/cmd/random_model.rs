@@ -18,7 +18,7 @@ pub struct Args {
     #[arg(required_unless_present = "list")]
     pub preset: Option<String>,
     /// The directory to write (created; it must not exist or be empty).
-    #[arg(long, short, required_unless_present = "list")]
+    #[arg(long, short, required_unless_present_any = ["list", "config"])]
     pub out: Option<PathBuf>,
     /// Seed of the weights: the same seed gives the same bytes; another seed gives other weights under the same
     /// config.json and tokenizer.json.
@@ -30,6 +30,9 @@ pub struct Args {
     /// List the presets.
     #[arg(long, conflicts_with_all = ["preset", "out", "seed", "dtype"])]
     pub list: bool,
+    /// Print the preset's config.json (as --out would get it) and write nothing.
+    #[arg(long, requires = "preset", conflicts_with_all = ["out", "seed", "dtype", "list"])]
+    pub config: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -48,10 +51,15 @@ pub fn run(args: Args) -> Result<()> {
         }
         return Ok(());
     }
-    let (Some(name), Some(out)) = (args.preset, args.out) else { bail!("give a preset and --out") };
+    let Some(name) = args.preset else { bail!("give a preset") };
     let Some((_, cfg)) = presets.iter().find(|(n, _)| *n == name) else {
         bail!("unknown preset {name:?} (known: {})", presets.iter().map(|p| p.0).collect::<Vec<_>>().join(", "));
     };
+    if args.config {
+        println!("{}", lsn_weights::config_json(cfg));
+        return Ok(());
+    }
+    let Some(out) = args.out else { bail!("give --out") };
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         lsn_run::prepare_dir(parent, "--out", true)?;
     }
