@@ -20,7 +20,9 @@ use crate::{ModelConfig, Objective, TrainBatch};
 pub const RECOMPUTE_DIVISOR: usize = 6;
 
 /// Positions of the LM head per chunk of the next-token loss: bounds the logits (and their gradient) held at once
-/// (`HEAD_CHUNK × vocab` f32: 128 MiB on Gemma 3's 262144-entry vocabulary).
+/// (`HEAD_CHUNK × vocab` f32: 128 MiB on Gemma 3's 262144-entry vocabulary). Train bench `train-lm` (Gemma-3-270M,
+/// 16 XNLI rows, 765 tokens, side by side), 128 vs 256: candle 74.1 vs 65.3 tokens/s, peak RSS 3866 vs 5272 MiB;
+/// tch 118.5 vs 125.5 tokens/s, 2836 vs 3332 MiB. 128 holds less on both and is faster on candle.
 pub const HEAD_CHUNK: usize = 128;
 
 /// What training needs from a backend beyond the layer's ops: its tape and backward, and the ops of the loss.
