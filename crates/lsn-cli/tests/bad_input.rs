@@ -137,3 +137,16 @@ fn capture_and_select_bad_input() {
         &["en", "512", "--row-len"],
     );
 }
+
+#[test]
+fn random_model_config_prints_the_config_json_and_writes_nothing() {
+    let (ok, stdout, stderr) = common::run(&["random-model", "tiny-qwen3", "--config"]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("--config prints JSON");
+    assert_eq!((v["model_type"].as_str(), v["num_hidden_layers"].as_u64()), (Some("qwen3"), Some(3)), "{stdout}");
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("m");
+    fails_with(&["random-model", "tiny-qwen3", "--config", "--out", out.to_str().unwrap()], &["--out"]);
+    assert!(!out.exists());
+    fails_with(&["random-model", "--config"], &["required arguments"]);
+}
