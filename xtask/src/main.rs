@@ -554,9 +554,16 @@ fn fixtures_intervene(py: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The tiny random model `preset` written with `seed` under target/lsn-fixtures (once; reused when present).
+/// The tiny random model `preset` written with `seed` under target/lsn-fixtures (once; reused while its config.json
+/// is the preset's).
 fn tiny_model(preset: &str, seed: u64) -> Result<PathBuf> {
     let dir = root().join("target/lsn-fixtures").join(preset);
+    // A model written before its preset changed is written again.
+    let config = lsn_output(&["random-model", preset, "--config"])?;
+    let current = std::fs::read_to_string(dir.join("config.json")).is_ok_and(|c| c.trim() == config.trim());
+    if !current && dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
     if !dir.join("model.safetensors").is_file() {
         lsn(&["random-model", preset, "--seed", &seed.to_string(), "--out", &dir.display().to_string()])?;
     }
