@@ -145,9 +145,9 @@ fn a_checkpoint_must_match_its_config() {
     let llama = random_model(t.path(), "l", "tiny-llama", 1);
     let text = text_file(t.path(), "en.txt", 20);
     let en = format!("en={}", text.display());
-    // Rows beyond max_position_embeddings (1024 for tiny-gemma3).
-    let a = capture_args(&gemma, "en", &en, &t.path().join("r1"), &[("--row-len", "2048")]);
-    fails_with(&strs(&a), &["--row-len 2048", "max_position_embeddings (1024"]);
+    // Rows beyond max_position_embeddings (4096 for tiny-gemma3).
+    let a = capture_args(&gemma, "en", &en, &t.path().join("r1"), &[("--row-len", "8192")]);
+    fails_with(&strs(&a), &["--row-len 8192", "max_position_embeddings (4096"]);
     // A layer the config does not account for: tiny-llama has 3, its config now says 2.
     let cfg_path = llama.join("config.json");
     let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
