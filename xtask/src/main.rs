@@ -555,17 +555,20 @@ fn fixtures_intervene(py: &Path) -> Result<()> {
 }
 
 /// The tiny random model `preset` written with `seed` under target/lsn-fixtures (once; reused while its config.json
-/// is the preset's).
+/// is the preset's and it was written with `seed`).
 fn tiny_model(preset: &str, seed: u64) -> Result<PathBuf> {
     let dir = root().join("target/lsn-fixtures").join(preset);
-    // A model written before its preset changed is written again.
+    // A model written before its preset or its seed changed is written again.
     let config = lsn_output(&["random-model", preset, "--config"])?;
-    let current = std::fs::read_to_string(dir.join("config.json")).is_ok_and(|c| c.trim() == config.trim());
+    let marker = dir.join("xtask-seed");
+    let current = std::fs::read_to_string(dir.join("config.json")).is_ok_and(|c| c.trim() == config.trim())
+        && std::fs::read_to_string(&marker).is_ok_and(|s| s == seed.to_string());
     if !current && dir.exists() {
         std::fs::remove_dir_all(&dir)?;
     }
     if !dir.join("model.safetensors").is_file() {
         lsn(&["random-model", preset, "--seed", &seed.to_string(), "--out", &dir.display().to_string()])?;
+        std::fs::write(&marker, seed.to_string())?;
     }
     Ok(dir)
 }
