@@ -264,7 +264,10 @@ pub fn checks(backend: &dyn Backend, env: &Env, m: &GoldenModel) -> (Vec<Check>,
             return ([&xnli_case, &xquad_case, &head_case].map(|c| Check::failed(c, b, e.clone())).to_vec(), None);
         }
     };
-    let iv = Intervention { set: g.intervention.iter().map(|&(l, j, v)| (NeuronId::new(l, j), v)).collect() };
+    let iv = Intervention {
+        set: g.intervention.iter().map(|&(l, j, v)| (NeuronId::new(l, j), v)).collect(),
+        ..Intervention::default()
+    };
     let mut v = Vec::new();
     let mut labels = None;
     v.push(match measure_xnli(model.as_mut(), &tok, &g, &iv) {

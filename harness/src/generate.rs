@@ -38,7 +38,9 @@ struct TapSums {
 struct Golden {
     model: String,
     weights_sha256: String,
-    tap_sums: TapSums,
+    /// In the intervention goldens, not the steering ones.
+    #[serde(default)]
+    tap_sums: Option<TapSums>,
     eos: Vec<u32>,
     max_new_tokens: usize,
     cases: Vec<Case>,
@@ -48,8 +50,17 @@ struct Golden {
 #[derive(Deserialize)]
 struct Case {
     name: String,
-    /// `[layer, index, value]`.
+    /// `[layer, index, value]`: replaced by the value.
     neurons: Vec<(u32, u32, f32)>,
+    /// `[layer, index, factor]`: multiplied (steering goldens).
+    #[serde(default)]
+    scale: Vec<(u32, u32, f32)>,
+    /// `[layer, index, value]`: added to (steering goldens).
+    #[serde(default)]
+    add: Vec<(u32, u32, f32)>,
+    /// `[layer, vector]`: added to the layer's output (steering goldens).
+    #[serde(default)]
+    residual: Vec<(u32, Vec<f32>)>,
     sequences: Vec<CaseSequence>,
 }
 
@@ -77,8 +88,9 @@ pub struct Continuations {
     pub ids: Vec<Vec<u32>>,
 }
 
-fn read(env: &Env, name: &str) -> Result<Golden, String> {
-    let path = env.root.join("fixtures/golden").join(format!("{name}.intervene.json"));
+/// `fixtures/golden/<name>.<kind>.json` (`intervene` or `steer`).
+fn read(env: &Env, name: &str, kind: &str) -> Result<Golden, String> {
+    let path = env.root.join("fixtures/golden").join(format!("{name}.{kind}.json"));
     let text =
         std::fs::read_to_string(&path).map_err(|e| format!("{}: {e} (run `cargo xtask fixtures`)", path.display()))?;
     let g: Golden = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -88,8 +100,14 @@ fn read(env: &Env, name: &str) -> Result<Golden, String> {
     Ok(g)
 }
 
-fn intervention(neurons: &[(u32, u32, f32)]) -> Intervention {
-    Intervention { set: neurons.iter().map(|&(l, j, v)| (NeuronId::new(l, j), v)).collect() }
+fn intervention(case: &Case) -> Intervention {
+    let edits = |v: &[(u32, u32, f32)]| v.iter().map(|&(l, j, x)| (NeuronId::new(l, j), x)).collect();
+    Intervention {
+        set: edits(&case.neurons),
+        scale: edits(&case.scale),
+        add: edits(&case.add),
+        residual: case.residual.clone(),
+    }
 }
 
 /// The smallest largest-shift of the logits an intervention case must cause, so that its comparison tests
@@ -101,7 +119,7 @@ const MIN_EFFECT: f64 = 1e-2;
 fn measure_interventions(model: &mut dyn Model, g: &Golden) -> Result<(f64, f64, f64), String> {
     let (mut logit, mut nll, mut effect) = (0f64, 0f64, f64::INFINITY);
     for case in &g.cases {
-        let iv = intervention(&case.neurons);
+        let iv = intervention(case);
         let mut moved = 0f64;
         for s in &case.sequences {
             let batch = TokenBatch::single(&s.ids).map_err(|e| e.to_string())?;
@@ -146,9 +164,10 @@ pub const TAP_MEAN_TOL: f64 = 1e-4;
 /// `act` and at `gate_pre`.
 fn measure_tap_points(model: &mut dyn Model, g: &Golden) -> Result<(f64, f64), String> {
     let seqs = &g.cases.first().ok_or("no case")?.sequences;
+    let tap_sums = g.tap_sums.as_ref().ok_or("the goldens hold no tap sums")?;
     let width = model.config().intermediate_size;
     let mut worst = [0f64; 2];
-    for (w, point, golden) in [(0, TapPoint::Act, &g.tap_sums.act), (1, TapPoint::GatePre, &g.tap_sums.gate_pre)] {
+    for (w, point, golden) in [(0, TapPoint::Act, &tap_sums.act), (1, TapPoint::GatePre, &tap_sums.gate_pre)] {
         let taps = Taps { moments: true, ..Taps::NONE }.at(point);
         let mut sums = vec![0f64; model.config().num_layers * width];
         let mut n = 0;
@@ -161,11 +180,11 @@ fn measure_tap_points(model: &mut dyn Model, g: &Golden) -> Result<(f64, f64), S
                 *a += b;
             }
         }
-        if n != g.tap_sums.n_tokens {
-            return Err(format!("the taps cover {n} tokens, the goldens {}", g.tap_sums.n_tokens));
+        if n != tap_sums.n_tokens {
+            return Err(format!("the taps cover {n} tokens, the goldens {}", tap_sums.n_tokens));
         }
         for (l, row) in golden.iter().enumerate() {
-            for (j, &want) in row.iter().enumerate().take(g.tap_sums.neurons_per_layer) {
+            for (j, &want) in row.iter().enumerate().take(tap_sums.neurons_per_layer) {
                 worst[w] = worst[w].max((sums[l * width + j] - want).abs() / n as f64);
             }
         }
@@ -173,16 +192,19 @@ fn measure_tap_points(model: &mut dyn Model, g: &Golden) -> Result<(f64, f64), S
     Ok((worst[0], worst[1]))
 }
 
-/// Greedy continuations of every golden prompt, against HF's.
+/// Greedy continuations of every golden prompt, each under the case it names (or none), against HF's.
 fn measure_greedy(model: &mut dyn Model, g: &Golden) -> Result<GreedyOutcome, String> {
-    let zero = g.cases.iter().find(|c| c.name == "zero").ok_or("no zero case")?;
-    let iv = intervention(&zero.neurons);
     let pad = model.config().pad_token_id.unwrap_or(0);
     let opts = Greedy { max_new_tokens: g.max_new_tokens, eos: g.eos.clone(), pad };
     let (mut ours, mut real, mut near, mut tokens) = (Vec::new(), 0, 0, 0);
     for case_gen in &g.generation {
-        let iv = (case_gen.intervention == "zero").then_some(&iv);
-        let mut dec: Box<dyn Decoder + '_> = model.decoder(iv).map_err(|e| e.to_string())?;
+        let iv = match case_gen.intervention.as_str() {
+            "none" => None,
+            name => {
+                Some(intervention(g.cases.iter().find(|c| c.name == name).ok_or_else(|| format!("no case {name}"))?))
+            }
+        };
+        let mut dec: Box<dyn Decoder + '_> = model.decoder(iv.as_ref()).map_err(|e| e.to_string())?;
         let out = greedy(dec.as_mut(), std::slice::from_ref(&case_gen.prompt), &opts).map_err(|e| e.to_string())?;
         let got = out.into_iter().next().ok_or("no continuation")?.ids;
         tokens += case_gen.generated.len();
@@ -238,7 +260,7 @@ pub fn checks(backend: &dyn Backend, env: &Env, m: &GoldenModel) -> (Vec<Check>,
         (v.to_vec(), None)
     };
     let loaded = (|| -> Result<(Golden, golden::Golden, Box<dyn Model>), String> {
-        let g = read(env, m.name)?;
+        let g = read(env, m.name, "intervene")?;
         let full = golden::read_golden(&env.root, m.name)?;
         let dir = golden::model_dir(env, m)?;
         let weights = golden::sha256(&dir.join("model.safetensors"))?;
@@ -268,17 +290,37 @@ pub fn checks(backend: &dyn Backend, env: &Env, m: &GoldenModel) -> (Vec<Check>,
             TAP_MEAN_TOL,
             format!(
                 "per-neuron means of gate_proj(x) over {} tokens (first {} neurons per layer); at act: {}",
-                g.tap_sums.n_tokens,
-                g.tap_sums.neurons_per_layer,
+                g.tap_sums.as_ref().map_or(0, |t| t.n_tokens),
+                g.tap_sums.as_ref().map_or(0, |t| t.neurons_per_layer),
                 crate::report::fmt_num(act)
             ),
         )
         .fail_if(act > TAP_MEAN_TOL),
         Err(e) => Check::failed(&tap_case, b, e),
     });
-    v.push(match measure_interventions(model.as_mut(), &g) {
+    v.push(intervention_check(model.as_mut(), &g, &iv_case, b));
+    let (check, cont) = greedy_check(model.as_mut(), &g, &greedy_case, b, m.name);
+    v.push(check);
+    v.push(match measure_decode(model.as_mut(), &full) {
+        Ok((worst, steps, longest)) => Check::measured(
+            &decode_case,
+            b,
+            "max abs Δlogit",
+            worst,
+            LOGIT_TOL,
+            format!("{steps} cached steps over {} sequences (longest {longest} tokens)", full.sequences.len()),
+        ),
+        Err(e) => Check::failed(&decode_case, b, e),
+    });
+    (v, cont)
+}
+
+/// The case `case` of `g`'s edit cases on `backend`: logits at the golden's top-k ids and mean NLL against HF's, each
+/// case moving the logits.
+fn intervention_check(model: &mut dyn Model, g: &Golden, case: &str, b: &str) -> Check {
+    match measure_interventions(model, g) {
         Ok((logit, nll, effect)) => Check::measured(
-            &iv_case,
+            case,
             b,
             "max abs Δlogit",
             logit,
@@ -294,36 +336,81 @@ pub fn checks(backend: &dyn Backend, env: &Env, m: &GoldenModel) -> (Vec<Check>,
             ),
         )
         .fail_if(nll > NLL_TOL || effect < MIN_EFFECT),
-        Err(e) => Check::failed(&iv_case, b, e),
-    });
-    let mut cont = None;
-    v.push(match measure_greedy(model.as_mut(), &g) {
-        Ok(GreedyOutcome { ours, real, near, tokens }) => {
-            cont = Some(Continuations { backend: b.to_owned(), model: m.name.to_owned(), ids: ours });
+        Err(e) => Check::failed(case, b, e),
+    }
+}
+
+/// The case `case`: `g`'s greedy continuations against HF's, and ours for the cross-backend table.
+fn greedy_check(model: &mut dyn Model, g: &Golden, case: &str, b: &str, m: &str) -> (Check, Option<Continuations>) {
+    match measure_greedy(model, g) {
+        Ok(GreedyOutcome { ours, real, near, tokens }) => (
             Check::measured(
-                &greedy_case,
+                case,
                 b,
                 "continuations differing",
                 real as f64,
                 0.0,
                 format!(
-                    "{} continuations, {tokens} HF tokens; {near} differ first at a near-tie (HF margin < {NEAR_TIE:e})",
-                    g.generation.len()
+                    "{} continuations ({}), {tokens} HF tokens; {near} differ first at a near-tie (HF margin < \
+                     {NEAR_TIE:e})",
+                    g.generation.len(),
+                    cases_named(g.generation.iter().map(|c| c.intervention.as_str()))
                 ),
-            )
-        }
-        Err(e) => Check::failed(&greedy_case, b, e),
-    });
-    v.push(match measure_decode(model.as_mut(), &full) {
-        Ok((worst, steps, longest)) => Check::measured(
-            &decode_case,
-            b,
-            "max abs Δlogit",
-            worst,
-            LOGIT_TOL,
-            format!("{steps} cached steps over {} sequences (longest {longest} tokens)", full.sequences.len()),
+            ),
+            Some(Continuations { backend: b.to_owned(), model: m.to_owned(), ids: ours }),
         ),
-        Err(e) => Check::failed(&decode_case, b, e),
-    });
-    (v, cont)
+        Err(e) => (Check::failed(case, b, e), None),
+    }
+}
+
+/// The distinct names of `names`, in order, joined.
+fn cases_named<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let mut seen: Vec<&str> = Vec::new();
+    for n in names {
+        if !seen.contains(&n) {
+            seen.push(n);
+        }
+    }
+    seen.join(", ")
+}
+
+/// The models with steering goldens (`fixtures/golden/<m>.steer.json`, made by `xtask/fixtures/golden_steer.py`): a
+/// Llama and a Gemma (the two layer shapes: plain and sandwich-normed) and the real Gemma-3-270M.
+pub const STEER_MODELS: &[&str] = &["tiny-llama", "tiny-gemma3", "gemma-3-270m"];
+
+/// Whether `m` has steering goldens.
+pub fn steers(m: &GoldenModel) -> bool {
+    STEER_MODELS.contains(&m.name)
+}
+
+/// The steering cases of `m` on `backend`, against HF transformers with the same hooks:
+/// - `steer/<m>`: logits and NLL under each steering operation (neurons scaled, added to by α × their mean, the
+///   arithmetic "deactivate source + activate target" pair, and a difference-of-means vector added to a layer's
+///   output);
+/// - `steer-greedy/<m>`: greedy continuations under each, and with none.
+pub fn steer_checks(backend: &dyn Backend, env: &Env, m: &GoldenModel) -> (Vec<Check>, Option<Continuations>) {
+    let b = backend.name();
+    let (iv_case, greedy_case) = (format!("steer/{}", m.name), format!("steer-greedy/{}", m.name));
+    let loaded = (|| -> Result<(Golden, Box<dyn Model>), String> {
+        let g = read(env, m.name, "steer")?;
+        let dir = golden::model_dir(env, m)?;
+        if golden::sha256(&dir.join("model.safetensors"))? != g.weights_sha256 {
+            return Err(format!(
+                "the weights in {} differ from those the steering goldens were made from: regenerate them with \
+                 `cargo xtask fixtures steer`",
+                dir.display()
+            ));
+        }
+        let model = backend
+            .load(&ModelFiles::new(&dir), &LoadOptions { device: env.device, ..LoadOptions::default() })
+            .map_err(|e| e.to_string())?;
+        Ok((g, model))
+    })();
+    let (g, mut model) = match loaded {
+        Ok(x) => x,
+        Err(e) => return (vec![Check::failed(&iv_case, b, e.clone()), Check::failed(&greedy_case, b, e)], None),
+    };
+    let iv = intervention_check(model.as_mut(), &g, &iv_case, b);
+    let (greedy, cont) = greedy_check(model.as_mut(), &g, &greedy_case, b, &format!("{} steered", m.name));
+    (vec![iv, greedy], cont)
 }

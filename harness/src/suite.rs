@@ -97,6 +97,11 @@ pub fn run_suite(backends: &[Box<dyn Backend>], env: &Env, on_check: &mut dyn Fn
                         push(&mut report, Check::skipped(&format!("{kind}/{}", m.name), b, reason.clone()));
                     }
                 }
+                if generate::steers(m) {
+                    for kind in ["steer", "steer-greedy"] {
+                        push(&mut report, Check::skipped(&format!("{kind}/{}", m.name), b, reason.clone()));
+                    }
+                }
             }
             for m in lora::models() {
                 for t in lora::TASKS {
@@ -122,6 +127,13 @@ pub fn run_suite(backends: &[Box<dyn Backend>], env: &Env, on_check: &mut dyn Fn
                 push(&mut report, c);
             }
             continuations.extend(cont);
+            if generate::steers(m) {
+                let (checks, cont) = generate::steer_checks(backend.as_ref(), env, m);
+                for c in checks {
+                    push(&mut report, c);
+                }
+                continuations.extend(cont);
+            }
             if eval::covers(m) {
                 let (checks, preds) = eval::checks(backend.as_ref(), env, m);
                 for c in checks {
@@ -353,7 +365,11 @@ mod tests {
         let lora = crate::lora::models().count() * crate::lora::TASKS.len() * crate::lora::KINDS.len();
         assert_eq!(
             skip,
-            golden::MODELS.len() * 9 + golden::MODELS.iter().filter(|m| crate::eval::covers(m)).count() * 3 + lora + 1
+            golden::MODELS.len() * 9
+                + golden::MODELS.iter().filter(|m| crate::eval::covers(m)).count() * 3
+                + golden::MODELS.iter().filter(|m| generate::steers(m)).count() * 2
+                + lora
+                + 1
         );
         assert!(
             report.checks.iter().all(|c| matches!(&c.outcome, Outcome::Skip(r) if r.contains("cannot run on Cpu")))

@@ -355,7 +355,14 @@ fn cached_decoding_gives_the_logits_of_the_full_pass() {
         let v = m.config().vocab_size;
         let seqs = [tokens(14, v, 60), tokens(12, v, 61), tokens(13, v, 62)];
         let prompts = [3, 7, 1]; // ragged prompts: padding in the prefill
-        let iv = Intervention { set: vec![(NeuronId::new(0, 1), 0.0), (NeuronId::new(1, 2), 1.5)] };
+        // Every kind of edit and a steering vector, so cached steps apply each as the full pass does.
+        let h = m.config().hidden_size;
+        let iv = Intervention {
+            set: vec![(NeuronId::new(0, 1), 0.0), (NeuronId::new(1, 2), 1.5)],
+            scale: vec![(NeuronId::new(0, 3), 2.0)],
+            add: vec![(NeuronId::new(1, 2), 0.5), (NeuronId::new(0, 0), -0.25)],
+            residual: vec![(0, (0..h).map(|i| (i as f32 * 0.37).sin() * 0.1).collect())],
+        };
         for intervention in [None, Some(&iv)] {
             let full = TokenBatch::padded(&seqs, 0).unwrap();
             let want = m.run(&Request::new(&full, Outputs::LOGITS).intervene(intervention)).unwrap().logits.unwrap();

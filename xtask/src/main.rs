@@ -35,7 +35,9 @@ commands:
   fixtures   regenerate fixtures/golden/*.json with HF transformers in .venv-fixtures (needs PyPI; slow), then
              check lsn's ONNX export of the real models (`fixtures onnx` runs only that check): onnx.checker and
              the export's logits in onnxruntime against the goldens; `fixtures intervene` makes only the
-             intervention and greedy-generation goldens (*.intervene.json), `fixtures eval` only the task goldens
+             intervention and greedy-generation goldens (*.intervene.json), `fixtures steer` only the steering
+             goldens (*.steer.json: neurons scaled, added to, the arithmetic pair, a difference-of-means vector;
+             logits and greedy continuations), `fixtures eval` only the task goldens
              (*.eval.json: XNLI log-likelihoods, XQuAD greedy answers), `fixtures qa` only the answer-metric
              goldens (qa_metrics.json, from the SQuAD/MLQA scripts as lm-evaluation-harness ships them),
              `fixtures gelu` only PyTorch's GELU-tanh on an f32 grid (gelu_tanh.json),
@@ -91,6 +93,12 @@ fn main() -> Result<()> {
             setup()?;
             setup_models()?;
             fixtures_intervene(&py)
+        }
+        Some("fixtures") if args.get(1).is_some_and(|a| a == "steer") => {
+            let py = fixtures_venv()?;
+            setup()?;
+            setup_models()?;
+            fixtures_steer(&py)
         }
         Some("fixtures") if args.get(1).is_some_and(|a| a == "eval") => {
             let py = fixtures_venv()?;
@@ -445,6 +453,7 @@ fn fixtures() -> Result<()> {
             .arg(out_dir.join(format!("{preset}.json"))))?;
     }
     fixtures_intervene(&py)?;
+    fixtures_steer(&py)?;
     fixtures_lora(&py)?;
     fixtures_eval(&py)?;
     fixtures_hf_saved(&py)?;
@@ -550,6 +559,33 @@ fn fixtures_intervene(py: &Path) -> Result<()> {
             .args(["--name", preset, "--seed", &seed.to_string(), "--new-tokens", "8"])
             .arg("--out")
             .arg(out_dir.join(format!("{preset}.intervene.json"))))?;
+    }
+    Ok(())
+}
+
+/// The steering goldens (`fixtures/golden/NAME.steer.json`, from xtask/fixtures/golden_steer.py) of the models the
+/// harness's `generate::STEER_MODELS` names: tiny-llama and tiny-gemma3 (logits, 8-token continuations) and
+/// Gemma-3-270M (on FLORES text, 16-token continuations). Needs `setup` and the real model.
+fn fixtures_steer(py: &Path) -> Result<()> {
+    let out_dir = root().join("fixtures/golden");
+    let script = root().join("xtask/fixtures/golden_steer.py");
+    let data = data_dir()?.display().to_string();
+    run(Command::new(py)
+        .arg(&script)
+        .arg("--model-dir")
+        .arg(lsn_data::model_dir(&home(), "gemma-3-270m"))
+        .args(["--name", "gemma-3-270m", "--data-dir", &data])
+        .arg("--out")
+        .arg(out_dir.join("gemma-3-270m.steer.json")))?;
+    for (preset, seed) in TINY_MODELS.iter().filter(|(p, _)| ["tiny-llama", "tiny-gemma3"].contains(p)) {
+        let dir = tiny_model(preset, *seed)?;
+        run(Command::new(py)
+            .arg(&script)
+            .arg("--model-dir")
+            .arg(&dir)
+            .args(["--name", preset, "--seed", &seed.to_string(), "--new-tokens", "8"])
+            .arg("--out")
+            .arg(out_dir.join(format!("{preset}.steer.json"))))?;
     }
     Ok(())
 }

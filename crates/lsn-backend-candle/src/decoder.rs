@@ -7,7 +7,7 @@ use candle_core::{DType, Device, Result, Tensor, Var};
 use lsn_core::arch::{Arch, DecoderWeights};
 use lsn_core::layer::LayerOps;
 use lsn_core::train::TrainOps;
-use lsn_core::{Activation, AttentionKind, LoraTarget, ModelConfig, Overwrite, TapPoint};
+use lsn_core::{Activation, AttentionKind, Edits, LoraTarget, ModelConfig, TapPoint};
 
 use crate::lora::LoraTensors;
 use crate::ops::{self, Positions, TapCounter};
@@ -19,42 +19,52 @@ pub(crate) struct Cache {
     pub(crate) layers: Vec<Option<(Tensor, Tensor)>>,
 }
 
-/// The FFN hook of one pass: overwrite the chosen neurons, then hand the tapped value to the reducer.
+/// The hooks of one pass: edit the chosen neurons, hand the tapped value to the reducer, add each layer's steering
+/// vector to its output.
 pub(crate) struct Hook {
-    /// Per layer, the mask (u8) and values `[intermediate]` of the overwritten neurons; `None` where none is.
-    overwrite: Vec<Option<(Tensor, Tensor)>>,
+    /// Per layer, `keep` and `add` `[intermediate]` of the edited neurons; `None` where none is.
+    edits: Vec<Option<(Tensor, Tensor)>>,
+    /// Per layer, the vector `[hidden]` added to its output; `None` where none is.
+    residual: Vec<Option<Tensor>>,
     pub(crate) taps: Option<TapCounter>,
     point: TapPoint,
 }
 
 impl Hook {
     pub(crate) fn new(
-        overwrite: Option<&Overwrite>,
+        edits: Option<&Edits>,
         taps: Option<TapCounter>,
         point: TapPoint,
         layers: usize,
         device: &Device,
     ) -> Result<Self> {
-        let mut per_layer = Vec::with_capacity(layers);
+        let (mut per_layer, mut residual) = (Vec::with_capacity(layers), Vec::with_capacity(layers));
         for l in 0..layers {
-            per_layer.push(match overwrite.and_then(|o| o.layer(l)) {
-                Some((mask, value)) => {
-                    let m: Vec<u8> = mask.iter().map(|&b| u8::from(b)).collect();
-                    Some((Tensor::from_vec(m, mask.len(), device)?, Tensor::from_slice(value, value.len(), device)?))
+            per_layer.push(match edits.and_then(|e| e.layer(l)) {
+                Some((keep, add)) => {
+                    Some((Tensor::from_slice(keep, keep.len(), device)?, Tensor::from_slice(add, add.len(), device)?))
                 }
                 None => None,
             });
+            residual.push(match edits.and_then(|e| e.residual(l)) {
+                Some(v) => Some(Tensor::from_slice(v, v.len(), device)?),
+                None => None,
+            });
         }
-        Ok(Self { overwrite: per_layer, taps, point })
+        Ok(Self { edits: per_layer, residual, taps, point })
     }
 
-    fn overwrite(&self, l: usize, a: Tensor) -> Result<Tensor> {
-        match &self.overwrite[l] {
-            Some((mask, value)) => {
-                let shape = a.shape().clone();
-                mask.broadcast_as(&shape)?.where_cond(&value.broadcast_as(&shape)?, &a)
-            }
+    fn edit(&self, l: usize, a: Tensor) -> Result<Tensor> {
+        match &self.edits[l] {
+            Some((keep, add)) => a.broadcast_mul(&keep.to_dtype(a.dtype())?)?.broadcast_add(&add.to_dtype(a.dtype())?),
             None => Ok(a),
+        }
+    }
+
+    fn steer(&self, l: usize, x: Tensor) -> Result<Tensor> {
+        match &self.residual[l] {
+            Some(v) => x.broadcast_add(&v.to_dtype(x.dtype())?),
+            None => Ok(x),
         }
     }
 }
@@ -272,8 +282,12 @@ impl LayerOps for Pass<'_> {
         ops::activate(x, act)
     }
 
-    fn overwrite(&mut self, l: usize, a: Tensor) -> Result<Tensor> {
-        self.hook.overwrite(l, a)
+    fn edit(&mut self, l: usize, a: Tensor) -> Result<Tensor> {
+        self.hook.edit(l, a)
+    }
+
+    fn steer(&mut self, l: usize, x: Tensor) -> Result<Tensor> {
+        self.hook.steer(l, x)
     }
 
     fn tap_point(&self) -> Option<TapPoint> {

@@ -60,7 +60,7 @@ impl Engine for CandleModel {
         };
         let dev = &self.device;
         let hidden = (|| {
-            let mut hook = Hook::new(pass.overwrite, taps, pass.taps.point, self.cfg.num_layers, dev)?;
+            let mut hook = Hook::new(pass.edits, taps, pass.taps.point, self.cfg.num_layers, dev)?;
             let pos = self.rope.positions(seq, dev)?;
             let h = self.decoder.forward(
                 &ids,
@@ -106,7 +106,7 @@ impl Engine for CandleModel {
         let dev = &self.device;
         Ok((|| {
             let pos = Positions::of_step(step, self.cfg.attn_scale, dev)?;
-            let mut hook = Hook::new(step.overwrite, None, lsn_core::TapPoint::Act, self.cfg.num_layers, dev)?;
+            let mut hook = Hook::new(step.edits, None, lsn_core::TapPoint::Act, self.cfg.num_layers, dev)?;
             let out = Tensor::from_slice(step.out, step.out.len(), dev)?;
             let h = self.decoder.forward(
                 &ids,

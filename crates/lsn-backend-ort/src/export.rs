@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::proto::{Attr, Dim, Elem, Graph};
 
 /// Bumped whenever the graphs or the weight layout change; part of the cache key.
-pub const EXPORTER_VERSION: u32 = 4;
+pub const EXPORTER_VERSION: u32 = 5;
 
 /// The file every graph takes its weights from.
 pub(crate) const WEIGHTS_FILE: &str = "weights.bin";
@@ -62,8 +62,9 @@ pub(crate) struct BodySpec {
     pub(crate) above: bool,
     /// Taps read `gate_proj(x)` before the activation (`TapPoint::GatePre`) instead of the activation.
     pub(crate) gate_pre: bool,
-    /// Inputs `intervention_mask` (bool) and `intervention_value` (f32), both `[layers, intermediate]`: where the
-    /// mask is set, the activation is replaced by the value at every position (before the taps).
+    /// Inputs `intervention_keep` and `intervention_add` (f32, `[layers, intermediate]`): at every position each
+    /// activation becomes `keep · a + add` (before the taps); and `steering` (f32, `[layers, hidden]`): each layer's
+    /// row added to its output.
     pub(crate) intervene: bool,
     /// A cached step: inputs `past_key_<l>` / `past_value_<l>` `[batch, kv_heads, past, head_dim]` (past may be 0),
     /// the RoPE tables and masks of each attention kind (`rope_cos_global`, `rope_sin_global`, `mask_global`, and
@@ -388,8 +389,8 @@ fn softcap_op(g: &mut Graph, x: &str, cap: f64) -> String {
 /// Every input of a body graph besides `input_ids`.
 struct BodyInputs {
     taps: TapInputs,
-    /// `intervention_mask` (bool) and `intervention_value` (f32), `[layers, intermediate]`.
-    intervention: Option<(String, String)>,
+    /// `intervention_keep` and `intervention_add` `[layers, intermediate]`, and `steering` `[layers, hidden]`.
+    intervention: Option<(String, String, String)>,
     /// `past_key_<l>` / `past_value_<l>` per layer (cached step).
     past: Vec<(String, String)>,
     /// `out_index` `[n]`: the flat positions whose hidden state a cached step returns.
@@ -411,7 +412,12 @@ fn body_inputs(c: &mut Ctx<'_>, spec: &BodySpec) -> BodyInputs {
     };
     let intervention = spec.intervene.then(|| {
         let dims = [Dim::Fixed(cfg.num_layers), Dim::Fixed(inter)];
-        (g.input("intervention_mask", Elem::BOOL, &dims), g.input("intervention_value", Elem::FLOAT, &dims))
+        let steer = [Dim::Fixed(cfg.num_layers), Dim::Fixed(cfg.hidden_size)];
+        (
+            g.input("intervention_keep", Elem::FLOAT, &dims),
+            g.input("intervention_add", Elem::FLOAT, &dims),
+            g.input("steering", Elem::FLOAT, &steer),
+        )
     });
     let kv_dims = kv_dims(cfg, "past");
     let past = if spec.cache {
@@ -555,13 +561,22 @@ impl LayerOps for GraphOps<'_, '_> {
         Ok(self.c.activate(x, act))
     }
 
-    fn overwrite(&mut self, l: usize, a: String) -> Result<String, Self::Error> {
-        let Some((mask, value)) = &self.inputs.intervention else { return Ok(a) };
+    fn edit(&mut self, l: usize, a: String) -> Result<String, Self::Error> {
+        let Some((keep, add, _)) = &self.inputs.intervention else { return Ok(a) };
         let g = &mut self.c.g;
         let li = g.int(l as i64);
-        let m = g.op("Gather", &[mask, &li], &[Attr::Int("axis", 0)]); // [I], broadcast over positions
-        let v = g.op("Gather", &[value, &li], &[Attr::Int("axis", 0)]);
-        Ok(g.op("Where", &[&m, &v, &a], &[]))
+        let k = g.op("Gather", &[keep, &li], &[Attr::Int("axis", 0)]); // [I], broadcast over positions
+        let c = g.op("Gather", &[add, &li], &[Attr::Int("axis", 0)]);
+        let a = g.op("Mul", &[&a, &k], &[]);
+        Ok(g.op("Add", &[&a, &c], &[]))
+    }
+
+    fn steer(&mut self, l: usize, x: String) -> Result<String, Self::Error> {
+        let Some((_, _, steering)) = &self.inputs.intervention else { return Ok(x) };
+        let g = &mut self.c.g;
+        let li = g.int(l as i64);
+        let v = g.op("Gather", &[steering, &li], &[Attr::Int("axis", 0)]); // [hidden], broadcast over positions
+        Ok(g.op("Add", &[&x, &v], &[]))
     }
 
     fn tap_point(&self) -> Option<TapPoint> {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use lsn_core::engine::downcast_cache;
 use lsn_core::taps::{lerp_fused, quantile_position};
 use lsn_core::{
-    AttentionKind, BodyOut, BodyPass, Device, Engine, KvCache, ModelConfig, Overwrite, QUANTILES, Step, TapPoint,
+    AttentionKind, BodyOut, BodyPass, Device, Edits, Engine, KvCache, ModelConfig, QUANTILES, Step, TapPoint,
     TapReducer, TapStats, Taps, TokenBatch,
 };
 use ort::session::builder::PrepackedWeights;
@@ -122,7 +122,7 @@ impl OrtModel {
             quantiles: if taps.quantiles { self.quantiles } else { Quantiles::No },
             above: taps.above.is_some(),
             gate_pre: taps.point == TapPoint::GatePre,
-            intervene: pass.overwrite.is_some(),
+            intervene: pass.edits.is_some(),
             cache: false,
             head: if pass.hidden { Head::Hidden } else { Head::No },
         };
@@ -146,7 +146,7 @@ impl OrtModel {
                 )?;
                 &owned
             };
-            let inputs = self.inputs(part, taps, pass.overwrite, &spec)?;
+            let inputs = self.inputs(part, taps, pass.edits, &spec)?;
             let what = || format!("forward pass over {} rows × {} tokens", part.rows, part.seq_len);
             let out = self.body(spec)?.run(inputs).during(what)?;
             if spec.any_tap() {
@@ -166,7 +166,7 @@ impl OrtModel {
         &self,
         batch: &TokenBatch,
         taps: &Taps,
-        overwrite: Option<&Overwrite>,
+        edits: Option<&Edits>,
         spec: &BodySpec,
     ) -> Result<Vec<(&'static str, DynValue)>> {
         let (layers, width) = (self.cfg.num_layers, self.cfg.intermediate_size);
@@ -203,8 +203,8 @@ impl OrtModel {
             }
             inputs.push(("thresholds", tensor(&[layers, n_thr, width], t)?));
         }
-        if let Some(o) = overwrite {
-            inputs.extend(intervention_inputs(o)?);
+        if let Some(e) = edits {
+            inputs.extend(intervention_inputs(e)?);
         }
         Ok(inputs)
     }
@@ -260,7 +260,7 @@ impl OrtModel {
             inputs.push((format!("rope_sin_{name}"), tensor(&[rows, len, 1, 2 * half], full(&p.sin))?));
             inputs.push((format!("mask_{name}"), tensor(&[rows, 1, len, total], p.mask.clone())?));
         }
-        if let Some(o) = step.overwrite {
+        if let Some(o) = step.edits {
             inputs.extend(intervention_inputs(o)?.into_iter().map(|(n, v)| (n.to_owned(), v)));
         }
         inputs.push(("out_index".into(), tensor(&[step.out.len()], step.out.iter().map(|&i| i64::from(i)).collect())?));
@@ -276,7 +276,7 @@ impl OrtModel {
                 inputs.push((format!("past_value_{l}"), v));
             }
         }
-        let session = self.step_session(step.overwrite.is_some())?;
+        let session = self.step_session(step.edits.is_some())?;
         let mut out =
             session.run(inputs).during(|| format!("cached step of {rows} rows × {len} tokens after {}", step.past))?;
         let hidden = extract::<f32>(&out, "hidden")?;
@@ -307,11 +307,19 @@ impl OrtModel {
     }
 }
 
-/// The intervention inputs of a graph: `[layers, intermediate]` mask and values.
-fn intervention_inputs(o: &Overwrite) -> Result<Vec<(&'static str, DynValue)>> {
+/// The intervention inputs of a graph: `[layers, intermediate]` keep and add factors, `[layers, hidden]` steering
+/// vectors (0 in layers without one).
+fn intervention_inputs(e: &Edits) -> Result<Vec<(&'static str, DynValue)>> {
+    let mut steering = vec![0f32; e.layers * e.hidden];
+    for l in 0..e.layers {
+        if let Some(v) = e.residual(l) {
+            steering[l * e.hidden..(l + 1) * e.hidden].copy_from_slice(v);
+        }
+    }
     Ok(vec![
-        ("intervention_mask", tensor(&[o.layers, o.width], o.mask.clone())?),
-        ("intervention_value", tensor(&[o.layers, o.width], o.value.clone())?),
+        ("intervention_keep", tensor(&[e.layers, e.width], e.keep.clone())?),
+        ("intervention_add", tensor(&[e.layers, e.width], e.add.clone())?),
+        ("steering", tensor(&[e.layers, e.hidden], steering)?),
     ])
 }
 

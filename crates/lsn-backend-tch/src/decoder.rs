@@ -6,7 +6,7 @@
 use lsn_core::arch::{Arch, DecoderWeights};
 use lsn_core::layer::LayerOps;
 use lsn_core::train::TrainOps;
-use lsn_core::{Activation, AttentionKind, LoraTarget, ModelConfig, Overwrite, TapPoint};
+use lsn_core::{Activation, AttentionKind, Edits, LoraTarget, ModelConfig, TapPoint};
 use tch::{Device, Kind, TchError, Tensor};
 
 use crate::error::Result;
@@ -55,39 +55,53 @@ pub(crate) struct Cache {
     pub(crate) layers: Vec<Option<(Tensor, Tensor)>>,
 }
 
-/// The FFN hook of one pass: overwrite the chosen neurons, then hand the tapped value to the device reducer.
+/// The hooks of one pass: edit the chosen neurons, hand the tapped value to the device reducer, add each layer's
+/// steering vector to its output.
 pub(crate) struct Hook<'t> {
-    /// Per layer, the mask (bool) and values `[intermediate]` of the overwritten neurons; `None` where none is.
-    overwrite: Vec<Option<(Tensor, Tensor)>>,
+    /// Per layer, `keep` and `add` `[intermediate]` of the edited neurons; `None` where none is.
+    edits: Vec<Option<(Tensor, Tensor)>>,
+    /// Per layer, the vector `[hidden]` added to its output; `None` where none is.
+    residual: Vec<Option<Tensor>>,
     taps: Option<&'t mut DeviceTaps>,
     point: TapPoint,
 }
 
 impl<'t> Hook<'t> {
     pub(crate) fn new(
-        overwrite: Option<&Overwrite>,
+        edits: Option<&Edits>,
         taps: Option<&'t mut DeviceTaps>,
         point: TapPoint,
         layers: usize,
         device: Device,
     ) -> std::result::Result<Self, TchError> {
-        let mut per_layer = Vec::with_capacity(layers);
+        let (mut per_layer, mut residual) = (Vec::with_capacity(layers), Vec::with_capacity(layers));
         for l in 0..layers {
-            per_layer.push(match overwrite.and_then(|o| o.layer(l)) {
-                Some((mask, value)) => Some((
-                    Tensor::f_from_slice(mask)?.f_to_kind(Kind::Bool)?.f_to_device(device)?,
-                    Tensor::f_from_slice(value)?.f_to_device(device)?,
+            per_layer.push(match edits.and_then(|e| e.layer(l)) {
+                Some((keep, add)) => Some((
+                    Tensor::f_from_slice(keep)?.f_to_device(device)?,
+                    Tensor::f_from_slice(add)?.f_to_device(device)?,
                 )),
                 None => None,
             });
+            residual.push(match edits.and_then(|e| e.residual(l)) {
+                Some(v) => Some(Tensor::f_from_slice(v)?.f_to_device(device)?),
+                None => None,
+            });
         }
-        Ok(Self { overwrite: per_layer, taps, point })
+        Ok(Self { edits: per_layer, residual, taps, point })
     }
 
-    fn overwrite(&self, l: usize, a: Tensor) -> std::result::Result<Tensor, TchError> {
-        match &self.overwrite[l] {
-            Some((mask, value)) => value.f_where_self(mask, &a),
+    fn edit(&self, l: usize, a: Tensor) -> std::result::Result<Tensor, TchError> {
+        match &self.edits[l] {
+            Some((keep, add)) => a.f_mul(&keep.f_to_kind(a.kind())?)?.f_add(&add.f_to_kind(a.kind())?),
             None => Ok(a),
+        }
+    }
+
+    fn steer(&self, l: usize, x: Tensor) -> std::result::Result<Tensor, TchError> {
+        match &self.residual[l] {
+            Some(v) => x.f_add(&v.f_to_kind(x.kind())?),
+            None => Ok(x),
         }
     }
 }
@@ -361,8 +375,12 @@ impl LayerOps for Pass<'_, '_> {
         ops::activate(x, act)
     }
 
-    fn overwrite(&mut self, l: usize, a: Tensor) -> std::result::Result<Tensor, TchError> {
-        self.hook.overwrite(l, a)
+    fn edit(&mut self, l: usize, a: Tensor) -> std::result::Result<Tensor, TchError> {
+        self.hook.edit(l, a)
+    }
+
+    fn steer(&mut self, l: usize, x: Tensor) -> std::result::Result<Tensor, TchError> {
+        self.hook.steer(l, x)
     }
 
     fn tap_point(&self) -> Option<TapPoint> {

@@ -78,7 +78,7 @@ impl Engine for TchModel {
         };
         let (device, family) = (self.device, self.cfg.family);
         let hidden = tch::no_grad(|| {
-            let mut hook = Hook::new(pass.overwrite, device_taps.as_mut(), pass.taps.point, layers, device)?;
+            let mut hook = Hook::new(pass.edits, device_taps.as_mut(), pass.taps.point, layers, device)?;
             let pos = Positions::for_len(&mut self.positions, &self.cfg, seq, device)?;
             let h = self.decoder.forward(&ids, pos, None, &mut hook, pass.hidden, None, self.adapter.as_ref())?;
             h.map(|h| to_vec::<f32>(&h)).transpose()
@@ -114,7 +114,7 @@ impl Engine for TchModel {
         let (device, layers) = (self.device, self.cfg.num_layers);
         Ok(tch::no_grad(|| {
             let pos = Positions::of_step(step, self.cfg.attn_scale, device)?;
-            let mut hook = Hook::new(step.overwrite, None, TapPoint::Act, layers, device)?;
+            let mut hook = Hook::new(step.edits, None, TapPoint::Act, layers, device)?;
             let out: Vec<i64> = step.out.iter().map(|&i| i64::from(i)).collect();
             let out = Tensor::f_from_slice(&out)?.f_to_device(device)?;
             match self.decoder.forward(&ids, &pos, Some(cache), &mut hook, true, Some(&out), self.adapter.as_ref())? {

@@ -6,10 +6,10 @@
 //! token attends the real slots at positions `p ≤ q` (and `q − window < p` on sliding layers); a padding slot is seen
 //! by nobody but itself. So padding changes nothing, and sliding layers stay exact past their window.
 
-use crate::engine::{Engine, KvCache, Overwrite, Step, StepPositions};
+use crate::engine::{Engine, KvCache, Step, StepPositions};
 use crate::positions::layer_positions;
 
-use crate::{AttentionKind, Dense, Error, Intervention, Result, TokenBatch};
+use crate::{AttentionKind, Dense, Edits, Error, Intervention, Result, TokenBatch};
 
 /// KV-cached generation over a loaded model.
 pub trait Decoder {
@@ -33,7 +33,7 @@ struct Kinds(Vec<(AttentionKind, Vec<f32>, Option<usize>)>);
 /// lsn-core's decoder over an engine.
 pub struct CachedDecoder<'m, E: Engine + ?Sized> {
     engine: &'m mut E,
-    overwrite: Option<Overwrite>,
+    edits: Option<Edits>,
     kinds: Kinds,
     cache: Option<KvCache>,
     /// Prefill row index of each live row.
@@ -45,7 +45,7 @@ pub struct CachedDecoder<'m, E: Engine + ?Sized> {
 impl<'m, E: Engine + ?Sized> CachedDecoder<'m, E> {
     pub fn new(engine: &'m mut E, intervention: Option<&Intervention>) -> Result<Self> {
         let cfg = engine.config();
-        let overwrite = intervention.map(|iv| Overwrite::new(iv, cfg.num_layers, cfg.intermediate_size)).transpose()?;
+        let edits = intervention.map(|iv| Edits::new(iv, cfg)).transpose()?;
         let mut kinds = vec![AttentionKind::Global];
         if cfg.layer_kinds.contains(&AttentionKind::Sliding) {
             kinds.push(AttentionKind::Sliding);
@@ -59,7 +59,7 @@ impl<'m, E: Engine + ?Sized> CachedDecoder<'m, E> {
                 })
                 .collect(),
         );
-        Ok(Self { engine, overwrite, kinds, cache: None, live: Vec::new(), slots: Vec::new() })
+        Ok(Self { engine, edits, kinds, cache: None, live: Vec::new(), slots: Vec::new() })
     }
 
     /// Runs `ids` `[rows, len]` (positions `pos`, `None` for padding) after the cached slots and returns the final
@@ -102,7 +102,7 @@ impl<'m, E: Engine + ?Sized> CachedDecoder<'m, E> {
             Some(c) => c,
             None => self.cache.insert(self.engine.new_cache()?),
         };
-        let step = Step { rows, len, past, ids, positions: &positions, overwrite: self.overwrite.as_ref(), out: &out };
+        let step = Step { rows, len, past, ids, positions: &positions, edits: self.edits.as_ref(), out: &out };
         self.engine.step(cache, &step)
     }
 

@@ -7,46 +7,9 @@ use std::any::Any;
 
 use crate::head;
 use crate::{
-    Adapter, AttentionKind, Dense, Error, ForwardOut, Gradient, HiddenAt, Intervention, Model, ModelConfig, Request,
-    Result, TapStats, Taps, TokenBatch, TrainBatch,
+    Adapter, AttentionKind, Dense, Edits, Error, ForwardOut, Gradient, HiddenAt, Intervention, Model, ModelConfig,
+    Request, Result, TapStats, Taps, TokenBatch, TrainBatch,
 };
-
-/// A validated intervention in the dense layout engines apply: `[layers × intermediate]` mask and values.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Overwrite {
-    pub layers: usize,
-    pub width: usize,
-    pub mask: Vec<bool>,
-    pub value: Vec<f32>,
-}
-
-impl Overwrite {
-    /// Validates `iv` against a model of `layers × width` FFN neurons.
-    pub fn new(iv: &Intervention, layers: usize, width: usize) -> Result<Overwrite> {
-        let (mask, value) = iv.dense(layers, width)?;
-        Ok(Overwrite { layers, width, mask, value })
-    }
-
-    /// Layer `l`'s mask and values, or `None` when no neuron of the layer is overwritten (nothing to do there).
-    pub fn layer(&self, l: usize) -> Option<(&[bool], &[f32])> {
-        let r = l * self.width..(l + 1) * self.width;
-        let mask = &self.mask[r.clone()];
-        mask.iter().any(|&m| m).then(|| (mask, &self.value[r]))
-    }
-
-    /// Overwrites `a` `[n, width]` of layer `l` in place (the host rule engines must match).
-    pub fn apply(&self, l: usize, a: &mut [f32]) {
-        if let Some((mask, value)) = self.layer(l) {
-            for row in a.chunks_mut(self.width) {
-                for ((x, &m), &v) in row.iter_mut().zip(mask).zip(value) {
-                    if m {
-                        *x = v;
-                    }
-                }
-            }
-        }
-    }
-}
 
 /// One pass of the decoder body over a validated batch.
 #[derive(Debug, Clone, Copy)]
@@ -54,8 +17,9 @@ pub struct BodyPass<'a> {
     pub batch: &'a TokenBatch,
     /// Reduced over the batch's real tokens at `taps.point`; [`crate::NO_TAPS`] for none.
     pub taps: &'a Taps,
-    /// Applied to `act_fn(gate_proj(x))` at every position of every layer, before the taps and the down projection.
-    pub overwrite: Option<&'a Overwrite>,
+    /// Applied at every position of every layer: to `act_fn(gate_proj(x))` before the taps and the down projection,
+    /// and to each layer's output.
+    pub edits: Option<&'a Edits>,
     /// Whether the final-normed hidden states are needed; without them the body may stop after the last tap.
     pub hidden: bool,
 }
@@ -91,7 +55,7 @@ pub struct Step<'a> {
     pub ids: &'a [u32],
     /// One entry per attention kind the model has (global first).
     pub positions: &'a [StepPositions],
-    pub overwrite: Option<&'a Overwrite>,
+    pub edits: Option<&'a Edits>,
     /// Flat indices `r · len + i` of the new tokens whose final-normed hidden state to return, in order.
     pub out: &'a [u32],
 }
@@ -111,7 +75,8 @@ pub trait Engine: Send {
     fn config(&self) -> &ModelConfig;
     /// The backend's name, as errors cite it.
     fn backend(&self) -> &'static str;
-    /// The decoder body: embeddings, every layer (the FFN hook overwrites, then taps), the final norm.
+    /// The decoder body: embeddings, every layer (the FFN hook edits, then taps; the layer's output its vector added), the
+    /// final norm.
     fn body(&mut self, pass: &BodyPass<'_>) -> Result<BodyOut>;
     /// One LM-head chunk: the (soft-capped) logits `[n, vocab]` of hidden rows `[n, hidden]`.
     fn head_logits(&mut self, hidden: &[f32]) -> Result<Vec<f32>>;
@@ -175,7 +140,7 @@ impl<E: Engine> Model for E {
         batch.validate()?;
         batch.check_vocab(vocab)?;
         req.taps.n_thresholds(layers * width)?;
-        let overwrite = req.intervention.map(|iv| Overwrite::new(iv, layers, width)).transpose()?;
+        let edits = req.intervention.map(|iv| Edits::new(iv, cfg)).transpose()?;
         if let Some(from) = req.nll_from
             && from.len() != batch.rows
         {
@@ -186,7 +151,7 @@ impl<E: Engine> Model for E {
             return Ok(ForwardOut::default());
         }
         let body =
-            self.body(&BodyPass { batch, taps: req.taps, overwrite: overwrite.as_ref(), hidden: outs.needs_hidden() })?;
+            self.body(&BodyPass { batch, taps: req.taps, edits: edits.as_ref(), hidden: outs.needs_hidden() })?;
         if req.taps.any() != body.taps.is_some() {
             return Err(missing(backend, "tap statistics"));
         }
@@ -255,23 +220,5 @@ impl<E: Engine> Model for E {
             return Err(missing(backend, "gradient of every adapter parameter"));
         }
         Ok(g)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::NeuronId;
-
-    #[test]
-    fn overwrite_replaces_only_chosen_neurons_of_their_layer() {
-        let iv = Intervention { set: vec![(NeuronId::new(1, 2), 3.5), (NeuronId::new(1, 0), 0.0)] };
-        let o = Overwrite::new(&iv, 2, 3).unwrap();
-        assert!(o.layer(0).is_none());
-        let mut a = vec![1.0, 1.0, 1.0, -2.0, 5.0, 7.0];
-        o.apply(0, &mut a);
-        assert_eq!(a, vec![1.0, 1.0, 1.0, -2.0, 5.0, 7.0]);
-        o.apply(1, &mut a);
-        assert_eq!(a, vec![0.0, 1.0, 3.5, 0.0, 5.0, 3.5]);
     }
 }

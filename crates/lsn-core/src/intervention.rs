@@ -1,6 +1,7 @@
-//! `Intervention`: test-time overwrites of chosen FFN neurons. At every position, the activation `a[l, j]` of each
-//! chosen neuron is replaced by its value before it feeds the down projection (and the taps, which then see the
-//! overwritten value): value 0 deactivates a neuron, a high value activates it.
+//! `Intervention`: test-time edits of chosen FFN neurons and steering vectors. At every position, the activation
+//! `a[l, j]` of each chosen neuron is replaced, scaled or added to before it feeds the down projection (and the taps,
+//! which then see the edited value): value 0 deactivates a neuron, a high value activates it. A steering vector is
+//! added to a layer's output, the residual stream.
 
 use serde::{Deserialize, Serialize};
 
@@ -94,70 +95,194 @@ impl std::fmt::Display for Fill {
     }
 }
 
-/// The neurons to overwrite and their values.
+/// A test-time intervention: edits of chosen FFN neurons' activations `a = act_fn(gate_proj(x))`, applied at every
+/// position of every forward pass before the down projection (and the taps), and vectors added to the residual
+/// stream at a layer's output.
+///
+/// A neuron's edits compose in a fixed order: its value is replaced (`set`), then multiplied (`scale`), then added to
+/// (`add`); so a neuron both deactivated and boosted ends at `value + c`, as Language Arithmetics' "deactivate the
+/// source, activate the target" leaves the neurons the two languages share. Each neuron appears at most once per
+/// list.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Intervention {
+    /// `a ← v`: the paper's fills (0, or a statistic), and Language Arithmetics' deactivation.
     pub set: Vec<(NeuronId, f32)>,
+    /// `a ← s · a`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scale: Vec<(NeuronId, f32)>,
+    /// `a ← a + c`: Language Arithmetics' activation (`c = α · mean` of the target language).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<(NeuronId, f32)>,
+    /// `(layer, v)`: `v` (`[hidden]`) added to layer `layer`'s output (the residual stream the next layer reads) at
+    /// every position — a difference-of-means steering vector.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub residual: Vec<(u32, Vec<f32>)>,
 }
 
 impl Intervention {
     /// Sets every neuron of `neurons` to 0.
     pub fn deactivate(neurons: impl IntoIterator<Item = NeuronId>) -> Self {
-        Self { set: neurons.into_iter().map(|n| (n, 0.0)).collect() }
+        Self { set: neurons.into_iter().map(|n| (n, 0.0)).collect(), ..Self::default() }
     }
 
     /// Sets each neuron of `neurons` to its value in `values` (`[layers × intermediate]`, from [`Fill::values`]; an
     /// empty `values` means 0 everywhere).
     pub fn filled(neurons: &[NeuronId], values: &[f32], intermediate: usize) -> Result<Self> {
-        let mut set = Vec::with_capacity(neurons.len());
-        for &n in neurons {
-            let v = if values.is_empty() {
-                0.0
-            } else {
-                *values.get(n.flat(intermediate)).ok_or_else(|| {
-                    Error::InvalidIntervention(format!(
-                        "neuron ({}, {}) is outside the statistics' {} values: the neuron set and the statistics \
-                         come from different models",
-                        n.layer,
-                        n.index,
-                        values.len()
-                    ))
-                })?
-            };
-            set.push((n, v));
-        }
-        Ok(Self { set })
+        Ok(Self { set: per_neuron(neurons, values, intermediate, 1.0)?, ..Self::default() })
     }
 
-    /// The intervention as dense `[layers × intermediate]` arrays: which neurons are overwritten, and with what.
-    /// Fails on a neuron outside the model, a neuron named twice, or a value that is not finite.
-    pub fn dense(&self, layers: usize, intermediate: usize) -> Result<(Vec<bool>, Vec<f32>)> {
-        let mut mask = vec![false; layers * intermediate];
-        let mut value = vec![0f32; layers * intermediate];
-        for &(n, v) in &self.set {
-            if n.layer as usize >= layers || n.index as usize >= intermediate {
-                return Err(Error::InvalidIntervention(format!(
-                    "neuron ({}, {}) is outside the model's {layers} layers × {intermediate} FFN neurons: the neuron set \
-                     was selected on another model",
-                    n.layer, n.index
-                )));
+    /// Each neuron of `neurons` paired with `factor` times its value in `values` (`[layers × intermediate]`; empty
+    /// means 0 everywhere): the entries of [`Intervention::set`], [`Intervention::scale`] or [`Intervention::add`].
+    pub fn per_neuron(
+        neurons: &[NeuronId],
+        values: &[f32],
+        intermediate: usize,
+        factor: f32,
+    ) -> Result<Vec<(NeuronId, f32)>> {
+        per_neuron(neurons, values, intermediate, factor)
+    }
+
+    /// Whether the intervention changes nothing (no edit, no vector).
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.scale.is_empty() && self.add.is_empty() && self.residual.is_empty()
+    }
+
+    /// The intervention in the dense layout engines apply, validated against a model of `layers` layers ×
+    /// `intermediate` FFN neurons and `hidden` wide. Fails on a neuron or layer outside the model, a neuron named twice
+    /// in one list, a vector of the wrong width, or a value that is not finite.
+    pub fn dense(&self, layers: usize, intermediate: usize, hidden: usize) -> Result<Edits> {
+        let plane = layers * intermediate;
+        let mut e = Edits {
+            layers,
+            width: intermediate,
+            hidden,
+            keep: vec![1.0; plane],
+            add: vec![0.0; plane],
+            touched: vec![false; layers],
+            residual: vec![None; layers],
+        };
+        for (list, what) in [(&self.set, "set"), (&self.scale, "scaled"), (&self.add, "added to")] {
+            let mut seen = vec![false; plane];
+            for &(n, v) in list {
+                if n.layer as usize >= layers || n.index as usize >= intermediate {
+                    return Err(Error::InvalidIntervention(format!(
+                        "neuron ({}, {}) is outside the model's {layers} layers × {intermediate} FFN neurons: the \
+                         neuron set was selected on another model",
+                        n.layer, n.index
+                    )));
+                }
+                if !v.is_finite() {
+                    return Err(Error::InvalidIntervention(format!(
+                        "neuron ({}, {}) would be {what} by {v}; use a finite value",
+                        n.layer, n.index
+                    )));
+                }
+                let at = n.flat(intermediate);
+                if std::mem::replace(&mut seen[at], true) {
+                    return Err(Error::InvalidIntervention(format!(
+                        "neuron ({}, {}) is {what} twice; give each neuron one value per edit",
+                        n.layer, n.index
+                    )));
+                }
+                match what {
+                    "set" => (e.keep[at], e.add[at]) = (0.0, v),
+                    "scaled" => (e.keep[at], e.add[at]) = (e.keep[at] * v, e.add[at] * v),
+                    _ => e.add[at] += v,
+                }
+                e.touched[n.layer as usize] = true;
             }
-            if !v.is_finite() {
-                return Err(Error::InvalidIntervention(format!(
-                    "neuron ({}, {}) would be set to {v}; use a finite value",
-                    n.layer, n.index
-                )));
-            }
-            let at = n.flat(intermediate);
-            if std::mem::replace(&mut mask[at], true) {
-                return Err(Error::InvalidIntervention(format!(
-                    "neuron ({}, {}) is named twice; give each neuron one value",
-                    n.layer, n.index
-                )));
-            }
-            value[at] = v;
         }
-        Ok((mask, value))
+        for (l, v) in &self.residual {
+            let l = *l as usize;
+            if l >= layers {
+                return Err(Error::InvalidIntervention(format!(
+                    "a steering vector is added at layer {l}, and the model has {layers} layers (0–{})",
+                    layers.saturating_sub(1)
+                )));
+            }
+            if v.len() != hidden {
+                return Err(Error::InvalidIntervention(format!(
+                    "the steering vector of layer {l} has {} entries; the model's hidden size is {hidden}: the vector \
+                     was made on another model",
+                    v.len()
+                )));
+            }
+            if v.iter().any(|x| !x.is_finite()) {
+                return Err(Error::InvalidIntervention(format!(
+                    "the steering vector of layer {l} holds a value that is not finite"
+                )));
+            }
+            if e.residual[l].replace(v.clone()).is_some() {
+                return Err(Error::InvalidIntervention(format!(
+                    "two steering vectors are added at layer {l}: add their sum once"
+                )));
+            }
+        }
+        Ok(e)
+    }
+}
+
+fn per_neuron(neurons: &[NeuronId], values: &[f32], intermediate: usize, factor: f32) -> Result<Vec<(NeuronId, f32)>> {
+    let mut set = Vec::with_capacity(neurons.len());
+    for &n in neurons {
+        let v = if values.is_empty() {
+            0.0
+        } else {
+            *values.get(n.flat(intermediate)).ok_or_else(|| {
+                Error::InvalidIntervention(format!(
+                    "neuron ({}, {}) is outside the statistics' {} values: the neuron set and the statistics come \
+                     from different models",
+                    n.layer,
+                    n.index,
+                    values.len()
+                ))
+            })?
+        };
+        set.push((n, factor * v));
+    }
+    Ok(set)
+}
+
+/// A validated [`Intervention`] in the dense layout engines apply: per neuron `a ← keep · a + add` (`[layers ×
+/// intermediate]`; 1 and 0 where untouched), and per layer the vector added to its output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Edits {
+    pub layers: usize,
+    pub width: usize,
+    pub hidden: usize,
+    pub keep: Vec<f32>,
+    pub add: Vec<f32>,
+    /// Per layer, whether any of its neurons is edited.
+    pub touched: Vec<bool>,
+    pub residual: Vec<Option<Vec<f32>>>,
+}
+
+impl Edits {
+    /// Validates `iv` against the model of `cfg`.
+    pub fn new(iv: &Intervention, cfg: &crate::ModelConfig) -> Result<Edits> {
+        iv.dense(cfg.num_layers, cfg.intermediate_size, cfg.hidden_size)
+    }
+
+    /// Layer `l`'s `(keep, add)`, or `None` when no neuron of the layer is edited (nothing to do there).
+    pub fn layer(&self, l: usize) -> Option<(&[f32], &[f32])> {
+        let r = l * self.width..(l + 1) * self.width;
+        self.touched[l].then(|| (&self.keep[r.clone()], &self.add[r]))
+    }
+
+    /// The vector added to layer `l`'s output, if any.
+    pub fn residual(&self, l: usize) -> Option<&[f32]> {
+        self.residual.get(l).and_then(Option::as_deref)
+    }
+
+    /// Edits `a` `[n, width]` of layer `l` in place (the host rule engines must match).
+    pub fn apply(&self, l: usize, a: &mut [f32]) {
+        if let Some((keep, add)) = self.layer(l) {
+            for row in a.chunks_mut(self.width) {
+                for ((x, &k), &c) in row.iter_mut().zip(keep).zip(add) {
+                    *x = *x * k + c;
+                }
+            }
+        }
     }
 }
 
@@ -183,15 +308,54 @@ mod tests {
 
     #[test]
     fn dense_places_values_and_rejects_bad_neurons() {
-        let iv = Intervention { set: vec![(NeuronId::new(1, 2), 3.5), (NeuronId::new(0, 0), 0.0)] };
-        let (mask, value) = iv.dense(2, 4).unwrap();
-        assert_eq!(mask.iter().filter(|&&m| m).count(), 2);
-        assert!(mask[0] && mask[6] && value[6] == 3.5);
-        let out = Intervention::deactivate([NeuronId::new(2, 0)]).dense(2, 4).unwrap_err().to_string();
+        let iv = Intervention {
+            set: vec![(NeuronId::new(1, 2), 3.5), (NeuronId::new(0, 0), 0.0)],
+            ..Intervention::default()
+        };
+        let e = iv.dense(2, 4, 3).unwrap();
+        assert_eq!(e.keep.iter().filter(|&&k| k == 0.0).count(), 2);
+        assert!(e.keep[0] == 0.0 && e.keep[6] == 0.0 && e.add[6] == 3.5 && e.touched == [true, true]);
+        let out = Intervention::deactivate([NeuronId::new(2, 0)]).dense(2, 4, 3).unwrap_err().to_string();
         assert!(out.contains("outside the model"), "{out}");
-        let twice = Intervention::deactivate([NeuronId::new(0, 1), NeuronId::new(0, 1)]).dense(2, 4).unwrap_err();
+        let twice = Intervention::deactivate([NeuronId::new(0, 1), NeuronId::new(0, 1)]).dense(2, 4, 3).unwrap_err();
         assert!(twice.to_string().contains("twice"), "{twice}");
-        let nan = Intervention { set: vec![(NeuronId::new(0, 1), f32::NAN)] }.dense(2, 4).unwrap_err();
-        assert!(nan.to_string().contains("finite"), "{nan}");
+        let nan = Intervention { set: vec![(NeuronId::new(0, 1), f32::NAN)], ..Intervention::default() };
+        assert!(nan.dense(2, 4, 3).unwrap_err().to_string().contains("finite"));
+    }
+
+    #[test]
+    fn edits_compose_set_then_scale_then_add_and_vectors_are_checked() {
+        let (a, b) = (NeuronId::new(0, 1), NeuronId::new(1, 0));
+        let iv = Intervention {
+            set: vec![(a, 2.0)],
+            scale: vec![(a, 3.0), (b, -0.5)],
+            add: vec![(a, 1.0), (b, 4.0)],
+            residual: vec![(1, vec![0.5, -1.0])],
+        };
+        let e = iv.dense(2, 2, 2).unwrap();
+        // Two positions of each layer. Neuron (0, 1): set to 2, ×3, +1 → 7. Neuron (1, 0): 10 × −0.5 + 4 → −1;
+        // untouched neurons keep their value.
+        let (mut x0, mut x1) = (vec![10.0, 10.0, -3.0, 5.0], vec![10.0, 10.0, 2.0, -8.0]);
+        e.apply(0, &mut x0);
+        e.apply(1, &mut x1);
+        assert_eq!((x0, x1), (vec![10.0, 7.0, -3.0, 7.0], vec![-1.0, 10.0, 3.0, -8.0]));
+        let plain = Intervention { add: vec![(b, 1.0)], ..Intervention::default() }.dense(2, 2, 2).unwrap();
+        assert!(plain.layer(0).is_none() && plain.layer(1).is_some());
+        assert_eq!(e.residual(1), Some(&[0.5, -1.0][..]));
+        assert_eq!(e.residual(0), None);
+        // The same neuron may appear in different lists, not twice in one; vectors fit the model.
+        let twice = Intervention { add: vec![(a, 1.0), (a, 1.0)], ..Intervention::default() };
+        assert!(twice.dense(2, 2, 2).unwrap_err().to_string().contains("added to twice"));
+        let wide = Intervention { residual: vec![(0, vec![1.0; 3])], ..Intervention::default() };
+        assert!(wide.dense(2, 2, 2).unwrap_err().to_string().contains("hidden size is 2"));
+        let deep = Intervention { residual: vec![(2, vec![1.0; 2])], ..Intervention::default() };
+        assert!(deep.dense(2, 2, 2).unwrap_err().to_string().contains("2 layers"));
+        let two = Intervention { residual: vec![(0, vec![1.0; 2]), (0, vec![0.0; 2])], ..Intervention::default() };
+        assert!(two.dense(2, 2, 2).unwrap_err().to_string().contains("two steering vectors"));
+        let inf = Intervention { residual: vec![(0, vec![f32::INFINITY, 0.0])], ..Intervention::default() };
+        assert!(inf.dense(2, 2, 2).unwrap_err().to_string().contains("not finite"));
+        // Serialised interventions of earlier versions (only `set`) still read.
+        let old: Intervention = serde_json::from_str(r#"{"set":[[{"layer":0,"index":1},0.0]]}"#).unwrap();
+        assert!(old.scale.is_empty() && old.residual.is_empty() && !old.is_empty());
     }
 }

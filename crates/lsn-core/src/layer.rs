@@ -41,8 +41,12 @@ pub trait LayerOps {
         softcap: Option<f64>,
     ) -> Result<Self::X, Self::Error>;
     fn activate(&mut self, x: &Self::X, act: Activation) -> Result<Self::X, Self::Error>;
-    /// The intervention of layer `l` on `act_fn(gate)`: the chosen neurons' values replaced (`a` as is where none is).
-    fn overwrite(&mut self, l: usize, a: Self::X) -> Result<Self::X, Self::Error>;
+    /// The intervention of layer `l` on `act_fn(gate)`: each edited neuron's `a ← keep · a + add`
+    /// ([`Edits::layer`](crate::Edits::layer); `a` as is where none is).
+    fn edit(&mut self, l: usize, a: Self::X) -> Result<Self::X, Self::Error>;
+    /// The intervention of layer `l` on its output `x` (the residual stream): its steering vector
+    /// ([`Edits::residual`](crate::Edits::residual)) added at every position, `x` as is where it has none.
+    fn steer(&mut self, l: usize, x: Self::X) -> Result<Self::X, Self::Error>;
     /// Where this pass taps the FFN, or `None` for no taps.
     fn tap_point(&self) -> Option<TapPoint>;
     /// Hands layer `l`'s tapped value to the pass's reducer.
@@ -75,8 +79,9 @@ pub trait LayerOps {
 ///
 /// Pre-norm attention (q/k/v with their biases where the family has them, q/k RMSNorm per head, RoPE, attention,
 /// o, the post-attention norm of sandwich-norm families) and a residual add; then the pre-FFN norm, the gated FFN
-/// `down(hook(act_fn(gate(h))) · up(h))` with its hook (the intervention overwrites, then the taps read the result,
-/// or `gate(h)` at [`TapPoint::GatePre`]), the post-FFN norm, and a residual add.
+/// `down(hook(act_fn(gate(h))) · up(h))` with its hook (the intervention edits, then the taps read the result,
+/// or `gate(h)` at [`TapPoint::GatePre`]), the post-FFN norm, a residual add, and the intervention's steering
+/// vector of the layer added to its output.
 pub fn decoder_layer<O: LayerOps>(
     ops: &mut O,
     cfg: &ModelConfig,
@@ -114,7 +119,7 @@ pub fn decoder_layer<O: LayerOps>(
     let h = ops.norm(&x, &w.pre_ffn_norm)?;
     let gate = ops.project(l, LoraTarget::GateProj, &h, &w.gate)?;
     let a = ops.activate(&gate, cfg.activation)?;
-    let a = ops.overwrite(l, a)?;
+    let a = ops.edit(l, a)?;
     match ops.tap_point() {
         Some(TapPoint::Act) => ops.tap(l, &a)?,
         Some(TapPoint::GatePre) => ops.tap(l, &gate)?,
@@ -129,7 +134,8 @@ pub fn decoder_layer<O: LayerOps>(
     if let Some(n) = &w.post_ffn_norm {
         f = ops.norm(&f, n)?;
     }
-    Ok(Some(ops.add(&x, &f)?))
+    let out = ops.add(&x, &f)?;
+    Ok(Some(ops.steer(l, out)?))
 }
 
 /// Every layer of `layers` in order from the first layer's input `x`: the last layer's output, or `None` when
@@ -201,8 +207,11 @@ mod tests {
         fn activate(&mut self, x: &String, act: Activation) -> Result<String, Self::Error> {
             Ok(self.op(format!("{act:?}({x})")))
         }
-        fn overwrite(&mut self, l: usize, a: String) -> Result<String, Self::Error> {
-            Ok(self.op(format!("overwrite{l}({a})")))
+        fn edit(&mut self, l: usize, a: String) -> Result<String, Self::Error> {
+            Ok(self.op(format!("edit{l}({a})")))
+        }
+        fn steer(&mut self, l: usize, x: String) -> Result<String, Self::Error> {
+            Ok(self.op(format!("steer{l}({x})")))
         }
         fn tap_point(&self) -> Option<TapPoint> {
             self.taps
@@ -247,15 +256,16 @@ mod tests {
             format!("norm(%11,{p}.post_attention_layernorm.weight)"),
             format!("lin(%12,{p}.mlp.gate_proj.weight)"),
             "Silu(%13)".to_owned(),
-            "overwrite0(%14)".to_owned(),
+            "edit0(%14)".to_owned(),
             "tap0(%15)".to_owned(),
             format!("lin(%12,{p}.mlp.up_proj.weight)"),
             "mul(%15,%17)".to_owned(),
             format!("lin(%18,{p}.mlp.down_proj.weight)"),
             "add(%11,%19)".to_owned(),
+            "steer0(%20)".to_owned(),
         ];
         assert_eq!(t.log, want);
-        assert_eq!(out.as_deref(), Some("%20"));
+        assert_eq!(out.as_deref(), Some("%21"));
     }
 
     #[test]
@@ -267,7 +277,7 @@ mod tests {
         let has = |s: &str| t.log.iter().any(|o| o.contains(s));
         assert!(has("self_attn.q_norm") && has("self_attn.k_norm") && has("post_attention_layernorm"));
         assert!(has("pre_feedforward_layernorm") && !has("up_proj") && !has("post_feedforward_layernorm"));
-        // The taps read gate(h), before the activation and the overwrite.
+        // The taps read gate(h), before the activation and the edit.
         let gate = t.log.iter().position(|o| o.contains("gate_proj")).unwrap();
         assert_eq!(t.log.last().unwrap(), &format!("tap0(%{gate})"));
     }

@@ -39,12 +39,12 @@ pub use config::{Activation, AttentionKind, HfConfig, ModelConfig, RopeScaling};
 pub use decode::{Decoder, Generated, Greedy, greedy};
 pub use dense::Dense;
 pub use digest::{hash_memo_dir, sha256_file, sha256_file_memo, sha256_hex};
-pub use engine::{BodyOut, BodyPass, Engine, KvCache, Overwrite, Step, StepPositions};
+pub use engine::{BodyOut, BodyPass, Engine, KvCache, Step, StepPositions};
 pub use error::{Error, Result};
 pub use family::{FAMILIES, Family, FamilySpec};
 pub use fs::{cache_home, write_atomic};
 pub use identity::ModelIdentity;
-pub use intervention::{Fill, Intervention};
+pub use intervention::{Edits, Fill, Intervention};
 pub use lang::Lang;
 pub use lora::{
     Adapter, Gradient, LoraLayout, LoraModule, LoraTarget, Objective, PEFT_HEAD, ParamRole, ParamSpec, TrainBatch,
