@@ -5,6 +5,7 @@
 pub mod batching;
 pub mod bootstrap;
 mod error;
+pub mod langid;
 mod perplexity;
 pub mod qa_metrics;
 pub mod results;
@@ -17,6 +18,7 @@ pub use bootstrap::{
     runs_bootstrap, runs_mean,
 };
 pub use error::{Error, Result};
+pub use langid::LanguageId;
 pub use perplexity::{NllSum, perplexity};
 pub use results::{
     Compared, EvalResults, ExampleResult, LangResult, check_same_model, compare, compare_classes, compare_markdown,
