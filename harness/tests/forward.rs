@@ -443,3 +443,24 @@ fn greedy_generation_is_the_argmax_of_the_full_pass_and_stops_at_eos() {
         assert!(e.contains("empty"), "{name}: {e}");
     }
 }
+
+#[test]
+fn forcing_scores_each_continuation_as_its_own_pass_would() {
+    // Batched and padded with others, a continuation's mean NLL is the one its own sequence gives.
+    for (backend, name, hf) in cases() {
+        let (_dir, mut m) = load_on(backend.as_ref(), &hf, 8);
+        let v = m.config().vocab_size;
+        let prompts = [tokens(5, v, 70), tokens(9, v, 71), tokens(3, v, 72)];
+        let conts = [tokens(4, v, 73), Vec::new(), tokens(7, v, 74)];
+        let got = lsn_eval::forcing::continuation_nll(m.as_mut(), &prompts, &conts, 2, 0).unwrap();
+        assert_eq!(got[1], None, "{name}: an empty continuation has no NLL");
+        for i in [0, 2] {
+            let seq = [&prompts[i][..], &conts[i][..]].concat();
+            let nll = m.run(&Request::new(&TokenBatch::single(&seq).unwrap(), Outputs::NLL)).unwrap().nll.unwrap();
+            let (p, k) = (prompts[i].len(), conts[i].len());
+            let want = nll.data[p - 1..p - 1 + k].iter().map(|&x| f64::from(x)).sum::<f64>() / k as f64;
+            let d = (got[i].unwrap() - want).abs();
+            assert!(d < 1e-5, "{name}: continuation {i}: {} vs {want} (Δ {d:e})", got[i].unwrap());
+        }
+    }
+}

@@ -9,7 +9,7 @@ use crate::{ActivationStats, Error, NeuronId, QUANTILES, Result};
 
 /// What value an intervention writes into each chosen neuron (the paper's columns): 0, or the evaluation language's
 /// own per-neuron statistic from a capture run — the mean, or a batch quantile averaged over batches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Fill {
     Zero,
     Mean,
@@ -92,6 +92,88 @@ impl Fill {
 impl std::fmt::Display for Fill {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.name())
+    }
+}
+
+/// How an intervention treats a language's neurons: the paper's overwrite, or one of the literature's steering
+/// operations (Language Arithmetics, arXiv 2507.22608, read from its code: the hook is on `act_fn(gate_proj(x))` at
+/// every position; its statistic is the target language's mean activation over every token).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Steer {
+    /// `a ← v`: the target's neurons set to a fill value (0 or a statistic; Language Arithmetics' "replacement" with
+    /// the mean).
+    Fill,
+    /// `a ← α · a` on the target's neurons.
+    Scale,
+    /// `a ← a + α · μ` on the target's neurons, `μ` their mean activation on the target's text (Language
+    /// Arithmetics' "additive" activation; its code uses α = 1).
+    Add,
+    /// The source's neurons set to 0, then the target's `a ← a + α · μ` (Language Arithmetics' "deactivate source +
+    /// activate target"; a neuron of both ends at `α · μ`).
+    Arithmetic,
+}
+
+impl Steer {
+    pub const ALL: [Steer; 4] = [Steer::Fill, Steer::Scale, Steer::Add, Steer::Arithmetic];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Steer::Fill => "fill",
+            Steer::Scale => "scale",
+            Steer::Add => "add",
+            Steer::Arithmetic => "arithmetic",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Steer> {
+        Self::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| {
+            Error::InvalidIntervention(format!("unknown steering {s:?}: use one of fill, scale, add, arithmetic"))
+        })
+    }
+
+    /// Whether the operation takes a statistic of the target's (`Fill` takes its fill's, `Add` and `Arithmetic` the
+    /// mean).
+    pub fn needs_mean(self) -> bool {
+        matches!(self, Steer::Add | Steer::Arithmetic)
+    }
+
+    /// The intervention on `target`'s neurons (and, for `Arithmetic`, `source`'s), with `values` the target's
+    /// per-neuron statistic `[layers × intermediate]`: the fill values for `Fill`, the means for `Add` and
+    /// `Arithmetic` (unused by `Scale`).
+    pub fn build(
+        self,
+        source: Option<&[NeuronId]>,
+        target: &[NeuronId],
+        values: &[f32],
+        alpha: f32,
+        intermediate: usize,
+    ) -> Result<Intervention> {
+        if !alpha.is_finite() {
+            return Err(Error::InvalidIntervention(format!("the steering strength α = {alpha} is not finite")));
+        }
+        let mut iv = Intervention::default();
+        match self {
+            Steer::Fill => iv.set = per_neuron(target, values, intermediate, 1.0)?,
+            Steer::Scale => iv.scale = target.iter().map(|&n| (n, alpha)).collect(),
+            Steer::Add => iv.add = per_neuron(target, values, intermediate, alpha)?,
+            Steer::Arithmetic => {
+                let source = source.ok_or_else(|| {
+                    Error::InvalidIntervention(
+                        "arithmetic steering deactivates a source language's neurons: name the source language".into(),
+                    )
+                })?;
+                iv.set = source.iter().map(|&n| (n, 0.0)).collect();
+                iv.add = per_neuron(target, values, intermediate, alpha)?;
+            }
+        }
+        Ok(iv)
+    }
+}
+
+impl std::fmt::Display for Steer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -321,6 +403,30 @@ mod tests {
         assert!(twice.to_string().contains("twice"), "{twice}");
         let nan = Intervention { set: vec![(NeuronId::new(0, 1), f32::NAN)], ..Intervention::default() };
         assert!(nan.dense(2, 4, 3).unwrap_err().to_string().contains("finite"));
+    }
+
+    #[test]
+    fn steering_builds_the_literatures_operations() {
+        let (a, b, c) = (NeuronId::new(0, 0), NeuronId::new(0, 1), NeuronId::new(1, 1));
+        let mean = [0.5, 1.0, 2.0, 4.0];
+        let add = Steer::Add.build(None, &[b, c], &mean, 2.0, 2).unwrap();
+        assert_eq!(add.add, vec![(b, 2.0), (c, 8.0)]);
+        assert!(add.set.is_empty() && add.scale.is_empty());
+        let scale = Steer::Scale.build(None, &[b], &[], 3.0, 2).unwrap();
+        assert_eq!(scale.scale, vec![(b, 3.0)]);
+        // The source's neurons off, the target's boosted; a neuron of both ends at α·μ.
+        let arith = Steer::Arithmetic.build(Some(&[a, b]), &[b, c], &mean, 1.0, 2).unwrap();
+        let e = arith.dense(2, 2, 1).unwrap();
+        let mut x = vec![3.0, 3.0];
+        e.apply(0, &mut x);
+        assert_eq!(x, vec![0.0, 1.0]);
+        assert!(Steer::Arithmetic.build(None, &[b], &mean, 1.0, 2).unwrap_err().to_string().contains("source"));
+        assert_eq!(Steer::Fill.build(None, &[c], &mean, 1.0, 2).unwrap().set, vec![(c, 4.0)]);
+        assert!(Steer::Add.build(None, &[c], &mean, f32::NAN, 2).is_err());
+        for k in Steer::ALL {
+            assert_eq!(Steer::parse(k.name()).unwrap(), k);
+        }
+        assert!(Steer::parse("boost").unwrap_err().to_string().contains("arithmetic"));
     }
 
     #[test]

@@ -44,7 +44,7 @@ pub use error::{Error, Result};
 pub use family::{FAMILIES, Family, FamilySpec};
 pub use fs::{cache_home, write_atomic};
 pub use identity::ModelIdentity;
-pub use intervention::{Edits, Fill, Intervention};
+pub use intervention::{Edits, Fill, Intervention, Steer};
 pub use lang::Lang;
 pub use lora::{
     Adapter, Gradient, LoraLayout, LoraModule, LoraTarget, Objective, PEFT_HEAD, ParamRole, ParamSpec, TrainBatch,

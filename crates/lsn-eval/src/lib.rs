@@ -5,6 +5,7 @@
 pub mod batching;
 pub mod bootstrap;
 mod error;
+pub mod forcing;
 pub mod langid;
 mod perplexity;
 pub mod qa_metrics;

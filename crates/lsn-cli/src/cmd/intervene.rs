@@ -1,12 +1,13 @@
-//! The intervention options shared by the commands that run a model (`ppl`, `generate`, `eval`): a neuron file
-//! from `lsn select`, whose set of a language is overwritten at every position with one value per neuron.
+//! The intervention options shared by the commands that run a model (`ppl`, `generate`, `eval`, `forcing`): a neuron
+//! file from `lsn select`, whose set of a language is overwritten at every position with one value per neuron, or
+//! steered (scaled, added to, or Language Arithmetics' deactivate-source + activate-target pair).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
 use lsn_capture::StatsFile;
-use lsn_core::{Fill, Intervention, ModelConfig, ModelIdentity, NeuronId, identity::short};
+use lsn_core::{Fill, Intervention, ModelConfig, ModelIdentity, NeuronId, Steer, identity::short};
 use lsn_data::Tokenizer;
 use lsn_select::Selection;
 
@@ -21,6 +22,17 @@ pub struct InterveneArgs {
     /// capture: mean, p5, p10, p25, p50, p75, p90, p95 (batch quantiles averaged over batches).
     #[arg(long, requires = "neurons", default_value = "zero")]
     pub fill: String,
+    /// What is done to the language's neurons: `fill` (the paper's: set to --fill), `scale` (multiplied by
+    /// --alpha), `add` (--alpha times the language's mean activation added: Language Arithmetics' activation) or
+    /// `arithmetic` (--source-lang's neurons set to 0, then `add` on the language's).
+    #[arg(long, requires = "neurons", default_value = "fill")]
+    pub steer: String,
+    /// The steering strength α of `scale`, `add` and `arithmetic` (Language Arithmetics' code: 1).
+    #[arg(long, requires = "neurons", default_value_t = 1.0, allow_negative_numbers = true)]
+    pub alpha: f32,
+    /// The language whose neurons `arithmetic` deactivates (the prompt's language; e.g. en).
+    #[arg(long, requires = "neurons")]
+    pub source_lang: Option<String>,
     /// Apply this language's neuron set instead of the evaluated language's own (e.g. English neurons on Hindi);
     /// the fill values still come from the evaluated language's statistics.
     #[arg(long, requires = "neurons")]
@@ -47,6 +59,9 @@ pub struct Intervener {
     pub file: PathBuf,
     pub selection: Selection,
     pub fill: Fill,
+    pub steer: Steer,
+    pub alpha: f32,
+    pub source_lang: Option<String>,
     pub neuron_lang: Option<String>,
     /// The seed of the matched random control, when it replaces the sets.
     pub random_like: Option<u64>,
@@ -55,7 +70,8 @@ pub struct Intervener {
     intermediate: usize,
     /// The loaded model, which the fill statistics must be of.
     model: ModelIdentity,
-    values: BTreeMap<String, Vec<f32>>,
+    /// Per (language, statistic), the per-neuron values read from its capture.
+    values: BTreeMap<(String, Fill), Vec<f32>>,
 }
 
 /// The run directory that holds a neuron file `RUN/neurons/[SET/]METHOD.json`.
@@ -112,23 +128,36 @@ impl InterveneArgs {
     pub fn load(&self, home: &Path, dir: &Path, tok: &Tokenizer, cfg: &ModelConfig) -> Result<Option<Intervener>> {
         let Some(file) = &self.neurons else { return Ok(None) };
         let fill = Fill::parse(&self.fill)?;
+        let steer = Steer::parse(&self.steer)?;
+        ensure!(
+            steer == Steer::Arithmetic || self.source_lang.is_none(),
+            "--source-lang names the language whose neurons `--steer arithmetic` deactivates; --steer {steer} uses none"
+        );
+        ensure!(
+            steer == Steer::Fill || self.fill == "zero",
+            "--fill sets the value of `--steer fill`; --steer {steer} takes the language's mean activation (add, \
+             arithmetic) or none (scale)"
+        );
         let selection = read_selection(file)?;
         let model = crate::assets::identity(home, &lsn_weights::open_checkpoint(dir)?, tok)?;
         check_selection(&selection, file, cfg, &model)?;
-        if let Some(l) = &self.neuron_lang {
-            ensure!(
-                selection.of(l).is_some(),
-                "--neuron-lang {l}: {} holds sets for {} only",
-                file.display(),
-                selection.languages.join(", ")
-            );
+        for (flag, l) in [("--neuron-lang", &self.neuron_lang), ("--source-lang", &self.source_lang)] {
+            if let Some(l) = l {
+                ensure!(
+                    selection.of(l).is_some(),
+                    "{flag} {l}: {} holds sets for {} only",
+                    file.display(),
+                    selection.languages.join(", ")
+                );
+            }
         }
+        let needs_stats = fill.needs_stats() || steer.needs_mean();
         let stats_run = match (&self.stats_run, run_of(file)) {
             (Some(r), _) => r.clone(),
             (None, Some(r)) => r,
-            (None, None) if fill.needs_stats() => bail!(
-                "--fill {fill} takes each language's statistics from a capture run, and {} is not inside one \
-                 (RUN/neurons/...): give --stats-run RUN",
+            (None, None) if needs_stats => bail!(
+                "--fill {fill} / --steer {steer} takes each language's statistics from a capture run, and {} is not \
+                 inside one (RUN/neurons/...): give --stats-run RUN",
                 file.display()
             ),
             (None, None) => PathBuf::new(),
@@ -137,6 +166,9 @@ impl InterveneArgs {
             file: file.clone(),
             selection,
             fill,
+            steer,
+            alpha: self.alpha,
+            source_lang: self.source_lang.clone(),
             neuron_lang: self.neuron_lang.clone(),
             random_like: self.random_like,
             allow_empty_set: self.allow_empty_set,
@@ -180,17 +212,17 @@ impl Intervener {
         }
     }
 
-    /// The fill values of `lang`'s statistics, read once per language and checked against the model and the tap
-    /// point of the neuron file.
-    fn values(&mut self, lang: &str) -> Result<&[f32]> {
+    /// The values of statistic `fill` of `lang`'s capture, read once per language and checked against the model and
+    /// the tap point of the neuron file (empty for `Fill::Zero`).
+    fn values(&mut self, lang: &str, fill: Fill) -> Result<&[f32]> {
         let model = &self.model;
-        if !self.values.contains_key(lang) {
-            let v = if self.fill.needs_stats() {
+        let key = (lang.to_owned(), fill);
+        if !self.values.contains_key(&key) {
+            let v = if fill.needs_stats() {
                 let path = self.stats_run.join("stats").join(format!("{lang}.safetensors"));
                 ensure!(
                     path.is_file(),
-                    "--fill {} needs {lang}'s statistics, and {} does not exist: capture {lang} into {} first",
-                    self.fill,
+                    "the {fill} values need {lang}'s statistics, and {} does not exist: capture {lang} into {} first",
                     path.display(),
                     self.stats_run.display()
                 );
@@ -214,32 +246,61 @@ impl Intervener {
                         src.stats_on
                     );
                 }
-                self.fill.values(Some(&f.stats)).with_context(|| format!("filling from {}", path.display()))?
+                fill.values(Some(&f.stats)).with_context(|| format!("reading {fill} from {}", path.display()))?
             } else {
                 Vec::new()
             };
-            self.values.insert(lang.to_owned(), v);
+            self.values.insert(key.clone(), v);
         }
-        Ok(&self.values[lang])
+        Ok(&self.values[&key])
     }
 
-    /// The intervention when evaluating `lang`.
+    /// The intervention when evaluating `lang`: `--steer` on its neurons (and, for `arithmetic`, --source-lang's).
     pub fn for_lang(&mut self, lang: &str) -> Result<Intervention> {
-        let neurons = self.neurons_for(lang)?;
-        let intermediate = self.intermediate;
-        let values = self.values(lang)?;
-        Ok(Intervention::filled(&neurons, values, intermediate)?)
+        let source = self.source_lang.clone();
+        self.steer_to(source.as_deref(), lang)
+    }
+
+    /// `--steer` towards `target`: on its neurons (or its random control's) with its statistic, and for
+    /// `arithmetic` with `source`'s neurons (or their random control) deactivated.
+    pub fn steer_to(&mut self, source: Option<&str>, target: &str) -> Result<Intervention> {
+        let neurons = self.neurons_for(target)?;
+        let source = match (self.steer, source) {
+            (Steer::Arithmetic, Some(s)) => Some(self.neurons_for(s)?),
+            (Steer::Arithmetic, None) => bail!(
+                "`--steer arithmetic` deactivates the source language's neurons: give --source-lang (the language of \
+                 the prompts)"
+            ),
+            _ => None,
+        };
+        let (steer, alpha, intermediate) = (self.steer, self.alpha, self.intermediate);
+        let stat = if steer.needs_mean() { Fill::Mean } else { self.fill };
+        let values = if steer == Steer::Scale { &[][..] } else { self.values(target, stat)? };
+        Ok(steer.build(source.as_deref(), &neurons, values, alpha, intermediate)?)
+    }
+
+    /// What `--steer` does, in words: "fill zero", "scale α = 2", "arithmetic α = 1 (en off)".
+    pub fn operation(&self) -> String {
+        match self.steer {
+            Steer::Fill => format!("fill {}", self.fill),
+            Steer::Scale | Steer::Add => format!("{} α = {}", self.steer, self.alpha),
+            Steer::Arithmetic => format!(
+                "arithmetic α = {} ({} off)",
+                self.alpha,
+                self.source_lang.as_deref().unwrap_or("the source language")
+            ),
+        }
     }
 
     /// One line saying what is applied, for tables and logs.
     pub fn describe(&self) -> String {
         let control = self.random_like.map(|s| format!(" (random control, seed {s})")).unwrap_or_default();
         format!(
-            "{} neurons of {} ({}){control}, fill {}",
+            "{} neurons of {} ({}){control}, {}",
             self.neuron_lang.as_deref().unwrap_or("each language's own"),
             self.file.display(),
             self.selection.method,
-            self.fill
+            self.operation()
         )
     }
 
@@ -247,6 +308,7 @@ impl Intervener {
     pub fn json(&self) -> serde_json::Value {
         serde_json::json!({
             "neurons": self.file.display().to_string(), "method": self.selection.method, "fill": self.fill.name(),
+            "steer": self.steer.name(), "alpha": self.alpha, "source_lang": self.source_lang,
             "neuron_lang": self.neuron_lang, "random_like": self.random_like,
             "stats_run": self.stats_run.display().to_string(),
             "selected_on": self.selection.source.as_ref().map(|s| short(&s.weights_sha256).to_owned()),

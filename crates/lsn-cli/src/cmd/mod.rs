@@ -8,6 +8,7 @@ pub mod eval;
 pub mod export_onnx;
 pub mod fetch;
 pub mod fetch_data;
+pub mod forcing;
 pub mod generate;
 pub mod heldout;
 pub mod intervene;
