@@ -41,10 +41,42 @@ struct Golden {
     /// In the intervention goldens, not the steering ones.
     #[serde(default)]
     tap_sums: Option<TapSums>,
+    /// In the steering goldens: the mean of each layer's output over one sequence's tokens.
+    #[serde(default)]
+    layer_means: Option<LayerMeans>,
     eos: Vec<u32>,
     max_new_tokens: usize,
     cases: Vec<Case>,
     generation: Vec<Generation>,
+}
+
+#[derive(Deserialize)]
+struct LayerMeans {
+    ids: Vec<u32>,
+    /// `[layer][hidden]`.
+    mean: Vec<Vec<f64>>,
+}
+
+/// Largest |Δ| of a layer-output mean, relative to the largest |mean| of its layer (Gemma's residual stream reaches
+/// 1e3–1e5; measured on every backend: at most 4.7e-7).
+pub const LAYER_MEAN_TOL: f64 = 1e-5;
+
+/// Each layer's output mean over the golden sequence (`Outputs::layer_sums`), against HF's: the worst |Δ| relative to
+/// the layer's largest |mean|, and the token count.
+fn measure_layer_means(model: &mut dyn Model, g: &Golden) -> Result<(f64, usize), String> {
+    let lm = g.layer_means.as_ref().ok_or("the goldens hold no layer means")?;
+    let batch = TokenBatch::single(&lm.ids).map_err(|e| e.to_string())?;
+    let out = model.run(&Request::new(&batch, Outputs::LAYER_SUMS)).map_err(|e| e.to_string())?;
+    let sums = out.layer_sums.ok_or("no layer sums")?;
+    let (n, h) = (lm.ids.len() as f64, model.config().hidden_size);
+    let mut worst = 0f64;
+    for (l, want) in lm.mean.iter().enumerate() {
+        let scale = want.iter().fold(1f64, |m, x| m.max(x.abs()));
+        for (j, w) in want.iter().enumerate() {
+            worst = worst.max((sums[l * h + j] / n - w).abs() / scale);
+        }
+    }
+    Ok((worst, lm.ids.len()))
 }
 
 #[derive(Deserialize)]
@@ -384,13 +416,15 @@ pub fn steers(m: &GoldenModel) -> bool {
 }
 
 /// The steering cases of `m` on `backend`, against HF transformers with the same hooks:
+/// - `layer-sums/<m>`: the mean of each layer's output over a sequence (what difference-of-means vectors are made of);
 /// - `steer/<m>`: logits and NLL under each steering operation (neurons scaled, added to by α × their mean, the
 ///   arithmetic "deactivate source + activate target" pair, and a difference-of-means vector added to a layer's
 ///   output);
 /// - `steer-greedy/<m>`: greedy continuations under each, and with none.
 pub fn steer_checks(backend: &dyn Backend, env: &Env, m: &GoldenModel) -> (Vec<Check>, Option<Continuations>) {
     let b = backend.name();
-    let (iv_case, greedy_case) = (format!("steer/{}", m.name), format!("steer-greedy/{}", m.name));
+    let (iv_case, greedy_case, sums_case) =
+        (format!("steer/{}", m.name), format!("steer-greedy/{}", m.name), format!("layer-sums/{}", m.name));
     let loaded = (|| -> Result<(Golden, Box<dyn Model>), String> {
         let g = read(env, m.name, "steer")?;
         let dir = golden::model_dir(env, m)?;
@@ -408,9 +442,23 @@ pub fn steer_checks(backend: &dyn Backend, env: &Env, m: &GoldenModel) -> (Vec<C
     })();
     let (g, mut model) = match loaded {
         Ok(x) => x,
-        Err(e) => return (vec![Check::failed(&iv_case, b, e.clone()), Check::failed(&greedy_case, b, e)], None),
+        Err(e) => {
+            let v = [&sums_case, &iv_case, &greedy_case].map(|c| Check::failed(c, b, e.clone()));
+            return (v.to_vec(), None);
+        }
+    };
+    let sums = match measure_layer_means(model.as_mut(), &g) {
+        Ok((worst, n)) => Check::measured(
+            &sums_case,
+            b,
+            "max abs Δmean / layer max",
+            worst,
+            LAYER_MEAN_TOL,
+            format!("means of every layer's output over {n} tokens"),
+        ),
+        Err(e) => Check::failed(&sums_case, b, e),
     };
     let iv = intervention_check(model.as_mut(), &g, &iv_case, b);
     let (greedy, cont) = greedy_check(model.as_mut(), &g, &greedy_case, b, &format!("{} steered", m.name));
-    (vec![iv, greedy], cont)
+    (vec![sums, iv, greedy], cont)
 }

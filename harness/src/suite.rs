@@ -98,7 +98,7 @@ pub fn run_suite(backends: &[Box<dyn Backend>], env: &Env, on_check: &mut dyn Fn
                     }
                 }
                 if generate::steers(m) {
-                    for kind in ["steer", "steer-greedy"] {
+                    for kind in ["layer-sums", "steer", "steer-greedy"] {
                         push(&mut report, Check::skipped(&format!("{kind}/{}", m.name), b, reason.clone()));
                     }
                 }
@@ -367,7 +367,7 @@ mod tests {
             skip,
             golden::MODELS.len() * 9
                 + golden::MODELS.iter().filter(|m| crate::eval::covers(m)).count() * 3
-                + golden::MODELS.iter().filter(|m| generate::steers(m)).count() * 2
+                + golden::MODELS.iter().filter(|m| generate::steers(m)).count() * 3
                 + lora
                 + 1
         );

@@ -464,3 +464,29 @@ fn forcing_scores_each_continuation_as_its_own_pass_would() {
         }
     }
 }
+
+#[test]
+fn layer_sums_cover_the_real_tokens_only_and_see_the_steering() {
+    use lsn_core::Intervention;
+    for (backend, name, hf) in cases() {
+        let (_dir, mut m) = load_on(backend.as_ref(), &hf, 9);
+        let (v, h, layers) = (m.config().vocab_size, m.config().hidden_size, m.config().num_layers);
+        let rows = [tokens(7, v, 80), tokens(3, v, 81)];
+        let sums = |m: &mut Box<dyn Model>, b: &TokenBatch, iv: Option<&Intervention>| {
+            m.run(&Request::new(b, Outputs::LAYER_SUMS).intervene(iv)).unwrap().layer_sums.unwrap()
+        };
+        let padded = sums(&mut m, &TokenBatch::padded(&rows, 0).unwrap(), None);
+        let apart: Vec<Vec<f64>> = rows.iter().map(|r| sums(&mut m, &TokenBatch::single(r).unwrap(), None)).collect();
+        assert_eq!(padded.len(), layers * h, "{name}");
+        let worst = (0..padded.len()).map(|i| (padded[i] - apart[0][i] - apart[1][i]).abs()).fold(0f64, f64::max);
+        assert!(worst < 1e-3, "{name}: padded sums differ from the rows' own by {worst:e}");
+        // A steering vector at layer 0 moves layer 0's sum by exactly tokens × vector.
+        let vector: Vec<f32> = (0..h).map(|i| i as f32 * 0.01).collect();
+        let iv = Intervention { residual: vec![(0, vector.clone())], ..Intervention::default() };
+        let one = TokenBatch::single(&rows[0]).unwrap();
+        let steered = sums(&mut m, &one, Some(&iv));
+        let d = (0..h).map(|j| (steered[j] - apart[0][j] - 7.0 * f64::from(vector[j])).abs()).fold(0f64, f64::max);
+        assert!(d < 1e-3, "{name}: layer 0's sum moved by {d:e} more than the vector");
+        assert!(m.run(&Request::new(&one, Outputs::NONE)).unwrap().layer_sums.is_none(), "{name}");
+    }
+}

@@ -28,9 +28,30 @@ pub(crate) struct Hook {
     residual: Vec<Option<Tensor>>,
     pub(crate) taps: Option<TapCounter>,
     point: TapPoint,
+    /// With `Outputs::layer_sums`: the flat positions of the real tokens (`None`: all are real) and the sums
+    /// `[layers × hidden]` of each layer's output over them, reduced on the host by lsn-core's `add_rows`.
+    sums: Option<(Option<Vec<u32>>, Vec<f64>)>,
 }
 
 impl Hook {
+    /// Also sums each layer's output (`layers × hidden`) over the real tokens `real` (flat positions).
+    pub(crate) fn sum_layers(&mut self, real: Option<Vec<u32>>, layers: usize, hidden: usize) {
+        self.sums = Some((real, vec![0.0; layers * hidden]));
+    }
+
+    /// The layer sums, when asked for.
+    pub(crate) fn take_sums(&mut self) -> Option<Vec<f64>> {
+        self.sums.take().map(|(_, s)| s)
+    }
+
+    fn sum_output(&mut self, l: usize, x: &Tensor) -> Result<()> {
+        let Some((real, sums)) = self.sums.as_mut() else { return Ok(()) };
+        let h = x.dim(candle_core::D::Minus1)?;
+        let data = host(x)?;
+        lsn_core::taps::add_rows(&mut sums[l * h..(l + 1) * h], &data, real.as_deref());
+        Ok(())
+    }
+
     pub(crate) fn new(
         edits: Option<&Edits>,
         taps: Option<TapCounter>,
@@ -51,7 +72,7 @@ impl Hook {
                 None => None,
             });
         }
-        Ok(Self { edits: per_layer, residual, taps, point })
+        Ok(Self { edits: per_layer, residual, taps, point, sums: None })
     }
 
     fn edit(&self, l: usize, a: Tensor) -> Result<Tensor> {
@@ -288,6 +309,14 @@ impl LayerOps for Pass<'_> {
 
     fn steer(&mut self, l: usize, x: Tensor) -> Result<Tensor> {
         self.hook.steer(l, x)
+    }
+
+    fn sums_output(&self) -> bool {
+        self.hook.sums.is_some()
+    }
+
+    fn sum_output(&mut self, l: usize, x: &Tensor) -> Result<()> {
+        self.hook.sum_output(l, x)
     }
 
     fn tap_point(&self) -> Option<TapPoint> {

@@ -61,6 +61,9 @@ impl Engine for CandleModel {
         let dev = &self.device;
         let hidden = (|| {
             let mut hook = Hook::new(pass.edits, taps, pass.taps.point, self.cfg.num_layers, dev)?;
+            if pass.layer_sums {
+                hook.sum_layers(batch.real_positions(), self.cfg.num_layers, self.cfg.hidden_size);
+            }
             let pos = self.rope.positions(seq, dev)?;
             let h = self.decoder.forward(
                 &ids,
@@ -73,15 +76,16 @@ impl Engine for CandleModel {
                 None,
                 self.adapter.as_ref(),
             )?;
-            Ok::<_, candle_core::Error>((h.map(|h| host(&h)).transpose()?, hook.taps))
+            let sums = hook.take_sums();
+            Ok::<_, candle_core::Error>((h.map(|h| host(&h)).transpose()?, hook.taps, sums))
         })()
         .during(|| format!("{:?} forward pass over {rows} rows × {seq} tokens", self.cfg.family))?;
-        let (hidden, counter) = hidden;
+        let (hidden, counter, layer_sums) = hidden;
         let taps = match counter {
             Some(c) => Some(c.finish(batch.n_tokens() as u64).during(|| "reducing FFN taps".into())?),
             None => None,
         };
-        Ok(BodyOut { taps, hidden })
+        Ok(BodyOut { taps, hidden, layer_sums })
     }
 
     fn head_logits(&mut self, hidden: &[f32]) -> lsn_core::Result<Vec<f32>> {

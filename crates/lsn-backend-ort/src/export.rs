@@ -71,6 +71,9 @@ pub(crate) struct BodySpec {
     /// `_sliding`), and `out_index` (the positions whose hidden state comes back); outputs `present_key_<l>` /
     /// `present_value_<l>` with the new tokens appended. lsn-core's decoder computes positions and masks.
     pub(crate) cache: bool,
+    /// Output `layer_sums` (f64, `[layers, hidden]`): each layer's output summed over the real tokens
+    /// (`real_index`).
+    pub(crate) layer_sums: bool,
     pub(crate) head: Head,
 }
 
@@ -85,12 +88,18 @@ impl BodySpec {
             gate_pre: false,
             intervene: false,
             cache: false,
+            layer_sums: false,
             head,
         }
     }
 
     pub(crate) fn any_tap(&self) -> bool {
         self.count_pos || self.moments || self.quantiles != Quantiles::No || self.above
+    }
+
+    /// Whether the graph reads `real_index` (the flat positions of the real tokens).
+    pub(crate) fn needs_real(&self) -> bool {
+        self.any_tap() || self.layer_sums
     }
 
     /// The graph's file name in the export directory.
@@ -106,13 +115,14 @@ impl BodySpec {
             Head::Logits => "-logits",
         };
         format!(
-            "body{}{}{q}{}{}{}{}{h}.onnx",
+            "body{}{}{q}{}{}{}{}{}{h}.onnx",
             if self.count_pos { "-countpos" } else { "" },
             if self.moments { "-moments" } else { "" },
             if self.above { "-above" } else { "" },
             if self.gate_pre && self.any_tap() { "-gatepre" } else { "" },
             if self.intervene { "-intervened" } else { "" },
             if self.cache { "-cached" } else { "" },
+            if self.layer_sums { "-layersums" } else { "" },
         )
     }
 }
@@ -316,6 +326,7 @@ struct TapOuts {
     sum_sq: Vec<String>,
     quantiles: Vec<String>,
     above: Vec<String>,
+    layer_sums: Vec<String>,
 }
 
 /// Inputs the taps read.
@@ -402,7 +413,11 @@ fn body_inputs(c: &mut Ctx<'_>, spec: &BodySpec) -> BodyInputs {
     let inter = cfg.intermediate_size;
     let g = &mut c.g;
     let taps = TapInputs {
-        real: if spec.any_tap() { g.input("real_index", Elem::INT64, &[Dim::Named("tokens")]) } else { String::new() },
+        real: if spec.needs_real() {
+            g.input("real_index", Elem::INT64, &[Dim::Named("tokens")])
+        } else {
+            String::new()
+        },
         ranks: (spec.quantiles == Quantiles::Graph)
             .then(|| g.input("quantile_ranks", Elem::INT64, &[Dim::Named("ranks")])),
         thresholds: spec.above.then(|| {
@@ -579,6 +594,19 @@ impl LayerOps for GraphOps<'_, '_> {
         Ok(g.op("Add", &[&x, &v], &[]))
     }
 
+    fn sums_output(&self) -> bool {
+        self.spec.layer_sums
+    }
+
+    fn sum_output(&mut self, _l: usize, x: &String) -> Result<(), Self::Error> {
+        let g = &mut self.c.g;
+        let xr = g.op("Gather", &[x, &self.inputs.taps.real], &[Attr::Int("axis", 0)]); // [tokens, hidden]
+        let wide = g.op("Cast", &[&xr], &[Attr::Int("to", Elem::DOUBLE as i64)]);
+        let axis0 = g.ints(&[0]);
+        self.outs.layer_sums.push(g.op("ReduceSum", &[&wide, &axis0], &[Attr::Int("keepdims", 1)])); // [1, hidden]
+        Ok(())
+    }
+
     fn tap_point(&self) -> Option<TapPoint> {
         self.spec.any_tap().then_some(if self.spec.gate_pre { TapPoint::GatePre } else { TapPoint::Act })
     }
@@ -606,6 +634,7 @@ fn body_outputs(c: &mut Ctx<'_>, spec: &BodySpec, inputs: &BodyInputs, x: Option
     concat(c, &outs.sum_sq, "sum_sq", Elem::DOUBLE, &[layers, width]);
     concat(c, &outs.quantiles, "quantile_stats", Elem::FLOAT, &[layers, Dim::Named("ranks"), width]);
     concat(c, &outs.above, "count_above", Elem::FLOAT, &[layers, Dim::Named("n_thresholds"), width]);
+    concat(c, &outs.layer_sums, "layer_sums", Elem::DOUBLE, &[layers, Dim::Fixed(cfg.hidden_size)]);
     // The last layer's output: `None` when the graph ends at its taps (no head).
     let Some(x) = x else { return };
     let x = match &inputs.out_index {

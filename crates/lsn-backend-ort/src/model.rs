@@ -124,6 +124,7 @@ impl OrtModel {
             gate_pre: taps.point == TapPoint::GatePre,
             intervene: pass.edits.is_some(),
             cache: false,
+            layer_sums: pass.layer_sums,
             head: if pass.hidden { Head::Hidden } else { Head::No },
         };
         let (layers, width) = (self.cfg.num_layers, self.cfg.intermediate_size);
@@ -132,6 +133,7 @@ impl OrtModel {
         let whole = groups.len() == 1;
         let mut acc = TapAcc::new(layers, width, n_tokens, &spec);
         let mut hidden = (spec.head == Head::Hidden).then(Vec::new);
+        let mut layer_sums = spec.layer_sums.then(|| vec![0f64; layers * self.cfg.hidden_size]);
         for rows in groups {
             let owned;
             let part = if whole {
@@ -156,9 +158,17 @@ impl OrtModel {
                 let v = out.get("hidden").ok_or_else(|| Error::Export("the graph has no output hidden".into()))?;
                 h.extend_from_slice(v.try_extract_tensor::<f32>().during(|| "reading output hidden".into())?.1);
             }
+            if let Some(sums) = &mut layer_sums {
+                let v =
+                    out.get("layer_sums").ok_or_else(|| Error::Export("the graph has no output layer_sums".into()))?;
+                let part = v.try_extract_tensor::<f64>().during(|| "reading output layer_sums".into())?.1;
+                for (a, b) in sums.iter_mut().zip(part) {
+                    *a += b;
+                }
+            }
         }
         let taps = if spec.any_tap() { Some(acc.finish()?) } else { None };
-        Ok(BodyOut { taps, hidden })
+        Ok(BodyOut { taps, hidden, layer_sums })
     }
 
     /// The inputs of body graph `spec` for this batch.
@@ -175,7 +185,7 @@ impl OrtModel {
         let mut inputs = Vec::new();
         let ids: Vec<i64> = batch.ids.iter().map(|&i| i64::from(i)).collect();
         inputs.push(("input_ids", tensor(&[batch.rows, batch.seq_len], ids)?));
-        if spec.any_tap() {
+        if spec.needs_real() {
             let real: Vec<i64> = match batch.real_positions() {
                 Some(r) => r.iter().map(|&i| i64::from(i)).collect(),
                 None => (0..n_tokens as i64).collect(),

@@ -64,9 +64,45 @@ pub(crate) struct Hook<'t> {
     residual: Vec<Option<Tensor>>,
     taps: Option<&'t mut DeviceTaps>,
     point: TapPoint,
+    /// With `Outputs::layer_sums`: the flat indices of the real tokens (`None`: all are real) and each layer's f64
+    /// sum `[hidden]` of its output over them.
+    sums: Option<(Option<Tensor>, Vec<Tensor>)>,
 }
 
 impl<'t> Hook<'t> {
+    /// Also sums each layer's output over the real tokens `real` (flat positions; `None`: every position).
+    pub(crate) fn sum_layers(&mut self, real: Option<&[u32]>, device: Device) -> std::result::Result<(), TchError> {
+        let real = match real {
+            Some(r) => {
+                let idx: Vec<i64> = r.iter().map(|&i| i64::from(i)).collect();
+                Some(Tensor::f_from_slice(&idx)?.f_to_device(device)?)
+            }
+            None => None,
+        };
+        self.sums = Some((real, Vec::new()));
+        Ok(())
+    }
+
+    /// The layer sums `[layers × hidden]`, when asked for.
+    pub(crate) fn take_sums(&mut self) -> std::result::Result<Option<Vec<f64>>, TchError> {
+        match self.sums.take() {
+            Some((_, sums)) if !sums.is_empty() => Ok(Some(crate::ops::to_vec::<f64>(&Tensor::f_cat(&sums, 0)?)?)),
+            Some(_) => Ok(Some(Vec::new())),
+            None => Ok(None),
+        }
+    }
+
+    fn sum_output(&mut self, x: &Tensor) -> std::result::Result<(), TchError> {
+        let Some((real, sums)) = self.sums.as_mut() else { return Ok(()) };
+        let h = *x.size().last().unwrap_or(&0);
+        let mut x = x.f_reshape([-1, h])?;
+        if let Some(real) = real {
+            x = x.f_index_select(0, real)?;
+        }
+        sums.push(x.f_to_kind(Kind::Double)?.f_sum_dim_intlist(Some(&[0i64][..]), false, Kind::Double)?);
+        Ok(())
+    }
+
     pub(crate) fn new(
         edits: Option<&Edits>,
         taps: Option<&'t mut DeviceTaps>,
@@ -88,7 +124,7 @@ impl<'t> Hook<'t> {
                 None => None,
             });
         }
-        Ok(Self { edits: per_layer, residual, taps, point })
+        Ok(Self { edits: per_layer, residual, taps, point, sums: None })
     }
 
     fn edit(&self, l: usize, a: Tensor) -> std::result::Result<Tensor, TchError> {
@@ -381,6 +417,14 @@ impl LayerOps for Pass<'_, '_> {
 
     fn steer(&mut self, l: usize, x: Tensor) -> std::result::Result<Tensor, TchError> {
         self.hook.steer(l, x)
+    }
+
+    fn sums_output(&self) -> bool {
+        self.hook.sums.is_some()
+    }
+
+    fn sum_output(&mut self, _l: usize, x: &Tensor) -> std::result::Result<(), TchError> {
+        self.hook.sum_output(x)
     }
 
     fn tap_point(&self) -> Option<TapPoint> {

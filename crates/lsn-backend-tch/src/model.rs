@@ -77,18 +77,21 @@ impl Engine for TchModel {
             None
         };
         let (device, family) = (self.device, self.cfg.family);
-        let hidden = tch::no_grad(|| {
+        let (hidden, layer_sums) = tch::no_grad(|| {
             let mut hook = Hook::new(pass.edits, device_taps.as_mut(), pass.taps.point, layers, device)?;
+            if pass.layer_sums {
+                hook.sum_layers(real.as_deref(), device)?;
+            }
             let pos = Positions::for_len(&mut self.positions, &self.cfg, seq, device)?;
             let h = self.decoder.forward(&ids, pos, None, &mut hook, pass.hidden, None, self.adapter.as_ref())?;
-            h.map(|h| to_vec::<f32>(&h)).transpose()
+            Ok::<_, tch::TchError>((h.map(|h| to_vec::<f32>(&h)).transpose()?, hook.take_sums()?))
         })
         .during(|| format!("{family:?} forward pass over {rows} rows × {seq} tokens"))?;
         let taps = match device_taps {
             Some(t) => Some(t.finish(layers, batch.n_tokens() as u64).during(|| "reducing FFN taps".into())?),
             None => None,
         };
-        Ok(BodyOut { taps, hidden })
+        Ok(BodyOut { taps, hidden, layer_sums })
     }
 
     fn head_logits(&mut self, hidden: &[f32]) -> lsn_core::Result<Vec<f32>> {

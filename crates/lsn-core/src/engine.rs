@@ -22,6 +22,8 @@ pub struct BodyPass<'a> {
     pub edits: Option<&'a Edits>,
     /// Whether the final-normed hidden states are needed; without them the body may stop after the last tap.
     pub hidden: bool,
+    /// Whether to sum each layer's output over the real tokens ([`crate::Outputs::layer_sums`]).
+    pub layer_sums: bool,
 }
 
 /// What the body returns.
@@ -31,6 +33,8 @@ pub struct BodyOut {
     pub taps: Option<TapStats>,
     /// The final-normed hidden states `[rows · seq_len, hidden]`, present exactly when `pass.hidden`.
     pub hidden: Option<Vec<f32>>,
+    /// `[layers × hidden]`, present exactly when `pass.layer_sums`.
+    pub layer_sums: Option<Vec<f64>>,
 }
 
 /// The RoPE tables and attention mask of one attention kind for a cached step, computed by lsn-core
@@ -147,15 +151,23 @@ impl<E: Engine> Model for E {
             return Err(Error::InvalidBatch(format!("nll_from has {} entries for {} rows", from.len(), batch.rows)));
         }
         let outs = req.outputs;
-        if !outs.needs_hidden() && !req.taps.any() {
+        if !outs.needs_hidden() && !req.taps.any() && !outs.layer_sums {
             return Ok(ForwardOut::default());
         }
-        let body =
-            self.body(&BodyPass { batch, taps: req.taps, edits: edits.as_ref(), hidden: outs.needs_hidden() })?;
+        let body = self.body(&BodyPass {
+            batch,
+            taps: req.taps,
+            edits: edits.as_ref(),
+            hidden: outs.needs_hidden(),
+            layer_sums: outs.layer_sums,
+        })?;
         if req.taps.any() != body.taps.is_some() {
             return Err(missing(backend, "tap statistics"));
         }
-        let mut out = ForwardOut { taps: body.taps, ..ForwardOut::default() };
+        if outs.layer_sums != body.layer_sums.as_ref().is_some_and(|s| s.len() == layers * d) {
+            return Err(missing(backend, &format!("layer sums of {layers} × {d}")));
+        }
+        let mut out = ForwardOut { taps: body.taps, layer_sums: body.layer_sums, ..ForwardOut::default() };
         let Some(hidden) = body.hidden else {
             return if outs.needs_hidden() { Err(missing(backend, "hidden states")) } else { Ok(out) };
         };

@@ -47,6 +47,15 @@ pub trait LayerOps {
     /// The intervention of layer `l` on its output `x` (the residual stream): its steering vector
     /// ([`Edits::residual`](crate::Edits::residual)) added at every position, `x` as is where it has none.
     fn steer(&mut self, l: usize, x: Self::X) -> Result<Self::X, Self::Error>;
+    /// Whether this pass sums each layer's output over the real tokens ([`crate::Outputs::layer_sums`]).
+    fn sums_output(&self) -> bool {
+        false
+    }
+    /// Adds layer `l`'s output `x` (its real tokens) to the pass's layer sums.
+    fn sum_output(&mut self, l: usize, x: &Self::X) -> Result<(), Self::Error> {
+        let _ = (l, x);
+        Ok(())
+    }
     /// Where this pass taps the FFN, or `None` for no taps.
     fn tap_point(&self) -> Option<TapPoint>;
     /// Hands layer `l`'s tapped value to the pass's reducer.
@@ -135,11 +144,15 @@ pub fn decoder_layer<O: LayerOps>(
         f = ops.norm(&f, n)?;
     }
     let out = ops.add(&x, &f)?;
-    Ok(Some(ops.steer(l, out)?))
+    let out = ops.steer(l, out)?;
+    if ops.sums_output() {
+        ops.sum_output(l, &out)?;
+    }
+    Ok(Some(out))
 }
 
 /// Every layer of `layers` in order from the first layer's input `x`: the last layer's output, or `None` when
-/// `hidden` is false (the pass stops after the last layer's taps).
+/// `hidden` is false (the pass stops after the last layer's taps, unless it sums the layers' outputs).
 pub fn decoder_layers<O: LayerOps>(
     ops: &mut O,
     cfg: &ModelConfig,
@@ -149,7 +162,7 @@ pub fn decoder_layers<O: LayerOps>(
 ) -> Result<Option<O::X>, O::Error> {
     let last = layers.len().saturating_sub(1);
     for (l, w) in layers.iter().enumerate() {
-        match decoder_layer(ops, cfg, w, l, &x, l == last && !hidden)? {
+        match decoder_layer(ops, cfg, w, l, &x, l == last && !hidden && !ops.sums_output())? {
             Some(y) => x = y,
             None => return Ok(None),
         }

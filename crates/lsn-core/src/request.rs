@@ -145,10 +145,16 @@ pub struct Outputs {
     pub nll: bool,
     /// The final-normed hidden state (the LM head's input).
     pub hidden: Option<HiddenAt>,
+    /// Per layer, the sum over the batch's real tokens of the layer's output — the residual stream the next layer
+    /// reads, any steering vector included — in f64, `[layers, hidden]`: what difference-of-means steering vectors
+    /// are made of.
+    pub layer_sums: bool,
 }
 
 impl Outputs {
-    pub const NONE: Outputs = Outputs { logits: false, last_logits: false, nll: false, hidden: None };
+    pub const NONE: Outputs =
+        Outputs { logits: false, last_logits: false, nll: false, hidden: None, layer_sums: false };
+    pub const LAYER_SUMS: Outputs = Outputs { layer_sums: true, ..Outputs::NONE };
     pub const LOGITS: Outputs = Outputs { logits: true, ..Outputs::NONE };
     pub const LAST_LOGITS: Outputs = Outputs { last_logits: true, ..Outputs::NONE };
     pub const NLL: Outputs = Outputs { nll: true, ..Outputs::NONE };
@@ -208,4 +214,6 @@ pub struct ForwardOut {
     pub nll: Option<Dense>,
     pub hidden: Option<Dense>,
     pub taps: Option<TapStats>,
+    /// `[layers, hidden]` (f64), with `Outputs::layer_sums`.
+    pub layer_sums: Option<Vec<f64>>,
 }

@@ -86,6 +86,24 @@ const BLOCK: usize = 32;
 /// Neurons per parallel work item of the other statistics: each row's slice of the block is read in place.
 const ROW_BLOCK: usize = 256;
 
+/// Adds the rows of `x` (`[n, width]`, f32) to `acc` (`[width]`, f64): every row, or only `rows` (flat row indices,
+/// the real tokens of a padded batch). The one definition of [`crate::Outputs::layer_sums`].
+pub fn add_rows(acc: &mut [f64], x: &[f32], rows: Option<&[u32]>) {
+    let width = acc.len();
+    if width == 0 {
+        return;
+    }
+    let mut add = |row: &[f32]| {
+        for (a, &v) in acc.iter_mut().zip(row) {
+            *a += f64::from(v);
+        }
+    };
+    match rows {
+        Some(rows) => rows.iter().for_each(|&r| add(&x[r as usize * width..(r as usize + 1) * width])),
+        None => x.chunks_exact(width).for_each(add),
+    }
+}
+
 /// Accumulates the requested [`Taps`] of one batch, one layer at a time.
 #[derive(Debug)]
 pub struct TapReducer {
