@@ -1,5 +1,5 @@
-//! `lsn forcing` on a tiny random model: the table and results it writes, reuse of finished runs, and the bad inputs
-//! it must refuse with one clear error. (A random model's continuations are noise: this checks the command, not
+//! `lsn forcing` (and `lsn layer-means`, which its difference-of-means steering needs) on a tiny random model: the
+//! table and results it writes, reuse of finished runs, and the bad inputs it must refuse with one clear error. (A random model's continuations are noise: this checks the command, not
 //! the effect; lsn-eval's forcing tests and the harness check the arithmetic.)
 
 mod common;
@@ -91,6 +91,17 @@ fn forcing_writes_its_table_reuses_finished_runs_and_refuses_bad_input() {
     // Another operation does not reuse the steered parts (the unsteered ones it may).
     let (_, stderr) = ok(&base("scale", &out).iter().map(String::as_str).collect::<Vec<_>>());
     assert!(!stderr.contains("vi-steered: reusing"), "{stderr}");
+
+    // Difference-of-means steering needs the languages' layer means, which `lsn layer-means` writes (once).
+    let dm = root.join("out/diffmean.json");
+    fails_with(&base("diffmean", &dm).iter().map(String::as_str).collect::<Vec<_>>(), &["lsn layer-means"]);
+    let means = ["layer-means", "--model", s(&model), "--run", s(&run), "--lang", "en,vi,hi", "--max-rows", "3"];
+    let (stdout, _) = ok(&means);
+    assert!(stdout.contains("vi: means of 6 layers over 3 rows (48 tokens)"), "{stdout}");
+    let (_, stderr) = ok(&means);
+    assert!(stderr.contains("skipped"), "{stderr}");
+    let (stdout, _) = ok(&base("diffmean", &dm).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(stdout.contains("| diffmean α = 4 at layer 4 (from en) | hi |"), "{stdout}");
 
     let bad = |extra: &[&str], needles: &[&str]| {
         let mut v = base("add", &root.join("bad/forcing.json"));

@@ -112,10 +112,15 @@ pub enum Steer {
     /// The source's neurons set to 0, then the target's `a ← a + α · μ` (Language Arithmetics' "deactivate source +
     /// activate target"; a neuron of both ends at `α · μ`).
     Arithmetic,
+    /// No neuron: `α · v / (‖v‖ + 1e-8)` added to one layer's output at every position, `v` the target's mean layer
+    /// output minus the source's (CLaS-Bench's difference-of-means steering; [`Steer::diff_mean`]).
+    DiffMean,
 }
 
 impl Steer {
-    pub const ALL: [Steer; 4] = [Steer::Fill, Steer::Scale, Steer::Add, Steer::Arithmetic];
+    pub const ALL: [Steer; 5] = [Steer::Fill, Steer::Scale, Steer::Add, Steer::Arithmetic, Steer::DiffMean];
+    /// CLaS-Bench's normalisation epsilon.
+    pub const NORM_EPS: f64 = 1e-8;
 
     pub fn name(self) -> &'static str {
         match self {
@@ -123,17 +128,19 @@ impl Steer {
             Steer::Scale => "scale",
             Steer::Add => "add",
             Steer::Arithmetic => "arithmetic",
+            Steer::DiffMean => "diffmean",
         }
     }
 
     pub fn parse(s: &str) -> Result<Steer> {
         Self::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| {
-            Error::InvalidIntervention(format!("unknown steering {s:?}: use one of fill, scale, add, arithmetic"))
+            Error::InvalidIntervention(format!(
+                "unknown steering {s:?}: use one of fill, scale, add, arithmetic, diffmean"
+            ))
         })
     }
 
-    /// Whether the operation takes a statistic of the target's (`Fill` takes its fill's, `Add` and `Arithmetic` the
-    /// mean).
+    /// Whether the operation takes the target's mean activation per neuron (`Add`, `Arithmetic`).
     pub fn needs_mean(self) -> bool {
         matches!(self, Steer::Add | Steer::Arithmetic)
     }
@@ -154,6 +161,13 @@ impl Steer {
         }
         let mut iv = Intervention::default();
         match self {
+            Steer::DiffMean => {
+                return Err(Error::InvalidIntervention(
+                    "difference-of-means steering adds a vector, not neuron edits: build it from the languages' \
+                     layer means"
+                        .into(),
+                ));
+            }
             Steer::Fill => iv.set = per_neuron(target, values, intermediate, 1.0)?,
             Steer::Scale => iv.scale = target.iter().map(|&n| (n, alpha)).collect(),
             Steer::Add => iv.add = per_neuron(target, values, intermediate, alpha)?,
@@ -168,6 +182,40 @@ impl Steer {
             }
         }
         Ok(iv)
+    }
+}
+
+impl Steer {
+    /// CLaS-Bench's steering at `layer`: `α · v / (‖v‖ + 1e-8)` with `v = target − source`, the languages' mean
+    /// outputs of that layer (`[hidden]` each).
+    pub fn diff_mean(layer: u32, source: &[f64], target: &[f64], alpha: f32) -> Result<Intervention> {
+        if source.len() != target.len() || source.is_empty() {
+            return Err(Error::InvalidIntervention(format!(
+                "the source's and target's layer means have {} and {} entries: they come from different models",
+                source.len(),
+                target.len()
+            )));
+        }
+        let v: Vec<f64> = target.iter().zip(source).map(|(t, s)| t - s).collect();
+        Self::along(layer, &v, alpha)
+    }
+
+    /// The matched control of [`Steer::diff_mean`]: the same norm `α` along a random direction (a normal draw per
+    /// entry, seeded), at the same layer.
+    pub fn random_direction(layer: u32, hidden: usize, alpha: f32, seed: u64) -> Result<Intervention> {
+        let mut rng = crate::SeededRng::new(seed);
+        let v: Vec<f64> = (0..hidden).map(|_| rng.normal()).collect();
+        Self::along(layer, &v, alpha)
+    }
+
+    fn along(layer: u32, v: &[f64], alpha: f32) -> Result<Intervention> {
+        if !alpha.is_finite() {
+            return Err(Error::InvalidIntervention(format!("the steering strength α = {alpha} is not finite")));
+        }
+        let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let scale = f64::from(alpha) / (norm + Self::NORM_EPS);
+        let vector = v.iter().map(|x| (x * scale) as f32).collect();
+        Ok(Intervention { residual: vec![(layer, vector)], ..Intervention::default() })
     }
 }
 
@@ -427,6 +475,19 @@ mod tests {
             assert_eq!(Steer::parse(k.name()).unwrap(), k);
         }
         assert!(Steer::parse("boost").unwrap_err().to_string().contains("arithmetic"));
+        // Difference of means: unit direction of target − source, times α, at the layer.
+        let iv = Steer::diff_mean(3, &[1.0, 1.0], &[4.0, 5.0], 10.0).unwrap();
+        assert_eq!(iv.residual.len(), 1);
+        let (l, v) = &iv.residual[0];
+        assert_eq!(*l, 3);
+        assert!((v[0] - 6.0).abs() < 1e-5 && (v[1] - 8.0).abs() < 1e-5, "{v:?}");
+        assert!(Steer::diff_mean(0, &[1.0], &[1.0, 2.0], 1.0).is_err());
+        assert!(Steer::DiffMean.build(None, &[c], &mean, 1.0, 2).is_err());
+        let r = Steer::random_direction(2, 64, 5.0, 7).unwrap();
+        let norm = r.residual[0].1.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+        assert!((norm - 5.0).abs() < 1e-4, "{norm}");
+        assert_eq!(r, Steer::random_direction(2, 64, 5.0, 7).unwrap());
+        assert_ne!(r, Steer::random_direction(2, 64, 5.0, 8).unwrap());
     }
 
     #[test]

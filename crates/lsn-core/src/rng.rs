@@ -25,6 +25,17 @@ impl SeededRng {
         }
     }
 
+    /// Uniform in `(0, 1)`: the top 53 bits of a draw, offset by half a step (never 0 or 1).
+    pub fn open01(&mut self) -> f64 {
+        ((self.0.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+
+    /// A standard normal draw (Box–Muller's cosine branch over two [`SeededRng::open01`] draws).
+    pub fn normal(&mut self) -> f64 {
+        let (u, v) = (self.open01(), self.open01());
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+
     /// Fisher–Yates: for `i` from the last index down to 1, swap item `i` with item `below(i + 1)`.
     pub fn shuffle<T>(&mut self, items: &mut [T]) {
         for i in (1..items.len()).rev() {

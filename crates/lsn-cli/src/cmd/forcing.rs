@@ -150,7 +150,8 @@ pub fn run(args: Args) -> Result<()> {
     let mut control_args = args.intervene.clone();
     control_args.random_like = Some(args.control_seed);
     let mut control = control_args.load(home, &dir, &tok, &cfg)?.context("--neurons is required")?;
-    for l in targets.iter().chain((steered.steer == lsn_core::Steer::Arithmetic).then_some(&source)) {
+    let from_source = matches!(steered.steer, lsn_core::Steer::Arithmetic | lsn_core::Steer::DiffMean);
+    for l in targets.iter().chain(from_source.then_some(&source)) {
         ensure!(
             steered.selection.of(l.code()).is_some(),
             "{} has no neuron set for {l} (it holds sets for {}): force one of those languages, or select neurons \
@@ -159,7 +160,7 @@ pub fn run(args: Args) -> Result<()> {
             steered.selection.languages.join(", ")
         );
     }
-    if steered.steer == lsn_core::Steer::Arithmetic {
+    if from_source {
         steered.source_lang = Some(source.code().to_owned());
         control.source_lang = Some(source.code().to_owned());
     }

@@ -38,15 +38,16 @@ fn sources(data: &serde_json::Value, stats: &Path) -> Result<Vec<Source>> {
         .collect()
 }
 
-/// Up to `want` held-out rows of the language whose statistics are `stats_path`.
-pub fn heldout(stats_path: &Path, data_dir: Option<&Path>, tok: &Tokenizer, want: usize) -> Result<HeldOut> {
+/// The language of `stats_path` packed again as its capture packed it, without the token budget, checked to begin
+/// with the rows the capture used: (all rows, how many the capture used).
+fn repack(stats_path: &Path, data_dir: Option<&Path>, tok: &Tokenizer) -> Result<(lsn_data::Packed, usize)> {
     let f = StatsFile::read(stats_path)?;
     let meta = &f.meta;
     let lang = Lang::parse(&meta.lang)?;
     let data = &meta.provenance.data;
     ensure!(
         tok.digest() == meta.provenance.tokenizer_sha256,
-        "{} was captured with another tokenizer: held-out rows must be cut with the capture's",
+        "{} was captured with another tokenizer: its rows must be cut with the capture's",
         stats_path.display()
     );
     let seed = data["seed"].as_u64().with_context(|| format!("{} records no seed", stats_path.display()))?;
@@ -63,6 +64,20 @@ pub fn heldout(stats_path: &Path, data_dir: Option<&Path>, tok: &Tokenizer, want
         "{lang}: the rows packed now differ from those the capture used (recorded in {}): the text files changed",
         stats_path.display()
     );
+    Ok((all, captured))
+}
+
+/// Up to `want` of the rows the capture of `stats_path` used, from its first: the text its statistics (and the
+/// neurons selected from them) describe.
+pub fn captured(stats_path: &Path, data_dir: Option<&Path>, tok: &Tokenizer, want: usize) -> Result<Vec<Vec<u32>>> {
+    let (all, captured) = repack(stats_path, data_dir, tok)?;
+    Ok((0..captured.min(want)).map(|r| all.row(r).to_vec()).collect())
+}
+
+/// Up to `want` held-out rows of the language whose statistics are `stats_path`.
+pub fn heldout(stats_path: &Path, data_dir: Option<&Path>, tok: &Tokenizer, want: usize) -> Result<HeldOut> {
+    let (all, captured) = repack(stats_path, data_dir, tok)?;
+    let lang = &all.lang;
     let first = captured + 1;
     let available = all.rows.saturating_sub(first);
     ensure!(
@@ -70,7 +85,7 @@ pub fn heldout(stats_path: &Path, data_dir: Option<&Path>, tok: &Tokenizer, want
         "{lang}: the capture used {captured} of the {} rows its text gives, so no held-out row is left: capture \
          {lang} with a smaller --max-tokens (e.g. {}) to keep text for perplexity",
         all.rows,
-        (all.rows.saturating_sub(want + 1)).max(1) * meta.row_len
+        (all.rows.saturating_sub(want + 1)).max(1) * all.row_len
     );
     let rows = (first..first + available.min(want)).map(|r| all.row(r).to_vec()).collect();
     Ok(HeldOut { rows, first })

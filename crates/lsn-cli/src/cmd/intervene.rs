@@ -23,16 +23,23 @@ pub struct InterveneArgs {
     #[arg(long, requires = "neurons", default_value = "zero")]
     pub fill: String,
     /// What is done to the language's neurons: `fill` (the paper's: set to --fill), `scale` (multiplied by
-    /// --alpha), `add` (--alpha times the language's mean activation added: Language Arithmetics' activation) or
-    /// `arithmetic` (--source-lang's neurons set to 0, then `add` on the language's).
+    /// --alpha), `add` (--alpha times the language's mean activation added: Language Arithmetics' activation),
+    /// `arithmetic` (--source-lang's neurons set to 0, then `add` on the language's), or no neuron but `diffmean`
+    /// (CLaS-Bench: the language's mean output of layer --steer-layer minus --source-lang's, as a unit vector times
+    /// --alpha × the difference's own norm, added to that layer's output; needs `lsn layer-means` of both).
     #[arg(long, requires = "neurons", default_value = "fill")]
     pub steer: String,
     /// The steering strength α of `scale`, `add` and `arithmetic` (Language Arithmetics' code: 1).
     #[arg(long, requires = "neurons", default_value_t = 1.0, allow_negative_numbers = true)]
     pub alpha: f32,
-    /// The language whose neurons `arithmetic` deactivates (the prompt's language; e.g. en).
+    /// The language whose neurons `arithmetic` deactivates, and whose mean `diffmean` steers away from (the
+    /// prompt's language; e.g. en).
     #[arg(long, requires = "neurons")]
     pub source_lang: Option<String>,
+    /// The layer whose output `diffmean` steers [default: 5/8 of the depth, rounded: CLaS-Bench's pick for
+    /// Llama-3.1-8B, layer 20 of 32].
+    #[arg(long, requires = "neurons")]
+    pub steer_layer: Option<u32>,
     /// Apply this language's neuron set instead of the evaluated language's own (e.g. English neurons on Hindi);
     /// the fill values still come from the evaluated language's statistics.
     #[arg(long, requires = "neurons")]
@@ -62,6 +69,8 @@ pub struct Intervener {
     pub steer: Steer,
     pub alpha: f32,
     pub source_lang: Option<String>,
+    /// The layer `diffmean` steers.
+    pub steer_layer: u32,
     pub neuron_lang: Option<String>,
     /// The seed of the matched random control, when it replaces the sets.
     pub random_like: Option<u64>,
@@ -130,8 +139,19 @@ impl InterveneArgs {
         let fill = Fill::parse(&self.fill)?;
         let steer = Steer::parse(&self.steer)?;
         ensure!(
-            steer == Steer::Arithmetic || self.source_lang.is_none(),
-            "--source-lang names the language whose neurons `--steer arithmetic` deactivates; --steer {steer} uses none"
+            matches!(steer, Steer::Arithmetic | Steer::DiffMean) || self.source_lang.is_none(),
+            "--source-lang names the language `--steer arithmetic` and `--steer diffmean` steer away from; --steer \
+             {steer} uses none"
+        );
+        ensure!(
+            steer == Steer::DiffMean || self.steer_layer.is_none(),
+            "--steer-layer is the layer `--steer diffmean` adds its vector to; --steer {steer} edits neurons"
+        );
+        let steer_layer = self.steer_layer.unwrap_or(((cfg.num_layers * 5 + 4) / 8) as u32);
+        ensure!(
+            (steer_layer as usize) < cfg.num_layers,
+            "--steer-layer {steer_layer}: the model has layers 0–{}",
+            cfg.num_layers - 1
         );
         ensure!(
             steer == Steer::Fill || self.fill == "zero",
@@ -151,7 +171,7 @@ impl InterveneArgs {
                 );
             }
         }
-        let needs_stats = fill.needs_stats() || steer.needs_mean();
+        let needs_stats = fill.needs_stats() || steer.needs_mean() || steer == Steer::DiffMean;
         let stats_run = match (&self.stats_run, run_of(file)) {
             (Some(r), _) => r.clone(),
             (None, Some(r)) => r,
@@ -169,6 +189,7 @@ impl InterveneArgs {
             steer,
             alpha: self.alpha,
             source_lang: self.source_lang.clone(),
+            steer_layer,
             neuron_lang: self.neuron_lang.clone(),
             random_like: self.random_like,
             allow_empty_set: self.allow_empty_set,
@@ -264,6 +285,9 @@ impl Intervener {
     /// `--steer` towards `target`: on its neurons (or its random control's) with its statistic, and for
     /// `arithmetic` with `source`'s neurons (or their random control) deactivated.
     pub fn steer_to(&mut self, source: Option<&str>, target: &str) -> Result<Intervention> {
+        if self.steer == Steer::DiffMean {
+            return self.diff_mean(source, target);
+        }
         let neurons = self.neurons_for(target)?;
         let source = match (self.steer, source) {
             (Steer::Arithmetic, Some(s)) => Some(self.neurons_for(s)?),
@@ -279,9 +303,37 @@ impl Intervener {
         Ok(steer.build(source.as_deref(), &neurons, values, alpha, intermediate)?)
     }
 
+    /// `diffmean` from `source` towards `target` at --steer-layer, its norm --alpha × ‖target − source‖; with
+    /// --random-like, a random direction of the same norm (seeded as the neuron controls are).
+    fn diff_mean(&mut self, source: Option<&str>, target: &str) -> Result<Intervention> {
+        let source = source.context(
+            "`--steer diffmean` steers from the source language's mean towards the target's: give --source-lang (the \
+             language of the prompts)",
+        )?;
+        let layer = self.steer_layer;
+        let s = crate::cmd::layer_means::read(&self.stats_run, source, &self.model)?;
+        let t = crate::cmd::layer_means::read(&self.stats_run, target, &self.model)?;
+        let (sl, tl) = (&s.mean[layer as usize], &t.mean[layer as usize]);
+        let norm = sl.iter().zip(tl).map(|(a, b)| (b - a) * (b - a)).sum::<f64>().sqrt();
+        let alpha = (f64::from(self.alpha) * norm) as f32;
+        Ok(match self.random_like {
+            None => Steer::diff_mean(layer, sl, tl, alpha)?,
+            Some(seed) => {
+                let position = self.selection.languages.iter().position(|l| l == target).unwrap_or(0) as u64;
+                Steer::random_direction(layer, tl.len(), alpha, seed + position)?
+            }
+        })
+    }
+
     /// What `--steer` does, in words: "fill zero", "scale α = 2", "arithmetic α = 1 (en off)".
     pub fn operation(&self) -> String {
         match self.steer {
+            Steer::DiffMean => format!(
+                "diffmean α = {} at layer {} (from {})",
+                self.alpha,
+                self.steer_layer,
+                self.source_lang.as_deref().unwrap_or("the source language")
+            ),
             Steer::Fill => format!("fill {}", self.fill),
             Steer::Scale | Steer::Add => format!("{} α = {}", self.steer, self.alpha),
             Steer::Arithmetic => format!(
@@ -309,6 +361,7 @@ impl Intervener {
         serde_json::json!({
             "neurons": self.file.display().to_string(), "method": self.selection.method, "fill": self.fill.name(),
             "steer": self.steer.name(), "alpha": self.alpha, "source_lang": self.source_lang,
+            "steer_layer": (self.steer == Steer::DiffMean).then_some(self.steer_layer),
             "neuron_lang": self.neuron_lang, "random_like": self.random_like,
             "stats_run": self.stats_run.display().to_string(),
             "selected_on": self.selection.source.as_ref().map(|s| short(&s.weights_sha256).to_owned()),

@@ -12,6 +12,7 @@ pub mod forcing;
 pub mod generate;
 pub mod heldout;
 pub mod intervene;
+pub mod layer_means;
 pub mod merge;
 pub mod merge_adapter;
 pub mod ppl;
