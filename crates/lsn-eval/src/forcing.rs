@@ -112,6 +112,9 @@ pub struct ForcingCell {
     pub nll_vs_plain: Option<Delta>,
     /// Prompts whose steered continuation was empty (nothing to judge: counted as not in the target).
     pub empty: usize,
+    /// Target-language neurons the operation edits (0 for a steering vector, which edits none).
+    #[serde(default)]
+    pub neurons: usize,
 }
 
 fn in_target(v: &[Judged], target: Lang) -> Vec<f64> {
@@ -153,6 +156,7 @@ pub fn cell(
             seed,
         ),
         empty: steered.iter().filter(|s| s.ids.is_empty()).count(),
+        neurons: 0,
     })
 }
 

@@ -196,7 +196,14 @@ pub fn run(args: Args) -> Result<()> {
         let iv_control = control.steer_to(from, t.code())?;
         let s = runner.run(&format!("{}-steered", t.code()), Some(&iv))?;
         let c = runner.run(&format!("{}-control", t.code()), Some(&iv_control))?;
-        cells.push(forcing::cell(t, &op, &plain, &s, Some(&c))?);
+        let mut cell = forcing::cell(t, &op, &plain, &s, Some(&c))?;
+        // The target's own edited neurons (arithmetic also switches the source's off).
+        cell.neurons = if from_source && steered.steer == lsn_core::Steer::DiffMean {
+            0
+        } else {
+            steered.neurons_for(t.code())?.len()
+        };
+        cells.push(cell);
         runs.insert(t.code().to_owned(), serde_json::json!({"steered": s, "control": c}));
     }
     let table = forcing::markdown(&cells);

@@ -3,6 +3,7 @@
 //! the plots; as report.md, a self-contained report.html and results.json.
 
 mod agreement;
+mod forcing;
 mod paper;
 mod ppxc;
 mod study;
@@ -123,7 +124,8 @@ pub fn run(args: Args) -> Result<()> {
 
     let mut tables = Vec::new();
     let mut figures: Vec<(String, PathBuf)> = Vec::new();
-    for task in ["xnli", "xquad"] {
+    let mondal = plan.request.study.runs(crate::cmd::reproduce::plan::Study::Mondal);
+    for task in ["xnli", "xquad"].into_iter().filter(|_| mondal) {
         for method in [INTERVENTION_METHOD, FTL_METHOD] {
             if let Some(t) = study.intervention_table(task, method) {
                 tables.push(t);
@@ -203,7 +205,14 @@ pub fn run(args: Args) -> Result<()> {
             Err(e) => tracing::warn!("no chart of {title}: {e:#}"),
         }
     }
-    tables.push(study.baseline_table());
+    if mondal {
+        tables.push(study.baseline_table());
+    }
+    let mut forcing_summary = Value::Null;
+    if let Some((t, d)) = forcing::forcing_table(root, &plan) {
+        tables.push(t);
+        forcing_summary = d;
+    }
     let mut ppxc_summary = Value::Null;
     if let Ok(doc) = read_json::<Value>(&root.join(format!("ppxc/set1/{FTL_METHOD}.json")), "a PPXC file") {
         if let Some((t, s)) = ppxc_table(&doc) {
@@ -278,7 +287,8 @@ pub fn run(args: Args) -> Result<()> {
         })
         .collect();
     let doc = json!({
-        "format": 1, "config": config, "plan": {"scale": plan.request.scale, "sizes": plan.request.sizes},
+        "format": 1, "config": config,
+        "plan": {"scale": plan.request.scale, "study": plan.request.study, "sizes": plan.request.sizes},
         "verdict_rules": {"margin": plan.request.margin, "alpha": lsn_eval::verdict::ALPHA,
             "correction": "holm-bonferroni over the tested cells of each table, on two-sided bootstrap p-values",
             "equivalence": "tost: the 90% interval inside [-margin, +margin]",
@@ -287,7 +297,7 @@ pub fn run(args: Args) -> Result<()> {
             "seeds": plan.request.sizes.seeds},
         "verdicts": study.verdicts,
         "tables": tables, "deltas": study.deltas, "evaluations": evals, "selections": selections,
-        "ppxc": ppxc_summary, "training": training, "backend_agreement": agreement, "missing_stages": missing,
+        "ppxc": ppxc_summary, "forcing": forcing_summary, "training": training, "backend_agreement": agreement, "missing_stages": missing,
     });
     fsutil::write_atomic(&dest.join("results.json"), serde_json::to_string_pretty(&doc)?.as_bytes())?;
 
@@ -297,8 +307,9 @@ pub fn run(args: Args) -> Result<()> {
     let seconds: f64 =
         timing["stages"].as_object().into_iter().flatten().filter_map(|(_, s)| s["seconds"].as_f64()).sum();
     let head = format!(
-        "# Language-specific neurons: the study on {} ({:?} scale)\n\nReproduces the tables of *Language-specific \
-         Neurons Do Not Facilitate Cross-Lingual Transfer* (Mondal et al., 2025) with `lsn reproduce`: backend {} \
+        "# Language-specific neurons: the study on {} ({:?} scale)\n\nStudies: {}. Reproduces the tables of \
+         *Language-specific Neurons Do Not Facilitate Cross-Lingual Transfer* (Mondal et al., 2025) with `lsn \
+         reproduce`: backend {} \
          (fine-tunes on {}), device {}, weights {}, statistics at `{}`, seed {} (training seeds {}). Verdicts: \
          equivalence margin δ = ±{} points, fixed before the run; Holm–Bonferroni over each table's cells. Sizes: capture {} \
          tokens per language in rows of {}; fine-tuning preset `{}` on {} English XNLI {} pairs and {} English XQuAD \
@@ -306,6 +317,13 @@ pub fn run(args: Args) -> Result<()> {
          most {} new tokens). Stages' compute time: {:.0} s.{}{}{}\n",
         req.model,
         req.scale,
+        match req.study {
+            crate::cmd::reproduce::plan::Study::Mondal => "mondal (the paper's tables)",
+            crate::cmd::reproduce::plan::Study::Arithmetics =>
+                "arithmetics (language forcing; the paper's tables are not part of this run)",
+            crate::cmd::reproduce::plan::Study::Subnetwork => "subnetwork",
+            crate::cmd::reproduce::plan::Study::All => "all",
+        },
         req.backend,
         req.task_backend,
         req.device,
@@ -444,6 +462,7 @@ mod tests {
         let root = t.path();
         let plan = Plan::new(Request {
             scale: Scale::Smoke,
+            study: crate::cmd::reproduce::plan::Study::Mondal,
             backend: "tch".into(),
             task_backend: "tch".into(),
             device: "cpu".into(),

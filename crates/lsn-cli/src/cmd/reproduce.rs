@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 
 use crate::{assets, fsutil};
-use plan::{Plan, Request, Scale, Sizes};
+use plan::{Plan, Request, Scale, Sizes, Study};
 
 /// Runs the whole study: capture (the paper's language sets 1 and 6) → selection (LAPE mondal, ActProb-90p, random)
 /// → PPXC (set 1's LAPE neurons and the random control) → English fine-tuning (FTL null, en, target, en+target and
@@ -31,6 +31,12 @@ pub struct Args {
     /// recipe at full sizes: for a GPU and the paper's models).
     #[arg(long, value_enum, default_value = "default")]
     pub scale: Scale,
+    /// Which claims to test, over one capture and one set of neurons: mondal (the paper's intervention and
+    /// fine-tuning tables, PPXC), arithmetics (language forcing: Language Arithmetics' neuron steering and
+    /// CLaS-Bench's difference of means, each against a random control, with fluency), subnetwork (target-language
+    /// subnetwork training), all.
+    #[arg(long, value_enum, default_value = "mondal")]
+    pub study: Study,
     /// auto, candle, tch, ort or all. auto: the study on the training backend — tch when built in, else candle (on
     /// the 2-core CPU this was measured on, tch trained the default fine-tunes 2.3-2.4x and evaluated them 1.5-2x
     /// faster than candle). ort cannot train: with ort, capture, selection, PPXC and the base model's baseline run
@@ -323,8 +329,15 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(n) = args.seeds {
         sizes.seeds = n;
     }
+    ensure!(
+        !args.study.runs(Study::Subnetwork),
+        "--study {}: target-language subnetwork training is not in this version of lsn yet; run --study mondal or \
+         --study arithmetics",
+        if args.study == Study::All { "all" } else { "subnetwork" }
+    );
     let request = Request {
         scale: args.scale,
+        study: args.study,
         backend: backend.clone(),
         task_backend: task_backend.into(),
         device: args.device.clone(),

@@ -24,6 +24,44 @@ pub fn set_of(lang: &str) -> &'static str {
     if SET1.contains(&lang) && lang != "en" { "set1" } else { "set6" }
 }
 
+/// Which claims a run tests: each a plan of `lsn` commands over the same capture and neuron sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Study {
+    /// Mondal et al. 2025: interventions and neuron-masked fine-tunes on XNLI and XQuAD (PPXC too).
+    #[default]
+    Mondal,
+    /// Language Arithmetics (Gurgurov et al. 2025) and CLaS-Bench: does steering the neurons (or a
+    /// difference-of-means vector) force the output language? Against a random control, with fluency.
+    Arithmetics,
+    /// Target-language subnetwork training (Gurgurov et al., arXiv 2510.13580).
+    Subnetwork,
+    /// Every study above, in one run and one report.
+    All,
+}
+
+impl Study {
+    /// Whether this run includes the stages of `part`.
+    pub fn runs(self, part: Study) -> bool {
+        self == part || self == Study::All
+    }
+}
+
+/// The steering operations of the language-forcing table: (name, `lsn forcing` arguments). Language Arithmetics'
+/// own two (its code's α = 1), the paper's μ fill ("replacement" there), an amplification of ours, and
+/// CLaS-Bench's difference of means (α = 1: the source's mean layer output moved onto the target's).
+pub const FORCING: [(&str, &[&str]); 5] = [
+    ("add", &["--steer", "add", "--alpha", "1"]),
+    ("arithmetic", &["--steer", "arithmetic", "--alpha", "1"]),
+    ("fill-mean", &["--steer", "fill", "--fill", "mean"]),
+    ("scale", &["--steer", "scale", "--alpha", "2"]),
+    ("diffmean", &["--steer", "diffmean", "--alpha", "1"]),
+];
+/// The languages forced, from English prompts (the paper's evaluated languages).
+pub const FORCING_TARGETS: [&str; 4] = ["vi", "zh", "hi", "ur"];
+/// The neuron method of the forcing table (Language Arithmetics steers LAPE neurons).
+pub const FORCING_METHOD: &str = "lape-mondal";
+
 /// How much of everything a run does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -84,10 +122,30 @@ pub struct Sizes {
     /// fine-tune (interventions included) runs on each.
     #[serde(default = "one_seed")]
     pub seeds: usize,
+    /// Language forcing (`--study arithmetics`): FLORES-200 prompts per target language, new tokens per
+    /// continuation, and the captured rows per language the difference-of-means vectors average.
+    #[serde(default = "forcing_prompts")]
+    pub forcing_prompts: usize,
+    #[serde(default = "forcing_new_tokens")]
+    pub forcing_new_tokens: usize,
+    #[serde(default = "layer_means_rows")]
+    pub layer_means_rows: usize,
 }
 
 fn one_seed() -> usize {
     1
+}
+
+fn forcing_prompts() -> usize {
+    50
+}
+
+fn forcing_new_tokens() -> usize {
+    32
+}
+
+fn layer_means_rows() -> usize {
+    8
 }
 
 fn dev_split() -> String {
@@ -127,6 +185,9 @@ impl Sizes {
                 baseline_eval: None,
                 all_ftls: true,
                 seeds: 1,
+                forcing_prompts: 4,
+                forcing_new_tokens: 6,
+                layer_means_rows: 2,
             },
             Scale::Default => Sizes {
                 capture_tokens: Some(4096),
@@ -154,6 +215,11 @@ impl Sizes {
                 baseline_eval: Some(200),
                 all_ftls: false,
                 seeds: 1,
+                // 50 prompts: a share's 95% interval is about ±14 points at 50%, and 0 of 50 bounds a share below
+                // 6% (rule of three).
+                forcing_prompts: forcing_prompts(),
+                forcing_new_tokens: forcing_new_tokens(),
+                layer_means_rows: layer_means_rows(),
             },
             Scale::Full => Sizes {
                 capture_tokens: None,
@@ -176,6 +242,9 @@ impl Sizes {
                 baseline_eval: None,
                 all_ftls: true,
                 seeds: 1,
+                forcing_prompts: 200,
+                forcing_new_tokens: 64,
+                layer_means_rows: 32,
             },
             Scale::Paper => {
                 Sizes { preset: "paper".into(), xquad_loss_on: "all".into(), ppxc_rows: 16, ..Sizes::of(Scale::Full) }
@@ -188,6 +257,8 @@ impl Sizes {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Request {
     pub scale: Scale,
+    #[serde(default)]
+    pub study: Study,
     /// The backend of capture, selection, PPXC and the base model's baseline.
     pub backend: String,
     /// The backend of fine-tuning and of every evaluation of a fine-tune (ort cannot train: candle then).
@@ -418,220 +489,229 @@ impl Plan {
         for b in &req.compare_backends {
             neuron_stages(&format!("backends/{b}"), &format!("@{b}"), b, &mut stages);
         }
-        // PPXC of set 1's LAPE neurons, with the random control.
-        stages.push(Stage {
-            key: "ppxc/set1".into(),
-            argv: argv(
-                &["ppxc", "--run", OUT, "--set", "set1", "--method", FTL_METHOD, "--rows"],
-                vec![vec![z.ppxc_rows.to_string()], opt("--seed", Some(req.seed)), common(&req.backend)],
-            ),
-            deps: vec!["select/set1".into()],
-            data: vec!["corpus".into()],
-            outputs: vec!["ppxc/set1".into()],
-            estimate_s: 15.0 * 7.0 * (z.ppxc_rows * z.row_len) as f64 / 300.0 + 5.0,
-            exclusive: true,
-        });
+        if req.study.runs(Study::Arithmetics) {
+            forcing_stages(&req, &common(&req.backend), &mut stages);
+        }
+        if req.study.runs(Study::Mondal) {
+            // PPXC of set 1's LAPE neurons, with the random control.
+            stages.push(Stage {
+                key: "ppxc/set1".into(),
+                argv: argv(
+                    &["ppxc", "--run", OUT, "--set", "set1", "--method", FTL_METHOD, "--rows"],
+                    vec![vec![z.ppxc_rows.to_string()], opt("--seed", Some(req.seed)), common(&req.backend)],
+                ),
+                deps: vec!["select/set1".into()],
+                data: vec!["corpus".into()],
+                outputs: vec!["ppxc/set1".into()],
+                estimate_s: 15.0 * 7.0 * (z.ppxc_rows * z.row_len) as f64 / 300.0 + 5.0,
+                exclusive: true,
+            });
 
-        for task in ["xnli", "xquad"] {
-            let task_langs: &[&str] = if task == "xnli" { &XNLI_LANGS } else { &XQUAD_LANGS };
-            let (n_train, epochs, n_eval) = if task == "xnli" {
-                (z.xnli_train, z.xnli_epochs, z.xnli_eval)
-            } else {
-                (z.xquad_train, z.xquad_epochs, z.xquad_eval)
-            };
-            // Cost of one fine-tune and of one language's evaluation (tokens ÷ a 2-core pace).
-            let train_s = if task == "xnli" {
-                n_train.unwrap_or(if z.xnli_train_split == "test" { 5010 } else { 2490 }) as f64 * 50.0 / 250.0
-            } else {
-                n_train.unwrap_or(952) as f64 * epochs.unwrap_or(3) as f64 * 260.0 / 250.0
-            } + 4.0;
-            let eval_s = |n: usize| {
-                3.0 + n as f64
-                    * if task == "xnli" {
-                        n_eval.unwrap_or(if z.xnli_eval_split == "dev" { 2490 } else { 5010 }) as f64 * 50.0 / 800.0
-                    } else {
-                        n_eval.unwrap_or(238) as f64 * (300.0 / 800.0 + z.max_new_tokens as f64 / 30.0)
-                    }
-            };
-            let task_eval = |langs: &[&str], n_eval: Option<usize>| -> Vec<String> {
-                let mut a = argv(&["eval", "--task", task, "--lang", &langs.join(",")], vec![opt("--limit", n_eval)]);
-                if task == "xnli" {
-                    a.extend(argv(&["--protocol", "head", "--split", &z.xnli_eval_split], vec![]));
+            for task in ["xnli", "xquad"] {
+                let task_langs: &[&str] = if task == "xnli" { &XNLI_LANGS } else { &XQUAD_LANGS };
+                let (n_train, epochs, n_eval) = if task == "xnli" {
+                    (z.xnli_train, z.xnli_epochs, z.xnli_eval)
                 } else {
-                    a.extend(argv(&["--max-new-tokens", &z.max_new_tokens.to_string()], vec![]));
-                }
-                a
-            };
-            // The base model, zero-shot: the sanity baseline — with --backend all, again on every other backend (the
-            // same examples, so the predictions must agree).
-            let n_base = match (n_eval, z.baseline_eval) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            let mut base =
-                argv(&["eval", "--task", task, "--lang", &task_langs.join(",")], vec![opt("--limit", n_base)]);
-            if task == "xnli" {
-                base.extend(argv(&["--split", &z.xnli_eval_split], vec![]));
-            } else {
-                base.extend(argv(&["--max-new-tokens", &z.max_new_tokens.to_string()], vec![]));
-            }
-            let on = std::iter::once((String::new(), &req.backend))
-                .chain(req.compare_backends.iter().map(|b| (format!("@{b}"), b)));
-            for (suffix, b) in on {
-                let key = format!("eval/{task}/baseline{suffix}");
-                let dir = format!("eval/{task}-baseline{}", suffix.replace('@', "-"));
-                let mut a = base.clone();
-                a.extend(argv(&["--out", &out(&dir)], vec![common(b)]));
-                stages.push(Stage {
-                    key: key.clone(),
-                    argv: a,
-                    deps: vec![],
-                    data: vec![task.into()],
-                    outputs: vec![dir.clone()],
-                    estimate_s: eval_s(task_langs.len()) * if task == "xnli" { 3.0 } else { 1.0 },
-                    exclusive: false,
-                });
-                evals.push(EvalRole {
-                    stage: key,
-                    task: task.into(),
-                    kind: format!("baseline{suffix}"),
-                    ftl: None,
-                    method: None,
-                    fill: None,
-                    langs: task_langs.iter().map(|s| s.to_string()).collect(),
-                    results: format!("{dir}/results.json"),
-                    seed_index: 0,
-                });
-            }
-
-            // Fine-tunes on English.
-            for (ftl, set) in fine_tunes(task_langs).into_iter().filter(|(f, _)| z.all_ftls || f == "null") {
-                for k in 0..z.seeds {
-                    let key = seeded(&format!("train/{task}/{ftl}"), "/", k);
-                    let dir = ft_dir(task, &ftl, k);
-                    let lsn_ftl = ftl.split('@').next().unwrap_or(&ftl).to_string();
-                    let mut a = argv(
-                        &["train", "--task", task, "--ftl", &lsn_ftl, "--preset", &z.preset, "--out", &out(&dir)],
-                        vec![
-                            opt("--limit", n_train),
-                            opt("--epochs", epochs),
-                            opt("--seed", Some(42 + req.seed + k as u64)),
-                        ],
-                    );
+                    (z.xquad_train, z.xquad_epochs, z.xquad_eval)
+                };
+                // Cost of one fine-tune and of one language's evaluation (tokens ÷ a 2-core pace).
+                let train_s = if task == "xnli" {
+                    n_train.unwrap_or(if z.xnli_train_split == "test" { 5010 } else { 2490 }) as f64 * 50.0 / 250.0
+                } else {
+                    n_train.unwrap_or(952) as f64 * epochs.unwrap_or(3) as f64 * 260.0 / 250.0
+                } + 4.0;
+                let eval_s = |n: usize| {
+                    3.0 + n as f64
+                        * if task == "xnli" {
+                            n_eval.unwrap_or(if z.xnli_eval_split == "dev" { 2490 } else { 5010 }) as f64 * 50.0 / 800.0
+                        } else {
+                            n_eval.unwrap_or(238) as f64 * (300.0 / 800.0 + z.max_new_tokens as f64 / 30.0)
+                        }
+                };
+                let task_eval = |langs: &[&str], n_eval: Option<usize>| -> Vec<String> {
+                    let mut a =
+                        argv(&["eval", "--task", task, "--lang", &langs.join(",")], vec![opt("--limit", n_eval)]);
                     if task == "xnli" {
-                        a.extend(argv(&["--split", &z.xnli_train_split], vec![]));
+                        a.extend(argv(&["--protocol", "head", "--split", &z.xnli_eval_split], vec![]));
                     } else {
-                        a.extend(argv(&["--loss-on", &z.xquad_loss_on], vec![]));
+                        a.extend(argv(&["--max-new-tokens", &z.max_new_tokens.to_string()], vec![]));
                     }
-                    let mut deps = vec![];
-                    if let Some(set) = set {
-                        // A small model can leave a language without LAPE neurons: that fine-tune then trains as null
-                        // does, and the report says so.
-                        a.extend(argv(
-                            &["--neurons", &out(&format!("neurons/{set}/{FTL_METHOD}.json")), "--allow-empty-set"],
-                            vec![],
-                        ));
-                        deps.push(format!("select/{set}"));
-                    }
-                    a.extend(common(&req.task_backend));
+                    a
+                };
+                // The base model, zero-shot: the sanity baseline — with --backend all, again on every other backend (the
+                // same examples, so the predictions must agree).
+                let n_base = match (n_eval, z.baseline_eval) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                let mut base =
+                    argv(&["eval", "--task", task, "--lang", &task_langs.join(",")], vec![opt("--limit", n_base)]);
+                if task == "xnli" {
+                    base.extend(argv(&["--split", &z.xnli_eval_split], vec![]));
+                } else {
+                    base.extend(argv(&["--max-new-tokens", &z.max_new_tokens.to_string()], vec![]));
+                }
+                let on = std::iter::once((String::new(), &req.backend))
+                    .chain(req.compare_backends.iter().map(|b| (format!("@{b}"), b)));
+                for (suffix, b) in on {
+                    let key = format!("eval/{task}/baseline{suffix}");
+                    let dir = format!("eval/{task}-baseline{}", suffix.replace('@', "-"));
+                    let mut a = base.clone();
+                    a.extend(argv(&["--out", &out(&dir)], vec![common(b)]));
                     stages.push(Stage {
                         key: key.clone(),
                         argv: a,
-                        deps,
+                        deps: vec![],
                         data: vec![task.into()],
                         outputs: vec![dir.clone()],
-                        estimate_s: train_s * if ftl == "null" { 1.0 } else { 1.3 },
-                        exclusive: false,
-                    });
-                    trains.push(TrainRole {
-                        stage: key.clone(),
-                        task: task.into(),
-                        ftl: lsn_ftl.clone(),
-                        set: set.map(str::to_string),
-                        dir: dir.clone(),
-                        seed_index: k,
-                    });
-                    // Which languages this fine-tune is evaluated on: null on all; en on its set's languages; the others
-                    // on their target only.
-                    let eval_langs: Vec<&str> = match ftl.as_str() {
-                        "null" => task_langs.to_vec(),
-                        f if f.starts_with("en@") => {
-                            task_langs.iter().copied().filter(|l| Some(set_of(l)) == set).collect()
-                        }
-                        f => vec![f.rsplit(['+', ':']).next().unwrap_or(f)],
-                    };
-                    let ekey = seeded(&format!("eval/{task}/ftl/{}", ftl.replace(':', "-")), "/", k);
-                    let edir = seeded(&format!("eval/{task}-ftl-{}", ftl.replace([':', '@'], "-")), "-", k);
-                    let mut a = task_eval(&eval_langs, n_eval);
-                    a.extend(argv(&["--adapter", &out(&dir), "--out", &out(&edir)], vec![common(&req.task_backend)]));
-                    stages.push(Stage {
-                        key: ekey.clone(),
-                        argv: a,
-                        deps: vec![key.clone()],
-                        data: vec![task.into()],
-                        outputs: vec![edir.clone()],
-                        estimate_s: eval_s(eval_langs.len()),
+                        estimate_s: eval_s(task_langs.len()) * if task == "xnli" { 3.0 } else { 1.0 },
                         exclusive: false,
                     });
                     evals.push(EvalRole {
-                        stage: ekey,
+                        stage: key,
                         task: task.into(),
-                        kind: "ftl".into(),
-                        ftl: Some(lsn_ftl),
-                        method: set.map(|_| FTL_METHOD.to_string()),
+                        kind: format!("baseline{suffix}"),
+                        ftl: None,
+                        method: None,
                         fill: None,
-                        langs: eval_langs.iter().map(|s| s.to_string()).collect(),
-                        results: format!("{edir}/results.json"),
-                        seed_index: k,
+                        langs: task_langs.iter().map(|s| s.to_string()).collect(),
+                        results: format!("{dir}/results.json"),
+                        seed_index: 0,
                     });
                 }
-            }
 
-            // Test-time interventions on the FTL-null fine-tune: each language's own set, per set file.
-            for (method, fills) in [(INTERVENTION_METHOD, &z.act_prob_fills), (FTL_METHOD, &z.lape_fills)] {
-                for fill in fills {
-                    for (set, k) in ["set1", "set6"].into_iter().flat_map(|s| (0..z.seeds).map(move |k| (s, k))) {
-                        let langs: Vec<&str> = task_langs.iter().copied().filter(|l| set_of(l) == set).collect();
-                        if langs.is_empty() {
-                            continue;
-                        }
-                        let key = seeded(&format!("eval/{task}/int/{method}/{fill}/{set}"), "/", k);
-                        let dir = seeded(&format!("eval/{task}-int-{method}-{fill}-{set}"), "-", k);
-                        let mut a = task_eval(&langs, n_eval);
-                        a.extend(argv(
-                            &[
-                                "--adapter",
-                                &out(&ft_dir(task, "null", k)),
-                                "--neurons",
-                                &out(&format!("neurons/{set}/{method}.json")),
-                                "--fill",
-                                fill,
-                                "--allow-empty-set",
-                                "--out",
-                                &out(&dir),
+                // Fine-tunes on English.
+                for (ftl, set) in fine_tunes(task_langs).into_iter().filter(|(f, _)| z.all_ftls || f == "null") {
+                    for k in 0..z.seeds {
+                        let key = seeded(&format!("train/{task}/{ftl}"), "/", k);
+                        let dir = ft_dir(task, &ftl, k);
+                        let lsn_ftl = ftl.split('@').next().unwrap_or(&ftl).to_string();
+                        let mut a = argv(
+                            &["train", "--task", task, "--ftl", &lsn_ftl, "--preset", &z.preset, "--out", &out(&dir)],
+                            vec![
+                                opt("--limit", n_train),
+                                opt("--epochs", epochs),
+                                opt("--seed", Some(42 + req.seed + k as u64)),
                             ],
-                            vec![common(&req.task_backend)],
-                        ));
+                        );
+                        if task == "xnli" {
+                            a.extend(argv(&["--split", &z.xnli_train_split], vec![]));
+                        } else {
+                            a.extend(argv(&["--loss-on", &z.xquad_loss_on], vec![]));
+                        }
+                        let mut deps = vec![];
+                        if let Some(set) = set {
+                            // A small model can leave a language without LAPE neurons: that fine-tune then trains as null
+                            // does, and the report says so.
+                            a.extend(argv(
+                                &["--neurons", &out(&format!("neurons/{set}/{FTL_METHOD}.json")), "--allow-empty-set"],
+                                vec![],
+                            ));
+                            deps.push(format!("select/{set}"));
+                        }
+                        a.extend(common(&req.task_backend));
                         stages.push(Stage {
                             key: key.clone(),
                             argv: a,
-                            deps: vec![seeded(&format!("train/{task}/null"), "/", k), format!("select/{set}")],
+                            deps,
                             data: vec![task.into()],
                             outputs: vec![dir.clone()],
-                            estimate_s: eval_s(langs.len()),
+                            estimate_s: train_s * if ftl == "null" { 1.0 } else { 1.3 },
+                            exclusive: false,
+                        });
+                        trains.push(TrainRole {
+                            stage: key.clone(),
+                            task: task.into(),
+                            ftl: lsn_ftl.clone(),
+                            set: set.map(str::to_string),
+                            dir: dir.clone(),
+                            seed_index: k,
+                        });
+                        // Which languages this fine-tune is evaluated on: null on all; en on its set's languages; the others
+                        // on their target only.
+                        let eval_langs: Vec<&str> = match ftl.as_str() {
+                            "null" => task_langs.to_vec(),
+                            f if f.starts_with("en@") => {
+                                task_langs.iter().copied().filter(|l| Some(set_of(l)) == set).collect()
+                            }
+                            f => vec![f.rsplit(['+', ':']).next().unwrap_or(f)],
+                        };
+                        let ekey = seeded(&format!("eval/{task}/ftl/{}", ftl.replace(':', "-")), "/", k);
+                        let edir = seeded(&format!("eval/{task}-ftl-{}", ftl.replace([':', '@'], "-")), "-", k);
+                        let mut a = task_eval(&eval_langs, n_eval);
+                        a.extend(argv(
+                            &["--adapter", &out(&dir), "--out", &out(&edir)],
+                            vec![common(&req.task_backend)],
+                        ));
+                        stages.push(Stage {
+                            key: ekey.clone(),
+                            argv: a,
+                            deps: vec![key.clone()],
+                            data: vec![task.into()],
+                            outputs: vec![edir.clone()],
+                            estimate_s: eval_s(eval_langs.len()),
                             exclusive: false,
                         });
                         evals.push(EvalRole {
-                            stage: key,
+                            stage: ekey,
                             task: task.into(),
-                            kind: "intervention".into(),
-                            ftl: Some("null".into()),
-                            method: Some(method.into()),
-                            fill: Some(fill.clone()),
-                            langs: langs.iter().map(|s| s.to_string()).collect(),
-                            results: format!("{dir}/results.json"),
+                            kind: "ftl".into(),
+                            ftl: Some(lsn_ftl),
+                            method: set.map(|_| FTL_METHOD.to_string()),
+                            fill: None,
+                            langs: eval_langs.iter().map(|s| s.to_string()).collect(),
+                            results: format!("{edir}/results.json"),
                             seed_index: k,
                         });
+                    }
+                }
+
+                // Test-time interventions on the FTL-null fine-tune: each language's own set, per set file.
+                for (method, fills) in [(INTERVENTION_METHOD, &z.act_prob_fills), (FTL_METHOD, &z.lape_fills)] {
+                    for fill in fills {
+                        for (set, k) in ["set1", "set6"].into_iter().flat_map(|s| (0..z.seeds).map(move |k| (s, k))) {
+                            let langs: Vec<&str> = task_langs.iter().copied().filter(|l| set_of(l) == set).collect();
+                            if langs.is_empty() {
+                                continue;
+                            }
+                            let key = seeded(&format!("eval/{task}/int/{method}/{fill}/{set}"), "/", k);
+                            let dir = seeded(&format!("eval/{task}-int-{method}-{fill}-{set}"), "-", k);
+                            let mut a = task_eval(&langs, n_eval);
+                            a.extend(argv(
+                                &[
+                                    "--adapter",
+                                    &out(&ft_dir(task, "null", k)),
+                                    "--neurons",
+                                    &out(&format!("neurons/{set}/{method}.json")),
+                                    "--fill",
+                                    fill,
+                                    "--allow-empty-set",
+                                    "--out",
+                                    &out(&dir),
+                                ],
+                                vec![common(&req.task_backend)],
+                            ));
+                            stages.push(Stage {
+                                key: key.clone(),
+                                argv: a,
+                                deps: vec![seeded(&format!("train/{task}/null"), "/", k), format!("select/{set}")],
+                                data: vec![task.into()],
+                                outputs: vec![dir.clone()],
+                                estimate_s: eval_s(langs.len()),
+                                exclusive: false,
+                            });
+                            evals.push(EvalRole {
+                                stage: key,
+                                task: task.into(),
+                                kind: "intervention".into(),
+                                ftl: Some("null".into()),
+                                method: Some(method.into()),
+                                fill: Some(fill.clone()),
+                                langs: langs.iter().map(|s| s.to_string()).collect(),
+                                results: format!("{dir}/results.json"),
+                                seed_index: k,
+                            });
+                        }
                     }
                 }
             }
@@ -657,6 +737,67 @@ impl Plan {
     }
 }
 
+/// The language-forcing stages: each language's mean layer outputs over its captured rows, then per steering
+/// operation and neuron set one `lsn forcing` of the set's targets from English prompts (its random control inside).
+fn forcing_stages(req: &Request, common: &[String], stages: &mut Vec<Stage>) {
+    let z = &req.sizes;
+    let langs: Vec<&str> = std::iter::once("en").chain(FORCING_TARGETS).collect();
+    stages.push(Stage {
+        key: "layer-means".into(),
+        argv: argv(
+            &["layer-means", "--run", OUT, "--lang", &langs.join(","), "--max-rows", &z.layer_means_rows.to_string()],
+            vec![common.to_vec()],
+        ),
+        deps: vec!["gather".into()],
+        data: vec!["corpus".into()],
+        outputs: langs.iter().map(|l| format!("layer-means/{l}.json")).collect(),
+        estimate_s: langs.len() as f64 * (z.layer_means_rows * z.row_len) as f64 / 600.0 + 5.0,
+        exclusive: false,
+    });
+    for (op, op_args) in FORCING {
+        for set in ["set1", "set6"] {
+            let targets: Vec<&str> = FORCING_TARGETS.iter().copied().filter(|l| set_of(l) == set).collect();
+            let file = format!("forcing/{op}-{set}.json");
+            let mut a = argv(
+                &["forcing", "--neurons", &out(&format!("neurons/{set}/{FORCING_METHOD}.json")), "--source", "en"],
+                vec![],
+            );
+            a.extend(op_args.iter().map(|s| s.to_string()));
+            a.extend(argv(
+                &[
+                    "--targets",
+                    &targets.join(","),
+                    "--prompts",
+                    &z.forcing_prompts.to_string(),
+                    "--max-new-tokens",
+                    &z.forcing_new_tokens.to_string(),
+                    "--control-seed",
+                    &(req.seed + 1).to_string(),
+                    "--allow-empty-set",
+                    "--out",
+                    &out(&file),
+                ],
+                vec![common.to_vec()],
+            ));
+            let mut deps = vec![format!("select/{set}")];
+            if op == "diffmean" {
+                deps.push("layer-means".into());
+            }
+            // Unsteered, steered and control continuations of every target, plus their scoring.
+            let tokens = (1 + 2 * targets.len()) * z.forcing_prompts * z.forcing_new_tokens;
+            stages.push(Stage {
+                key: format!("forcing/{op}/{set}"),
+                argv: a,
+                deps,
+                data: vec!["corpus".into()],
+                outputs: vec![file.clone(), file.replace(".json", ".md"), file.replace(".json", ".parts")],
+                estimate_s: tokens as f64 / 60.0 + 5.0,
+                exclusive: false,
+            });
+        }
+    }
+}
+
 /// `argv` with `$OUT` replaced by the run directory.
 pub fn resolve(argv: &[String], root: &Path) -> Vec<String> {
     let root = root.display().to_string();
@@ -668,8 +809,13 @@ mod tests {
     use super::*;
 
     fn plan(scale: Scale) -> Plan {
+        plan_of(scale, Study::Mondal)
+    }
+
+    fn plan_of(scale: Scale, study: Study) -> Plan {
         Plan::new(Request {
             scale,
+            study,
             backend: "candle".into(),
             task_backend: "candle".into(),
             device: "cpu".into(),
@@ -681,6 +827,28 @@ mod tests {
             compare_backends: vec![],
             margin: 2.0,
         })
+    }
+
+    #[test]
+    fn the_arithmetics_study_forces_every_target_with_every_operation_and_trains_nothing() {
+        let p = plan_of(Scale::Default, Study::Arithmetics);
+        p.check().unwrap();
+        assert!(p.trains.is_empty() && p.evals.is_empty() && p.stage("ppxc/set1").is_none());
+        for (op, _) in FORCING {
+            for set in ["set1", "set6"] {
+                let s = p.stage(&format!("forcing/{op}/{set}")).unwrap_or_else(|| panic!("no forcing/{op}/{set}"));
+                assert!(s.deps.contains(&format!("select/{set}")));
+                assert_eq!(s.deps.contains(&"layer-means".to_string()), op == "diffmean");
+                let targets = &s.argv[s.argv.iter().position(|a| a == "--targets").unwrap() + 1];
+                assert_eq!(targets, if set == "set1" { "vi,zh" } else { "hi,ur" });
+                assert!(s.argv.windows(2).any(|w| w == ["--prompts", "50"]));
+            }
+        }
+        // The mondal study has no forcing stage; `all` has both.
+        assert!(plan(Scale::Default).stages.iter().all(|s| !s.key.starts_with("forcing/")));
+        let all = plan_of(Scale::Smoke, Study::All);
+        assert!(all.stage("forcing/add/set1").is_some() && all.stage("ppxc/set1").is_some());
+        all.check().unwrap();
     }
 
     #[test]
