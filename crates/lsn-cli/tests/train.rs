@@ -175,16 +175,15 @@ fn masked_gate_rows_stay_zero_and_only_the_ftl_neurons_train() {
     assert_eq!(moved, trained.len(), "every trained neuron's row moved");
 }
 
-#[test]
-fn a_run_killed_with_sigkill_resumes_to_the_bytes_of_an_uninterrupted_run() {
-    let st = setup();
-    let extra = ["--task", "xnli", "--backend", "candle", "--batch", "1", "--epochs", "8", "--checkpoint-every", "1"];
-    let clean = st.train("clean", &extra);
+/// Trains `extra` uninterrupted into `clean`, then again into `killed` with a SIGKILL after its first checkpoint and
+/// a rerun; both adapters must be the same bytes.
+fn killed_run_resumes_to_the_uninterrupted_bytes(st: &Setup, extra: &[&str]) {
+    let clean = st.train("clean", extra);
     let reference = std::fs::read(clean.join("adapter_model.safetensors")).unwrap();
 
     let out = st.root.join("killed");
     let checkpoint = out.join("checkpoint.safetensors");
-    let args = st.args("train", &out, &extra);
+    let args = st.args("train", &out, extra);
     let mut child = lsn().args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let t0 = Instant::now();
     while !checkpoint.exists() {
@@ -203,6 +202,73 @@ fn a_run_killed_with_sigkill_resumes_to_the_bytes_of_an_uninterrupted_run() {
         std::fs::read(out.join("adapter_config.json")).unwrap(),
         std::fs::read(clean.join("adapter_config.json")).unwrap()
     );
+}
+
+#[test]
+fn a_run_killed_with_sigkill_resumes_to_the_bytes_of_an_uninterrupted_run() {
+    let st = setup();
+    let extra = ["--task", "xnli", "--backend", "candle", "--batch", "1", "--epochs", "8", "--checkpoint-every", "1"];
+    killed_run_resumes_to_the_uninterrupted_bytes(&st, &extra);
+}
+
+/// A capture run of `en` and `vi` text files (rows of 16 tokens, 8 per language) and its ActProb-90p neurons.
+fn captured_run(st: &Setup) -> (PathBuf, PathBuf) {
+    let run = st.root.join("run");
+    let mut args: Vec<String> =
+        ["capture", "--model", s(&st.model), "--lang", "en,vi", "--corpus", "none"].map(String::from).to_vec();
+    for (lang, line) in [("en", "The river runs past the old mill"), ("vi", "Dòng sông chảy qua cối xay cũ")] {
+        let body: String = (0..60).map(|i| format!("{line} {i}.\n")).collect();
+        let f = st.root.join(format!("{lang}.txt"));
+        std::fs::write(&f, body).unwrap();
+        args.extend(["--text".into(), format!("{lang}={}", f.display())]);
+    }
+    args.extend(["--run", s(&run), "--row-len", "16", "--batch-rows", "2", "--max-tokens", "128"].map(String::from));
+    ok(&strs(&args));
+    ok(&["select", "--run", s(&run), "--lang", "en,vi", "--method", "act-prob-90p"]);
+    let neurons = run.join("neurons/act-prob-90p.json");
+    (run, neurons)
+}
+
+#[test]
+fn lm_training_on_a_languages_captured_rows_trains_its_neurons_only_and_resumes_after_sigkill() {
+    let st = setup();
+    let (run, neurons) = captured_run(&st);
+    let lm = ["--task", "lm", "--text", "vi", "--ftl", "vi", "--neurons", s(&neurons), "--backend", "candle"];
+    let a = st.train("lm", &[&lm[..], &["--epochs", "2", "--lr", "1e-2"]].concat());
+    let cfg = json(&a.join("adapter_config.json"));
+    assert_eq!(cfg["task_type"], "CAUSAL_LM");
+    assert_eq!(cfg["target_modules"], serde_json::json!(["gate_proj"]));
+    let train = json(&a.join("train.json"));
+    assert_eq!(train["run"]["data"]["examples"], 8, "the capture's 8 rows of vi");
+    assert_eq!(train["run"]["spec"]["preset"], "subnetwork (overridden)");
+    assert!(train["run"]["data"]["file"].as_str().unwrap().ends_with("stats/vi.safetensors"));
+    let losses: Vec<f64> = train["log"].as_array().unwrap().iter().map(|l| l["loss"].as_f64().unwrap()).collect();
+    assert!(losses.last().unwrap() < losses.first().unwrap(), "the LM loss did not fall: {losses:?}");
+    // Held-out perplexity of vi (rows the training never saw) with and without the adapter.
+    let ppl = |extra: &[&str]| {
+        let j = st.root.join("ppl.json");
+        let base = ["ppl", "--model", s(&st.model), "--lang", "vi", "--heldout", s(&run), "--rows", "2", "--json"];
+        ok(&[&base[..], &[s(&j)], extra].concat());
+        json(&j)["results"][0]["ppl"].as_f64().unwrap()
+    };
+    let (before, after) = (ppl(&[]), ppl(&["--adapter", s(&a)]));
+    assert!(before.is_finite() && after.is_finite() && before != after, "{before} vs {after}");
+    killed_run_resumes_to_the_uninterrupted_bytes(
+        &st,
+        &[&lm[..], &["--batch", "1", "--epochs", "3", "--checkpoint-every", "1"]].concat(),
+    );
+    // LM training needs its text, and its own preset.
+    let out = st.root.join("bad");
+    for (extra, needle) in [
+        (vec!["--task", "lm", "--ftl", "vi", "--neurons", s(&neurons)], "--text"),
+        (vec!["--task", "xnli", "--text", "vi"], "--text"),
+        ([&lm[..], &["--preset", "small-data"]].concat(), "--preset subnetwork"),
+        (vec!["--task", "lm", "--text", "vi", "--stats-run", s(&run)], "trains nothing"),
+        (vec!["--task", "lm", "--text", "fr", "--stats-run", s(&run), "--targets", "q,v"], "capture fr"),
+    ] {
+        fails_with(&strs(&st.args("train", &out, &extra)), &[needle]);
+        assert!(!out.exists(), "{extra:?} left {}", out.display());
+    }
 }
 
 #[test]

@@ -84,7 +84,7 @@ pub struct Intervener {
 }
 
 /// The run directory that holds a neuron file `RUN/neurons/[SET/]METHOD.json`.
-fn run_of(file: &Path) -> Option<PathBuf> {
+pub fn run_of(file: &Path) -> Option<PathBuf> {
     file.ancestors()
         .skip(1)
         .find(|a| a.file_name().is_some_and(|n| n == "neurons"))

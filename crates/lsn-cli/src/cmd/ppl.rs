@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use lsn_core::ModelFiles;
 use lsn_data::{Corpus, Tokenizer, read_sentences, resolve_data_dir};
 
@@ -42,6 +42,10 @@ pub struct Args {
     pub rows: usize,
     #[command(flatten)]
     pub intervene: crate::cmd::intervene::InterveneArgs,
+    /// A LoRA adapter directory (`lsn train`, e.g. `--task lm` on a language's text, or a PEFT LoRA adapter of this
+    /// model) applied unmerged in every pass (tch, candle; for ort, `lsn merge-adapter` first).
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
     #[command(flatten)]
     pub on: backends::BackendArgs,
     /// Also write the results as JSON here.
@@ -105,8 +109,17 @@ pub fn run(args: Args) -> Result<()> {
             texts.push(Texts { lang, sentences: Vec::new(), rows: h.rows, what });
         }
     }
+    if args.adapter.is_some() {
+        args.on.require(home, backends::Need::Adapters)?;
+    }
     let (backend, mut model) = args.on.load(home, &files)?;
     tokenizer.check_model_vocab(model.config().vocab_size)?;
+    if let Some(p) = &args.adapter {
+        let identity = assets::identity(home, &lsn_weights::open_checkpoint(&dir)?, &tokenizer)?;
+        let (a, meta) = lsn_lora::read_adapter(p, model.config())?;
+        crate::cmd::check_adapter(p, &meta, &args.model, &identity)?;
+        model.set_adapter(Some(&a)).with_context(|| format!("applying the adapter {}", p.display()))?;
+    }
     let mut intervener = args.intervene.load(home, &dir, &tokenizer, model.config())?;
     let pad = model.config().pad_token_id.unwrap_or(0);
 
@@ -171,7 +184,8 @@ pub fn run(args: Args) -> Result<()> {
     }
     if let Some(path) = args.json {
         let doc = serde_json::json!({"model": args.model, "backend": backend.name(), "results": rows,
-            "intervention": intervener.as_ref().map(|iv| iv.json())});
+            "intervention": intervener.as_ref().map(|iv| iv.json()),
+            "adapter": args.adapter.as_ref().map(|p| p.display().to_string())});
         crate::fsutil::write_atomic(&path, serde_json::to_string_pretty(&doc)?.as_bytes())?;
     }
     Ok(())

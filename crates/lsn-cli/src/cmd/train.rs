@@ -28,9 +28,18 @@ use crate::{assets, backends, fsutil};
 /// same settings finds it done, one with other settings is refused, naming what differs.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// xnli or xquad.
+    /// xnli, xquad, or lm: language modelling on --text's captured rows (target-language subnetwork training,
+    /// arXiv 2510.13580; preset subnetwork; the masked gate_proj LoRA of the FTL's neurons trains, no attention LoRA
+    /// unless --targets asks for it).
     #[arg(long)]
     pub task: String,
+    /// --task lm: the language whose text trains: the rows its capture in --stats-run used (never its held-out rows,
+    /// which `lsn ppl --heldout` scores).
+    #[arg(long)]
+    pub text: Option<String>,
+    /// --task lm: the capture run whose rows of --text train [default: the run that holds --neurons].
+    #[arg(long)]
+    pub stats_run: Option<PathBuf>,
     /// null, a language of --neurons (en), a union (en+vi) or random:<languages>.
     #[arg(long, default_value = "null")]
     pub ftl: String,
@@ -41,7 +50,7 @@ pub struct Args {
     /// instead of refusing it: its masked LoRA then changes nothing, and it trains what FTL null trains.
     #[arg(long)]
     pub allow_empty_set: bool,
-    /// paper or small-data.
+    /// paper or small-data (task fine-tunes); subnetwork (= paper for --task lm).
     #[arg(long, default_value = "paper")]
     pub preset: String,
     /// XNLI: the English split to train on, dev or test [default: dev]. (Training on test leaks into the target
@@ -151,12 +160,20 @@ pub fn run(args: Args) -> Result<()> {
     let task = match args.task.as_str() {
         "xnli" => Task::Xnli,
         "xquad" => Task::Xquad,
-        t => bail!("unknown task {t:?}: use xnli or xquad"),
+        "lm" => Task::Lm,
+        t => bail!("unknown task {t:?}: use xnli, xquad or lm"),
     };
+    ensure!(
+        (task == Task::Lm) == args.text.is_some() && (task == Task::Lm || args.stats_run.is_none()),
+        "--text and --stats-run name the text of --task lm (and only of it)"
+    );
     let spec = spec(&args, task)?;
     let ftl = Ftl::parse(&args.ftl)?;
     ensure!(ftl == Ftl::Null || args.neurons.is_some(), "--ftl {ftl} needs --neurons FILE (from `lsn select`)");
-    let data_dir = resolve_data_dir(args.data_dir.as_deref())?;
+    let data_dir = match task {
+        Task::Lm => args.data_dir.clone().or_else(|| resolve_data_dir(None).ok()).unwrap_or_default(),
+        _ => resolve_data_dir(args.data_dir.as_deref())?,
+    };
     let en = Lang::parse("en")?;
     let home = &args.cache.home();
     let dir = assets::resolve_model(home, &args.model)?;
@@ -215,6 +232,35 @@ pub fn run(args: Args) -> Result<()> {
                 })
                 .collect();
             (ex, lsn_data::xquad_path(&data_dir, en), rows.len())
+        }
+        Task::Lm => {
+            let lang = Lang::parse(args.text.as_deref().unwrap_or_default())?;
+            let run = match (&args.stats_run, args.neurons.as_deref().and_then(crate::cmd::intervene::run_of)) {
+                (Some(r), _) => r.clone(),
+                (None, Some(r)) => r,
+                (None, None) => bail!("--task lm trains on a capture's rows: give --stats-run RUN"),
+            };
+            let stats = run.join("stats").join(format!("{}.safetensors", lang.code()));
+            ensure!(
+                stats.is_file(),
+                "no statistics for {lang} at {}: capture {lang} into {} first",
+                stats.display(),
+                run.display()
+            );
+            let dir = (!data_dir.as_os_str().is_empty()).then_some(data_dir.as_path());
+            let rows = super::heldout::captured(&stats, dir, &tok, usize::MAX)?;
+            let ex: Vec<Example> = rows
+                .into_iter()
+                .map(|ids| {
+                    let n = ids.len();
+                    Example {
+                        ids,
+                        target: Target::Weights((0..n).map(|t| if t + 1 < n { 1.0 } else { 0.0 }).collect()),
+                    }
+                })
+                .collect();
+            let n = ex.len();
+            (ex, stats, n)
         }
     };
     let mut examples: Vec<Example> = examples;
