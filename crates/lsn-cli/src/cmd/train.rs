@@ -30,8 +30,8 @@ use crate::{assets, backends, fsutil};
 pub struct Args {
     /// xnli, xquad, or lm: language modelling on --text's captured rows (target-language subnetwork training,
     /// arXiv 2510.13580; preset subnetwork; the masked gate_proj LoRA of the FTL's neurons trains, no attention LoRA
-    /// unless --targets asks for it).
-    #[arg(long)]
+    /// unless --targets asks for it). Also spelled --objective.
+    #[arg(long, alias = "objective")]
     pub task: String,
     /// --task lm: the language whose text trains: the rows its capture in --stats-run used (never its held-out rows,
     /// which `lsn ppl --heldout` scores).
