@@ -554,47 +554,33 @@ fn fixtures_gelu(py: &Path) -> Result<()> {
 /// The intervention and greedy-generation goldens (`fixtures/golden/NAME.intervene.json`) of every golden model, from
 /// xtask/fixtures/golden_intervene.py. Needs `setup` and the real models.
 fn fixtures_intervene(py: &Path) -> Result<()> {
-    let data = data_dir()?.display().to_string();
-    let out_dir = root().join("fixtures/golden");
-    let script = root().join("xtask/fixtures/golden_intervene.py");
-    let home = home();
-    for name in REAL_MODELS {
-        run(Command::new(py)
-            .arg(&script)
-            .arg("--model-dir")
-            .arg(lsn_data::model_dir(&home, name))
-            .args(["--name", name, "--data-dir", &data])
-            .arg("--out")
-            .arg(out_dir.join(format!("{name}.intervene.json"))))?;
-    }
-    for (preset, seed) in TINY_MODELS {
-        let dir = tiny_model(preset, *seed)?;
-        run(Command::new(py)
-            .arg(&script)
-            .arg("--model-dir")
-            .arg(&dir)
-            .args(["--name", preset, "--seed", &seed.to_string(), "--new-tokens", "8"])
-            .arg("--out")
-            .arg(out_dir.join(format!("{preset}.intervene.json"))))?;
-    }
-    Ok(())
+    goldens_per_model(py, "golden_intervene.py", "intervene", REAL_MODELS, |_| true)
 }
 
 /// The steering goldens (`fixtures/golden/NAME.steer.json`, from xtask/fixtures/golden_steer.py) of the models the
 /// harness's `generate::STEER_MODELS` names: tiny-llama and tiny-gemma3 (logits, 8-token continuations) and
 /// Gemma-3-270M (on FLORES text, 16-token continuations). Needs `setup` and the real model.
 fn fixtures_steer(py: &Path) -> Result<()> {
-    let out_dir = root().join("fixtures/golden");
-    let script = root().join("xtask/fixtures/golden_steer.py");
+    goldens_per_model(py, "golden_steer.py", "steer", &["gemma-3-270m"], |p| ["tiny-llama", "tiny-gemma3"].contains(&p))
+}
+
+/// Runs the golden script `script` (in xtask/fixtures) on each of the fetched models `real` (with the data dir) and
+/// on each tiny model `tiny` keeps (random ids, 8 new tokens), writing fixtures/golden/NAME.KIND.json.
+fn goldens_per_model(py: &Path, script: &str, kind: &str, real: &[&str], tiny: impl Fn(&str) -> bool) -> Result<()> {
     let data = data_dir()?.display().to_string();
-    run(Command::new(py)
-        .arg(&script)
-        .arg("--model-dir")
-        .arg(lsn_data::model_dir(&home(), "gemma-3-270m"))
-        .args(["--name", "gemma-3-270m", "--data-dir", &data])
-        .arg("--out")
-        .arg(out_dir.join("gemma-3-270m.steer.json")))?;
-    for (preset, seed) in TINY_MODELS.iter().filter(|(p, _)| ["tiny-llama", "tiny-gemma3"].contains(p)) {
+    let out_dir = root().join("fixtures/golden");
+    let script = root().join("xtask/fixtures").join(script);
+    let home = home();
+    for name in real {
+        run(Command::new(py)
+            .arg(&script)
+            .arg("--model-dir")
+            .arg(lsn_data::model_dir(&home, name))
+            .args(["--name", name, "--data-dir", &data])
+            .arg("--out")
+            .arg(out_dir.join(format!("{name}.{kind}.json"))))?;
+    }
+    for (preset, seed) in TINY_MODELS.iter().filter(|(p, _)| tiny(p)) {
         let dir = tiny_model(preset, *seed)?;
         run(Command::new(py)
             .arg(&script)
@@ -602,7 +588,7 @@ fn fixtures_steer(py: &Path) -> Result<()> {
             .arg(&dir)
             .args(["--name", preset, "--seed", &seed.to_string(), "--new-tokens", "8"])
             .arg("--out")
-            .arg(out_dir.join(format!("{preset}.steer.json"))))?;
+            .arg(out_dir.join(format!("{preset}.{kind}.json"))))?;
     }
     Ok(())
 }

@@ -29,7 +29,8 @@ pub struct InterveneArgs {
     /// --alpha × the difference's own norm, added to that layer's output; needs `lsn layer-means` of both).
     #[arg(long, requires = "neurons", default_value = "fill")]
     pub steer: String,
-    /// The steering strength α of `scale`, `add` and `arithmetic` (Language Arithmetics' code: 1).
+    /// The steering strength α of `scale`, `add` and `arithmetic` (Language Arithmetics' code: 1), and of `diffmean`
+    /// in units of the difference's norm (1: the source's mean moved onto the target's).
     #[arg(long, requires = "neurons", default_value_t = 1.0, allow_negative_numbers = true)]
     pub alpha: f32,
     /// The language whose neurons `arithmetic` deactivates, and whose mean `diffmean` steers away from (the
