@@ -183,9 +183,7 @@ impl Steer {
         }
         Ok(iv)
     }
-}
 
-impl Steer {
     /// CLaS-Bench's steering at `layer`: `α · v / (‖v‖ + 1e-8)` with `v = target − source`, the languages' mean
     /// outputs of that layer (`[hidden]` each).
     pub fn diff_mean(layer: u32, source: &[f64], target: &[f64], alpha: f32) -> Result<Intervention> {
@@ -261,22 +259,6 @@ impl Intervention {
         Ok(Self { set: per_neuron(neurons, values, intermediate, 1.0)?, ..Self::default() })
     }
 
-    /// Each neuron of `neurons` paired with `factor` times its value in `values` (`[layers × intermediate]`; empty
-    /// means 0 everywhere): the entries of [`Intervention::set`], [`Intervention::scale`] or [`Intervention::add`].
-    pub fn per_neuron(
-        neurons: &[NeuronId],
-        values: &[f32],
-        intermediate: usize,
-        factor: f32,
-    ) -> Result<Vec<(NeuronId, f32)>> {
-        per_neuron(neurons, values, intermediate, factor)
-    }
-
-    /// Whether the intervention changes nothing (no edit, no vector).
-    pub fn is_empty(&self) -> bool {
-        self.set.is_empty() && self.scale.is_empty() && self.add.is_empty() && self.residual.is_empty()
-    }
-
     /// The intervention in the dense layout engines apply, validated against a model of `layers` layers ×
     /// `intermediate` FFN neurons and `hidden` wide. Fails on a neuron or layer outside the model, a neuron named twice
     /// in one list, a vector of the wrong width, or a value that is not finite.
@@ -291,7 +273,15 @@ impl Intervention {
             touched: vec![false; layers],
             residual: vec![None; layers],
         };
-        for (list, what) in [(&self.set, "set"), (&self.scale, "scaled"), (&self.add, "added to")] {
+        // Each edit as (its list, its verb, what it does to `keep · a + add`), in the order they compose.
+        type Apply = fn(&mut f32, &mut f32, f32);
+        type Edit<'a> = (&'a [(NeuronId, f32)], &'static str, Apply);
+        let edits: [Edit<'_>; 3] = [
+            (&self.set, "set", |k, c, v| (*k, *c) = (0.0, v)),
+            (&self.scale, "scaled", |k, c, v| (*k, *c) = (*k * v, *c * v)),
+            (&self.add, "added to", |_, c, v| *c += v),
+        ];
+        for (list, what, apply) in edits {
             let mut seen = vec![false; plane];
             for &(n, v) in list {
                 if n.layer as usize >= layers || n.index as usize >= intermediate {
@@ -314,11 +304,7 @@ impl Intervention {
                         n.layer, n.index
                     )));
                 }
-                match what {
-                    "set" => (e.keep[at], e.add[at]) = (0.0, v),
-                    "scaled" => (e.keep[at], e.add[at]) = (e.keep[at] * v, e.add[at] * v),
-                    _ => e.add[at] += v,
-                }
+                apply(&mut e.keep[at], &mut e.add[at], v);
                 e.touched[n.layer as usize] = true;
             }
         }
@@ -523,6 +509,6 @@ mod tests {
         assert!(inf.dense(2, 2, 2).unwrap_err().to_string().contains("not finite"));
         // Serialised interventions of earlier versions (only `set`) still read.
         let old: Intervention = serde_json::from_str(r#"{"set":[[{"layer":0,"index":1},0.0]]}"#).unwrap();
-        assert!(old.scale.is_empty() && old.residual.is_empty() && !old.is_empty());
+        assert!(old.scale.is_empty() && old.residual.is_empty() && old.set.len() == 1);
     }
 }

@@ -138,9 +138,9 @@ pub fn run(args: Args) -> Result<()> {
     let files = ModelFiles::new(&dir);
     let tok = Tokenizer::from_file(&files.tokenizer())?;
     let ids: Vec<Vec<u32>> = texts.iter().map(|t| tok.encode(t)).collect::<Result<_, _>>()?;
-    let (backend, model) = args.on.load(home, &files)?;
-    tok.check_model_vocab(model.config().vocab_size)?;
-    let cfg = model.config().clone();
+    // Every input is checked against the checkpoint's config before the (slow) model load.
+    let cfg = lsn_weights::open_checkpoint(&dir)?.config;
+    tok.check_model_vocab(cfg.vocab_size)?;
     if let Some(long) = ids.iter().map(Vec::len).max()
         && long + args.max_new_tokens > cfg.max_position_embeddings
     {
@@ -165,6 +165,7 @@ pub fn run(args: Args) -> Result<()> {
         control.source_lang = Some(source.code().to_owned());
     }
     let op = steered.operation();
+    let (backend, model) = args.on.load(home, &files)?;
     let id = LanguageId::new();
     let parts = args.out.with_extension("parts");
     std::fs::create_dir_all(&parts).with_context(|| format!("creating {}", parts.display()))?;
@@ -197,12 +198,11 @@ pub fn run(args: Args) -> Result<()> {
         let s = runner.run(&format!("{}-steered", t.code()), Some(&iv))?;
         let c = runner.run(&format!("{}-control", t.code()), Some(&iv_control))?;
         let mut cell = forcing::cell(t, &op, &plain, &s, Some(&c))?;
-        // The target's own edited neurons (arithmetic also switches the source's off).
-        cell.neurons = if from_source && steered.steer == lsn_core::Steer::DiffMean {
-            0
-        } else {
-            steered.neurons_for(t.code())?.len()
-        };
+        // The target's own edited neurons (arithmetic also switches the source's off; its control has as many).
+        if steered.steer != lsn_core::Steer::DiffMean {
+            let set = steered.neuron_lang.as_deref().unwrap_or(t.code());
+            cell.neurons = steered.selection.of(set).map_or(0, <[_]>::len);
+        }
         cells.push(cell);
         runs.insert(t.code().to_owned(), serde_json::json!({"steered": s, "control": c}));
     }

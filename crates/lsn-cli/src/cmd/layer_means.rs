@@ -74,6 +74,13 @@ pub fn read(run: &Path, lang: &str, identity: &ModelIdentity) -> Result<LayerMea
     let m: LayerMeans = serde_json::from_slice(&std::fs::read(&p)?)
         .with_context(|| format!("{} is not a layer-means file written by `lsn layer-means`", p.display()))?;
     ensure!(
+        m.mean.len() == m.layers && m.mean.iter().all(|l| l.len() == m.hidden),
+        "{} does not hold {} layers × {} means: it was edited or cut short; run `lsn layer-means` again",
+        p.display(),
+        m.layers,
+        m.hidden
+    );
+    ensure!(
         m.identity.same_model(identity),
         "{} was made with another model ({}): they differ in {}",
         p.display(),
