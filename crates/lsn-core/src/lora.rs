@@ -224,6 +224,26 @@ impl LoraLayout {
             .collect()
     }
 
+    /// The parameters that can change in training: every A and B in full, except the masked `gate_proj` LoRA, whose
+    /// B trains only its neurons' rows and whose A trains only in a layer with at least one such row (elsewhere its
+    /// product is 0 and its gradient too); plus the head. What "the same parameter count" of two adapters compares.
+    pub fn trainable_params(&self, cfg: &ModelConfig) -> usize {
+        let mut n = self.head_classes.map_or(0, |c| c * cfg.hidden_size);
+        for layer in 0..cfg.num_layers {
+            for &target in &self.targets {
+                let (i, o) = target.dims(cfg);
+                n += match self.gate_rows_of(layer, cfg.intermediate_size).filter(|_| target == LoraTarget::GateProj) {
+                    Some(rows) => match rows.iter().filter(|&&b| b).count() {
+                        0 => 0,
+                        k => self.rank * (i + k),
+                    },
+                    None => self.rank * (i + o),
+                };
+            }
+        }
+        n
+    }
+
     /// The head's index among [`LoraLayout::params`] (the last), when there is a head.
     pub fn head_index(&self, cfg: &ModelConfig) -> Option<usize> {
         self.head_classes.map(|_| 2 * cfg.num_layers * self.targets.len())
@@ -437,6 +457,28 @@ mod tests {
         assert!(a.validate(&c).is_ok());
         a.values[1][0] = 1.0; // row 0: outside
         assert!(a.validate(&c).unwrap_err().to_string().contains("row 0 is outside the neuron mask"));
+    }
+
+    #[test]
+    fn trainable_params_count_only_the_masked_rows_and_their_layers_a() {
+        let c = cfg();
+        let full = LoraLayout {
+            rank: 3,
+            alpha: 6.0,
+            targets: vec![LoraTarget::QProj, LoraTarget::GateProj],
+            gate_rows: None,
+            head_classes: Some(3),
+        };
+        // Without a mask every parameter trains.
+        assert_eq!(full.trainable_params(&c), full.params(&c).iter().map(ParamSpec::len).sum::<usize>());
+        // Two neurons in layer 0, one in the last layer, none elsewhere: those layers' A and those rows of B.
+        let mut rows = vec![false; c.num_layers * c.intermediate_size];
+        rows[0] = true;
+        rows[5] = true;
+        rows[(c.num_layers - 1) * c.intermediate_size] = true;
+        let masked =
+            LoraLayout { targets: vec![LoraTarget::GateProj], gate_rows: Some(rows), head_classes: None, ..full };
+        assert_eq!(masked.trainable_params(&c), 3 * (c.hidden_size + 2) + 3 * (c.hidden_size + 1));
     }
 
     #[test]

@@ -13,12 +13,23 @@ pub struct NllSum {
 impl NllSum {
     /// Adds the per-token NLL `[rows, seq_len − 1]` of `batch`'s real targets.
     pub fn add(&mut self, nll: &Dense, batch: &TokenBatch) {
-        let width = batch.seq_len - 1;
-        for (r, &len) in batch.lengths.iter().enumerate() {
-            let row = &nll.data[r * width..(r + 1) * width];
-            self.sum += row[..len - 1].iter().map(|&x| x as f64).sum::<f64>();
-            self.tokens += len as u64 - 1;
+        for row in NllSum::rows(nll, batch) {
+            self.merge(row);
         }
+    }
+
+    /// Each row's sum of the per-token NLL `[rows, seq_len − 1]` over `batch`'s real targets.
+    pub fn rows(nll: &Dense, batch: &TokenBatch) -> Vec<NllSum> {
+        let width = batch.seq_len - 1;
+        batch
+            .lengths
+            .iter()
+            .enumerate()
+            .map(|(r, &len)| NllSum {
+                sum: nll.data[r * width..(r + 1) * width][..len - 1].iter().map(|&x| x as f64).sum::<f64>(),
+                tokens: len as u64 - 1,
+            })
+            .collect()
     }
 
     pub fn merge(&mut self, other: NllSum) {
@@ -44,9 +55,25 @@ pub fn perplexity(
     batch_size: usize,
     pad_id: u32,
     intervention: Option<&Intervention>,
-    mut progress: impl FnMut(usize),
+    progress: impl FnMut(usize),
 ) -> Result<NllSum> {
     let mut total = NllSum::default();
+    for s in sequence_nll(model, seqs, batch_size, pad_id, intervention, progress)? {
+        total.merge(s);
+    }
+    Ok(total)
+}
+
+/// [`perplexity`]'s sums, one per sequence of at least 2 tokens, in order: what an interval over sequences resamples.
+pub fn sequence_nll(
+    model: &mut dyn Model,
+    seqs: &[Vec<u32>],
+    batch_size: usize,
+    pad_id: u32,
+    intervention: Option<&Intervention>,
+    mut progress: impl FnMut(usize),
+) -> Result<Vec<NllSum>> {
+    let mut total = Vec::with_capacity(seqs.len());
     let usable: Vec<&Vec<u32>> = seqs.iter().filter(|s| s.len() >= 2).collect();
     for chunk in usable.chunks(batch_size.max(1)) {
         let owned: Vec<Vec<u32>> = chunk.iter().map(|s| (*s).clone()).collect();
@@ -56,7 +83,7 @@ pub fn perplexity(
             backend: model.backend(),
             message: "a forward pass asked for the NLL returned none".into(),
         })?;
-        total.add(&nll, &batch);
+        total.extend(NllSum::rows(&nll, &batch));
         progress(chunk.len());
     }
     Ok(total)

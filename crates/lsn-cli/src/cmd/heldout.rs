@@ -74,6 +74,80 @@ pub fn captured(stats_path: &Path, data_dir: Option<&Path>, tok: &Tokenizer, wan
     Ok((0..captured.min(want)).map(|r| all.row(r).to_vec()).collect())
 }
 
+/// The text `lsn train --task lm` trains on: the rows the capture used and, with `extra` > 0, the last `extra` rows
+/// of the language's text, a skipped row away from whatever precedes them. The held-out rows lie between the two, so
+/// `lsn ppl --heldout` scores text no training saw (it checks that against the adapter's `text` record).
+#[derive(Debug, Clone)]
+pub struct TrainingRows {
+    pub rows: Vec<Vec<u32>>,
+    /// Rows the capture used (the first rows of `rows`), and the index of the first extra row in the unbudgeted
+    /// packing (`None`: no extra rows).
+    pub captured: usize,
+    pub tail_first: Option<usize>,
+    /// Rows the language's whole text gives.
+    pub total: usize,
+}
+
+impl TrainingRows {
+    /// The record an adapter keeps of its text, which [`check_unseen`] reads.
+    pub fn record(&self, lang: &str) -> serde_json::Value {
+        serde_json::json!({"lang": lang, "captured_rows": self.captured, "tail_first": self.tail_first,
+            "rows_total": self.total})
+    }
+}
+
+/// The rows of [`TrainingRows`]: refused when the extra rows would leave no held-out row.
+pub fn training_rows(
+    stats_path: &Path,
+    data_dir: Option<&Path>,
+    tok: &Tokenizer,
+    extra: usize,
+) -> Result<TrainingRows> {
+    let (all, captured) = repack(stats_path, data_dir, tok)?;
+    let mut rows: Vec<Vec<u32>> = (0..captured).map(|r| all.row(r).to_vec()).collect();
+    let mut tail_first = None;
+    if extra > 0 {
+        // captured rows, a skipped row, at least one held-out row, a skipped row, then the extra rows.
+        let room = all.rows.saturating_sub(captured + 3);
+        ensure!(
+            extra <= room,
+            "{}: --extra-rows {extra} leaves no held-out row: its text gives {} rows, the capture used {captured}, so              at most {room} extra rows fit (ask for fewer)",
+            all.lang,
+            all.rows
+        );
+        let first = all.rows - extra;
+        rows.extend((first..all.rows).map(|r| all.row(r).to_vec()));
+        tail_first = Some(first);
+    }
+    Ok(TrainingRows { rows, captured, tail_first, total: all.rows })
+}
+
+/// Fails when `held` (held-out rows of `lang` from the capture whose statistics have digest `stats_sha256`) overlaps
+/// the text an adapter trained on, or comes within a row of it; `text` is the adapter's record ([`TrainingRows::record`])
+/// and the digest of the statistics it trained from.
+pub fn check_unseen(
+    lang: &str,
+    stats_sha256: &str,
+    held: &HeldOut,
+    text: &serde_json::Value,
+    trained_from: &str,
+) -> Result<()> {
+    if text["lang"].as_str() != Some(lang) || trained_from != stats_sha256 {
+        return Ok(());
+    }
+    if let Some(tail) = text["tail_first"].as_u64() {
+        let end = held.first + held.rows.len();
+        ensure!(
+            (end as u64) < tail,
+            "{lang}: held-out rows {}..{end} reach the rows {tail}.. the adapter trained on (--extra-rows): score fewer \
+             rows (--rows {}) or train with fewer extra rows",
+            held.first,
+            (tail as usize).saturating_sub(held.first + 1).max(1)
+        );
+    }
+    Ok(())
+}
+
 /// Up to `want` held-out rows of the language whose statistics are `stats_path`.
 pub fn heldout(stats_path: &Path, data_dir: Option<&Path>, tok: &Tokenizer, want: usize) -> Result<HeldOut> {
     let (all, captured) = repack(stats_path, data_dir, tok)?;

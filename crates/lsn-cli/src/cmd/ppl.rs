@@ -62,6 +62,8 @@ struct Texts {
     sentences: Vec<String>,
     rows: Vec<Vec<u32>>,
     what: String,
+    /// The index of the first held-out row in the language's packed text (held-out rows only).
+    first: Option<usize>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -95,7 +97,7 @@ pub fn run(args: Args) -> Result<()> {
             }
             s.truncate(args.sentences);
             let what = format!("first {} sentences of {}", s.len(), args.corpus);
-            texts.push(Texts { lang, sentences: s, rows: Vec::new(), what });
+            texts.push(Texts { lang, sentences: s, rows: Vec::new(), what, first: None });
         }
     }
     let dir = assets::resolve_model(home, &args.model)?;
@@ -104,9 +106,26 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(run) = &args.heldout {
         let codes: Vec<String> = langs.iter().map(|l| l.code().to_owned()).collect();
         let held = super::heldout::heldout_of_run(run, &codes, data_dir.as_deref(), &tokenizer, args.rows)?;
+        // An adapter trained on a language's text (`lsn train --task lm`) must not have seen these rows.
+        let trained = match &args.adapter {
+            Some(a) => {
+                let p = a.join(lsn_lora::peft::CONFIG_FILE);
+                let c: serde_json::Value =
+                    std::fs::read(&p).ok().and_then(|b| serde_json::from_slice(&b).ok()).with_context(|| {
+                        format!("{} is not a LoRA adapter directory (no readable {})", a.display(), p.display())
+                    })?;
+                let data = &c["lsn"]["run"]["data"];
+                Some((data["text"].clone(), data["sha256"].as_str().unwrap_or_default().to_string()))
+            }
+            None => None,
+        };
         for (&lang, h) in langs.iter().zip(held) {
+            if let Some((text, from)) = &trained {
+                let stats = run.join("stats").join(format!("{}.safetensors", lang.code()));
+                super::heldout::check_unseen(lang.code(), &crate::fsutil::sha256_file(&stats)?, &h, text, from)?;
+            }
             let what = format!("held-out rows {}..{} of {}", h.first, h.first + h.rows.len(), run.display());
-            texts.push(Texts { lang, sentences: Vec::new(), rows: h.rows, what });
+            texts.push(Texts { lang, sentences: Vec::new(), rows: h.rows, what, first: Some(h.first) });
         }
     }
     if args.adapter.is_some() {
@@ -145,7 +164,10 @@ pub fn run(args: Args) -> Result<()> {
             model.config().max_position_embeddings
         );
         let iv = intervener.as_mut().map(|iv| iv.for_lang(lang.code())).transpose()?;
-        let nll = lsn_eval::perplexity(model.as_mut(), &seqs, args.batch, pad, iv.as_ref(), |n| bar.inc(n as u64))?;
+        let per_seq =
+            lsn_eval::sequence_nll(model.as_mut(), &seqs, args.batch, pad, iv.as_ref(), |n| bar.inc(n as u64))?;
+        let mut nll = lsn_eval::NllSum::default();
+        per_seq.iter().for_each(|s| nll.merge(*s));
         anyhow::ensure!(
             nll.tokens > 0 && nll.mean().is_finite(),
             "{lang}: the mean NLL over {} predicted tokens is {} — {}",
@@ -160,6 +182,7 @@ pub fn run(args: Args) -> Result<()> {
         rows.push(serde_json::json!({
             "lang": lang.code(), "sequences": seqs.len(), "text": t.what, "tokens": nll.tokens,
             "mean_nll": nll.mean(), "ppl": nll.perplexity(),
+            "sequence_mean_nll": per_seq.iter().map(|s| s.mean()).collect::<Vec<_>>(), "first_row": t.first,
             "neurons_overwritten": iv.as_ref().map(|i| i.set.len()),
         }));
     }

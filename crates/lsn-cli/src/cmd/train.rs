@@ -40,6 +40,15 @@ pub struct Args {
     /// --task lm: the capture run whose rows of --text train [default: the run that holds --neurons].
     #[arg(long)]
     pub stats_run: Option<PathBuf>,
+    /// --task lm: also train on the last N rows of --text's text (after the held-out rows, a row apart), for more
+    /// text than the capture read; `lsn ppl --heldout --adapter` refuses held-out rows that would reach them.
+    #[arg(long, requires = "text")]
+    pub extra_rows: Option<usize>,
+    /// The equal-budget control: set the rank of the --targets LoRA (with FTL null) so that it trains as many
+    /// parameters as the masked gate_proj LoRA of this FTL's neurons (from --neurons) would at the preset's rank — the
+    /// nearest rank, at least 1, α kept at the preset's α/r. train.json records both counts.
+    #[arg(long, conflicts_with = "rank", requires = "neurons")]
+    pub match_params: Option<String>,
     /// null, a language of --neurons (en), a union (en+vi) or random:<languages>.
     #[arg(long, default_value = "null")]
     pub ftl: String,
@@ -156,6 +165,47 @@ fn spec(args: &Args, task: Task) -> Result<TrainSpec> {
     Ok(s)
 }
 
+/// Sets `spec`'s rank (and α, at the same α/r) so that its LoRA trains as many parameters as the masked gate_proj
+/// LoRA of `of`'s neurons at `spec`'s rank: what `--match-params` records.
+fn match_params(
+    spec: &mut TrainSpec,
+    of: &str,
+    selection: Option<&lsn_select::Selection>,
+    cfg: &lsn_core::ModelConfig,
+    allow_empty: bool,
+    ftl_null: bool,
+) -> Result<serde_json::Value> {
+    ensure!(
+        ftl_null && !spec.targets.is_empty(),
+        "--match-params is the equal-budget control: an ordinary LoRA (--targets, e.g. q,v) with --ftl null"
+    );
+    let reference_ftl = Ftl::parse(of)?;
+    ensure!(reference_ftl != Ftl::Null, "--match-params {of}: name the FTL whose neurons set the budget (e.g. vi)");
+    let mask = reference_ftl.gate_mask(selection, cfg, spec.seed, allow_empty)?;
+    let reference = TrainSpec { targets: Vec::new(), ..spec.clone() }.layout(mask);
+    let budget = reference.trainable_params(cfg);
+    let base = spec.clone();
+    let at = |rank: usize| TrainSpec { rank, ..base.clone() }.layout(None).trainable_params(cfg);
+    let fixed = 2 * at(1) - at(2);
+    let per_rank = (at(1) - fixed).max(1);
+    let rank = ((budget.saturating_sub(fixed) as f64 / per_rank as f64).round() as usize).max(1);
+    let (from_rank, from_alpha) = (spec.rank, spec.alpha);
+    spec.alpha = from_alpha / from_rank as f32 * rank as f32;
+    spec.rank = rank;
+    if !spec.preset.ends_with("(overridden)") {
+        spec.preset = format!("{} (overridden)", spec.preset);
+    }
+    spec.validate()?;
+    eprintln!(
+        "--match-params {of}: the masked gate_proj LoRA of {of} trains {budget} parameters at rank {from_rank}; the {} \
+         LoRA trains {} at rank {rank}",
+        spec.targets.iter().map(|t| t.path()).collect::<Vec<_>>().join(", "),
+        at(rank)
+    );
+    Ok(serde_json::json!({"ftl": of, "reference_params": budget, "reference_rank": from_rank, "rank": rank,
+        "params": at(rank)}))
+}
+
 pub fn run(args: Args) -> Result<()> {
     let task = match args.task.as_str() {
         "xnli" => Task::Xnli,
@@ -192,11 +242,17 @@ pub fn run(args: Args) -> Result<()> {
         }
         None => (None, None),
     };
+    let mut spec = spec;
+    let matched = match &args.match_params {
+        Some(m) => Some(match_params(&mut spec, m, selection.as_ref(), &cfg, args.allow_empty_set, ftl == Ftl::Null)?),
+        None => None,
+    };
     let gate_rows = ftl.gate_mask(selection.as_ref(), &cfg, spec.seed, args.allow_empty_set)?;
     let gate_neurons = gate_rows.as_ref().map(|m| m.iter().filter(|&&b| b).count());
     let layout = spec.layout(gate_rows);
     layout.validate(&cfg)?;
     // The training set.
+    let mut text_record = None;
     let (examples, data_file, n_read) = match task {
         Task::Xnli => {
             let split = match args.split.as_deref() {
@@ -248,8 +304,10 @@ pub fn run(args: Args) -> Result<()> {
                 run.display()
             );
             let dir = (!data_dir.as_os_str().is_empty()).then_some(data_dir.as_path());
-            let rows = super::heldout::captured(&stats, dir, &tok, usize::MAX)?;
-            let ex: Vec<Example> = rows
+            let text = super::heldout::training_rows(&stats, dir, &tok, args.extra_rows.unwrap_or(0))?;
+            text_record = Some(text.record(lang.code()));
+            let ex: Vec<Example> = text
+                .rows
                 .into_iter()
                 .map(|ids| {
                     let n = ids.len();
@@ -287,7 +345,8 @@ pub fn run(args: Args) -> Result<()> {
     let run = serde_json::json!({
         "spec": spec, "ftl": ftl.to_string(), "neurons_sha256": neurons_sha, "gate_mask_sha256": mask_digest,
         "targets": layout.targets, "data": {"file": data_file, "sha256": data_sha, "limit": args.limit,
-        "examples": examples.len(), "dropped_longer_than_max_len": dropped}, "identity": identity,
+        "examples": examples.len(), "dropped_longer_than_max_len": dropped, "text": text_record},
+        "trainable_params": layout.trainable_params(&cfg), "matched": matched, "identity": identity,
         "backend": args.on.backend, "device": format!("{:?}", args.on.device), "dtype": args.on.dtype,
     });
     let run_key = lsn_core::sha256_hex(run.to_string().as_bytes());
