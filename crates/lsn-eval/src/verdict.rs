@@ -90,18 +90,31 @@ pub fn within_margin(d: &Delta, margin: f64) -> bool {
     -margin <= d.lo90.min(d.delta - r) && d.hi90.max(d.delta + r) <= margin
 }
 
+/// Whether the 90% interval of `d` lies inside [−margin, +margin], for a continuous score (a mean NLL per token),
+/// whose bootstrap interval is not the coarse one of 0/100 example scores and needs no [`resolution`] floor.
+pub fn within_margin_continuous(d: &Delta, margin: f64) -> bool {
+    -margin <= d.lo90 && d.hi90 <= margin
+}
+
 /// The classes of one table's differences (the family the correction runs over).
 pub fn classify(deltas: &[Delta], margin: f64) -> Vec<Judged> {
+    classify_by(deltas, |_, d| within_margin(d, margin))
+}
+
+/// [`classify`] with each difference's own equivalence test (`equivalent(i, d)`), for a family that mixes scores of
+/// different units (accuracy points and NLL per token): Holm's correction runs over all of them.
+pub fn classify_by(deltas: &[Delta], equivalent: impl Fn(usize, &Delta) -> bool) -> Vec<Judged> {
     let adjusted = holm(&deltas.iter().map(|d| d.p).collect::<Vec<_>>());
     deltas
         .iter()
         .zip(adjusted)
-        .map(|(d, p_holm)| {
+        .enumerate()
+        .map(|(i, (d, p_holm))| {
             let class = if p_holm <= ALPHA && d.delta > 0.0 {
                 Class::Higher
             } else if p_holm <= ALPHA && d.delta < 0.0 {
                 Class::Lower
-            } else if within_margin(d, margin) {
+            } else if equivalent(i, d) {
                 Class::Equivalent
             } else {
                 Class::Inconclusive

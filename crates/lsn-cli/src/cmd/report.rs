@@ -7,6 +7,8 @@ mod forcing;
 mod paper;
 mod ppxc;
 mod study;
+mod subnetwork;
+mod summary;
 pub mod table;
 
 use std::collections::BTreeMap;
@@ -96,7 +98,12 @@ pub fn run(args: Args) -> Result<()> {
     for e in &plan.evals {
         let p = root.join(&e.results);
         if p.is_file() {
-            let mut r = read_json::<EvalResults>(&p, "a results.json written by `lsn eval`")?;
+            let mut r = if e.task == crate::cmd::reproduce::plan::PPL_TASK {
+                subnetwork::ppl_results(&read_json(&p, "a `lsn ppl --json` document")?, args.resamples, args.seed)
+                    .with_context(|| format!("reading {}", p.display()))?
+            } else {
+                read_json::<EvalResults>(&p, "a results.json written by `lsn eval`")?
+            };
             if let Some(n) = args.limit {
                 for l in &mut r.languages {
                     l.examples.truncate(n);
@@ -213,6 +220,13 @@ pub fn run(args: Args) -> Result<()> {
         tables.push(t);
         forcing_summary = d;
     }
+    let mut subnetwork_summary = Value::Null;
+    if let Some((t, d)) =
+        subnetwork::subnetwork_table(&plan, &study.results, &study.trains, (args.resamples, args.seed))
+    {
+        tables.push(t);
+        subnetwork_summary = d;
+    }
     let mut ppxc_summary = Value::Null;
     if let Ok(doc) = read_json::<Value>(&root.join(format!("ppxc/set1/{FTL_METHOD}.json")), "a PPXC file") {
         if let Some((t, s)) = ppxc_table(&doc) {
@@ -263,6 +277,11 @@ pub fn run(args: Args) -> Result<()> {
         verdict_class: None,
     });
 
+    // The report ends with the claims side by side.
+    if plan.request.study == crate::cmd::reproduce::plan::Study::All {
+        tables.push(summary::summary_table(&study.verdicts, &study.deltas, &forcing_summary, &subnetwork_summary));
+    }
+
     // Training summary (deterministic: steps and losses, not speed).
     let mut training = serde_json::Map::new();
     for t in &plan.trains {
@@ -297,7 +316,7 @@ pub fn run(args: Args) -> Result<()> {
             "seeds": plan.request.sizes.seeds},
         "verdicts": study.verdicts,
         "tables": tables, "deltas": study.deltas, "evaluations": evals, "selections": selections,
-        "ppxc": ppxc_summary, "forcing": forcing_summary, "training": training, "backend_agreement": agreement, "missing_stages": missing,
+        "ppxc": ppxc_summary, "forcing": forcing_summary, "subnetwork": subnetwork_summary, "training": training, "backend_agreement": agreement, "missing_stages": missing,
     });
     fsutil::write_atomic(&dest.join("results.json"), serde_json::to_string_pretty(&doc)?.as_bytes())?;
 
@@ -321,8 +340,10 @@ pub fn run(args: Args) -> Result<()> {
             crate::cmd::reproduce::plan::Study::Mondal => "mondal (the paper's tables)",
             crate::cmd::reproduce::plan::Study::Arithmetics =>
                 "arithmetics (language forcing; the paper's tables are not part of this run)",
-            crate::cmd::reproduce::plan::Study::Subnetwork => "subnetwork",
-            crate::cmd::reproduce::plan::Study::All => "all",
+            crate::cmd::reproduce::plan::Study::Subnetwork =>
+                "subnetwork (target-language subnetwork training; the paper's tables are not part of this run)",
+            crate::cmd::reproduce::plan::Study::All =>
+                "all (the paper's tables, language forcing and subnetwork training; the claims side by side at the end)",
         },
         req.backend,
         req.task_backend,

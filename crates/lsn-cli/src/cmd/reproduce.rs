@@ -34,7 +34,10 @@ pub struct Args {
     /// Which claims to test, over one capture and one set of neurons: mondal (the paper's intervention and
     /// fine-tuning tables, PPXC), arithmetics (language forcing: Language Arithmetics' neuron steering and
     /// CLaS-Bench's difference of means, each against a random control, with fluency), subnetwork (target-language
-    /// subnetwork training), all.
+    /// subnetwork training, arXiv 2510.13580: the target's LAPE neurons, random neurons of the same per-layer count and
+    /// a q,v LoRA of the same parameter count, each trained on the target's text over several seeds, scored on
+    /// held-out perplexity and XNLI/XQuAD zero-shot against the base model), all (every study, one report ending in a
+    /// side-by-side summary of the claims).
     #[arg(long, value_enum, default_value = "mondal")]
     pub study: Study,
     /// auto, candle, tch, ort or all. auto: the study on the training backend — tch when built in, else candle (on
@@ -328,13 +331,8 @@ pub fn run(args: Args) -> Result<()> {
     let mut sizes = Sizes::of(args.scale);
     if let Some(n) = args.seeds {
         sizes.seeds = n;
+        sizes.subnetwork_seeds = n;
     }
-    ensure!(
-        !args.study.runs(Study::Subnetwork),
-        "--study {}: target-language subnetwork training is not in this version of lsn yet; run --study mondal or \
-         --study arithmetics",
-        if args.study == Study::All { "all" } else { "subnetwork" }
-    );
     let request = Request {
         scale: args.scale,
         study: args.study,

@@ -130,6 +130,29 @@ pub struct Sizes {
     pub forcing_new_tokens: usize,
     #[serde(default = "layer_means_rows")]
     pub layer_means_rows: usize,
+    /// Subnetwork training (`--study subnetwork`): the target languages, the training seeds of each arm, the rows of
+    /// target-language text beyond the capture's that each trains on (`lsn train --extra-rows`), and the held-out
+    /// rows its perplexity is scored on.
+    #[serde(default = "subnetwork_targets")]
+    pub subnetwork_targets: Vec<String>,
+    #[serde(default = "two")]
+    pub subnetwork_seeds: usize,
+    #[serde(default)]
+    pub lm_extra_rows: usize,
+    #[serde(default = "heldout_rows")]
+    pub heldout_rows: usize,
+}
+
+fn subnetwork_targets() -> Vec<String> {
+    vec!["vi".into(), "hi".into()]
+}
+
+fn two() -> usize {
+    2
+}
+
+fn heldout_rows() -> usize {
+    16
 }
 
 fn one_seed() -> usize {
@@ -188,6 +211,10 @@ impl Sizes {
                 forcing_prompts: 4,
                 forcing_new_tokens: 6,
                 layer_means_rows: 2,
+                subnetwork_targets: vec!["vi".into()],
+                subnetwork_seeds: 2,
+                lm_extra_rows: 2,
+                heldout_rows: 2,
             },
             Scale::Default => Sizes {
                 capture_tokens: Some(4096),
@@ -220,6 +247,12 @@ impl Sizes {
                 forcing_prompts: forcing_prompts(),
                 forcing_new_tokens: forcing_new_tokens(),
                 layer_means_rows: layer_means_rows(),
+                // vi and hi: each is evaluated on XNLI and XQuAD, one from each neuron set. 8 captured + 24 extra rows
+                // of 512 tokens (16 steps of 2 rows) per fine-tune, 16 held-out rows (8192 tokens) per perplexity.
+                subnetwork_targets: subnetwork_targets(),
+                subnetwork_seeds: 2,
+                lm_extra_rows: 24,
+                heldout_rows: heldout_rows(),
             },
             Scale::Full => Sizes {
                 capture_tokens: None,
@@ -245,6 +278,10 @@ impl Sizes {
                 forcing_prompts: 200,
                 forcing_new_tokens: 64,
                 layer_means_rows: 32,
+                subnetwork_targets: FORCING_TARGETS.iter().map(|s| s.to_string()).collect(),
+                subnetwork_seeds: 3,
+                lm_extra_rows: 64,
+                heldout_rows: 32,
             },
             Scale::Paper => {
                 Sizes { preset: "paper".into(), xquad_loss_on: "all".into(), ppxc_rows: 16, ..Sizes::of(Scale::Full) }
@@ -492,6 +529,16 @@ impl Plan {
         if req.study.runs(Study::Arithmetics) {
             forcing_stages(&req, &common(&req.backend), &mut stages);
         }
+        // The base model, zero-shot, on each task: the sanity baseline of the paper's tables and the base arm of
+        // subnetwork training.
+        if req.study.runs(Study::Mondal) || req.study.runs(Study::Subnetwork) {
+            for task in ["xnli", "xquad"] {
+                baseline_stages(&req, task, &common, &mut stages, &mut evals);
+            }
+        }
+        if req.study.runs(Study::Subnetwork) {
+            subnetwork_stages(&req, &common(&req.task_backend), &mut stages, &mut evals, &mut trains);
+        }
         if req.study.runs(Study::Mondal) {
             // PPXC of set 1's LAPE neurons, with the random control.
             stages.push(Stage {
@@ -538,48 +585,6 @@ impl Plan {
                     }
                     a
                 };
-                // The base model, zero-shot: the sanity baseline — with --backend all, again on every other backend (the
-                // same examples, so the predictions must agree).
-                let n_base = match (n_eval, z.baseline_eval) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                let mut base =
-                    argv(&["eval", "--task", task, "--lang", &task_langs.join(",")], vec![opt("--limit", n_base)]);
-                if task == "xnli" {
-                    base.extend(argv(&["--split", &z.xnli_eval_split], vec![]));
-                } else {
-                    base.extend(argv(&["--max-new-tokens", &z.max_new_tokens.to_string()], vec![]));
-                }
-                let on = std::iter::once((String::new(), &req.backend))
-                    .chain(req.compare_backends.iter().map(|b| (format!("@{b}"), b)));
-                for (suffix, b) in on {
-                    let key = format!("eval/{task}/baseline{suffix}");
-                    let dir = format!("eval/{task}-baseline{}", suffix.replace('@', "-"));
-                    let mut a = base.clone();
-                    a.extend(argv(&["--out", &out(&dir)], vec![common(b)]));
-                    stages.push(Stage {
-                        key: key.clone(),
-                        argv: a,
-                        deps: vec![],
-                        data: vec![task.into()],
-                        outputs: vec![dir.clone()],
-                        estimate_s: eval_s(task_langs.len()) * if task == "xnli" { 3.0 } else { 1.0 },
-                        exclusive: false,
-                    });
-                    evals.push(EvalRole {
-                        stage: key,
-                        task: task.into(),
-                        kind: format!("baseline{suffix}"),
-                        ftl: None,
-                        method: None,
-                        fill: None,
-                        langs: task_langs.iter().map(|s| s.to_string()).collect(),
-                        results: format!("{dir}/results.json"),
-                        seed_index: 0,
-                    });
-                }
-
                 // Fine-tunes on English.
                 for (ftl, set) in fine_tunes(task_langs).into_iter().filter(|(f, _)| z.all_ftls || f == "null") {
                     for k in 0..z.seeds {
@@ -798,6 +803,232 @@ fn forcing_stages(req: &Request, common: &[String], stages: &mut Vec<Stage>) {
     }
 }
 
+/// The languages each task evaluates.
+fn task_langs(task: &str) -> &'static [&'static str] {
+    if task == "xnli" { &XNLI_LANGS } else { &XQUAD_LANGS }
+}
+
+/// Examples per language of the base model's zero-shot evaluation of `task` (`None`: all), which subnetwork training's
+/// evaluations share so that every arm is scored on the same examples.
+fn zero_shot_limit(task: &str, z: &Sizes) -> Option<usize> {
+    let n_eval = if task == "xnli" { z.xnli_eval } else { z.xquad_eval };
+    match (n_eval, z.baseline_eval) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// `lsn eval` of `task` on `langs`, zero-shot (XNLI: lm-eval's protocol; XQuAD: the paper's prompt, greedy), on
+/// [`zero_shot_limit`] examples, and its rough cost in seconds.
+fn zero_shot(task: &str, langs: &[&str], z: &Sizes) -> (Vec<String>, f64) {
+    let n = zero_shot_limit(task, z);
+    let mut a = argv(&["eval", "--task", task, "--lang", &langs.join(",")], vec![opt("--limit", n)]);
+    let per_lang = if task == "xnli" {
+        a.extend(argv(&["--split", &z.xnli_eval_split], vec![]));
+        // Three scored continuations of ~50 tokens per pair.
+        n.unwrap_or(if z.xnli_eval_split == "dev" { 2490 } else { 5010 }) as f64 * 3.0 * 50.0 / 800.0
+    } else {
+        a.extend(argv(&["--max-new-tokens", &z.max_new_tokens.to_string()], vec![]));
+        n.unwrap_or(238) as f64 * (300.0 / 800.0 + z.max_new_tokens as f64 / 30.0)
+    };
+    (a, 3.0 + langs.len() as f64 * per_lang)
+}
+
+/// The base model's zero-shot evaluation of `task`: the sanity baseline of the paper's tables and subnetwork training's
+/// base arm — with --backend all, again on every other backend (the same examples, so the predictions must agree).
+fn baseline_stages(
+    req: &Request,
+    task: &str,
+    common: &dyn Fn(&str) -> Vec<String>,
+    stages: &mut Vec<Stage>,
+    evals: &mut Vec<EvalRole>,
+) {
+    let langs = task_langs(task);
+    let (base, cost) = zero_shot(task, langs, &req.sizes);
+    let on =
+        std::iter::once((String::new(), &req.backend)).chain(req.compare_backends.iter().map(|b| (format!("@{b}"), b)));
+    for (suffix, b) in on {
+        let key = format!("eval/{task}/baseline{suffix}");
+        let dir = format!("eval/{task}-baseline{}", suffix.replace('@', "-"));
+        let mut a = base.clone();
+        a.extend(argv(&["--out", &out(&dir)], vec![common(b)]));
+        stages.push(Stage {
+            key: key.clone(),
+            argv: a,
+            deps: vec![],
+            data: vec![task.into()],
+            outputs: vec![dir.clone()],
+            estimate_s: cost,
+            exclusive: false,
+        });
+        evals.push(EvalRole {
+            stage: key,
+            task: task.into(),
+            kind: format!("baseline{suffix}"),
+            ftl: None,
+            method: None,
+            fill: None,
+            langs: langs.iter().map(|s| s.to_string()).collect(),
+            results: format!("{dir}/results.json"),
+            seed_index: 0,
+        });
+    }
+}
+
+/// The arms of subnetwork training, each `lsn train --task lm` on a target's text: (name, its FTL as the report
+/// shows it, the `lsn train` arguments past the shared ones). The target's LAPE neurons (arXiv 2510.13580's claim),
+/// random neurons of the same per-layer count, and a q,v LoRA as large as the first (the equal-budget control; its
+/// FTL, null to `lsn train`, is shown as `attention:L`).
+fn arms(target: &str) -> [(&'static str, String, Vec<String>); 3] {
+    [
+        ("subnetwork", target.to_string(), vec!["--ftl".into(), target.into()]),
+        ("random", format!("random:{target}"), vec!["--ftl".into(), format!("random:{target}")]),
+        (
+            "attention",
+            format!("attention:{target}"),
+            vec!["--targets".into(), "q,v".into(), "--match-params".into(), target.into()],
+        ),
+    ]
+}
+
+/// The arms' evaluations a report reads: the task's kind `lm` (one [`EvalRole`] per arm, target and seed, `ftl` the
+/// arm's FTL), and the held-out perplexity (task `ppl`; `lsn ppl --json`'s document, not a results.json).
+pub const LM_KIND: &str = "lm";
+pub const PPL_TASK: &str = "ppl";
+
+/// Subnetwork training: per target language and training seed, each arm of [`arms`] trained on the target's text,
+/// then its held-out perplexity and, where the task evaluates the target, XNLI and XQuAD zero-shot on the examples of
+/// the base model's baseline; the base model's held-out perplexity once per target.
+fn subnetwork_stages(
+    req: &Request,
+    common: &[String],
+    stages: &mut Vec<Stage>,
+    evals: &mut Vec<EvalRole>,
+    trains: &mut Vec<TrainRole>,
+) {
+    let z = &req.sizes;
+    let tokens_per_row = z.row_len as f64;
+    let ppl_s = 3.0 + z.heldout_rows as f64 * tokens_per_row / 600.0;
+    for target in &z.subnetwork_targets {
+        let target = target.as_str();
+        let set = set_of(target);
+        let ppl = |arm: &str, adapter: Option<&str>, dep: Option<&str>, k: usize| {
+            let key = seeded(&format!("eval/lm/{arm}/{target}/ppl"), "/", k);
+            let file = seeded(&format!("eval/lm-{arm}-{target}-ppl"), "-", k) + ".json";
+            let mut a = argv(
+                &["ppl", "--heldout", OUT, "--lang", target, "--rows", &z.heldout_rows.to_string(), "--batch", "1"],
+                vec![],
+            );
+            if let Some(d) = adapter {
+                a.extend(argv(&["--adapter", &out(d)], vec![]));
+            }
+            a.extend(argv(&["--json", &out(&file)], vec![common.to_vec()]));
+            let stage = Stage {
+                key: key.clone(),
+                argv: a,
+                deps: std::iter::once("gather".to_string()).chain(dep.map(str::to_string)).collect(),
+                data: vec!["corpus".into()],
+                outputs: vec![file.clone()],
+                estimate_s: ppl_s,
+                exclusive: false,
+            };
+            let role = EvalRole {
+                stage: key,
+                task: PPL_TASK.into(),
+                kind: LM_KIND.into(),
+                ftl: Some(arm.to_string()),
+                method: Some(FTL_METHOD.into()),
+                fill: None,
+                langs: vec![target.to_string()],
+                results: file,
+                seed_index: k,
+            };
+            (stage, role)
+        };
+        let (s, r) = ppl("base", None, None, 0);
+        stages.push(s);
+        evals.push(EvalRole { ftl: Some("base".into()), method: None, ..r });
+        for k in 0..z.subnetwork_seeds {
+            for (arm, ftl, arm_args) in arms(target) {
+                let key = seeded(&format!("train/lm/{arm}/{target}"), "/", k);
+                let dir = seeded(&format!("adapters/lm-{arm}-{target}"), "-", k);
+                let mut a = argv(
+                    &[
+                        "train",
+                        "--task",
+                        "lm",
+                        "--text",
+                        target,
+                        "--stats-run",
+                        OUT,
+                        "--neurons",
+                        &out(&format!("neurons/{set}/{FTL_METHOD}.json")),
+                        "--allow-empty-set",
+                        "--preset",
+                        "subnetwork",
+                        "--extra-rows",
+                        &z.lm_extra_rows.to_string(),
+                        "--seed",
+                        &(42 + req.seed + k as u64).to_string(),
+                        "--out",
+                        &out(&dir),
+                    ],
+                    vec![arm_args],
+                );
+                a.extend(common.iter().cloned());
+                let rows = (z.capture_tokens.unwrap_or(60_000) as f64 / tokens_per_row).ceil() + z.lm_extra_rows as f64;
+                stages.push(Stage {
+                    key: key.clone(),
+                    argv: a,
+                    deps: vec!["gather".into(), format!("select/{set}")],
+                    data: vec!["corpus".into()],
+                    outputs: vec![dir.clone()],
+                    // Forward and backward over every row, at a 2-core pace of ~300 tokens/s.
+                    estimate_s: 5.0 + rows * tokens_per_row / 300.0,
+                    exclusive: false,
+                });
+                trains.push(TrainRole {
+                    stage: key.clone(),
+                    task: "lm".into(),
+                    ftl: ftl.clone(),
+                    set: Some(set.into()),
+                    dir: dir.clone(),
+                    seed_index: k,
+                });
+                let (s, r) = ppl(arm, Some(&dir), Some(&key), k);
+                stages.push(s);
+                evals.push(EvalRole { ftl: Some(ftl.clone()), ..r });
+                for task in ["xnli", "xquad"].into_iter().filter(|t| task_langs(t).contains(&target)) {
+                    let ekey = seeded(&format!("eval/lm/{arm}/{target}/{task}"), "/", k);
+                    let edir = seeded(&format!("eval/lm-{arm}-{target}-{task}"), "-", k);
+                    let (mut a, cost) = zero_shot(task, &[target], z);
+                    a.extend(argv(&["--adapter", &out(&dir), "--out", &out(&edir)], vec![common.to_vec()]));
+                    stages.push(Stage {
+                        key: ekey.clone(),
+                        argv: a,
+                        deps: vec![key.clone()],
+                        data: vec![task.into()],
+                        outputs: vec![edir.clone()],
+                        estimate_s: cost,
+                        exclusive: false,
+                    });
+                    evals.push(EvalRole {
+                        stage: ekey,
+                        task: task.into(),
+                        kind: LM_KIND.into(),
+                        ftl: Some(ftl.clone()),
+                        method: Some(FTL_METHOD.into()),
+                        fill: None,
+                        langs: vec![target.to_string()],
+                        results: format!("{edir}/results.json"),
+                        seed_index: k,
+                    });
+                }
+            }
+        }
+    }
+}
+
 /// `argv` with `$OUT` replaced by the run directory.
 pub fn resolve(argv: &[String], root: &Path) -> Vec<String> {
     let root = root.display().to_string();
@@ -849,6 +1080,63 @@ mod tests {
         let all = plan_of(Scale::Smoke, Study::All);
         assert!(all.stage("forcing/add/set1").is_some() && all.stage("ppxc/set1").is_some());
         all.check().unwrap();
+    }
+
+    #[test]
+    fn the_subnetwork_study_trains_three_arms_per_target_and_seed_and_scores_each_on_the_baselines_examples() {
+        let p = plan_of(Scale::Default, Study::Subnetwork);
+        p.check().unwrap();
+        assert!(p.stage("ppxc/set1").is_none() && p.stage("forcing/add/set1").is_none());
+        assert!(p.stage("train/xnli/null").is_none());
+        let has = |key: &str, words: &[&str]| {
+            let s = p.stage(key).unwrap_or_else(|| panic!("no stage {key}"));
+            for w in words.windows(2).step_by(2) {
+                assert!(s.argv.windows(2).any(|a| a == w), "{key}: no {w:?} in {:?}", s.argv);
+            }
+            s
+        };
+        for (t, set) in [("vi", "set1"), ("hi", "set6")] {
+            has(&format!("eval/lm/base/{t}/ppl"), &["--lang", t, "--rows", "16"]);
+            for k in 0..2 {
+                let seed = (42 + k).to_string();
+                let sfx = if k == 0 { String::new() } else { format!("/seed{k}") };
+                let neurons = format!("$OUT/neurons/{set}/lape-mondal.json");
+                let tr = |arm: &str| format!("train/lm/{arm}/{t}{sfx}");
+                has(&tr("subnetwork"), &["--ftl", t, "--extra-rows", "24", "--seed", &seed, "--neurons", &neurons]);
+                has(&tr("random"), &["--ftl", &format!("random:{t}"), "--seed", &seed]);
+                has(&tr("attention"), &["--targets", "q,v", "--match-params", t, "--text", t]);
+                for arm in ["subnetwork", "random", "attention"] {
+                    let dir = format!("$OUT/adapters/lm-{arm}-{t}{}", sfx.replace('/', "-"));
+                    let ppl = has(&format!("eval/lm/{arm}/{t}/ppl{sfx}"), &["--adapter", &dir]);
+                    assert_eq!(ppl.deps[1], tr(arm));
+                    // XNLI and XQuAD zero-shot on the baseline's examples: its limit and split.
+                    let x = has(&format!("eval/lm/{arm}/{t}/xnli{sfx}"), &["--adapter", &dir, "--limit", "200"]);
+                    assert!(
+                        x.argv.windows(2).any(|w| w == ["--split", "dev"]) && !x.argv.contains(&"--protocol".into())
+                    );
+                    has(&format!("eval/lm/{arm}/{t}/xquad{sfx}"), &["--limit", "30", "--max-new-tokens", "40"]);
+                }
+            }
+        }
+        let b = p.stage("eval/xnli/baseline").unwrap();
+        assert!(
+            b.argv.windows(2).any(|w| w == ["--limit", "200"]) && b.argv.windows(2).any(|w| w == ["--split", "dev"])
+        );
+        // 2 targets × 2 seeds × 3 arms, each a training, and a role per score it is evaluated on.
+        assert_eq!(p.trains.iter().filter(|t| t.task == "lm").count(), 12);
+        assert_eq!(p.evals.iter().filter(|e| e.kind == LM_KIND).count(), 2 + 12 * 3);
+        assert!(p.trains.iter().any(|t| t.ftl == "attention:hi" && t.seed_index == 1));
+        let outs: Vec<_> = p.stages.iter().flat_map(|s| &s.outputs).collect();
+        assert_eq!(outs.iter().collect::<std::collections::BTreeSet<_>>().len(), outs.len());
+        // `all` holds every study once: the baselines are shared.
+        let all = plan_of(Scale::Default, Study::All);
+        all.check().unwrap();
+        for key in ["ppxc/set1", "forcing/diffmean/set6", "train/lm/attention/hi/seed1", "train/xnli/null"] {
+            assert!(all.stage(key).is_some(), "{key}");
+        }
+        assert_eq!(all.stages.iter().filter(|s| s.key == "eval/xnli/baseline").count(), 1);
+        let keys: std::collections::BTreeSet<_> = all.stages.iter().map(|s| &s.key).collect();
+        assert_eq!(keys.len(), all.stages.len());
     }
 
     #[test]

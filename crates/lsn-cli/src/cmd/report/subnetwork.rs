@@ -1,0 +1,375 @@
+//! The subnetwork-training table of `--study subnetwork` (arXiv 2510.13580's claim): per target language and score,
+//! the base model and the three arms trained on the target's text — its LAPE neurons, random neurons of the same
+//! per-layer count, a q,v LoRA of the same parameter count — with the differences the claim is about, judged as one
+//! Holm family, each comparison of two trainings over their seeds.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use lsn_eval::verdict::{self, Class, Untestable};
+use lsn_eval::{Compared, Delta, EvalResults, ExampleResult, LangResult, compare_metric, runs_score};
+use serde_json::{Value, json};
+
+use super::table::{Cell, Table};
+use crate::cmd::reproduce::plan::{LM_KIND, PPL_TASK, Plan};
+
+/// δ of a held-out NLL difference, in nats per token, fixed before any run: 0.02 nats is a 2% change of perplexity.
+pub const NLL_MARGIN: f64 = 0.02;
+
+/// `lsn ppl --json`'s document as an evaluation: one example per scored row (`row<index in the packed text>`),
+/// metric `nll`, the row's mean NLL per token in nats.
+pub fn ppl_results(doc: &Value, resamples: usize, seed: u64) -> Result<EvalResults> {
+    let rows = doc["results"].as_array().context("a `lsn ppl --json` document has a results list")?;
+    let mut languages = Vec::new();
+    for r in rows {
+        let lang = r["lang"].as_str().context("a perplexity result without its language")?;
+        let nll = r["sequence_mean_nll"]
+            .as_array()
+            .context("a perplexity result without per-sequence NLL (written by an older lsn: rerun the stage)")?;
+        let first = r["first_row"].as_u64().unwrap_or(0);
+        let examples = nll
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                Ok(ExampleResult {
+                    key: format!("row{}", first + i as u64),
+                    metrics: [("nll".to_string(), v.as_f64().context("a non-numeric NLL")?)].into(),
+                    detail: Value::Null,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut l = LangResult {
+            lang: lang.into(),
+            data_file: r["text"].as_str().unwrap_or_default().into(),
+            data_sha256: String::new(),
+            dropped: vec![],
+            scores: BTreeMap::new(),
+            examples,
+        };
+        l.summarize(resamples, seed);
+        languages.push(l);
+    }
+    Ok(EvalResults {
+        task: PPL_TASK.into(),
+        protocol: "heldout".into(),
+        split: "heldout".into(),
+        config: json!({"model": doc["model"], "backend": doc["backend"], "adapter": doc["adapter"]}),
+        resamples,
+        seed,
+        languages,
+    })
+}
+
+/// The arms as the plan names their FTLs for `target`, with their column titles.
+fn arms(target: &str) -> [(String, &'static str); 3] {
+    [
+        (target.to_string(), "LAPE neurons"),
+        (format!("random:{target}"), "random neurons"),
+        (format!("attention:{target}"), "q,v LoRA (same parameters)"),
+    ]
+}
+
+/// A score's headline metric, its name in the table, and whether lower is better.
+fn score_of(task: &str) -> (&'static str, &'static str, bool) {
+    match task {
+        PPL_TASK => ("nll", "held-out NLL/token", true),
+        "xnli" => ("accuracy", "XNLI zero-shot acc.", false),
+        _ => ("paper_f1", "XQuAD F1", false),
+    }
+}
+
+/// Why a side of a comparison cannot show an effect on `task` (the model under test did not do the task).
+fn side_untestable(runs: &[EvalResults], task: &str, lang: &str, (resamples, seed): (usize, u64)) -> Option<String> {
+    match task {
+        "xnli" => runs_score(runs, lang, "accuracy", resamples, seed).ok().and_then(|a| verdict::xnli_check(&a)),
+        "xquad" => {
+            let langs: Vec<&LangResult> =
+                runs.iter().filter_map(|r| r.languages.iter().find(|l| l.lang == lang)).collect();
+            let em = langs.iter().filter_map(|l| l.scores.get("paper_em").map(|i| i.mean)).sum::<f64>()
+                / langs.len().max(1) as f64;
+            let (ended, all) = langs.iter().flat_map(|l| &l.examples).fold((0usize, 0usize), |(e, n), x| {
+                (e + usize::from(x.detail.get("stopped_at_eos").and_then(Value::as_bool) == Some(true)), n + 1)
+            });
+            verdict::xquad_check(em, 100.0 * ended as f64 / all.max(1) as f64)
+        }
+        _ => None,
+    }
+    .map(|u| u.to_string())
+}
+
+/// One difference of the table, before the family's correction.
+struct Pending {
+    row: usize,
+    col: usize,
+    target: String,
+    score: &'static str,
+    versus: &'static str,
+    lower_is_better: bool,
+    c: Compared,
+}
+
+/// The table and its cells for results.json; `None` when the run trains no subnetwork.
+pub fn subnetwork_table(
+    plan: &Plan,
+    results: &BTreeMap<String, EvalResults>,
+    trains: &BTreeMap<String, Value>,
+    boot: (usize, u64),
+) -> Option<(Table, Value)> {
+    if !plan.evals.iter().any(|e| e.kind == LM_KIND) {
+        return None;
+    }
+    let margin = plan.request.margin;
+    // The runs of the roles `f` picks that hold `lang`, in seed order.
+    let runs = |f: &dyn Fn(&crate::cmd::reproduce::plan::EvalRole) -> bool, lang: &str| -> Vec<EvalResults> {
+        let mut v: Vec<(usize, &EvalResults)> = plan
+            .evals
+            .iter()
+            .filter(|e| f(e) && e.langs.iter().any(|l| l == lang))
+            .filter_map(|e| Some((e.seed_index, results.get(&e.stage)?)))
+            .collect();
+        v.sort_by_key(|(k, _)| *k);
+        v.into_iter().map(|(_, r)| r.clone()).collect()
+    };
+    let mut rows: Vec<Vec<Cell>> = Vec::new();
+    let mut pending: Vec<Pending> = Vec::new();
+    let mut why: Vec<Option<String>> = Vec::new();
+    let mut absent = 0;
+    let mut params = Vec::new();
+    for target in &plan.request.sizes.subnetwork_targets {
+        let target = target.as_str();
+        // The trained arms' parameters and neurons, from their train.json (first seed).
+        let train_of = |ftl: &str| {
+            plan.trains
+                .iter()
+                .find(|t| t.task == "lm" && t.ftl == ftl && t.seed_index == 0)
+                .and_then(|t| trains.get(&t.stage))
+        };
+        let neurons = train_of(target).and_then(|d| d["gate_neurons"].as_u64());
+        for (ftl, _) in arms(target) {
+            if let Some(d) = train_of(&ftl) {
+                params.push(json!({"target": target, "arm": ftl, "trainable_params": d["run"]["trainable_params"],
+                    "rank": d["run"]["spec"]["rank"], "gate_neurons": d["gate_neurons"], "steps": d["steps"],
+                    "examples": d["run"]["data"]["examples"]}));
+            }
+        }
+        for task in [PPL_TASK, "xnli", "xquad"] {
+            let arm_runs: Vec<Vec<EvalResults>> = arms(target)
+                .iter()
+                .map(|(ftl, _)| runs(&|e| e.kind == LM_KIND && e.task == task && e.ftl.as_deref() == Some(ftl), target))
+                .collect();
+            let base = if task == PPL_TASK {
+                runs(&|e| e.kind == LM_KIND && e.task == task && e.ftl.as_deref() == Some("base"), target)
+            } else {
+                runs(&|e| e.kind == "baseline" && e.task == task, target)
+            };
+            // A task that does not evaluate this target has no role at all.
+            if !plan.evals.iter().any(|e| e.kind == LM_KIND && e.task == task && e.langs.iter().any(|l| l == target)) {
+                continue;
+            }
+            let (metric, name, lower) = score_of(task);
+            let score = |r: &[EvalResults]| -> Cell {
+                match runs_score(r, target, metric, boot.0, boot.1) {
+                    Ok(d) if task == PPL_TASK => Cell::plain(format!("{:.3} [{:.3}, {:.3}]", d.delta, d.lo, d.hi)),
+                    Ok(d) => Cell::plain(format!("{:.1} [{:.1}, {:.1}]", d.delta, d.lo, d.hi)),
+                    Err(_) => Cell::plain("–"),
+                }
+            };
+            let row = rows.len();
+            let mut cells = vec![Cell::plain(target), Cell::plain(name), score(&base)];
+            cells.extend(arm_runs.iter().map(|r| score(r)));
+            let subnet = &arm_runs[0];
+            for (col, versus, other) in
+                [(6, "base", &base), (7, "random neurons", &arm_runs[1]), (8, "q,v LoRA", &arm_runs[2])]
+            {
+                cells.push(Cell::plain("–"));
+                if subnet.is_empty() || other.is_empty() {
+                    absent += 1;
+                    continue;
+                }
+                let Ok(c) = compare_metric(other, subnet, target, metric, false, boot) else {
+                    absent += 1;
+                    continue;
+                };
+                let reason = if neurons == Some(0) {
+                    Some(format!("no LAPE neuron of {target}: the subnetwork arm trained nothing"))
+                } else if versus != "base" && c.delta.runs < 2 {
+                    Some(Untestable::OneTrainingSeed.to_string())
+                } else {
+                    match (side_untestable(subnet, task, target, boot), side_untestable(other, task, target, boot)) {
+                        (Some(a), Some(_)) => Some(format!("neither side does the task ({a})")),
+                        _ => None,
+                    }
+                };
+                why.push(reason);
+                pending.push(Pending {
+                    row,
+                    col,
+                    target: target.into(),
+                    score: name,
+                    versus,
+                    lower_is_better: lower,
+                    c,
+                });
+            }
+            rows.push(cells);
+        }
+    }
+    // One Holm family over every testable difference; equivalence in each score's own unit.
+    let tested: Vec<usize> = (0..pending.len()).filter(|&i| why[i].is_none()).collect();
+    let deltas: Vec<Delta> = tested.iter().map(|&i| pending[i].c.delta).collect();
+    let judged = verdict::classify_by(&deltas, |k, d| {
+        if pending[tested[k]].lower_is_better {
+            verdict::within_margin_continuous(d, NLL_MARGIN)
+        } else {
+            verdict::within_margin(d, margin)
+        }
+    });
+    let mut out = Vec::new();
+    // Per comparison: (better, worse, equivalent, inconclusive, cannot test).
+    let mut tally: BTreeMap<&str, [usize; 5]> = BTreeMap::new();
+    for (i, p) in pending.iter().enumerate() {
+        let d = &p.c.delta;
+        let j = tested.iter().position(|&t| t == i).map(|k| judged[k]);
+        let unit_margin = if p.lower_is_better { NLL_MARGIN } else { margin };
+        let outcome = match j.map(|j| j.class) {
+            None => "cannot test",
+            Some(Class::Higher) if p.lower_is_better => "worse",
+            Some(Class::Lower) if p.lower_is_better => "better",
+            Some(Class::Higher) => "better",
+            Some(Class::Lower) => "worse",
+            Some(Class::Equivalent) => "equivalent",
+            Some(Class::Inconclusive) => "inconclusive",
+        };
+        let t = tally.entry(p.versus).or_default();
+        t[["better", "worse", "equivalent", "inconclusive", "cannot test"]
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap_or(4)] += 1;
+        let label = match outcome {
+            "equivalent" => format!("≡ ±{unit_margin}"),
+            o => o.to_string(),
+        };
+        let digits = if p.lower_is_better { 3 } else { 1 };
+        rows[p.row][p.col] = Cell {
+            text: format!("{:+.digits$} [{:+.digits$}, {:+.digits$}] {label}", d.delta, d.lo, d.hi, digits = digits),
+            marked: matches!(outcome, "better" | "worse"),
+        };
+        out.push(json!({"target": p.target, "score": p.score, "versus": p.versus, "metric": p.c.metric,
+            "subnetwork": p.c.b, "other": p.c.a, "delta": d.delta, "lo": d.lo, "hi": d.hi, "lo90": d.lo90,
+            "hi90": d.hi90, "p": d.p, "p_holm": j.map(|j| j.p_holm), "outcome": outcome, "runs": d.runs, "n": d.n,
+            "cannot_test": why[i], "margin": unit_margin}));
+    }
+    let verdicts: BTreeMap<&str, &str> = tally.iter().map(|(k, t)| (*k, column_verdict(t))).collect();
+    let claim = claim_verdict(&verdicts);
+    let mut summary = format!("**{claim}** — ");
+    summary += &tally
+        .iter()
+        .map(|(k, t)| {
+            format!(
+                "vs {k}: {} ({} better, {} worse, {} equivalent, {} inconclusive, {} cannot test)",
+                verdicts[k], t[0], t[1], t[2], t[3], t[4]
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    if absent > 0 {
+        summary += &format!(". {absent} comparisons have not been evaluated yet (–)");
+    }
+    summary += ".";
+    let z = &plan.request.sizes;
+    let note = format!(
+        "Each arm is `lsn train --task lm` on the target's text (the rows its capture read plus {} more from the end of \
+         its text, never the held-out rows), preset `subnetwork` (AdamW lr 1e-4, 1 epoch), {} training seeds: the \
+         masked gate_proj LoRA (r 16) of the target's {} neurons (arXiv 2510.13580's claim), the same on random neurons \
+         with each layer's count, and a q,v LoRA whose rank gives the same number of trainable parameters. Scores: \
+         mean NLL per token over {} held-out rows of the target (lower is better), XNLI zero-shot accuracy and XQuAD \
+         F1 on the base model's baseline examples; mean over seeds [95% interval over seeds and examples]. \
+         Differences are the subnetwork arm minus the other, classed as one Holm–Bonferroni family over the tested \
+         cells: better / worse after correction, ≡ when the 90% interval lies inside ±{margin} points (±{NLL_MARGIN} \
+         nats for NLL, fixed before the run), inconclusive otherwise; a comparison of two trainings with one seed per \
+         side, or where neither side does the task (XNLI at chance, XQuAD without an exact match), cannot test. The \
+         claim is supported when the subnetwork arm is better than both controls in some cell and worse in none.",
+        z.lm_extra_rows,
+        z.subnetwork_seeds,
+        crate::cmd::reproduce::plan::FTL_METHOD,
+        z.heldout_rows,
+    );
+    let mut header: Vec<String> = ["target", "score", "base model"].map(String::from).to_vec();
+    header.extend(arms("L").iter().map(|(_, t)| t.to_string()));
+    header.extend(["LAPE − base", "LAPE − random", "LAPE − q,v LoRA"].map(String::from));
+    let table = Table {
+        id: "subnetwork".into(),
+        title: "Target-language subnetwork training: the target's neurons against random neurons and an equal-budget \
+                LoRA"
+            .into(),
+        header,
+        rows,
+        reference_rows: vec![],
+        note,
+        verdict: Some(summary),
+        verdict_class: None,
+    };
+    Some((
+        table,
+        json!({"claim": claim, "by_comparison": verdicts, "cells": out, "arms": params,
+        "nll_margin": NLL_MARGIN, "margin": margin}),
+    ))
+}
+
+/// A comparison column's verdict from its tally (better, worse, equivalent, inconclusive, cannot test).
+fn column_verdict(t: &[usize; 5]) -> &'static str {
+    let tested = t[0] + t[1] + t[2] + t[3];
+    match () {
+        _ if tested == 0 => "cannot test",
+        _ if t[0] > 0 && t[1] == 0 => "better",
+        _ if t[0] > 0 => "mixed",
+        _ if t[3] == 0 => "not better",
+        _ => "inconclusive",
+    }
+}
+
+/// The claim (the target's neurons beat both controls): supported when both control columns are better, contradicted
+/// when either is not better (every tested cell equivalent or worse).
+fn claim_verdict(v: &BTreeMap<&str, &str>) -> &'static str {
+    let controls = ["random neurons", "q,v LoRA"].map(|k| v.get(k).copied().unwrap_or("cannot test"));
+    if controls.iter().all(|c| *c == "better") {
+        "supported"
+    } else if controls.contains(&"not better") {
+        "not supported"
+    } else if controls.iter().all(|c| *c == "cannot test") {
+        "cannot test"
+    } else {
+        "inconclusive"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn column_and_claim_verdicts_follow_the_tally() {
+        assert_eq!(column_verdict(&[2, 0, 1, 0, 0]), "better");
+        assert_eq!(column_verdict(&[1, 1, 0, 0, 0]), "mixed");
+        assert_eq!(column_verdict(&[0, 1, 2, 0, 3]), "not better");
+        assert_eq!(column_verdict(&[0, 0, 2, 1, 0]), "inconclusive");
+        assert_eq!(column_verdict(&[0, 0, 0, 0, 4]), "cannot test");
+        let v = |a, b| BTreeMap::from([("random neurons", a), ("q,v LoRA", b), ("base", "better")]);
+        assert_eq!(claim_verdict(&v("better", "better")), "supported");
+        assert_eq!(claim_verdict(&v("better", "not better")), "not supported");
+        assert_eq!(claim_verdict(&v("better", "inconclusive")), "inconclusive");
+        assert_eq!(claim_verdict(&v("cannot test", "cannot test")), "cannot test");
+    }
+
+    #[test]
+    fn a_perplexity_document_becomes_one_example_per_row() {
+        let doc = json!({"model": "m", "backend": "candle", "adapter": null, "results": [
+            {"lang": "vi", "text": "held-out rows 9..12", "first_row": 9, "sequence_mean_nll": [2.0, 3.0, 4.0]}]});
+        let r = ppl_results(&doc, 200, 1).unwrap();
+        let l = &r.languages[0];
+        assert_eq!(l.examples.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(), ["row9", "row10", "row11"]);
+        assert!((l.scores["nll"].mean - 3.0).abs() < 1e-12);
+        let old = json!({"results": [{"lang": "vi", "mean_nll": 2.0}]});
+        assert!(ppl_results(&old, 200, 1).unwrap_err().to_string().contains("older lsn"));
+    }
+}
