@@ -2,7 +2,7 @@
 //! fixtures`): the adapter PEFT itself saved is read by lsn's PEFT reader (its gate_proj B rows outside a neuron mask
 //! are 0: a masked LoRA) and, on one fixed right-padded batch,
 //! - `lora-forward-<task>/<model>`: the adapted model's outputs (the head's logits at the last real token for
-//!   SEQ_CLS, the LM's logits there for CAUSAL_LM) — unmerged where the backend applies adapters, else (ort) through
+//!   SEQ_CLS, the LM's logits there for CAUSAL_LM and lm) — unmerged where the backend applies adapters, else (ort) through
 //!   the checkpoint `lsn_lora::merge` writes;
 //! - `lora-grad-<task>/<model>`: the summed loss and the gradient of every adapter tensor (masked rows 0 on both
 //!   sides), where the backend trains (ort: a recorded skip);
@@ -29,8 +29,10 @@ use crate::suite::Env;
 pub fn models() -> impl Iterator<Item = &'static str> {
     golden::MODELS.iter().filter(|m| matches!(m.source, golden::Source::Tiny(_))).map(|m| m.name)
 }
-/// The PEFT task types of the goldens.
-pub const TASKS: &[&str] = &["seq_cls", "causal_lm"];
+/// The tasks of the goldens: PEFT's SEQ_CLS (XNLI's head), CAUSAL_LM (XQuAD's weighted next-token loss on q, k, v, o
+/// and the masked gate_proj), and `lm` (`lsn train --task lm`: CAUSAL_LM with the masked gate_proj LoRA alone, every
+/// real next token, the subnetwork preset's optimizer).
+pub const TASKS: &[&str] = &["seq_cls", "causal_lm", "lm"];
 /// The case kinds run per (task, model): `<kind>-<task>/<model>`.
 pub const KINDS: &[&str] = &["lora-forward", "lora-grad", "lora-train"];
 /// Largest |Δ| of the adapted logits (O(1) on the tiny models; measured ≤ 4.3e-6 on every backend).
@@ -216,7 +218,7 @@ fn train_check(backend: &dyn Backend, env: &Env, name: &str, task: &str) -> Chec
                     .collect::<Vec<_>>(),
             ),
             (None, Some(w)) => (
-                lsn_lora::Task::Xquad,
+                if task == "lm" { lsn_lora::Task::Lm } else { lsn_lora::Task::Xquad },
                 g.rows
                     .iter()
                     .zip(w)

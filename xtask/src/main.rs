@@ -617,7 +617,7 @@ fn tiny_model(preset: &str, seed: u64) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// The LoRA goldens (`fixtures/golden/lora/NAME/{seq_cls,causal_lm}/`) of every tiny model, from
+/// The LoRA goldens (`fixtures/golden/lora/NAME/{seq_cls,causal_lm,lm}/`) of every tiny model, from
 /// xtask/fixtures/golden_lora.py: adapters saved by PEFT, their adapted logits, loss and gradients on a fixed batch.
 fn fixtures_lora(py: &Path) -> Result<()> {
     for (preset, seed) in TINY_MODELS {

@@ -273,6 +273,76 @@ fn lm_training_on_a_languages_captured_rows_trains_its_neurons_only_and_resumes_
 }
 
 #[test]
+fn extra_rows_of_text_stay_clear_of_the_held_out_rows_and_the_equal_budget_lora_matches_the_masked_ones_size() {
+    let st = setup();
+    let (run, neurons) = captured_run(&st);
+    let lm = ["--task", "lm", "--text", "vi", "--neurons", s(&neurons), "--backend", "candle"];
+    let a = st.train("lm-extra", &[&lm[..], &["--ftl", "vi", "--extra-rows", "4"]].concat());
+    let run_doc = json(&a.join("train.json"))["run"].clone();
+    let text = &run_doc["data"]["text"];
+    assert_eq!(run_doc["data"]["examples"], 12, "the capture's 8 rows and 4 from the end: {text}");
+    let (captured, tail, total) = (
+        text["captured_rows"].as_u64().unwrap(),
+        text["tail_first"].as_u64().unwrap(),
+        text["rows_total"].as_u64().unwrap(),
+    );
+    assert_eq!((captured, tail), (8, total - 4));
+    // Held-out rows start at 9 (row 8 is skipped); they may reach row tail − 2, not the skipped row tail − 1.
+    let fits = (tail - 1 - 9).to_string();
+    let over = (tail - 9).to_string();
+    let j = st.root.join("ppl.json");
+    let ppl = |rows: &str, adapter: bool| -> Vec<String> {
+        let mut v = vec!["ppl", "--model", s(&st.model), "--lang", "vi", "--heldout", s(&run), "--rows", rows];
+        v.extend(["--json", s(&j)]);
+        if adapter {
+            v.extend(["--adapter", s(&a)]);
+        }
+        v.into_iter().map(String::from).collect()
+    };
+    ok(&strs(&ppl(&fits, true)));
+    let per_row = json(&j)["results"][0]["sequence_mean_nll"].as_array().unwrap().len();
+    assert_eq!(per_row.to_string(), fits, "one mean NLL per held-out row");
+    assert_eq!(json(&j)["results"][0]["first_row"], 9);
+    fails_with(&strs(&ppl(&over, true)), &["reach the rows", &format!("--rows {fits}")]);
+    // Without the adapter nothing was trained on them.
+    ok(&strs(&ppl(&over, false)));
+    // Extra rows that would leave no held-out row are refused before anything is written.
+    let out = st.root.join("too-many");
+    let too_many = (total - captured - 2).to_string();
+    fails_with(
+        &strs(&st.args("train", &out, &[&lm[..], &["--ftl", "vi", "--extra-rows", &too_many]].concat())),
+        &["leaves no held-out row", &format!("at most {} extra rows", total - captured - 3)],
+    );
+    assert!(!out.exists());
+
+    // The equal-budget control: a q,v LoRA whose rank gives the masked gate_proj LoRA's trainable parameters.
+    let masked = run_doc["trainable_params"].as_u64().unwrap();
+    let b = st.train("lm-qv", &[&lm[..], &["--targets", "q,v", "--match-params", "vi"]].concat());
+    let doc = json(&b.join("train.json"))["run"].clone();
+    let m = &doc["matched"];
+    assert_eq!(m["reference_params"].as_u64(), Some(masked), "{m}");
+    let rank = m["rank"].as_u64().unwrap();
+    let cfg = json(&b.join("adapter_config.json"));
+    assert_eq!(cfg["r"].as_u64(), Some(rank));
+    assert_eq!(cfg["target_modules"], serde_json::json!(["q_proj", "v_proj"]));
+    assert_eq!(doc["spec"]["alpha"].as_f64(), Some(2.0 * rank as f64), "α keeps the preset's α/r = 2");
+    // The nearest rank: one more or one less is no closer.
+    let params = doc["trainable_params"].as_u64().unwrap();
+    let per_rank = params / rank;
+    assert!(params.abs_diff(masked) <= per_rank / 2 + 1 || rank == 1, "{params} vs {masked} at rank {rank}");
+    for (extra, needle) in [
+        (vec!["--targets", "q,v", "--match-params", "vi", "--ftl", "vi"], "--ftl null"),
+        (vec!["--match-params", "vi"], "--targets"),
+        (vec!["--targets", "q,v", "--match-params", "null"], "name the FTL"),
+        (vec!["--targets", "q,v", "--match-params", "vi", "--rank", "4"], "--rank"),
+    ] {
+        let out = st.root.join("bad-match");
+        fails_with(&strs(&st.args("train", &out, &[&lm[..], &extra[..]].concat())), &[needle]);
+        assert!(!out.exists(), "{extra:?} left {}", out.display());
+    }
+}
+
+#[test]
 fn bad_input_is_refused_and_nothing_is_written() {
     let st = setup();
     let neurons = neuron_file(&st.root, 6, 128);
