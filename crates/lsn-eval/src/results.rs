@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::bootstrap::{Delta, Interval, bootstrap_mean, paired_runs_bootstrap, runs_bootstrap, runs_mean};
-use crate::verdict::{Class, classify};
+use crate::verdict::{Class, Untestable, classify};
 use crate::{Error, Result};
 
 /// One example: a key that is the same for the same example in another run (XNLI: its row; XQuAD: its question
@@ -300,6 +300,33 @@ pub fn runs_score(runs: &[EvalResults], lang: &str, metric: &str, resamples: usi
         }
     }
     runs_mean(&scores, resamples, seed).ok_or_else(|| Error::Incomparable(format!("{lang}: no examples")))
+}
+
+/// Why the runs of a model under test (one per training seed, all of one task) cannot show an effect on `lang`: XNLI
+/// accuracy whose interval over runs and examples includes chance, or XQuAD without an exact match or with answers
+/// that do not end ([`crate::verdict::xnli_check`], [`crate::verdict::xquad_check`]). `None` for another task, or
+/// when it can.
+pub fn untestable(runs: &[EvalResults], lang: &str, resamples: usize, seed: u64) -> Option<Untestable> {
+    match runs.first()?.task.as_str() {
+        "xnli" => match runs_score(runs, lang, "accuracy", resamples, seed) {
+            Ok(acc) => crate::verdict::xnli_check(&acc),
+            Err(e) => Some(Untestable::Unscored { why: e.to_string() }),
+        },
+        "xquad" => {
+            let langs: Vec<&LangResult> =
+                runs.iter().filter_map(|r| r.languages.iter().find(|l| l.lang == lang)).collect();
+            let em = langs.iter().filter_map(|l| l.scores.get("paper_em").map(|i| i.mean)).sum::<f64>()
+                / langs.len().max(1) as f64;
+            let (ended, all) = langs.iter().flat_map(|l| &l.examples).fold((0usize, 0usize), |(e, n), x| {
+                (
+                    e + usize::from(x.detail.get("stopped_at_eos").and_then(serde_json::Value::as_bool) == Some(true)),
+                    n + 1,
+                )
+            });
+            crate::verdict::xquad_check(em, 100.0 * ended as f64 / all.max(1) as f64)
+        }
+        _ => None,
+    }
 }
 
 /// The comparison as a markdown table, each row classed by [`classify`] over all rows (Holm's correction over

@@ -182,21 +182,7 @@ impl<'a> Study<'a> {
         if runs.is_empty() {
             return None;
         }
-        if task == "xnli" {
-            match lsn_eval::runs_score(&runs, lang, "accuracy", self.resamples, self.seed) {
-                Ok(acc) => verdict::xnli_check(&acc),
-                Err(e) => Some(Untestable::Unscored { why: e.to_string() }),
-            }
-        } else {
-            let langs: Vec<&LangResult> =
-                runs.iter().filter_map(|r| r.languages.iter().find(|l| l.lang == lang)).collect();
-            let em = langs.iter().filter_map(|l| l.scores.get("paper_em").map(|i| i.mean)).sum::<f64>()
-                / langs.len().max(1) as f64;
-            let (ended, all) = langs.iter().flat_map(|l| &l.examples).fold((0usize, 0usize), |(e, n), x| {
-                (e + usize::from(x.detail.get("stopped_at_eos").and_then(Value::as_bool) == Some(true)), n + 1)
-            });
-            verdict::xquad_check(em, 100.0 * ended as f64 / all.max(1) as f64)
-        }
+        lsn_eval::untestable(&runs, lang, self.resamples, self.seed)
     }
 
     /// Classifies the differences of the finished `table`, marks and labels its cells, records them for

@@ -78,25 +78,6 @@ fn score_of(task: &str) -> (&'static str, &'static str, bool) {
     }
 }
 
-/// Why a side of a comparison cannot show an effect on `task` (the model under test did not do the task).
-fn side_untestable(runs: &[EvalResults], task: &str, lang: &str, (resamples, seed): (usize, u64)) -> Option<String> {
-    match task {
-        "xnli" => runs_score(runs, lang, "accuracy", resamples, seed).ok().and_then(|a| verdict::xnli_check(&a)),
-        "xquad" => {
-            let langs: Vec<&LangResult> =
-                runs.iter().filter_map(|r| r.languages.iter().find(|l| l.lang == lang)).collect();
-            let em = langs.iter().filter_map(|l| l.scores.get("paper_em").map(|i| i.mean)).sum::<f64>()
-                / langs.len().max(1) as f64;
-            let (ended, all) = langs.iter().flat_map(|l| &l.examples).fold((0usize, 0usize), |(e, n), x| {
-                (e + usize::from(x.detail.get("stopped_at_eos").and_then(Value::as_bool) == Some(true)), n + 1)
-            });
-            verdict::xquad_check(em, 100.0 * ended as f64 / all.max(1) as f64)
-        }
-        _ => None,
-    }
-    .map(|u| u.to_string())
-}
-
 /// One difference of the table, before the family's correction.
 struct Pending {
     row: usize,
@@ -195,7 +176,8 @@ pub fn subnetwork_table(
                 } else if versus != "base" && c.delta.runs < 2 {
                     Some(Untestable::OneTrainingSeed.to_string())
                 } else {
-                    match (side_untestable(subnet, task, target, boot), side_untestable(other, task, target, boot)) {
+                    let why = |r: &[EvalResults]| lsn_eval::untestable(r, target, boot.0, boot.1);
+                    match (why(subnet), why(other)) {
                         (Some(a), Some(_)) => Some(format!("neither side does the task ({a})")),
                         _ => None,
                     }
