@@ -111,7 +111,8 @@ pub fn training_rows(
         let room = all.rows.saturating_sub(captured + 3);
         ensure!(
             extra <= room,
-            "{}: --extra-rows {extra} leaves no held-out row: its text gives {} rows, the capture used {captured}, so              at most {room} extra rows fit (ask for fewer)",
+            "{}: --extra-rows {extra} leaves no held-out row: its text gives {} rows, the capture used {captured}, so \
+             at most {room} extra rows fit (ask for fewer)",
             all.lang,
             all.rows
         );
