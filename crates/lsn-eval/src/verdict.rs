@@ -308,6 +308,26 @@ mod tests {
     }
 
     #[test]
+    fn a_mixed_family_is_corrected_together_and_each_cell_held_to_its_own_margin() {
+        // An NLL difference of 0.004 nats on 16 rows: inside ±0.02 by its own interval, which the 0–100 scale's
+        // resolution floor (≈ 17 points at n = 16) would never allow; an accuracy cell beside it keeps the floor.
+        let nll = Delta { n: 16, ..d(0.004, -0.01, 0.018, -0.008, 0.015, 0.6) };
+        let acc = d(0.5, -1.0, 2.0, -0.8, 1.7, 0.5);
+        let hit = d(5.0, 3.0, 7.0, 3.3, 6.7, 0.02);
+        let j = classify_by(&[nll, acc, hit], |i, d| {
+            if i == 0 { within_margin_continuous(d, 0.02) } else { within_margin(d, 2.0) }
+        });
+        assert_eq!(
+            j.iter().map(|j| j.class).collect::<Vec<_>>(),
+            [Class::Equivalent, Class::Equivalent, Class::Inconclusive]
+        );
+        // Holm over all three: 0.02 × 3 = 0.06 > 0.05, so the large cell is not a difference in this family.
+        assert!((j[2].p_holm - 0.06).abs() < 1e-12);
+        assert!(!within_margin(&nll, 0.02) && !within_margin_continuous(&Delta { hi90: 0.03, ..nll }, 0.02));
+        assert_eq!(classify(&[acc, hit], 2.0)[1].class, Class::Higher, "alone with one other cell, p_Holm 0.04");
+    }
+
+    #[test]
     fn each_of_the_four_classes() {
         let cells = [
             d(3.0, 1.5, 4.5, 1.8, 4.2, 0.001),      // higher
