@@ -199,47 +199,46 @@ pub fn subnetwork_table(
     // One Holm family over every testable difference; equivalence in each score's own unit.
     let tested: Vec<usize> = (0..pending.len()).filter(|&i| why[i].is_none()).collect();
     let deltas: Vec<Delta> = tested.iter().map(|&i| pending[i].c.delta).collect();
-    let judged = verdict::classify_by(&deltas, |k, d| {
-        if pending[tested[k]].lower_is_better {
+    let equivalent = |i: usize, d: &Delta| {
+        if pending[i].lower_is_better {
             verdict::within_margin_continuous(d, NLL_MARGIN)
         } else {
             verdict::within_margin(d, margin)
         }
-    });
+    };
+    let judged = verdict::classify_by(&deltas, |k, d| equivalent(tested[k], d));
     let mut out = Vec::new();
-    // Per comparison: (better, worse, equivalent, inconclusive, cannot test).
-    let mut tally: BTreeMap<&str, [usize; 5]> = BTreeMap::new();
+    let mut tally: BTreeMap<&str, Vec<Outcome>> = BTreeMap::new();
     for (i, p) in pending.iter().enumerate() {
         let d = &p.c.delta;
         let j = tested.iter().position(|&t| t == i).map(|k| judged[k]);
         let unit_margin = if p.lower_is_better { NLL_MARGIN } else { margin };
         let outcome = match j.map(|j| j.class) {
-            None => "cannot test",
-            Some(Class::Higher) if p.lower_is_better => "worse",
-            Some(Class::Lower) if p.lower_is_better => "better",
-            Some(Class::Higher) => "better",
-            Some(Class::Lower) => "worse",
-            Some(Class::Equivalent) => "equivalent",
-            Some(Class::Inconclusive) => "inconclusive",
+            None => Outcome::CannotTest,
+            Some(Class::Higher | Class::Lower) if equivalent(i, d) => Outcome::Negligible,
+            Some(Class::Higher) if p.lower_is_better => Outcome::Worse,
+            Some(Class::Lower) if p.lower_is_better => Outcome::Better,
+            Some(Class::Higher) => Outcome::Better,
+            Some(Class::Lower) => Outcome::Worse,
+            Some(Class::Equivalent) => Outcome::Equivalent,
+            Some(Class::Inconclusive) => Outcome::Inconclusive,
         };
-        let t = tally.entry(p.versus).or_default();
-        t[["better", "worse", "equivalent", "inconclusive", "cannot test"]
-            .iter()
-            .position(|o| *o == outcome)
-            .unwrap_or(4)] += 1;
+        tally.entry(p.versus).or_default().push(outcome);
+        let better = (d.delta < 0.0) == p.lower_is_better;
         let label = match outcome {
-            "equivalent" => format!("≡ ±{unit_margin}"),
-            o => o.to_string(),
+            Outcome::Equivalent => format!("≡ ±{unit_margin}"),
+            Outcome::Negligible => format!("{}, within ±{unit_margin}", if better { "better" } else { "worse" }),
+            o => o.label().into(),
         };
         let digits = if p.lower_is_better { 3 } else { 1 };
         rows[p.row][p.col] = Cell {
             text: format!("{:+.digits$} [{:+.digits$}, {:+.digits$}] {label}", d.delta, d.lo, d.hi, digits = digits),
-            marked: matches!(outcome, "better" | "worse"),
+            marked: matches!(outcome, Outcome::Better | Outcome::Worse),
         };
         out.push(json!({"target": p.target, "score": p.score, "versus": p.versus, "metric": p.c.metric,
             "subnetwork": p.c.b, "other": p.c.a, "delta": d.delta, "lo": d.lo, "hi": d.hi, "lo90": d.lo90,
-            "hi90": d.hi90, "p": d.p, "p_holm": j.map(|j| j.p_holm), "outcome": outcome, "runs": d.runs, "n": d.n,
-            "cannot_test": why[i], "margin": unit_margin}));
+            "hi90": d.hi90, "p": d.p, "p_holm": j.map(|j| j.p_holm), "outcome": outcome, "label": label,
+            "runs": d.runs, "n": d.n, "cannot_test": why[i], "margin": unit_margin}));
     }
     let verdicts: BTreeMap<&str, &str> = tally.iter().map(|(k, t)| (*k, column_verdict(t))).collect();
     let claim = claim_verdict(&verdicts);
@@ -247,9 +246,15 @@ pub fn subnetwork_table(
     summary += &tally
         .iter()
         .map(|(k, t)| {
+            let n = |o: Outcome| t.iter().filter(|x| **x == o).count();
             format!(
-                "vs {k}: {} ({} better, {} worse, {} equivalent, {} inconclusive, {} cannot test)",
-                verdicts[k], t[0], t[1], t[2], t[3], t[4]
+                "vs {k}: {} ({} better, {} worse, {} within the margin, {} inconclusive, {} cannot test)",
+                verdicts[k],
+                n(Outcome::Better),
+                n(Outcome::Worse),
+                n(Outcome::Equivalent) + n(Outcome::Negligible),
+                n(Outcome::Inconclusive),
+                n(Outcome::CannotTest)
             )
         })
         .collect::<Vec<_>>()
@@ -269,12 +274,33 @@ pub fn subnetwork_table(
          Differences are the subnetwork arm minus the other, classed as one Holm–Bonferroni family over the tested \
          cells: better / worse after correction, ≡ when the 90% interval lies inside ±{margin} points (±{NLL_MARGIN} \
          nats for NLL, fixed before the run), inconclusive otherwise; a comparison of two trainings with one seed per \
-         side, or where neither side does the task (XNLI at chance, XQuAD without an exact match), cannot test. The \
-         claim is supported when the subnetwork arm is better than both controls in some cell and worse in none.",
+         side, or where neither side does the task (XNLI at chance, XQuAD without an exact match), cannot test; a \
+         difference whose 90% interval lies inside the margin is real but too small to matter (\"within ±δ\"). The \
+         claim is supported when the subnetwork arm is better than both controls beyond the margin in some cell and \
+         worse in none.{}",
         z.lm_extra_rows,
         z.subnetwork_seeds,
         crate::cmd::reproduce::plan::FTL_METHOD,
         z.heldout_rows,
+        {
+            let mut extra = String::new();
+            for target in &z.subnetwork_targets {
+                let of = |arm: &str| params.iter().find(|p| p["target"] == target.as_str() && p["arm"] == arm);
+                let count = |arm: &str| of(arm).and_then(|p| p["trainable_params"].as_u64());
+                if let (Some(a), Some(r), Some(q)) =
+                    (count(target), count(&format!("random:{target}")), count(&format!("attention:{target}")))
+                {
+                    extra += &format!(
+                        " Trainable parameters, {target}: LAPE {a}, random {r}, q,v LoRA {q} (rank {}).",
+                        of(&format!("attention:{target}")).map_or(Value::Null, |p| p["rank"].clone())
+                    );
+                }
+            }
+            if z.subnetwork_seeds == 2 {
+                extra += " Two seeds per arm: an interval over them sees about half the training variance.";
+            }
+            extra
+        },
     );
     let mut header: Vec<String> = ["target", "score", "base model"].map(String::from).to_vec();
     header.extend(arms("L").iter().map(|(_, t)| t.to_string()));
@@ -298,25 +324,55 @@ pub fn subnetwork_table(
     ))
 }
 
-/// A comparison column's verdict from its tally (better, worse, equivalent, inconclusive, cannot test).
-fn column_verdict(t: &[usize; 5]) -> &'static str {
-    let tested = t[0] + t[1] + t[2] + t[3];
+/// What one comparison shows, in the claim's direction (lower NLL, higher accuracy or F1 is better).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Outcome {
+    /// A difference after the family's correction, beyond the margin.
+    Better,
+    Worse,
+    /// A difference after the correction whose 90% interval lies inside the margin: real, too small to matter.
+    Negligible,
+    /// No difference, and the 90% interval inside the margin.
+    Equivalent,
+    Inconclusive,
+    CannotTest,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Better => "better",
+            Outcome::Worse => "worse",
+            Outcome::Negligible => "within the margin",
+            Outcome::Equivalent => "equivalent",
+            Outcome::Inconclusive => "inconclusive",
+            Outcome::CannotTest => "cannot test",
+        }
+    }
+}
+
+/// A comparison column's verdict from its cells' outcomes.
+fn column_verdict(t: &[Outcome]) -> &'static str {
+    let n = |o: Outcome| t.iter().filter(|x| **x == o).count();
+    let (better, worse, unsure) = (n(Outcome::Better), n(Outcome::Worse), n(Outcome::Inconclusive));
     match () {
-        _ if tested == 0 => "cannot test",
-        _ if t[0] > 0 && t[1] == 0 => "better",
-        _ if t[0] > 0 => "mixed",
-        _ if t[3] == 0 => "not better",
+        _ if n(Outcome::CannotTest) == t.len() => "cannot test",
+        _ if better > 0 && worse == 0 => "better",
+        _ if better > 0 => "mixed",
+        _ if unsure == 0 && worse > 0 => "worse",
+        _ if unsure == 0 => "no difference beyond the margin",
         _ => "inconclusive",
     }
 }
 
-/// The claim (the target's neurons beat both controls): supported when both control columns are better, contradicted
-/// when either is not better (every tested cell equivalent or worse).
+/// The claim (the target's neurons beat both controls): supported when both control columns are better; not
+/// supported when either is worse or shows no difference beyond the margin.
 fn claim_verdict(v: &BTreeMap<&str, &str>) -> &'static str {
     let controls = ["random neurons", "q,v LoRA"].map(|k| v.get(k).copied().unwrap_or("cannot test"));
     if controls.iter().all(|c| *c == "better") {
         "supported"
-    } else if controls.contains(&"not better") {
+    } else if controls.iter().any(|c| matches!(*c, "worse" | "no difference beyond the margin")) {
         "not supported"
     } else if controls.iter().all(|c| *c == "cannot test") {
         "cannot test"
@@ -330,15 +386,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn column_and_claim_verdicts_follow_the_tally() {
-        assert_eq!(column_verdict(&[2, 0, 1, 0, 0]), "better");
-        assert_eq!(column_verdict(&[1, 1, 0, 0, 0]), "mixed");
-        assert_eq!(column_verdict(&[0, 1, 2, 0, 3]), "not better");
-        assert_eq!(column_verdict(&[0, 0, 2, 1, 0]), "inconclusive");
-        assert_eq!(column_verdict(&[0, 0, 0, 0, 4]), "cannot test");
+    fn column_and_claim_verdicts_follow_the_outcomes() {
+        use Outcome::*;
+        assert_eq!(column_verdict(&[Better, Better, Equivalent]), "better");
+        assert_eq!(column_verdict(&[Better, Worse]), "mixed");
+        assert_eq!(column_verdict(&[Worse, Equivalent, CannotTest]), "worse");
+        // Real but negligible differences (inside the margin) are no support.
+        assert_eq!(column_verdict(&[Negligible, Negligible, CannotTest]), "no difference beyond the margin");
+        assert_eq!(column_verdict(&[Equivalent, Inconclusive]), "inconclusive");
+        assert_eq!(column_verdict(&[CannotTest, CannotTest]), "cannot test");
         let v = |a, b| BTreeMap::from([("random neurons", a), ("q,v LoRA", b), ("base", "better")]);
         assert_eq!(claim_verdict(&v("better", "better")), "supported");
-        assert_eq!(claim_verdict(&v("better", "not better")), "not supported");
+        assert_eq!(claim_verdict(&v("better", "worse")), "not supported");
+        assert_eq!(claim_verdict(&v("no difference beyond the margin", "inconclusive")), "not supported");
         assert_eq!(claim_verdict(&v("better", "inconclusive")), "inconclusive");
         assert_eq!(claim_verdict(&v("cannot test", "cannot test")), "cannot test");
     }

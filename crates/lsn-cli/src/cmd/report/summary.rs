@@ -100,7 +100,7 @@ fn subnetwork(doc: &Value) -> (String, String) {
                 c["score"].as_str().unwrap_or("?"),
                 c["versus"].as_str().unwrap_or("?"),
                 interval(c, if c["metric"] == "nll" { 3 } else { 1 }),
-                c["outcome"].as_str().unwrap_or("?")
+                c["label"].as_str().unwrap_or("?")
             )
         })
         .collect();
@@ -195,7 +195,7 @@ mod tests {
             {"operation": "arithmetic", "verdict": "inconclusive", "cell": {"target": "hi", "share": {"mean": 0.0, "lo": 0.0, "hi": 0.0}}}]});
         let sub = json!({"claim": "not supported", "by_comparison": {"random neurons": "not better"}, "cells": [
             {"target": "vi", "score": "held-out NLL/token", "versus": "random neurons", "metric": "nll", "delta": 0.001,
-             "lo": -0.002, "hi": 0.004, "outcome": "equivalent"}]});
+             "lo": -0.002, "hi": 0.004, "label": "≡ ±0.02"}]});
         let t = summary_table(&verdicts, &deltas, &forcing, &sub);
         let text = |r: usize, c: usize| t.rows[r][c].text.clone();
         assert!(text(0, 4).starts_with("consistent"), "{}", text(0, 4));
@@ -208,6 +208,6 @@ mod tests {
         assert!(text(1, 3).contains("vi 100% [100, 100], vs random +100.0"), "{}", text(1, 3));
         assert_eq!(text(2, 3), "not run");
         assert!(text(4, 4).starts_with("not supported (vs random neurons: not better)"), "{}", text(4, 4));
-        assert!(text(4, 3).contains("vi held-out NLL/token vs random neurons: +0.001 [-0.002, +0.004] equivalent"));
+        assert!(text(4, 3).contains("vi held-out NLL/token vs random neurons: +0.001 [-0.002, +0.004] ≡ ±0.02"));
     }
 }
