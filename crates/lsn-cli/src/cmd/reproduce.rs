@@ -27,7 +27,8 @@ use plan::{Plan, Request, Scale, Sizes, Study};
 pub struct Args {
     /// smoke (every stage on tiny slices, minutes), default (the intervention tables at sizes chosen to be
     /// conclusive within the hour on 2 CPU cores; of the fine-tunes FTL null only, since an FTL comparison needs
-    /// several training seeds), full (the paper's sizes where our data allows, hours on a CPU), paper (the paper's training
+    /// several training seeds; with --study all also forcing at 50 prompts and subnetwork training of vi with 2 seeds,
+    /// about 105 minutes), full (the paper's sizes where our data allows, hours on a CPU), paper (the paper's training
     /// recipe at full sizes: for a GPU and the paper's models).
     #[arg(long, value_enum, default_value = "default")]
     pub scale: Scale,
