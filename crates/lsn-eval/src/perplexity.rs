@@ -11,13 +11,6 @@ pub struct NllSum {
 }
 
 impl NllSum {
-    /// Adds the per-token NLL `[rows, seq_len − 1]` of `batch`'s real targets.
-    pub fn add(&mut self, nll: &Dense, batch: &TokenBatch) {
-        for row in NllSum::rows(nll, batch) {
-            self.merge(row);
-        }
-    }
-
     /// Each row's sum of the per-token NLL `[rows, seq_len − 1]` over `batch`'s real targets.
     pub fn rows(nll: &Dense, batch: &TokenBatch) -> Vec<NllSum> {
         let width = batch.seq_len - 1;
@@ -47,6 +40,14 @@ impl NllSum {
     }
 }
 
+impl std::iter::Sum for NllSum {
+    fn sum<I: Iterator<Item = NllSum>>(iter: I) -> NllSum {
+        let mut total = NllSum::default();
+        iter.for_each(|s| total.merge(s));
+        total
+    }
+}
+
 /// Next-token NLL summed over `seqs` (each needs ≥ 2 tokens), run `batch_size` sequences at a time, padded, with
 /// `intervention` applied at every position. `progress` is called with the number of sequences done after each batch.
 pub fn perplexity(
@@ -57,11 +58,7 @@ pub fn perplexity(
     intervention: Option<&Intervention>,
     progress: impl FnMut(usize),
 ) -> Result<NllSum> {
-    let mut total = NllSum::default();
-    for s in sequence_nll(model, seqs, batch_size, pad_id, intervention, progress)? {
-        total.merge(s);
-    }
-    Ok(total)
+    Ok(sequence_nll(model, seqs, batch_size, pad_id, intervention, progress)?.into_iter().sum())
 }
 
 /// [`perplexity`]'s sums, one per sequence of at least 2 tokens, in order: what an interval over sequences resamples.
@@ -98,8 +95,7 @@ mod tests {
         let batch = TokenBatch::padded(&[vec![1, 2, 3], vec![4, 5]], 0).unwrap();
         // Row 0 predicts 2 targets, row 1 one; the padded target of row 1 holds garbage that must be ignored.
         let nll = Dense::new(vec![2, 2], vec![1.0, 2.0, 3.0, 100.0]).unwrap();
-        let mut s = NllSum::default();
-        s.add(&nll, &batch);
+        let s: NllSum = NllSum::rows(&nll, &batch).into_iter().sum();
         assert_eq!(s, NllSum { sum: 6.0, tokens: 3 });
         assert!((s.perplexity() - 2f64.exp()).abs() < 1e-12);
         let mut m = NllSum::default();

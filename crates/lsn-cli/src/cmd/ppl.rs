@@ -166,8 +166,7 @@ pub fn run(args: Args) -> Result<()> {
         let iv = intervener.as_mut().map(|iv| iv.for_lang(lang.code())).transpose()?;
         let per_seq =
             lsn_eval::sequence_nll(model.as_mut(), &seqs, args.batch, pad, iv.as_ref(), |n| bar.inc(n as u64))?;
-        let mut nll = lsn_eval::NllSum::default();
-        per_seq.iter().for_each(|s| nll.merge(*s));
+        let nll: lsn_eval::NllSum = per_seq.iter().copied().sum();
         anyhow::ensure!(
             nll.tokens > 0 && nll.mean().is_finite(),
             "{lang}: the mean NLL over {} predicted tokens is {} — {}",

@@ -18,9 +18,7 @@ use anyhow::{Context, Result};
 use lsn_eval::EvalResults;
 use serde_json::{Value, json};
 
-use crate::cmd::reproduce::plan::{
-    EvalRole, FILLS, FTL_METHOD, INTERVENTION_METHOD, Plan, XNLI_LANGS, XQUAD_LANGS, set_of,
-};
+use crate::cmd::reproduce::plan::{EvalRole, FILLS, FTL_METHOD, INTERVENTION_METHOD, Plan, set_of};
 use crate::fsutil;
 use crate::plot::charts::{self, ScoreSeries};
 use agreement::agreement_table;
@@ -153,7 +151,7 @@ pub fn run(args: Args) -> Result<()> {
             let mut columns = vec!["No Int".to_string()];
             columns.extend(fills.iter().map(|f| column_name(f)));
             let m = metric(task);
-            let langs: &[&str] = if task == "xnli" { &XNLI_LANGS } else { &XQUAD_LANGS };
+            let langs = crate::cmd::reproduce::plan::task_langs(task);
             let series: Vec<ScoreSeries> = langs
                 .iter()
                 .map(|&lang| {

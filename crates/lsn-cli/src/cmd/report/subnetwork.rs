@@ -60,13 +60,12 @@ pub fn ppl_results(doc: &Value, resamples: usize, seed: u64) -> Result<EvalResul
     })
 }
 
-/// The arms as the plan names their FTLs for `target`, with their column titles.
-fn arms(target: &str) -> [(String, &'static str); 3] {
-    [
-        (target.to_string(), "LAPE neurons"),
-        (format!("random:{target}"), "random neurons"),
-        (format!("attention:{target}"), "q,v LoRA (same parameters)"),
-    ]
+/// The column titles of the plan's arms ([`crate::cmd::reproduce::plan::arms`]), in its order.
+const ARM_TITLES: [&str; 3] = ["LAPE neurons", "random neurons", "q,v LoRA (same parameters)"];
+
+/// The FTLs the plan gives `target`'s arms, in its order.
+fn arm_ftls(target: &str) -> [String; 3] {
+    crate::cmd::reproduce::plan::arms(target).map(|(_, ftl, _)| ftl)
 }
 
 /// A score's headline metric, its name in the table, and whether lower is better.
@@ -87,6 +86,8 @@ struct Pending {
     versus: &'static str,
     lower_is_better: bool,
     c: Compared,
+    /// Why the cell cannot test the claim, if it cannot.
+    why: Option<String>,
 }
 
 /// The table and its cells for results.json; `None` when the run trains no subnetwork.
@@ -113,7 +114,6 @@ pub fn subnetwork_table(
     };
     let mut rows: Vec<Vec<Cell>> = Vec::new();
     let mut pending: Vec<Pending> = Vec::new();
-    let mut why: Vec<Option<String>> = Vec::new();
     let mut absent = 0;
     let mut params = Vec::new();
     for target in &plan.request.sizes.subnetwork_targets {
@@ -126,7 +126,7 @@ pub fn subnetwork_table(
                 .and_then(|t| trains.get(&t.stage))
         };
         let neurons = train_of(target).and_then(|d| d["gate_neurons"].as_u64());
-        for (ftl, _) in arms(target) {
+        for ftl in arm_ftls(target) {
             if let Some(d) = train_of(&ftl) {
                 params.push(json!({"target": target, "arm": ftl, "trainable_params": d["run"]["trainable_params"],
                     "rank": d["run"]["spec"]["rank"], "gate_neurons": d["gate_neurons"], "steps": d["steps"],
@@ -134,19 +134,19 @@ pub fn subnetwork_table(
             }
         }
         for task in [PPL_TASK, "xnli", "xquad"] {
-            let arm_runs: Vec<Vec<EvalResults>> = arms(target)
+            // A task that does not evaluate this target has no role at all.
+            if !plan.evals.iter().any(|e| e.kind == LM_KIND && e.task == task && e.langs.iter().any(|l| l == target)) {
+                continue;
+            }
+            let arm_runs: Vec<Vec<EvalResults>> = arm_ftls(target)
                 .iter()
-                .map(|(ftl, _)| runs(&|e| e.kind == LM_KIND && e.task == task && e.ftl.as_deref() == Some(ftl), target))
+                .map(|ftl| runs(&|e| e.kind == LM_KIND && e.task == task && e.ftl.as_deref() == Some(ftl), target))
                 .collect();
             let base = if task == PPL_TASK {
                 runs(&|e| e.kind == LM_KIND && e.task == task && e.ftl.as_deref() == Some("base"), target)
             } else {
                 runs(&|e| e.kind == "baseline" && e.task == task, target)
             };
-            // A task that does not evaluate this target has no role at all.
-            if !plan.evals.iter().any(|e| e.kind == LM_KIND && e.task == task && e.langs.iter().any(|l| l == target)) {
-                continue;
-            }
             let (metric, name, lower) = score_of(task);
             let score = |r: &[EvalResults]| -> Cell {
                 match runs_score(r, target, metric, boot.0, boot.1) {
@@ -182,7 +182,6 @@ pub fn subnetwork_table(
                         _ => None,
                     }
                 };
-                why.push(reason);
                 pending.push(Pending {
                     row,
                     col,
@@ -191,13 +190,14 @@ pub fn subnetwork_table(
                     versus,
                     lower_is_better: lower,
                     c,
+                    why: reason,
                 });
             }
             rows.push(cells);
         }
     }
     // One Holm family over every testable difference; equivalence in each score's own unit.
-    let tested: Vec<usize> = (0..pending.len()).filter(|&i| why[i].is_none()).collect();
+    let tested: Vec<usize> = (0..pending.len()).filter(|&i| pending[i].why.is_none()).collect();
     let deltas: Vec<Delta> = tested.iter().map(|&i| pending[i].c.delta).collect();
     let equivalent = |i: usize, d: &Delta| {
         if pending[i].lower_is_better {
@@ -238,7 +238,7 @@ pub fn subnetwork_table(
         out.push(json!({"target": p.target, "score": p.score, "versus": p.versus, "metric": p.c.metric,
             "subnetwork": p.c.b, "other": p.c.a, "delta": d.delta, "lo": d.lo, "hi": d.hi, "lo90": d.lo90,
             "hi90": d.hi90, "p": d.p, "p_holm": j.map(|j| j.p_holm), "outcome": outcome, "label": label,
-            "runs": d.runs, "n": d.n, "cannot_test": why[i], "margin": unit_margin}));
+            "runs": d.runs, "n": d.n, "cannot_test": p.why, "margin": unit_margin}));
     }
     let verdicts: BTreeMap<&str, &str> = tally.iter().map(|(k, t)| (*k, column_verdict(t))).collect();
     let claim = claim_verdict(&verdicts);
@@ -303,7 +303,7 @@ pub fn subnetwork_table(
         },
     );
     let mut header: Vec<String> = ["target", "score", "base model"].map(String::from).to_vec();
-    header.extend(arms("L").iter().map(|(_, t)| t.to_string()));
+    header.extend(ARM_TITLES.map(String::from));
     header.extend(["LAPE − base", "LAPE − random", "LAPE − q,v LoRA"].map(String::from));
     let table = Table {
         id: "subnetwork".into(),

@@ -559,7 +559,7 @@ impl Plan {
             });
 
             for task in ["xnli", "xquad"] {
-                let task_langs: &[&str] = if task == "xnli" { &XNLI_LANGS } else { &XQUAD_LANGS };
+                let task_langs = task_langs(task);
                 let (n_train, epochs, n_eval) = if task == "xnli" {
                     (z.xnli_train, z.xnli_epochs, z.xnli_eval)
                 } else {
@@ -808,7 +808,7 @@ fn forcing_stages(req: &Request, common: &[String], stages: &mut Vec<Stage>) {
 }
 
 /// The languages each task evaluates.
-fn task_langs(task: &str) -> &'static [&'static str] {
+pub fn task_langs(task: &str) -> &'static [&'static str] {
     if task == "xnli" { &XNLI_LANGS } else { &XQUAD_LANGS }
 }
 
@@ -883,7 +883,7 @@ fn baseline_stages(
 /// shows it, the `lsn train` arguments past the shared ones). The target's LAPE neurons (arXiv 2510.13580's claim),
 /// random neurons of the same per-layer count, and a q,v LoRA as large as the first (the equal-budget control; its
 /// FTL, null to `lsn train`, is shown as `attention:L`).
-fn arms(target: &str) -> [(&'static str, String, Vec<String>); 3] {
+pub fn arms(target: &str) -> [(&'static str, String, Vec<String>); 3] {
     [
         ("subnetwork", target.to_string(), vec!["--ftl".into(), target.into()]),
         ("random", format!("random:{target}"), vec!["--ftl".into(), format!("random:{target}")]),
@@ -916,7 +916,8 @@ fn subnetwork_stages(
     for target in &z.subnetwork_targets {
         let target = target.as_str();
         let set = set_of(target);
-        let ppl = |arm: &str, adapter: Option<&str>, dep: Option<&str>, k: usize| {
+        // The held-out perplexity of `arm` (the report's FTL `ftl`; the base model without an adapter).
+        let ppl = |arm: &str, ftl: &str, adapter: Option<&str>, dep: Option<&str>, k: usize| {
             let key = seeded(&format!("eval/lm/{arm}/{target}/ppl"), "/", k);
             let file = seeded(&format!("eval/lm-{arm}-{target}-ppl"), "-", k) + ".json";
             let mut a = argv(
@@ -940,8 +941,8 @@ fn subnetwork_stages(
                 stage: key,
                 task: PPL_TASK.into(),
                 kind: LM_KIND.into(),
-                ftl: Some(arm.to_string()),
-                method: Some(FTL_METHOD.into()),
+                ftl: Some(ftl.to_string()),
+                method: adapter.map(|_| FTL_METHOD.into()),
                 fill: None,
                 langs: vec![target.to_string()],
                 results: file,
@@ -949,9 +950,9 @@ fn subnetwork_stages(
             };
             (stage, role)
         };
-        let (s, r) = ppl("base", None, None, 0);
+        let (s, r) = ppl("base", "base", None, None, 0);
         stages.push(s);
-        evals.push(EvalRole { ftl: Some("base".into()), method: None, ..r });
+        evals.push(r);
         for k in 0..z.subnetwork_seeds {
             for (arm, ftl, arm_args) in arms(target) {
                 let key = seeded(&format!("train/lm/{arm}/{target}"), "/", k);
@@ -999,9 +1000,9 @@ fn subnetwork_stages(
                     dir: dir.clone(),
                     seed_index: k,
                 });
-                let (s, r) = ppl(arm, Some(&dir), Some(&key), k);
+                let (s, r) = ppl(arm, &ftl, Some(&dir), Some(&key), k);
                 stages.push(s);
-                evals.push(EvalRole { ftl: Some(ftl.clone()), ..r });
+                evals.push(r);
                 for task in ["xnli", "xquad"].into_iter().filter(|t| task_langs(t).contains(&target)) {
                     let ekey = seeded(&format!("eval/lm/{arm}/{target}/{task}"), "/", k);
                     let edir = seeded(&format!("eval/lm-{arm}-{target}-{task}"), "-", k);
