@@ -45,7 +45,7 @@ pub fn load(env: &Env) -> Result<Slice, String> {
     let model_dir = golden::model_dir(env, &MODEL)?;
     let data_dir = env.data_dir.as_deref().map_err(Clone::clone)?;
     let tok = Tokenizer::from_file(&model_dir.join("tokenizer.json")).map_err(|e| e.to_string())?;
-    let opts = PackOptions { row_len: ROW_LEN, max_tokens: Some(MAX_TOKENS), seed: SEED };
+    let opts = PackOptions { row_len: ROW_LEN, max_tokens: Some(MAX_TOKENS), seed: SEED, leave_rows: 0 };
     let mut packed = Vec::new();
     for code in LANGS {
         let lang = Lang::parse(code).map_err(|e| e.to_string())?;

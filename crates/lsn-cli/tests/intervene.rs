@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{fails_with, ok, random_model, s};
+use common::{fails_with, ok, random_model, s, strs};
 
 /// A text file of `docs` lines over the letters of `alphabet` (deterministic, different per alphabet).
 fn text(root: &Path, name: &str, alphabet: &str, docs: usize) -> PathBuf {
@@ -225,4 +225,36 @@ fn an_empty_set_is_refused_by_ppl_unless_allowed_and_flagged_by_ppxc() {
         &["ppxc", "--run", r, "--method", "random"],
         &["--method \"random\"", "lape-mondal, lape-tang, act-prob-90p"],
     );
+}
+
+#[test]
+fn a_capture_of_all_the_text_leaves_its_last_rows_for_perplexity_with_leave_rows() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    let model = random_model(root, "m", "tiny-gemma3", 3);
+    let m = s(&model);
+    let en = text(root, "en.txt", "abcdefgh", 40);
+    let capture = |run: &Path, extra: &[&str]| -> Vec<String> {
+        let text = format!("en={}", en.display());
+        let base = ["capture", "--model", m, "--lang", "en", "--corpus", "none", "--text", &text, "--run", s(run)];
+        [&base[..], &["--row-len", "16", "--batch-rows", "1"], extra].concat().iter().map(|a| a.to_string()).collect()
+    };
+    // All the text: no held-out row is left, and the error names the flag that leaves some.
+    let all = root.join("all");
+    ok(&strs(&capture(&all, &[])));
+    let err = fails_with(
+        &["ppl", "--model", m, "--lang", "en", "--heldout", s(&all), "--rows", "2"],
+        &["no held-out row is left", "--leave-rows 3"],
+    );
+    let total: usize = err.split(" of the ").nth(1).and_then(|r| r.split(' ').next()).unwrap().parse().unwrap();
+    // --leave-rows 3 keeps all but the last 3 rows: a skipped row, then the 2 held-out ones.
+    let left = root.join("left");
+    ok(&strs(&capture(&left, &["--leave-rows", "3"])));
+    let (out, _) = ok(&["ppl", "--model", m, "--lang", "en", "--heldout", s(&left), "--rows", "2"]);
+    assert!(out.contains(&format!("held-out rows {}..{total}", total - 2)), "{total} rows: {out}");
+    // Leaving every row is refused before anything is written.
+    let none = root.join("none");
+    let err = fails_with(&strs(&capture(&none, &["--leave-rows", &total.to_string()])), &["keeps none"]);
+    assert!(err.contains(&format!("at most {} rows", total - 1)), "{err}");
+    assert!(!none.join("stats/en.safetensors").exists());
 }

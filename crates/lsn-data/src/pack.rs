@@ -16,6 +16,8 @@
 //! 5. With a token budget, keep only the first ⌊max_tokens / row_len⌋ rows. Tokenization stops at the first batch
 //!    boundary where the stream already holds enough tokens for those rows. A large text file with a small budget is
 //!    therefore not tokenized whole, and the rows are the same as if it had been.
+//! 6. With rows to leave (`leave_rows` N), the whole text is tokenized and its last N rows are not kept (nor any
+//!    budgeted row among them): they stay unseen for perplexity, PPXC and language-model training.
 //!
 //! [`Packed::digest`] is the sha256 of the kept ids (each a little-endian u32, row-major) followed by `row_len` (a
 //! little-endian u64). It identifies the exact data when a run resumes.
@@ -70,11 +72,13 @@ pub struct PackOptions {
     pub max_tokens: Option<u64>,
     /// Seed of the document shuffle.
     pub seed: u64,
+    /// Rows at the end of the text that are never kept (step 6 of the module docs); 0 keeps every row.
+    pub leave_rows: usize,
 }
 
 impl Default for PackOptions {
     fn default() -> Self {
-        Self { row_len: 512, max_tokens: None, seed: 0 }
+        Self { row_len: 512, max_tokens: None, seed: 0, leave_rows: 0 }
     }
 }
 
@@ -191,7 +195,7 @@ pub fn pack_language(
     let mut stream: Vec<u32> = Vec::new();
     let mut n_documents = 0;
     for batch in docs.chunks(BATCH) {
-        if needed.is_some_and(|n| stream.len() as u64 >= n) {
+        if opts.leave_rows == 0 && needed.is_some_and(|n| stream.len() as u64 >= n) {
             break;
         }
         let texts: Vec<&str> = batch.iter().map(String::as_str).collect();
@@ -206,7 +210,15 @@ pub fn pack_language(
         return Err(Error::TooLittleText { lang: lang.code().to_owned(), available: stream_tokens, row_len });
     }
     let dropped_tail = stream.len() % row_len;
-    let rows = max_rows.map_or(full_rows, |m| m.min(full_rows));
+    if opts.leave_rows >= full_rows {
+        return Err(bad(format!(
+            "its text gives {full_rows} rows of {row_len} tokens, so leaving the last {} unseen keeps none: leave at \
+             most {} rows, or give more text",
+            opts.leave_rows,
+            full_rows - 1
+        )));
+    }
+    let rows = max_rows.map_or(full_rows, |m| m.min(full_rows)).min(full_rows - opts.leave_rows);
     stream.truncate(rows * row_len);
     let digest = rows_digest(&stream, row_len);
     tracing::info!(
@@ -302,7 +314,7 @@ mod tests {
         }
 
         fn pack(&self, sources: &[Source], row_len: usize, max_tokens: Option<u64>, seed: u64) -> Result<Packed> {
-            let opts = PackOptions { row_len, max_tokens, seed };
+            let opts = PackOptions { row_len, max_tokens, seed, leave_rows: 0 };
             pack_language(&self.tok, Some(self.dir.path()), en(), sources, &opts)
         }
     }
@@ -448,6 +460,27 @@ mod tests {
         assert_eq!(f.pack(&src, 3, Some(1_000_000), 0).unwrap(), all);
         // Exactly one row.
         assert_eq!(f.pack(&src, 3, Some(3), 0).unwrap().ids, all.ids[..3]);
+    }
+
+    #[test]
+    fn left_rows_are_the_last_ones_and_never_kept() {
+        let f = Fixture::new();
+        let src = [f.text("ten.txt", TEN_DOCS)];
+        let all = f.pack(&src, 3, None, 0).unwrap();
+        assert_eq!(all.rows, 6);
+        let with = |max_tokens, leave_rows| {
+            let opts = PackOptions { row_len: 3, max_tokens, seed: 0, leave_rows };
+            pack_language(&f.tok, Some(f.dir.path()), en(), &src, &opts)
+        };
+        // Leaving 2 of 6 rows keeps the first 4, whatever the budget above them.
+        let left = with(None, 2).unwrap();
+        assert_eq!((left.rows, left.ids.as_slice()), (4, &all.ids[..12]));
+        assert_eq!(with(Some(1_000_000), 2).unwrap(), left);
+        // A budget below them still keeps its first rows.
+        assert_eq!(with(Some(6), 2).unwrap().ids, all.ids[..6]);
+        // Leaving every row is refused, saying how many may be left.
+        let err = with(None, 6).unwrap_err().to_string();
+        assert!(err.contains("gives 6 rows") && err.contains("at most 5 rows"), "{err}");
     }
 
     #[test]

@@ -51,6 +51,10 @@ pub struct Args {
     /// Token budget per language (whole rows only); default: all the text.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_tokens: Option<u64>,
+    /// Rows at the end of each language's text that the capture never uses (with or without --max-tokens): they stay
+    /// unseen for `lsn ppl --heldout`, PPXC and `lsn train --task lm --extra-rows`. The whole text is then tokenized.
+    #[arg(long, default_value_t = 0)]
+    pub leave_rows: usize,
     /// Seed of the document shuffle.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -214,7 +218,12 @@ pub fn run(args: Args) -> Result<()> {
     let tokenizer = Tokenizer::from_file(&files.tokenizer())?;
     tokenizer.check_model_vocab(cfg.vocab_size)?;
 
-    let opts = PackOptions { row_len: args.row_len, max_tokens: args.max_tokens, seed: args.seed };
+    let opts = PackOptions {
+        row_len: args.row_len,
+        max_tokens: args.max_tokens,
+        seed: args.seed,
+        leave_rows: args.leave_rows,
+    };
     // Pack every language before the (slow) model load, so bad input fails fast.
     let mut packed = Vec::new();
     for &lang in &langs {
@@ -228,8 +237,8 @@ pub fn run(args: Args) -> Result<()> {
             && budget >= (p.rows as u64 + 1) * p.row_len as u64
         {
             eprintln!(
-                "note: {lang}: --max-tokens {budget} asks for more than its text holds; using all of it: {} rows × {} \
-                 = {} tokens",
+                "note: {lang}: --max-tokens {budget} asks for more than its text holds{}; using {} rows × {} = {} tokens",
+                if args.leave_rows > 0 { format!(" less the {} rows left", args.leave_rows) } else { String::new() },
                 p.rows,
                 p.row_len,
                 p.rows * p.row_len
@@ -273,10 +282,14 @@ pub fn run(args: Args) -> Result<()> {
     }
     for p in &packed {
         let lang = p.lang.code().to_owned();
-        let data = serde_json::json!({
+        let mut data = serde_json::json!({
             "sources": p.sources, "seed": args.seed, "row_len": p.row_len, "max_tokens": args.max_tokens,
             "documents": p.n_documents, "stream_tokens": p.stream_tokens, "ids_sha256": p.digest,
         });
+        // Recorded only when rows were left, so the records of captures that leave none stay as they were.
+        if args.leave_rows > 0 {
+            data["leave_rows"] = args.leave_rows.into();
+        }
         let provenance = Provenance {
             model: args.model.clone(),
             config_sha256: identity.config_sha256.clone(),

@@ -4,8 +4,8 @@
 //! and row length, recorded in the statistics' provenance), but without the token budget. The capture used the
 //! first `rows` rows; their digest must equal the recorded one (so the text and tokenizer are the ones the capture
 //! saw). The row right after them is skipped, since a document can straddle that boundary; the held-out rows are
-//! the ones after it. A capture that used all of a language's text leaves none: capture with a smaller
-//! `--max-tokens`.
+//! the ones after it. A capture that used all of a language's text leaves none: capture with `--leave-rows` (or a
+//! smaller `--max-tokens`).
 
 use std::path::Path;
 
@@ -51,7 +51,7 @@ fn repack(stats_path: &Path, data_dir: Option<&Path>, tok: &Tokenizer) -> Result
         stats_path.display()
     );
     let seed = data["seed"].as_u64().with_context(|| format!("{} records no seed", stats_path.display()))?;
-    let opts = PackOptions { row_len: meta.row_len, max_tokens: None, seed };
+    let opts = PackOptions { row_len: meta.row_len, max_tokens: None, seed, leave_rows: 0 };
     let all = pack_language(tok, data_dir, lang, &sources(data, stats_path)?, &opts)?;
     let captured = meta.rows as usize;
     ensure!(
@@ -158,9 +158,9 @@ pub fn heldout(stats_path: &Path, data_dir: Option<&Path>, tok: &Tokenizer, want
     ensure!(
         available > 0,
         "{lang}: the capture used {captured} of the {} rows its text gives, so no held-out row is left: capture \
-         {lang} with a smaller --max-tokens (e.g. {}) to keep text for perplexity",
+         {lang} with --leave-rows {} (or a smaller --max-tokens) to keep text for perplexity",
         all.rows,
-        (all.rows.saturating_sub(want + 1)).max(1) * all.row_len
+        want + 1
     );
     let rows = (first..first + available.min(want)).map(|r| all.row(r).to_vec()).collect();
     Ok(HeldOut { rows, first })

@@ -329,7 +329,7 @@ pub fn run(args: Args) -> Result<()> {
          reproduce`: backend {} \
          (fine-tunes on {}), device {}, weights {}, statistics at `{}`, seed {} (training seeds {}). Verdicts: \
          equivalence margin δ = ±{} points, fixed before the run; Holm–Bonferroni over each table's cells. Sizes: capture {} \
-         tokens per language in rows of {}; fine-tuning preset `{}` on {} English XNLI {} pairs and {} English XQuAD \
+         per language in rows of {}; fine-tuning preset `{}` on {} English XNLI {} pairs and {} English XQuAD \
          questions (epochs: {}){}; evaluation on {} XNLI {} pairs and {} XQuAD eval questions per language (XQuAD at \
          most {} new tokens). Stages' compute time: {:.0} s.{}{}{}\n",
         req.model,
@@ -351,7 +351,11 @@ pub fn run(args: Args) -> Result<()> {
         req.seed,
         (0..req.sizes.seeds as u64).map(|k| (42 + req.seed + k).to_string()).collect::<Vec<_>>().join(", "),
         req.margin,
-        req.sizes.capture_tokens.map_or("all".into(), |t| t.to_string()),
+        req.sizes
+            .capture_tokens
+            .map_or(format!("all the text but its last {} rows", req.sizes.capture_leave_rows()), |t| format!(
+                "{t} tokens"
+            )),
         req.sizes.row_len,
         req.sizes.preset,
         req.sizes
