@@ -160,6 +160,12 @@ pub fn cell(
     })
 }
 
+/// `b`'s share in `target` minus `a`'s, paired over the same prompts (two steering operations run on them), in
+/// points; `None` when they were not run on the same number of prompts.
+pub fn versus(target: Lang, a: &[Judged], b: &[Judged]) -> Option<Delta> {
+    paired_bootstrap(&in_target(a, target), &in_target(b, target), DEFAULT_RESAMPLES, DEFAULT_SEED)
+}
+
 /// The language-forcing table as markdown: per cell the steered share with its interval, the plain and control
 /// shares, the difference from the control (a difference only where its interval excludes 0) and the fluency cost.
 pub fn markdown(cells: &[ForcingCell]) -> String {
@@ -217,5 +223,10 @@ mod tests {
         let md = markdown(&[c]);
         assert!(md.contains("| add α = 1 | vi | 50.0 ["), "{md}");
         assert!(cell(vi, "x", &plain, &steered[..2], None).is_err());
+        // Two operations on the same prompts: the second's share minus the first's, prompt by prompt.
+        let d = versus(vi, &control, &steered).unwrap();
+        assert_eq!((d.delta, d.n), (25.0, 4));
+        assert_eq!(versus(vi, &steered, &control).unwrap().delta, -25.0);
+        assert!(versus(vi, &steered, &control[..3]).is_none());
     }
 }

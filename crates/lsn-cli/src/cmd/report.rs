@@ -214,8 +214,9 @@ pub fn run(args: Args) -> Result<()> {
         tables.push(study.baseline_table());
     }
     let mut forcing_summary = Value::Null;
-    if let Some((t, d)) = forcing::forcing_table(root, &plan) {
+    if let Some((t, versus, d)) = forcing::forcing_table(root, &plan) {
         tables.push(t);
+        tables.extend(versus);
         forcing_summary = d;
     }
     let mut subnetwork_summary = Value::Null;

@@ -87,6 +87,38 @@ fn forcing(doc: &Value, op: &str) -> (String, String) {
     (ours.join("; "), verdict)
 }
 
+/// The CLaS-Bench row: the vector's own cells, then each tested comparison with a neuron operation on the same
+/// prompts; the verdict is the head-to-head table's.
+fn diffmean(doc: &Value) -> (String, String) {
+    let (mut ours, own) = forcing(doc, "diffmean");
+    if own == "–" {
+        return (ours, own);
+    }
+    let versus = &doc["diffmean"];
+    let tested: Vec<String> = versus["comparisons"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["delta"].is_object() && !c["verdict"].as_str().unwrap_or("").starts_with("cannot test"))
+        .map(|c| {
+            format!(
+                "{} diffmean − {} {} {}",
+                c["target"].as_str().unwrap_or("?"),
+                c["operation"].as_str().unwrap_or("?"),
+                interval(&c["delta"], 1),
+                c["verdict"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    if !tested.is_empty() {
+        ours = format!("{ours}; {}", tested.join("; "));
+    }
+    match versus["claim"].as_str() {
+        Some(claim) => (ours, format!("{claim} (forcing on its own: {own})")),
+        None => (ours, format!("{own}; not compared with the neurons (no neuron operation ran)")),
+    }
+}
+
 /// The subnetwork row: each target's held-out NLL difference against each control, and the table's verdict.
 fn subnetwork(doc: &Value) -> (String, String) {
     let Some(cells) = doc["cells"].as_array() else { return ("not run".into(), "–".into()) };
@@ -146,10 +178,7 @@ pub fn summary_table(verdicts: &[Value], deltas: &[Value], forcing_doc: &Value, 
         "CLaS-Bench (Gurgurov et al. 2026)",
         "DiffMean outperforms every other method, language neurons included (abstract; Llama-3.1-8B-Instruct, \
          Aya-Expanse-8B)",
-        {
-            let (ours, verdict) = forcing(forcing_doc, "diffmean");
-            (ours, format!("{verdict}; against the neurons side by side only (no paired test of diffmean − add)"))
-        },
+        diffmean(forcing_doc),
     );
     row(
         "Training only the target language's LAPE neurons on its text beats random-subset training and LoRA of the \
@@ -192,7 +221,13 @@ mod tests {
         let forcing = json!({"cells": [
             {"operation": "arithmetic", "verdict": "higher", "cell": {"target": "vi", "share": {"mean": 100.0, "lo": 100.0, "hi": 100.0},
              "vs_control": {"delta": 100.0, "lo": 100.0, "hi": 100.0}, "nll_vs_plain": {"delta": 1.2, "lo": 1.0, "hi": 1.4}}},
-            {"operation": "arithmetic", "verdict": "inconclusive", "cell": {"target": "hi", "share": {"mean": 0.0, "lo": 0.0, "hi": 0.0}}}]});
+            {"operation": "arithmetic", "verdict": "inconclusive", "cell": {"target": "hi", "share": {"mean": 0.0, "lo": 0.0, "hi": 0.0}}},
+            {"operation": "diffmean", "verdict": "higher", "cell": {"target": "vi", "share": {"mean": 90.0, "lo": 80.0, "hi": 98.0}}}],
+            "diffmean": {"claim": "supported: diffmean higher in 1 and equivalent within ±2 in 0 of 1 tested comparisons",
+                "comparisons": [
+                    {"target": "vi", "operation": "arithmetic", "verdict": "diffmean higher",
+                     "delta": {"delta": 10.0, "lo": 2.0, "hi": 20.0}},
+                    {"target": "vi", "operation": "scale", "verdict": "cannot test (no neuron of the target)", "delta": null}]}});
         let sub = json!({"claim": "not supported", "by_comparison": {"random neurons": "not better"}, "cells": [
             {"target": "vi", "score": "held-out NLL/token", "versus": "random neurons", "metric": "nll", "delta": 0.001,
              "lo": -0.002, "hi": 0.004, "label": "≡ ±0.02"}]});
@@ -207,6 +242,14 @@ mod tests {
         assert_eq!(text(1, 4), "supported on 1 of 2 tested targets (vi)");
         assert!(text(1, 3).contains("vi 100% [100, 100], vs random +100.0"), "{}", text(1, 3));
         assert_eq!(text(2, 3), "not run");
+        assert!(
+            text(3, 3).ends_with("; vi diffmean − arithmetic +10.0 [+2.0, +20.0] diffmean higher"),
+            "{}",
+            text(3, 3)
+        );
+        assert!(
+            text(3, 4).starts_with("supported: diffmean higher in 1") && text(3, 4).contains("(forcing on its own:")
+        );
         assert!(text(4, 4).starts_with("not supported (vs random neurons: not better)"), "{}", text(4, 4));
         assert!(text(4, 3).contains("vi held-out NLL/token vs random neurons: +0.001 [-0.002, +0.004] ≡ ±0.02"));
     }
