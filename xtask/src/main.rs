@@ -236,7 +236,8 @@ fn test(extra: &[String]) -> Result<()> {
 }
 
 /// What the `--study all` smoke run's results.json must hold: one of the four verdicts on every table that judges the
-/// paper's claim (the intervention and fine-tuning tables); a forcing cell per operation and target; a subnetwork
+/// paper's claim (the intervention and fine-tuning tables); a forcing cell per operation and target, and diffmean
+/// against each neuron operation per target, with a verdict; a subnetwork
 /// comparison per arm and score of its target; and the summary, a row per claim, last.
 fn check_smoke(results: &serde_json::Value) -> Result<()> {
     let tables = results["tables"].as_array().map(Vec::as_slice).unwrap_or_default();
@@ -255,6 +256,11 @@ fn check_smoke(results: &serde_json::Value) -> Result<()> {
     ensure!(
         cells == 5 * 4 && results["forcing"]["missing"].as_array().is_some_and(Vec::is_empty),
         "the smoke study's forcing table has {cells} cells, not 5 operations × 4 targets"
+    );
+    let versus = results["forcing"]["diffmean"]["comparisons"].as_array().map_or(0, Vec::len);
+    ensure!(
+        versus == 4 * 4 && results["forcing"]["diffmean"]["claim"].is_string(),
+        "the smoke study's diffmean table has {versus} comparisons, not 4 neuron operations × 4 targets"
     );
     // The smoke scale's one target (vi) on held-out NLL, XNLI and XQuAD, against base, random neurons and q,v LoRA.
     let sub = results["subnetwork"]["cells"].as_array().map_or(0, Vec::len);
