@@ -163,6 +163,10 @@ fn a_killed_run_and_a_run_of_separate_processes_end_with_the_uninterrupted_resul
     // δ was fixed when A started: a rerun with another margin is refused, and changes nothing.
     let config = std::fs::read(a.join("config.json")).unwrap();
     fails_with(&common::strs(&st.args(&a, &["--margin", "1.5"])), &["--margin 1.5", "equivalence margin of 2"]);
+    fails_with(
+        &common::strs(&st.args(&a, &["--forcing-margin", "5"])),
+        &["--forcing-margin 5", "equivalence margin of 10", "rerun with --forcing-margin 10"],
+    );
     assert_eq!(std::fs::read(a.join("results.json")).unwrap(), results);
     assert_eq!(std::fs::read(a.join("config.json")).unwrap(), config);
     let html = std::fs::read_to_string(a.join("report.html")).unwrap();

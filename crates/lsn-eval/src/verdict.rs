@@ -23,6 +23,11 @@ use crate::bootstrap::Delta;
 pub const ALPHA: f64 = 0.05;
 /// δ, the equivalence margin in points of accuracy or F1, unless the run states another.
 pub const DEFAULT_MARGIN: f64 = 2.0;
+/// δ of the language-forcing tables, in points of the share of continuations in the target language, unless the run
+/// states another: a steering operation within ±10 points of its control forces no language that matters. It is
+/// wider than [`DEFAULT_MARGIN`] because a share is judged over tens of prompts, not hundreds of examples, and no
+/// interval is taken narrower than [`resolution`] (≈ 5.8 points at 50 prompts), so ±2 could never show equivalence.
+pub const FORCING_MARGIN: f64 = 10.0;
 /// XNLI's chance accuracy (three balanced labels), in percent.
 pub const XNLI_CHANCE: f64 = 100.0 / 3.0;
 
@@ -358,6 +363,12 @@ mod tests {
         let mut near = d(1.8, 1.0, 1.95, 1.2, 1.9, 0.2);
         near.n = 600;
         assert_eq!(classify(&[near], 2.0)[0].class, Class::Inconclusive);
+        // 50 forcing prompts, none in the target with or without steering: ±2 points cannot show it, the forcing
+        // margin can (the floor at 50 is ≈ 5.8 points).
+        none.n = 50;
+        assert!((resolution(50) - 5.815).abs() < 0.001);
+        assert_eq!(classify(&[none], DEFAULT_MARGIN)[0].class, Class::Inconclusive);
+        assert_eq!(classify(&[none], FORCING_MARGIN)[0].class, Class::Equivalent);
     }
 
     #[test]

@@ -497,6 +497,7 @@ mod tests {
             sizes: Sizes { seeds: 2, ..Sizes::of(Scale::Smoke) },
             compare_backends: vec![],
             margin: 2.0,
+            forcing_margin: 10.0,
         });
         std::fs::write(root.join("plan.json"), serde_json::to_vec(&plan).unwrap()).unwrap();
         std::fs::write(root.join("config.json"), b"{}").unwrap();

@@ -43,7 +43,7 @@ pub fn forcing_table(root: &Path, plan: &Plan) -> Option<(Table, Option<Table>, 
             None => missing.push(s.to_string()),
         }
     }
-    let margin = plan.request.margin;
+    let margin = plan.request.forcing_margin;
     // A neuron operation on an empty set steers nothing: it cannot test the claim, and is left out of the family.
     let testable: Vec<usize> =
         (0..cells.len()).filter(|&i| cells[i].1.vs_control.is_some() && !untestable(&cells[i])).collect();
@@ -139,7 +139,7 @@ pub fn forcing_table(root: &Path, plan: &Plan) -> Option<(Table, Option<Table>, 
 }
 
 /// CLaS-Bench's claim tested head to head: per target, the difference-of-means vector's share in the target minus
-/// each neuron operation's, paired over the same prompts, one Holm family with the run's margin. A comparison where
+/// each neuron operation's, paired over the same prompts, one Holm family with the run's forcing margin. A comparison where
 /// neither side forces the target beyond its own random control (`class_of` a forcing cell), or the neuron side has
 /// no neuron, cannot test the claim. `None` when the run has no diffmean cell.
 fn diffmean_table(
@@ -246,7 +246,11 @@ fn diffmean_table(
         rows,
         reference_rows: vec![],
         note: format!(
-            "CLaS-Bench's claim that a difference-of-means vector steers the language at least as well as language              neurons: per target, its share of continuations in the target minus each neuron operation's, paired over              the same prompts, Holm–Bonferroni over the tested comparisons, margin ±{margin} points. A comparison              where neither side forces the target beyond its own random control, or the neuron side steers no              neuron, cannot test the claim."
+            "CLaS-Bench's claim that a difference-of-means vector steers the language at least as well as language \
+             neurons: per target, its share of continuations in the target minus each neuron operation's, paired over \
+             the same prompts, Holm–Bonferroni over the tested comparisons, margin ±{margin} points. A comparison \
+             where neither side forces the target beyond its own random control, or the neuron side steers no \
+             neuron, cannot test the claim."
         ),
         verdict: Some(claim.clone()),
         verdict_class: None,
