@@ -1,5 +1,6 @@
-//! The language-forcing table of `--study arithmetics`: per steering operation and target language, the share of
-//! continuations in the target against the random control, judged as one family (Holm) with the run's margin.
+//! The language-forcing tables of `--study arithmetics`: per steering operation and target language, the share of
+//! continuations in the target against the random control, and the difference-of-means vector against each neuron
+//! operation, each table judged as one family (Holm) with the run's forcing margin.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -139,9 +140,9 @@ pub fn forcing_table(root: &Path, plan: &Plan) -> Option<(Table, Option<Table>, 
 }
 
 /// CLaS-Bench's claim tested head to head: per target, the difference-of-means vector's share in the target minus
-/// each neuron operation's, paired over the same prompts, one Holm family with the run's forcing margin. A comparison where
-/// neither side forces the target beyond its own random control (`class_of` a forcing cell), or the neuron side has
-/// no neuron, cannot test the claim. `None` when the run has no diffmean cell.
+/// each neuron operation's, paired over the same prompts, one Holm family with the run's forcing margin. A
+/// comparison where neither side forces the target beyond its own random control (`class_of` a forcing cell), or the
+/// neuron side has no neuron, cannot test the claim. `None` when the run has no diffmean cell.
 fn diffmean_table(
     cells: &[(String, ForcingCell)],
     class_of: &dyn Fn(usize) -> Option<Class>,
