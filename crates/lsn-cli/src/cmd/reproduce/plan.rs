@@ -261,8 +261,8 @@ impl Sizes {
                 layer_means_rows: layer_means_rows(),
                 // vi (evaluated on XNLI and XQuAD): 8 captured + 24 extra rows of 512 tokens (16 steps of 2 rows) per
                 // fine-tune, 16 held-out rows (8192 tokens) per perplexity. Measured on tch, 2 cores: a fine-tune 143 s,
-                // its three scores 124 s, so vi's 6 fine-tunes add ≈ 27 min — `--study all` measured 100 min of stages; vi and hi
-                // together took 64.6 min alone, which `all` could not hold within 2 hours.
+                // its three scores 124 s, so vi's 6 fine-tunes add ≈ 27 min — `--study all` measured 100 min of
+                // stages; vi and hi together took 64.6 min alone, which `all` could not hold within 2 hours.
                 subnetwork_targets: subnetwork_targets(),
                 subnetwork_seeds: 2,
                 lm_extra_rows: 24,
