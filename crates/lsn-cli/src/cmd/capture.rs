@@ -237,8 +237,9 @@ pub fn run(args: Args) -> Result<()> {
             && budget >= (p.rows as u64 + 1) * p.row_len as u64
         {
             eprintln!(
-                "note: {lang}: --max-tokens {budget} asks for more than its text holds{}; using {} rows × {} = {} tokens",
-                if args.leave_rows > 0 { format!(" less the {} rows left", args.leave_rows) } else { String::new() },
+                "note: {lang}: --max-tokens {budget} asks for more than its text holds; using all of it{}: {} rows × {} \
+                 = {} tokens",
+                if args.leave_rows > 0 { format!(" but the last {} rows", args.leave_rows) } else { String::new() },
                 p.rows,
                 p.row_len,
                 p.rows * p.row_len
