@@ -65,7 +65,7 @@ pub fn forcing_table(root: &Path, plan: &Plan) -> Option<(Table, Option<Table>, 
         rows.push(vec![
             Cell::plain(c.steer.clone()),
             Cell::plain(c.target.code()),
-            Cell::plain(if c.neurons == 0 && op == "diffmean" { "vector".into() } else { c.neurons.to_string() }),
+            Cell::plain(if c.neurons == 0 && op == DIFFMEAN { "vector".into() } else { c.neurons.to_string() }),
             Cell::plain(iv(&c.share)),
             Cell::plain(format!("{:.1}", c.plain_share.mean)),
             Cell::plain(c.control_share.as_ref().map_or("–".into(), |s| format!("{:.1}", s.mean))),
@@ -260,7 +260,7 @@ fn diffmean_table(
 }
 
 fn untestable((op, c): &(String, ForcingCell)) -> bool {
-    op != "diffmean" && c.neurons == 0
+    op != DIFFMEAN && c.neurons == 0
 }
 
 #[cfg(test)]
