@@ -106,6 +106,13 @@ pub fn classify(deltas: &[Delta], margin: f64) -> Vec<Judged> {
     classify_by(deltas, |_, d| within_margin(d, margin))
 }
 
+/// [`classify`] over the cells that can test (`Some`), as one family; `None` for the others, in the input's order.
+pub fn classify_tested(deltas: &[Option<Delta>], margin: f64) -> Vec<Option<Judged>> {
+    let tested: Vec<Delta> = deltas.iter().flatten().copied().collect();
+    let mut judged = classify(&tested, margin).into_iter();
+    deltas.iter().map(|d| d.and_then(|_| judged.next())).collect()
+}
+
 /// [`classify`] with each difference's own equivalence test (`equivalent(i, d)`), for a family that mixes scores of
 /// different units (accuracy points and NLL per token): Holm's correction runs over all of them.
 pub fn classify_by(deltas: &[Delta], equivalent: impl Fn(usize, &Delta) -> bool) -> Vec<Judged> {
@@ -369,6 +376,9 @@ mod tests {
         assert!((resolution(50) - 5.815).abs() < 0.001);
         assert_eq!(classify(&[none], DEFAULT_MARGIN)[0].class, Class::Inconclusive);
         assert_eq!(classify(&[none], FORCING_MARGIN)[0].class, Class::Equivalent);
+        // Cells that cannot test stay out of the family and keep their places.
+        let j = classify_tested(&[None, Some(none), None], FORCING_MARGIN);
+        assert!(j[0].is_none() && j[2].is_none() && j[1].unwrap().class == Class::Equivalent);
     }
 
     #[test]

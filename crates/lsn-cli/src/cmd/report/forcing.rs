@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use lsn_eval::forcing::{ForcingCell, Judged, versus};
-use lsn_eval::verdict::{Class, classify};
+use lsn_eval::verdict::{Class, classify_tested};
 use serde_json::{Value, json};
 
 use super::table::{Cell, Table};
@@ -46,11 +46,9 @@ pub fn forcing_table(root: &Path, plan: &Plan) -> Option<(Table, Option<Table>, 
     }
     let margin = plan.request.forcing_margin;
     // A neuron operation on an empty set steers nothing: it cannot test the claim, and is left out of the family.
-    let testable: Vec<usize> =
-        (0..cells.len()).filter(|&i| cells[i].1.vs_control.is_some() && !untestable(&cells[i])).collect();
-    let deltas: Vec<_> = testable.iter().filter_map(|&i| cells[i].1.vs_control).collect();
-    let judged = classify(&deltas, margin);
-    let class_of = |i: usize| testable.iter().position(|&t| t == i).map(|k| judged[k]);
+    let judged =
+        classify_tested(&cells.iter().map(|c| c.1.vs_control.filter(|_| !untestable(c))).collect::<Vec<_>>(), margin);
+    let class_of = |i: usize| judged[i];
     let mut rows = Vec::new();
     let mut out = Vec::new();
     let iv = |i: &lsn_eval::Interval| format!("{:.1} [{:.1}, {:.1}]", i.mean, i.lo, i.hi);
@@ -94,7 +92,7 @@ pub fn forcing_table(root: &Path, plan: &Plan) -> Option<(Table, Option<Table>, 
     let summary = format!(
         "{} of {} tested cells force the target language beyond the random control after correction{}",
         forcing.len(),
-        testable.len(),
+        judged.iter().flatten().count(),
         if forcing.is_empty() { String::new() } else { format!(" ({})", forcing.join(", ")) }
     );
     let note = format!(
@@ -187,9 +185,10 @@ fn diffmean_table(
     if comps.is_empty() {
         return None;
     }
-    let tested: Vec<usize> = (0..comps.len()).filter(|&i| comps[i].cannot.is_none()).collect();
-    let judged = classify(&tested.iter().filter_map(|&i| comps[i].delta).collect::<Vec<_>>(), margin);
-    let class = |i: usize| tested.iter().position(|&t| t == i).map(|k| judged[k]);
+    let all =
+        classify_tested(&comps.iter().map(|c| c.delta.filter(|_| c.cannot.is_none())).collect::<Vec<_>>(), margin);
+    let class = |i: usize| all[i];
+    let judged: Vec<_> = all.iter().flatten().collect();
     let label = |c: Class| match c {
         Class::Higher => "diffmean higher".to_string(),
         Class::Lower => "neurons higher".to_string(),
@@ -221,7 +220,7 @@ fn diffmean_table(
             .collect();
         v.join(", ")
     };
-    let (h, e, l, n) = (count(Class::Higher), count(Class::Equivalent), count(Class::Lower), tested.len());
+    let (h, e, l, n) = (count(Class::Higher), count(Class::Equivalent), count(Class::Lower), judged.len());
     let claim = if n == 0 {
         "cannot test: no comparison where either side forces the target".to_string()
     } else if l > 0 {
