@@ -65,15 +65,7 @@ impl BackendArgs {
 }
 
 pub(crate) fn parse_device(s: &str) -> Result<Device, String> {
-    match s {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Ok(Device::Cuda(0)),
-        _ => s
-            .strip_prefix("cuda:")
-            .and_then(|n| n.parse().ok())
-            .map(Device::Cuda)
-            .ok_or_else(|| format!("unknown device {s:?}: use cpu, cuda or cuda:N")),
-    }
+    s.parse()
 }
 
 pub(crate) fn parse_dtype(s: &str) -> Result<WeightDType, String> {

@@ -19,6 +19,22 @@ pub enum Device {
     Cuda(usize),
 }
 
+impl std::str::FromStr for Device {
+    type Err = String;
+    /// `cpu`, `cuda` (device 0) or `cuda:N`, as every command's `--device` takes it.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Device::Cuda)
+                .ok_or_else(|| format!("unknown device {s:?}: use cpu, cuda or cuda:N")),
+        }
+    }
+}
+
 /// A HF checkpoint directory: `config.json`, `model.safetensors` (or shards + index), `tokenizer.json`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelFiles {

@@ -10,17 +10,6 @@ use anyhow::{Context, Result, bail};
 use lsn_core::Device;
 use lsn_harness::{Outcome, backends, run_suite, suite::Env};
 
-fn parse_device(s: &str) -> Result<Device> {
-    match s {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Ok(Device::Cuda(0)),
-        _ => match s.strip_prefix("cuda:").map(str::parse) {
-            Some(Ok(n)) => Ok(Device::Cuda(n)),
-            _ => bail!("unknown device {s:?}: use cpu, cuda or cuda:N"),
-        },
-    }
-}
-
 fn main() -> Result<()> {
     let mut device = Device::Cpu;
     let mut json: Option<PathBuf> = None;
@@ -28,7 +17,9 @@ fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--device" => device = parse_device(&args.next().context("--device needs a value")?)?,
+            "--device" => {
+                device = args.next().context("--device needs a value")?.parse().map_err(anyhow::Error::msg)?
+            }
             "--backends" => {
                 only = Some(args.next().context("--backends needs a list")?.split(',').map(str::to_owned).collect())
             }
