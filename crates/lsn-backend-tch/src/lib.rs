@@ -1,9 +1,10 @@
 //! The libtorch backend of lsn (through `tch`): loads a HF checkpoint directory into f32 libtorch tensors and runs
 //! Gemma 3 and Llama-family forward passes with the FFN tap statistics reduced on the device (CPU; CUDA when the
-//! linked libtorch sees a GPU).
+//! linked libtorch's CUDA library loads and sees a GPU).
 //!
 //! Only this crate links tch: models cross the boundary as `Box<dyn lsn_core::Model>`, results as plain data.
 
+mod cuda;
 mod decoder;
 mod error;
 mod lora;
@@ -30,17 +31,24 @@ impl TchBackend {
 fn tch_device(device: Device) -> Result<tch::Device> {
     match device {
         Device::Cpu => Ok(tch::Device::Cpu),
-        Device::Cuda(ordinal) if tch::Cuda::is_available() && (ordinal as i64) < tch::Cuda::device_count() => {
-            Ok(tch::Device::Cuda(ordinal))
-        }
-        Device::Cuda(ordinal) => Err(lsn_core::Error::Unsupported {
-            backend: NAME,
-            capability: format!(
-                "CUDA device {ordinal}: the linked libtorch sees {} CUDA device(s) (a GPU, its driver and the CUDA \
-                 libraries of the torch wheel are needed; use the CPU otherwise)",
-                if tch::Cuda::is_available() { tch::Cuda::device_count() } else { 0 }
-            ),
-        }),
+        Device::Cuda(ordinal) => match cuda::device_count() {
+            Ok(n) if ordinal < n => Ok(tch::Device::Cuda(ordinal)),
+            Ok(n) => Err(lsn_core::Error::Unsupported {
+                backend: NAME,
+                capability: format!(
+                    "CUDA device {ordinal}: libtorch sees {n} CUDA device(s) (a GPU and its driver are needed; use \
+                     the CPU otherwise)"
+                ),
+            }),
+            Err(why) => Err(lsn_core::Error::Unsupported {
+                backend: NAME,
+                capability: format!(
+                    "CUDA device {ordinal}: libtorch's CUDA library could not be loaded ({why}); install torch==2.13.0 \
+                     with its CUDA libraries where LIBTORCH points (`cargo xtask gpu-check` does) and rebuild, or use \
+                     the CPU"
+                ),
+            }),
+        },
     }
 }
 
@@ -51,9 +59,7 @@ impl Backend for TchBackend {
 
     fn capabilities(&self) -> Capabilities {
         let mut devices = vec![Device::Cpu];
-        if tch::Cuda::is_available() {
-            devices.extend((0..tch::Cuda::device_count() as usize).map(Device::Cuda));
-        }
+        devices.extend((0..cuda::device_count().unwrap_or(0)).map(Device::Cuda));
         Capabilities { devices, dtypes: WeightDType::ALL.to_vec(), train: true, adapters: true }
     }
 

@@ -72,6 +72,36 @@ fn unknown_language_and_missing_data_are_reported() {
     fails_with(&["ppl", "--model", "no-such-model", "--lang", "en", "--data-dir", data], &["unknown model"]);
 }
 
+/// `--device cuda` where no backend can reach a GPU (this machine, CI) is one error line per backend saying why and
+/// what to do, and `cuda:N` and nonsense devices are refused by the parser. On a machine where a backend does see a
+/// GPU the command runs instead, so that backend is left out (nvidia-smi tells).
+#[test]
+fn cuda_without_a_gpu_is_one_clear_error_per_backend() {
+    let gpu = Command::new("nvidia-smi").arg("-L").output().is_ok_and(|o| o.status.success() && !o.stdout.is_empty());
+    let t = tempfile::tempdir().unwrap();
+    let model = common::random_model(t.path(), "m", "tiny-llama", 1);
+    let data = data_dir_with_english(t.path());
+    let (model, data) = (model.to_str().unwrap(), data.to_str().unwrap());
+    let base = ["ppl", "--model", model, "--lang", "en", "--data-dir", data, "--device", "cuda"];
+    // Why each backend cannot: candle and ort built without their CUDA feature, tch without libtorch's CUDA library.
+    for (backend, why) in [
+        ("candle", "this build has no CUDA support"),
+        ("tch", "libtorch's CUDA library could not be loaded"),
+        ("ort", "this build of the ort backend has no CUDA support"),
+    ] {
+        if gpu {
+            continue;
+        }
+        let args: Vec<&str> = base.iter().copied().chain(["--backend", backend]).collect();
+        let line = fails_with(&args, &["CUDA device 0", why, "CPU"]);
+        assert!(line.contains(backend), "{line}");
+    }
+    fails_with(
+        &["ppl", "--model", model, "--lang", "en", "--data-dir", data, "--device", "gpu"],
+        &["unknown device \"gpu\""],
+    );
+}
+
 #[test]
 fn unwritable_output_is_reported() {
     let t = tempfile::tempdir().unwrap();
