@@ -34,6 +34,9 @@ fn candle_device(device: Device) -> Result<candle_core::Device> {
         Device::Cpu => Ok(candle_core::Device::Cpu),
         #[cfg(feature = "cuda")]
         Device::Cuda(ordinal) => {
+            // f32 products accumulate in f32 (no TF32), as on the CPU and in the goldens: candle's default, set here
+            // so a change of default cannot move the conformance deviations.
+            candle_core::cuda::set_gemm_reduced_precision_f32(false);
             Ok(candle_core::Device::new_cuda(ordinal).during(|| format!("opening CUDA device {ordinal}"))?)
         }
         #[cfg(not(feature = "cuda"))]
