@@ -33,7 +33,7 @@ fn capture(c: &mut Criterion) {
     }
     for backend in backends {
         let name = backend.name();
-        let mut model = backend.load(&ModelFiles::new(&dir), &LoadOptions::default()).expect("model loads");
+        let mut model = backend.load(&ModelFiles::new(&dir), &lsn_harness::bench_load_options()).expect("model loads");
         let cfg = model.config().clone();
         let thresholds = Arc::new(vec![0.05f32; cfg.num_layers * cfg.intermediate_size * QUANTILES.len()]);
         g.bench_function(format!("{name}/pass1"), |b| {

@@ -7,7 +7,7 @@
 //!   (Vietnamese), 4 per batch sorted by length, at most 32 new tokens, stopping at EOS, as examples/s.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use lsn_core::{Greedy, LoadOptions, ModelFiles};
+use lsn_core::{Greedy, ModelFiles};
 use lsn_eval::xnli::ZeroShotItem;
 use serde::Deserialize;
 
@@ -47,7 +47,7 @@ fn eval(c: &mut Criterion) {
     let opts = Greedy { max_new_tokens: g.max_new_tokens, eos: g.eos, pad: 0 };
     for backend in lsn_harness::bench_backends() {
         let name = backend.name();
-        let mut model = backend.load(&ModelFiles::new(&dir), &LoadOptions::default()).expect("model loads");
+        let mut model = backend.load(&ModelFiles::new(&dir), &lsn_harness::bench_load_options()).expect("model loads");
         if lsn_harness::bench_wants("xnli") {
             let mut group = c.benchmark_group("xnli-gemma-3-270m-12x3");
             group.sample_size(10).throughput(Throughput::Elements(items.len() as u64));

@@ -5,7 +5,7 @@
 //! - score: next-token NLL of one 4 × 512 batch through the LM head (`Outputs::NLL`), as tokens/s.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use lsn_core::{Greedy, LoadOptions, ModelFiles, Outputs, Request, TokenBatch};
+use lsn_core::{Greedy, ModelFiles, Outputs, Request, TokenBatch};
 
 pub const PROMPTS: usize = 4;
 pub const PROMPT_LEN: usize = 200;
@@ -35,7 +35,7 @@ fn generate(c: &mut Criterion) {
     let opts = Greedy { max_new_tokens: NEW_TOKENS, eos: Vec::new(), pad: 0 };
     for backend in lsn_harness::bench_backends() {
         let name = backend.name();
-        let mut model = backend.load(&ModelFiles::new(&dir), &LoadOptions::default()).expect("model loads");
+        let mut model = backend.load(&ModelFiles::new(&dir), &lsn_harness::bench_load_options()).expect("model loads");
         if lsn_harness::bench_wants("generate") {
             let mut g = c.benchmark_group("generate-gemma-3-270m-4x200+32");
             g.sample_size(10).throughput(Throughput::Elements((PROMPTS * NEW_TOKENS) as u64));

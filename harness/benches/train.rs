@@ -13,7 +13,7 @@
 //! passes (`lsn_harness::print_peak_rss`).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use lsn_core::{Error, LoadOptions, LoraLayout, LoraTarget, ModelFiles, Objective, TokenBatch, TrainBatch};
+use lsn_core::{Error, LoraLayout, LoraTarget, ModelFiles, Objective, TokenBatch, TrainBatch};
 use serde::Deserialize;
 
 /// Sequences per micro-batch (the small-data preset's batch).
@@ -60,7 +60,7 @@ fn bench_workload(
 ) {
     for backend in lsn_harness::bench_backends() {
         let name = backend.name();
-        let mut model = backend.load(&ModelFiles::new(dir), &LoadOptions::default()).expect("model loads");
+        let mut model = backend.load(&ModelFiles::new(dir), &lsn_harness::bench_load_options()).expect("model loads");
         let cfg = model.config().clone();
         let layout = LoraLayout {
             rank: 16,

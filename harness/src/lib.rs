@@ -47,6 +47,16 @@ pub fn bench_backends() -> Vec<Box<dyn Backend>> {
     backends().into_iter().filter(|b| only.as_deref().is_none_or(|o| o == b.name())).collect()
 }
 
+/// How a bench loads its model: on `LSN_BENCH_DEVICE` (`cpu`, `cuda`, `cuda:N`; default the CPU), f32. Panics
+/// naming the variable when its value is not a device.
+pub fn bench_load_options() -> lsn_core::LoadOptions {
+    let device = std::env::var("LSN_BENCH_DEVICE")
+        .ok()
+        .map(|d| d.parse().unwrap_or_else(|e| panic!("LSN_BENCH_DEVICE: {e}")))
+        .unwrap_or_default();
+    lsn_core::LoadOptions { device, ..Default::default() }
+}
+
 /// Whether this bench process times `workload`: all of them, or only `LSN_BENCH_WORKLOAD` when set (one workload
 /// per process, for its peak memory).
 pub fn bench_wants(workload: &str) -> bool {
