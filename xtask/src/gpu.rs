@@ -313,13 +313,7 @@ impl Check {
     fn gpu_env(&self, cmd: &mut Command) {
         cmd.env("LSN_HOME", home()).env("LSN_DATA_DIR", &self.data);
         if let Some(v) = &self.venv {
-            let mut dirs = v.lib_dirs.clone();
-            dirs.extend(
-                std::env::var_os("LD_LIBRARY_PATH")
-                    .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-                    .unwrap_or_default(),
-            );
-            cmd.env("LD_LIBRARY_PATH", std::env::join_paths(dirs).unwrap_or_default());
+            cmd.env("LD_LIBRARY_PATH", prepend("LD_LIBRARY_PATH", &v.lib_dirs));
             cmd.env("ORT_DYLIB_PATH", &v.onnxruntime);
         }
     }
@@ -333,11 +327,7 @@ impl Check {
         }
         if let Some((nvcc, _)) = &self.nvcc {
             let bin = nvcc.parent().unwrap_or(Path::new("/"));
-            let mut path = vec![bin.to_owned()];
-            path.extend(
-                std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect::<Vec<_>>()).unwrap_or_default(),
-            );
-            cmd.env("PATH", std::env::join_paths(path).unwrap_or_default()).env("NVCC", nvcc);
+            cmd.env("PATH", prepend("PATH", &[bin.to_owned()])).env("NVCC", nvcc);
             // The CUDA root above bin/, where the headers are (a toolkit, or the nvcc wheel's folder).
             if let Some(cuda_root) = bin.parent() {
                 cmd.env("CUDA_ROOT", cuda_root).env("CUDA_PATH", cuda_root);
@@ -347,6 +337,13 @@ impl Check {
         }
         cmd
     }
+}
+
+/// The search path in variable `var`, with `dirs` first.
+fn prepend(var: &str, dirs: &[PathBuf]) -> std::ffi::OsString {
+    let mut all = dirs.to_vec();
+    all.extend(std::env::var_os(var).map(|p| std::env::split_paths(&p).collect::<Vec<_>>()).unwrap_or_default());
+    std::env::join_paths(all).unwrap_or_default()
 }
 
 /// A command as one readable line: its variables (long values shortened), program and arguments.
@@ -590,12 +587,7 @@ fn build(c: &mut Check) -> Result<String> {
     }
     let mut cmd = c.cargo_cuda();
     if c.candle {
-        let links = link_folder(c)?;
-        let mut dirs = vec![links];
-        dirs.extend(
-            std::env::var_os("LIBRARY_PATH").map(|p| std::env::split_paths(&p).collect::<Vec<_>>()).unwrap_or_default(),
-        );
-        cmd.env("LIBRARY_PATH", std::env::join_paths(dirs)?);
+        cmd.env("LIBRARY_PATH", prepend("LIBRARY_PATH", &[link_folder(c)?]));
     }
     let target = c.cuda_target();
     cmd.args(["build", "--release", "--target-dir"]).arg(&target).args([

@@ -21,7 +21,9 @@ pub struct BackendArgs {
     /// export, cached under the cache directory's onnx/), as built in.
     #[arg(long, default_value = "candle")]
     pub backend: String,
-    /// cpu, cuda or cuda:N. CUDA needs a backend built with CUDA support and a visible GPU.
+    /// cpu, cuda or cuda:N. CUDA needs a GPU and the backend's CUDA build: tch with torch's CUDA libraries installed
+    /// beside its libtorch, ort and candle built with features ort-cuda / candle-cuda (`cargo xtask gpu-check` sets
+    /// all three up and checks them on the card). Untested on a GPU so far: see the README, "On a GPU".
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
     pub device: Device,
     /// What the weight matrices are held in: f32, or bf16 (half the memory: an 8B model in 16 GB). Activations and
