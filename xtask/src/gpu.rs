@@ -134,6 +134,8 @@ struct Check {
     nvcc: Option<(PathBuf, String)>,
     venv: Option<CudaVenv>,
     candle: bool,
+    /// The folder of unversioned CUDA library links candle's link step reads (LIBRARY_PATH).
+    link: Option<PathBuf>,
     built: bool,
     /// Whether the step now running may run its commands (false: a dry run's GPU step prints them).
     live: bool,
@@ -181,6 +183,7 @@ pub fn gpu_check(args: &[String]) -> Result<()> {
         nvcc: None,
         venv: None,
         candle: false,
+        link: None,
         built: false,
         live: true,
         commands: Vec::new(),
@@ -292,13 +295,17 @@ impl Check {
         self.cuda_target().join("release").join(name)
     }
 
-    /// The features of the CUDA build.
-    fn features(&self) -> String {
-        let mut f = vec!["lsn-cli/ort-cuda", "lsn-harness/ort-cuda"];
-        if self.candle {
-            f.extend(["lsn-cli/candle-cuda", "lsn-harness/candle-cuda"]);
-        }
-        f.join(",")
+    /// The packages of the CUDA build and their features: every cargo command of it names the same ones, so cargo
+    /// unifies features alike and the benches reuse the build's dependencies.
+    fn packages(&self) -> Vec<String> {
+        let names: &[&str] = if self.candle { &["ort-cuda", "candle-cuda"] } else { &["ort-cuda"] };
+        let features: Vec<String> =
+            ["lsn-cli", "lsn-harness"].iter().flat_map(|p| names.iter().map(move |f| format!("{p}/{f}"))).collect();
+        ["-p", "lsn-cli", "-p", "lsn-harness", "--features"]
+            .map(String::from)
+            .into_iter()
+            .chain([features.join(",")])
+            .collect()
     }
 
     /// A command in the GPU environment (see [`gpu_env`](Self::gpu_env)).
@@ -324,6 +331,9 @@ impl Check {
         let mut cmd = cargo();
         if let Some(v) = &self.venv {
             cmd.env("LIBTORCH", &v.libtorch).env("ORT_DYLIB_PATH", &v.onnxruntime);
+        }
+        if let Some(links) = &self.link {
+            cmd.env("LIBRARY_PATH", prepend("LIBRARY_PATH", std::slice::from_ref(links)));
         }
         if let Some((nvcc, _)) = &self.nvcc {
             let bin = nvcc.parent().unwrap_or(Path::new("/"));
@@ -567,14 +577,14 @@ fn build(c: &mut Check) -> Result<String> {
     // checked in a dry run but not built.
     let driver = driver_libcuda();
     c.candle = c.nvcc.is_some() && (c.dry || driver.is_some());
-    let features = c.features();
+    let packages = c.packages();
+    let features = packages.last().cloned().unwrap_or_default();
     if c.dry {
         // The tests' target dir: this machine's libtorch and build-script outputs are the tests' (torch-sys's C++ is
         // not compiled again unless candle's CUDA build dependencies change a shared one's features), and a check
         // writes no binary over theirs.
         let mut cmd = c.cargo_cuda();
-        cmd.arg("check");
-        cmd.args(["-p", "lsn-cli", "-p", "lsn-harness", "--bins", "--benches", "--features", &features]);
+        cmd.arg("check").args(&packages).args(["--bins", "--benches"]);
         c.exec(&mut cmd)?;
         return Ok(format!(
             "cargo check passed with {features}{}",
@@ -585,23 +595,15 @@ fn build(c: &mut Check) -> Result<String> {
             }
         ));
     }
-    let mut cmd = c.cargo_cuda();
     if c.candle {
-        cmd.env("LIBRARY_PATH", prepend("LIBRARY_PATH", &[link_folder(c)?]));
+        c.link = Some(link_folder(c)?);
     }
     let target = c.cuda_target();
-    cmd.args(["build", "--release", "--target-dir"]).arg(&target).args([
-        "-p",
-        "lsn-cli",
-        "-p",
-        "lsn-harness",
-        "--bins",
-        "--features",
-        &features,
-    ]);
+    let mut cmd = c.cargo_cuda();
+    cmd.args(["build", "--release", "--target-dir"]).arg(&target).args(&packages).arg("--bins");
     c.exec(&mut cmd)?;
     let mut cmd = c.cargo_cuda();
-    cmd.args(["bench", "--no-run", "--target-dir"]).arg(&target).args(["-p", "lsn-harness", "--features", &features]);
+    cmd.args(["bench", "--no-run", "--target-dir"]).arg(&target).args(&packages).arg("--benches");
     c.exec(&mut cmd)?;
     c.built = true;
     Ok(format!(
@@ -796,7 +798,7 @@ fn bench(c: &mut Check) -> Result<String> {
     if c.live && criterion.exists() {
         std::fs::remove_dir_all(&criterion)?;
     }
-    let features = c.features();
+    let packages = c.packages();
     let target = c.cuda_target();
     for (bench, workloads) in BENCHES {
         for workload in *workloads {
@@ -809,7 +811,8 @@ fn bench(c: &mut Check) -> Result<String> {
                     .env("CRITERION_HOME", &criterion)
                     .args(["bench", "--target-dir"])
                     .arg(&target)
-                    .args(["-p", "lsn-harness", "--bench", bench, "--features", &features, "--"])
+                    .args(&packages)
+                    .args(["--bench", bench, "--"])
                     .args(["--warm-up-time", "1", "--measurement-time", "2", "--noplot"]);
                 c.exec(&mut cmd)?;
             }

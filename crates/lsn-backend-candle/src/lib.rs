@@ -43,7 +43,8 @@ fn candle_device(device: Device) -> Result<candle_core::Device> {
         Device::Cuda(ordinal) => Err(lsn_core::Error::Unsupported {
             backend: NAME,
             capability: format!(
-                "CUDA device {ordinal}: this build has no CUDA support (rebuild lsn-backend-candle with the `cuda` feature, or use the CPU)"
+                "CUDA device {ordinal}: this build has no CUDA support (build with feature candle-cuda and nvcc, as \
+                 `cargo xtask gpu-check` does, or use the CPU)"
             ),
         }),
     }

@@ -162,8 +162,9 @@ pub(crate) fn unsupported_cuda(ordinal: usize) -> lsn_core::Error {
                 "the CUDA execution provider is not available (install onnxruntime-gpu==1.31.1 with its CUDA and cuDNN \
                  libraries and point ORT_DYLIB_PATH at its libonnxruntime.so)"
             } else {
-                "this build of the ort backend has no CUDA support (rebuild with feature `cuda` on a machine with \
-                 onnxruntime-gpu==1.31.1; use the CPU otherwise)"
+                "this build of the ort backend has no CUDA support (build with feature ort-cuda and point \
+                 ORT_DYLIB_PATH at onnxruntime-gpu==1.31.1's library, as `cargo xtask gpu-check` does; use the CPU \
+                 otherwise)"
             }
         ),
     }
