@@ -61,7 +61,7 @@ const STEPS: &[Step] = &[
         gpu: false,
         run: cuda_venv,
     },
-    Step { id: "build", what: "release build with the CUDA features", gpu: false, run: build },
+    Step { id: "build", what: "release build with the CUDA features (a check in a dry run)", gpu: false, run: build },
     Step { id: "conformance", what: "conformance suite on cuda", gpu: true, run: conformance },
     Step { id: "bench", what: "benches on cuda against HF on the same GPU", gpu: true, run: bench },
     Step { id: "smoke", what: "lsn reproduce --scale smoke --device cuda", gpu: true, run: smoke },

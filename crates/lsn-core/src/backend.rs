@@ -172,4 +172,15 @@ mod tests {
         let e = "f16".parse::<WeightDType>().unwrap_err();
         assert!(e.contains("f16") && e.contains("f32 or bf16"), "{e}");
     }
+
+    #[test]
+    fn devices_parse_as_cpu_cuda_or_cuda_n() {
+        assert_eq!("cpu".parse::<Device>(), Ok(Device::Cpu));
+        assert_eq!("cuda".parse::<Device>(), Ok(Device::Cuda(0)));
+        assert_eq!("cuda:3".parse::<Device>(), Ok(Device::Cuda(3)));
+        for bad in ["gpu", "cuda:", "cuda:x", "cuda:-1", "CPU"] {
+            let e = bad.parse::<Device>().unwrap_err();
+            assert!(e.contains(&format!("{bad:?}")) && e.contains("cpu, cuda or cuda:N"), "{e}");
+        }
+    }
 }
