@@ -800,6 +800,8 @@ fn bench(c: &mut Check) -> Result<String> {
     }
     let packages = c.packages();
     let target = c.cuda_target();
+    // One process that fails (a backend's CUDA path, say) is recorded; the others still run and are reported.
+    let mut failures = Vec::new();
     for (bench, workloads) in BENCHES {
         for workload in *workloads {
             for backend in BENCH_BACKENDS {
@@ -814,7 +816,9 @@ fn bench(c: &mut Check) -> Result<String> {
                     .args(&packages)
                     .args(["--bench", bench, "--"])
                     .args(["--warm-up-time", "1", "--measurement-time", "2", "--noplot"]);
-                c.exec(&mut cmd)?;
+                if let Err(e) = c.exec(&mut cmd) {
+                    failures.push(format!("{workload} on {backend}: {e:#}"));
+                }
             }
         }
     }
@@ -836,8 +840,11 @@ fn bench(c: &mut Check) -> Result<String> {
             cmd.arg(&golden);
         }
         cmd.args(["--device", "cuda", "--threads", &threads]).args(extra);
-        if let Some(text) = c.exec_output(&mut cmd)? {
-            hf.extend(text.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()));
+        match c.exec_output(&mut cmd) {
+            Ok(text) => {
+                hf.extend(text.iter().flat_map(|t| t.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok())))
+            }
+            Err(e) => failures.push(format!("HF {script}: {e:#}")),
         }
     }
     if !c.live {
@@ -856,7 +863,8 @@ fn bench(c: &mut Check) -> Result<String> {
         })
         .collect::<Vec<_>>()
         .join(", ");
-    c.results.insert("bench", json!({"rows": rows, "lsn": lsn, "hf": hf}));
+    c.results.insert("bench", json!({"rows": rows, "lsn": lsn, "hf": hf, "failures": failures}));
+    ensure!(failures.is_empty(), "{} of the bench processes failed: {}", failures.len(), failures.join("; "));
     Ok(format!("best lsn backend ÷ HF: {summary}"))
 }
 
@@ -979,7 +987,14 @@ fn big_capture(c: &mut Check) -> Result<String> {
         let poll = c.live.then(GpuMemoryPoll::start);
         let stdout = c.exec_output(&mut cmd);
         let peak = poll.and_then(|p| p.stop());
-        let Some(text) = stdout? else { continue };
+        let text = match stdout {
+            Ok(Some(text)) => text,
+            Ok(None) => continue,
+            Err(e) => {
+                rows.push(json!({"backend": backend, "error": format!("{e:#}"), "peak_gpu_mib": peak}));
+                continue;
+            }
+        };
         let rate = text.lines().find_map(|l| {
             let before = l.split(" tokens/s").next().filter(|_| l.contains(" tokens/s"))?;
             before.rsplit(", ").next()?.trim().parse::<f64>().ok()
@@ -1002,7 +1017,10 @@ fn big_capture(c: &mut Check) -> Result<String> {
         })
         .collect::<Vec<_>>()
         .join("; ");
+    let failed: Vec<String> =
+        rows.iter().filter_map(|r| Some(format!("{}: {}", r["backend"].as_str()?, r["error"].as_str()?))).collect();
     c.results.insert("bf16-8b", json!({"rows": rows, "weights_mib": weights_mib}));
+    ensure!(failed.is_empty(), "the bf16 capture failed on {}", failed.join("; "));
     Ok(summary)
 }
 
