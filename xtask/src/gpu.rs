@@ -508,7 +508,7 @@ fn cuda_venv(c: &mut Check) -> Result<String> {
     c.commands.push(format!("{} -m venv {}; pip install {}", python(), dir.display(), reqs.join(" ")));
     let args: Vec<&str> = reqs.iter().map(String::as_str).collect();
     let py = venv::ensure_venv(&dir, &python(), &args, "lsn-gpu-check.txt", &reqs.join("\n"))?;
-    let site = site_packages(&dir)?;
+    let site = runtime::site_packages(&dir)?;
     let onnxruntime = std::fs::read_dir(site.join("onnxruntime/capi"))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libonnxruntime.so.")))
@@ -530,15 +530,6 @@ fn cuda_venv(c: &mut Check) -> Result<String> {
         v.onnxruntime.display(),
         v.lib_dirs.len()
     ))
-}
-
-/// The venv's site-packages.
-fn site_packages(venv: &Path) -> Result<PathBuf> {
-    let lib = venv.join("lib");
-    std::fs::read_dir(&lib)?
-        .filter_map(|e| e.ok().map(|e| e.path().join("site-packages")))
-        .find(|p| p.is_dir())
-        .with_context(|| format!("{} holds no pythonX.Y/site-packages", lib.display()))
 }
 
 /// Every folder named `lib` under `dir` that holds a shared library.

@@ -55,23 +55,23 @@ impl Runtimes {
             && self.libtorch().join("lib/libtorch_cpu.so").is_file()
             && self.onnxruntime().is_file()
     }
+}
 
-    /// The virtualenv's site-packages (`lib/pythonX.Y/site-packages`).
-    fn site_packages(&self) -> Result<PathBuf> {
-        let lib = self.venv.join("lib");
-        let entries = std::fs::read_dir(&lib).with_context(|| format!("reading {}", lib.display()))?;
-        for entry in entries {
-            let sp = entry?.path().join("site-packages");
-            if sp.is_dir() {
-                return Ok(sp);
-            }
+/// A virtualenv's site-packages (`lib/pythonX.Y/site-packages`).
+pub fn site_packages(venv: &Path) -> Result<PathBuf> {
+    let lib = venv.join("lib");
+    let entries = std::fs::read_dir(&lib).with_context(|| format!("reading {}", lib.display()))?;
+    for entry in entries {
+        let sp = entry?.path().join("site-packages");
+        if sp.is_dir() {
+            return Ok(sp);
         }
-        anyhow::bail!(
-            "{} holds no pythonX.Y/site-packages; delete {} and rerun `cargo xtask setup`",
-            lib.display(),
-            self.venv.display()
-        )
     }
+    anyhow::bail!(
+        "{} holds no pythonX.Y/site-packages; delete {} and rerun this command",
+        lib.display(),
+        venv.display()
+    )
 }
 
 /// (Re)links `link` → `target`.
@@ -93,7 +93,7 @@ pub fn install(root: &Path, python: &str) -> Result<Runtimes> {
     eprintln!("setup: installing the native runtimes into {} ({})", rt.venv.display(), WHEELS.join(", "));
     let args: Vec<&str> = ["--no-deps"].into_iter().chain(WHEELS.iter().copied()).collect();
     ensure_venv(&rt.venv, python, &args, STAMP, &WHEELS.join("\n"))?;
-    let sp = rt.site_packages()?;
+    let sp = site_packages(&rt.venv)?;
     std::fs::create_dir_all(rt.links())?;
     relink(&sp.join("torch"), &rt.libtorch())?;
     relink(&sp.join(ORT_LIB), &rt.onnxruntime())?;
