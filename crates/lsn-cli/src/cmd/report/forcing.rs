@@ -48,12 +48,11 @@ pub fn forcing_table(root: &Path, plan: &Plan) -> Option<(Table, Option<Table>, 
     // A neuron operation on an empty set steers nothing: it cannot test the claim, and is left out of the family.
     let judged =
         classify_tested(&cells.iter().map(|c| c.1.vs_control.filter(|_| !untestable(c))).collect::<Vec<_>>(), margin);
-    let class_of = |i: usize| judged[i];
     let mut rows = Vec::new();
     let mut out = Vec::new();
     let iv = |i: &lsn_eval::Interval| format!("{:.1} [{:.1}, {:.1}]", i.mean, i.lo, i.hi);
     for (i, (op, c)) in cells.iter().enumerate() {
-        let j = class_of(i);
+        let j = judged[i];
         let verdict = match j {
             _ if untestable(&cells[i]) => "cannot test (no neuron of the target)".to_string(),
             Some(j) => j.class.label(margin),
@@ -86,7 +85,7 @@ pub fn forcing_table(root: &Path, plan: &Plan) -> Option<(Table, Option<Table>, 
     let forcing: Vec<String> = cells
         .iter()
         .enumerate()
-        .filter(|&(i, _)| class_of(i).is_some_and(|j| j.class == Class::Higher))
+        .filter(|&(i, _)| judged[i].is_some_and(|j| j.class == Class::Higher))
         .map(|(_, (op, c))| format!("{op}→{}", c.target.code()))
         .collect();
     let summary = format!(
@@ -110,7 +109,7 @@ pub fn forcing_table(root: &Path, plan: &Plan) -> Option<(Table, Option<Table>, 
         crate::cmd::reproduce::plan::FORCING_METHOD,
         if missing.is_empty() { String::new() } else { format!(" Not run yet: {}.", missing.join(", ")) }
     );
-    let versus = diffmean_table(&cells, &|i| class_of(i).map(|j| j.class), &runs, margin);
+    let versus = diffmean_table(&cells, &|i| judged[i].map(|j| j.class), &runs, margin);
     let table = Table {
         id: "forcing".into(),
         title: "Language forcing: steering the target's neurons, or a difference-of-means vector".into(),
@@ -187,7 +186,6 @@ fn diffmean_table(
     }
     let all =
         classify_tested(&comps.iter().map(|c| c.delta.filter(|_| c.cannot.is_none())).collect::<Vec<_>>(), margin);
-    let class = |i: usize| all[i];
     let judged: Vec<_> = all.iter().flatten().collect();
     let label = |c: Class| match c {
         Class::Higher => "diffmean higher".to_string(),
@@ -196,8 +194,7 @@ fn diffmean_table(
     };
     let mut rows = Vec::new();
     let mut out = Vec::new();
-    for (i, c) in comps.iter().enumerate() {
-        let j = class(i);
+    for (c, &j) in comps.iter().zip(&all) {
         let verdict = c.cannot.map_or_else(|| j.map_or("–".into(), |j| label(j.class)), String::from);
         let interval =
             c.delta.as_ref().map_or("–".into(), |d| format!("{:+.1} [{:+.1}, {:+.1}]", d.delta, d.lo, d.hi));
@@ -215,7 +212,7 @@ fn diffmean_table(
     let count = |k: Class| judged.iter().filter(|j| j.class == k).count();
     let names = |k: Class| {
         let v: Vec<String> = (0..comps.len())
-            .filter(|&i| class(i).is_some_and(|j| j.class == k))
+            .filter(|&i| all[i].is_some_and(|j| j.class == k))
             .map(|i| format!("{}→{}", comps[i].op, comps[i].target))
             .collect();
         v.join(", ")
