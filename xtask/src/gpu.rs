@@ -14,7 +14,9 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 
-use crate::{BENCH_BACKENDS, BENCHES, cargo, data_dir, home, python, root, runtime, venv};
+use crate::{
+    BENCH_BACKENDS, bench_processes, cargo, data_dir, hf_bench_commands, home, python, root, run_lines, runtime, venv,
+};
 
 pub const HELP: &str = "\
 cargo xtask gpu-check [--dry-run | --setup-only] [--out DIR] [--skip STEP,...]
@@ -266,25 +268,15 @@ impl Check {
         Ok(true)
     }
 
-    /// Runs `cmd` as [`exec`](Self::exec) does, returning its stdout (passed through as it comes); None when not run.
-    fn exec_output(&mut self, cmd: &mut Command) -> Result<Option<String>> {
+    /// Runs `cmd` as [`exec`](Self::exec) does, returning its stdout lines (passed through as they come); None when
+    /// not run.
+    fn exec_output(&mut self, cmd: &mut Command) -> Result<Option<Vec<String>>> {
         self.commands.push(show(cmd));
         if !self.live {
             eprintln!("would run: {}", show(cmd));
             return Ok(None);
         }
-        eprintln!("$ {}", show(cmd));
-        let mut child = cmd.stdout(Stdio::piped()).spawn().with_context(|| format!("cannot start {}", show(cmd)))?;
-        let mut text = String::new();
-        for line in BufReader::new(child.stdout.take().expect("piped stdout")).lines() {
-            let line = line?;
-            println!("{line}");
-            text.push_str(&line);
-            text.push('\n');
-        }
-        let status = child.wait()?;
-        ensure!(status.success(), "{} failed ({status})", show(cmd));
-        Ok(Some(text))
+        run_lines(cmd).map(Some)
     }
 
     fn cuda_target(&self) -> PathBuf {
@@ -793,49 +785,34 @@ fn bench(c: &mut Check) -> Result<String> {
     let target = c.cuda_target();
     // One process that fails (a backend's CUDA path, say) is recorded; the others still run and are reported.
     let mut failures = Vec::new();
-    for (bench, workloads) in BENCHES {
-        for workload in *workloads {
-            for backend in BENCH_BACKENDS {
-                let mut cmd = c.cargo_cuda();
-                c.gpu_env(&mut cmd);
-                cmd.env("LSN_BENCH_BACKEND", backend)
-                    .env("LSN_BENCH_WORKLOAD", workload)
-                    .env("LSN_BENCH_DEVICE", "cuda")
-                    .env("CRITERION_HOME", &criterion)
-                    .args(["bench", "--target-dir"])
-                    .arg(&target)
-                    .args(&packages)
-                    .args(["--bench", bench, "--"])
-                    .args(["--warm-up-time", "1", "--measurement-time", "2", "--noplot"]);
-                if let Err(e) = c.exec(&mut cmd) {
-                    failures.push(format!("{workload} on {backend}: {e:#}"));
-                }
-            }
+    for (label, mut cmd) in bench_processes(|| {
+        let mut cmd = c.cargo_cuda();
+        c.gpu_env(&mut cmd);
+        cmd.env("LSN_BENCH_DEVICE", "cuda")
+            .env("CRITERION_HOME", &criterion)
+            .args(["bench", "--target-dir"])
+            .arg(&target)
+            .args(&packages);
+        cmd
+    }) {
+        cmd.args(["--warm-up-time", "1", "--measurement-time", "2", "--noplot"]);
+        if let Err(e) = c.exec(&mut cmd) {
+            failures.push(format!("{label}: {e:#}"));
         }
     }
-    let model = lsn_data::model_dir(&home(), "gemma-3-270m");
-    let golden = c.root.join("fixtures/golden/gemma-3-270m.eval.json");
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).to_string();
     let py = c.venv.as_ref().map_or_else(|| c.root.join(".venv-cuda/bin/python"), |v| v.python.clone());
     let mut hf = Vec::new();
-    for (script, golden_arg, extra) in [
-        ("hf_capture_bench.py", false, None),
-        ("hf_generate_bench.py", false, None),
-        ("hf_eval_bench.py", true, None),
-        ("hf_train_bench.py", true, None),
-        ("hf_train_bench.py", true, Some("--lm")),
-    ] {
+    for mut cmd in hf_bench_commands(|| {
         let mut cmd = c.on_gpu(&py);
-        cmd.env("PYTHONUNBUFFERED", "1").arg(c.root.join("xtask/fixtures").join(script)).arg(&model);
-        if golden_arg {
-            cmd.arg(&golden);
-        }
-        cmd.args(["--device", "cuda", "--threads", &threads]).args(extra);
+        cmd.env("PYTHONUNBUFFERED", "1");
+        cmd
+    }) {
+        cmd.args(["--device", "cuda"]);
         match c.exec_output(&mut cmd) {
-            Ok(text) => {
-                hf.extend(text.iter().flat_map(|t| t.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok())))
+            Ok(lines) => hf.extend(lines.iter().flatten().filter_map(|l| serde_json::from_str::<Value>(l).ok())),
+            Err(e) => {
+                failures.push(format!("HF {}: {e:#}", cmd.get_args().next().unwrap_or_default().to_string_lossy()))
             }
-            Err(e) => failures.push(format!("HF {script}: {e:#}")),
         }
     }
     if !c.live {
@@ -978,15 +955,15 @@ fn big_capture(c: &mut Check) -> Result<String> {
         let poll = c.live.then(GpuMemoryPoll::start);
         let stdout = c.exec_output(&mut cmd);
         let peak = poll.and_then(|p| p.stop());
-        let text = match stdout {
-            Ok(Some(text)) => text,
+        let lines = match stdout {
+            Ok(Some(lines)) => lines,
             Ok(None) => continue,
             Err(e) => {
                 rows.push(json!({"backend": backend, "error": format!("{e:#}"), "peak_gpu_mib": peak}));
                 continue;
             }
         };
-        let rate = text.lines().find_map(|l| {
+        let rate = lines.iter().find_map(|l| {
             let before = l.split(" tokens/s").next().filter(|_| l.contains(" tokens/s"))?;
             before.rsplit(", ").next()?.trim().parse::<f64>().ok()
         });

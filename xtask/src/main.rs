@@ -351,41 +351,66 @@ fn bench(extra: &[String]) -> Result<()> {
     setup_models()?;
     // One process per (workload, backend), so each peak-RSS line a bench prints is that pair's alone.
     let mut peaks = Vec::new();
-    for (bench, workloads) in BENCHES {
-        for workload in *workloads {
-            let variants: &[&str] = if *bench == "capture" { &["ort-graph-quantiles"] } else { &[] };
-            for backend in BENCH_BACKENDS.iter().chain(variants) {
-                let mut cmd = cargo();
-                cmd.env("LSN_BENCH_BACKEND", backend)
-                    .env("LSN_BENCH_WORKLOAD", workload)
-                    .args(["bench", "-p", "lsn-harness", "--bench", bench, "--"])
-                    .args(&extra);
-                peaks.extend(run_collecting(&mut cmd, |v| v["bench"] == "peak-rss")?);
-            }
-        }
+    for (_, mut cmd) in bench_processes(|| {
+        let mut c = cargo();
+        c.args(["bench", "-p", "lsn-harness"]);
+        c
+    }) {
+        peaks.extend(run_collecting(cmd.args(&extra), |v| v["bench"] == "peak-rss")?);
     }
     print_peaks(&peaks);
     if vs_hf {
         let py = fixtures_venv()?;
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).to_string();
-        for script in ["hf_capture_bench.py", "hf_generate_bench.py"] {
-            run(Command::new(&py)
-                .arg(root().join("xtask/fixtures").join(script))
-                .arg(lsn_data::model_dir(&home(), "gemma-3-270m"))
-                .args(["--threads", &threads]))?;
-        }
-        for (script, extra) in
-            [("hf_eval_bench.py", None), ("hf_train_bench.py", None), ("hf_train_bench.py", Some("--lm"))]
-        {
-            run(Command::new(&py)
-                .arg(root().join("xtask/fixtures").join(script))
-                .arg(lsn_data::model_dir(&home(), "gemma-3-270m"))
-                .arg(root().join("fixtures/golden/gemma-3-270m.eval.json"))
-                .args(["--threads", &threads])
-                .args(extra))?;
+        for mut cmd in hf_bench_commands(|| Command::new(&py)) {
+            run(&mut cmd)?;
         }
     }
     Ok(())
+}
+
+/// The criterion processes of a bench run, one per (workload, backend) and the capture bench's ort-graph-quantiles:
+/// `base()` (a `cargo bench` with its packages) then `--bench B --`, with LSN_BENCH_BACKEND and LSN_BENCH_WORKLOAD
+/// set; each labelled "workload on backend". Criterion's own arguments go after.
+fn bench_processes(base: impl Fn() -> Command) -> Vec<(String, Command)> {
+    let mut out = Vec::new();
+    for (bench, workloads) in BENCHES {
+        for workload in *workloads {
+            let variants: &[&str] = if *bench == "capture" { &["ort-graph-quantiles"] } else { &[] };
+            for backend in BENCH_BACKENDS.iter().chain(variants) {
+                let mut cmd = base();
+                cmd.env("LSN_BENCH_BACKEND", backend)
+                    .env("LSN_BENCH_WORKLOAD", workload)
+                    .args(["--bench", bench, "--"]);
+                out.push((format!("{workload} on {backend}"), cmd));
+            }
+        }
+    }
+    out
+}
+
+/// HF's side of the benches (xtask/fixtures/hf_*_bench.py) on the bench model, with the task goldens where a script
+/// reads them and this machine's thread count, each from `base()` (a python); the device goes after.
+fn hf_bench_commands(base: impl Fn() -> Command) -> Vec<Command> {
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).to_string();
+    let golden = root().join("fixtures/golden/gemma-3-270m.eval.json");
+    [
+        ("hf_capture_bench.py", false, None),
+        ("hf_generate_bench.py", false, None),
+        ("hf_eval_bench.py", true, None),
+        ("hf_train_bench.py", true, None),
+        ("hf_train_bench.py", true, Some("--lm")),
+    ]
+    .into_iter()
+    .map(|(script, reads_golden, extra)| {
+        let mut cmd = base();
+        cmd.arg(root().join("xtask/fixtures").join(script)).arg(lsn_data::model_dir(&home(), "gemma-3-270m"));
+        if reads_golden {
+            cmd.arg(&golden);
+        }
+        cmd.args(["--threads", &threads]).args(extra);
+        cmd
+    })
+    .collect()
 }
 
 /// The criterion benches and the workloads each one times (`LSN_BENCH_WORKLOAD`).
@@ -402,21 +427,22 @@ const BENCH_BACKENDS: &[&str] = &["candle", "tch", "ort"];
 
 /// Runs `cmd`, passing its output through, and returns its stdout lines that are JSON objects `keep` accepts.
 fn run_collecting(cmd: &mut Command, keep: impl Fn(&serde_json::Value) -> bool) -> Result<Vec<serde_json::Value>> {
+    Ok(run_lines(cmd)?.iter().filter_map(|l| serde_json::from_str(l).ok()).filter(|v| keep(v)).collect())
+}
+
+/// Runs `cmd`, passing its output through, and returns its stdout lines; a non-zero exit is an error.
+fn run_lines(cmd: &mut Command) -> Result<Vec<String>> {
     eprintln!("$ {cmd:?}");
     let mut child = cmd.stdout(Stdio::piped()).spawn().with_context(|| format!("cannot start {cmd:?}"))?;
-    let mut found = Vec::new();
+    let mut lines = Vec::new();
     for line in BufReader::new(child.stdout.take().expect("piped stdout")).lines() {
         let line = line?;
         println!("{line}");
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-            && keep(&v)
-        {
-            found.push(v);
-        }
+        lines.push(line);
     }
     let status = child.wait()?;
     ensure!(status.success(), "{cmd:?} failed ({status})");
-    Ok(found)
+    Ok(lines)
 }
 
 /// The peak-RSS lines as one table: workload × backend, MiB and multiple of the f32 weights.
