@@ -505,11 +505,20 @@ fn cuda_venv(c: &mut Check) -> Result<String> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libonnxruntime.so.")))
         .context("onnxruntime-gpu installed no onnxruntime/capi/libonnxruntime.so.*")?;
-    let mut lib_dirs: Vec<PathBuf> = Vec::new();
-    collect_lib_dirs(&site.join("nvidia"), &mut lib_dirs);
-    lib_dirs.sort();
+    let nvidia = files_under(&site.join("nvidia"));
+    // Every folder named lib/ that holds a shared library.
+    let mut lib_dirs: Vec<PathBuf> = nvidia
+        .iter()
+        .filter(|f| in_folder(f, "lib") && f.file_name().is_some_and(|n| n.to_string_lossy().contains(".so")))
+        .filter_map(|f| f.parent().map(Path::to_owned))
+        .collect();
+    lib_dirs.dedup();
     if want_nvcc {
-        let nvcc = find_file(&site.join("nvidia"), "nvcc", "bin").context("nvidia-cuda-nvcc installed no bin/nvcc")?;
+        let nvcc = nvidia
+            .iter()
+            .find(|f| f.file_name().is_some_and(|n| n == "nvcc") && in_folder(f, "bin"))
+            .cloned()
+            .context("nvidia-cuda-nvcc installed no bin/nvcc")?;
         let v = nvcc_version(&nvcc, &mut c.commands).context("PyPI's nvcc does not run")?;
         c.nvcc = Some((nvcc, format!("{v}, from PyPI")));
     }
@@ -524,35 +533,23 @@ fn cuda_venv(c: &mut Check) -> Result<String> {
     ))
 }
 
-/// Every folder named `lib` under `dir` that holds a shared library.
-fn collect_lib_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for path in entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()) {
-        let has_so = |p: &Path| {
-            std::fs::read_dir(p)
-                .is_ok_and(|es| es.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().contains(".so")))
-        };
-        if path.file_name().is_some_and(|n| n == "lib") && has_so(&path) {
-            out.push(path.clone());
+/// Every file under `dir`, at any depth (none when it cannot be read).
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for p in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+            if p.is_dir() { stack.push(p) } else { files.push(p) }
         }
-        collect_lib_dirs(&path, out);
     }
+    files.sort();
+    files
 }
 
-/// The first file `name` in a folder named `parent` under `dir`.
-fn find_file(dir: &Path, name: &str, parent: &str) -> Option<PathBuf> {
-    for path in std::fs::read_dir(dir).ok()?.filter_map(|e| e.ok().map(|e| e.path())) {
-        if path.is_dir() {
-            if let Some(found) = find_file(&path, name, parent) {
-                return Some(found);
-            }
-        } else if path.file_name().is_some_and(|n| n == name)
-            && path.parent().and_then(Path::file_name).is_some_and(|p| p == parent)
-        {
-            return Some(path);
-        }
-    }
-    None
+/// Whether `path`'s folder is named `name`.
+fn in_folder(path: &Path, name: &str) -> bool {
+    path.parent().and_then(Path::file_name).is_some_and(|p| p == name)
 }
 
 fn build(c: &mut Check) -> Result<String> {
@@ -839,30 +836,17 @@ fn bench(c: &mut Check) -> Result<String> {
 /// Every criterion result under `dir`: group, function and the median rate (throughput elements per second).
 fn criterion_rates(dir: &Path) -> Result<Vec<Value>> {
     let mut found = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for p in entries.filter_map(|e| e.ok().map(|e| e.path())) {
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.file_name().is_some_and(|n| n == "benchmark.json")
-                && p.parent().is_some_and(|q| q.ends_with("new"))
-            {
-                let b: Value =
-                    serde_json::from_slice(&std::fs::read(&p)?).with_context(|| format!("{}", p.display()))?;
-                let est_path = p.with_file_name("estimates.json");
-                let e: Value = serde_json::from_slice(
-                    &std::fs::read(&est_path).with_context(|| format!("{}", est_path.display()))?,
-                )?;
-                let (Some(elements), Some(ns)) =
-                    (b["throughput"]["Elements"].as_f64(), e["median"]["point_estimate"].as_f64())
-                else {
-                    continue;
-                };
-                found.push(json!({"group": b["group_id"], "function": b["function_id"], "median_s": ns / 1e9,
-                    "rate": elements / (ns / 1e9)}));
-            }
-        }
+    for p in files_under(dir).into_iter().filter(|p| p.ends_with("new/benchmark.json")) {
+        let b: Value = serde_json::from_slice(&std::fs::read(&p)?).with_context(|| format!("{}", p.display()))?;
+        let est_path = p.with_file_name("estimates.json");
+        let e: Value =
+            serde_json::from_slice(&std::fs::read(&est_path).with_context(|| format!("{}", est_path.display()))?)?;
+        let (Some(elements), Some(ns)) = (b["throughput"]["Elements"].as_f64(), e["median"]["point_estimate"].as_f64())
+        else {
+            continue;
+        };
+        found.push(json!({"group": b["group_id"], "function": b["function_id"], "median_s": ns / 1e9,
+            "rate": elements / (ns / 1e9)}));
     }
     found.sort_by_key(|v| (v["group"].to_string(), v["function"].to_string()));
     Ok(found)
@@ -1165,9 +1149,7 @@ fn write_outputs(c: &Check, records: &[Record], table: &str, total: f64) -> Resu
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    lsn_core::write_atomic(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]
