@@ -259,17 +259,10 @@ pub fn gpu_check(args: &[String]) -> Result<()> {
 impl Check {
     /// Runs `cmd` (echoed, recorded for the table); in a dry run's GPU step only records it. Ok(false) when not run.
     fn exec(&mut self, cmd: &mut Command) -> Result<bool> {
-        self.commands.push(show(cmd));
-        if !self.live {
-            eprintln!("would run: {}", show(cmd));
-            return Ok(false);
-        }
-        venv::run(cmd)?;
-        Ok(true)
+        self.exec_output(cmd).map(|lines| lines.is_some())
     }
 
-    /// Runs `cmd` as [`exec`](Self::exec) does, returning its stdout lines (passed through as they come); None when
-    /// not run.
+    /// [`exec`](Self::exec), returning the command's stdout lines (passed through as they come); None when not run.
     fn exec_output(&mut self, cmd: &mut Command) -> Result<Option<Vec<String>>> {
         self.commands.push(show(cmd));
         if !self.live {

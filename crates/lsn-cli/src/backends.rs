@@ -24,7 +24,7 @@ pub struct BackendArgs {
     /// cpu, cuda or cuda:N. CUDA needs a GPU and the backend's CUDA build: tch with torch's CUDA libraries installed
     /// beside its libtorch, ort and candle built with features ort-cuda / candle-cuda (`cargo xtask gpu-check` sets
     /// all three up and checks them on the card). Untested on a GPU so far: see the README, "On a GPU".
-    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    #[arg(long, default_value = "cpu", value_parser = str::parse::<Device>)]
     pub device: Device,
     /// What the weight matrices are held in: f32, or bf16 (half the memory: an 8B model in 16 GB). Activations and
     /// every statistic stay f32; bf16 rounds the weights once at load, identically on every backend (candle and
@@ -64,10 +64,6 @@ impl BackendArgs {
             })?;
         Ok((backend, model))
     }
-}
-
-pub(crate) fn parse_device(s: &str) -> Result<Device, String> {
-    s.parse()
 }
 
 pub(crate) fn parse_dtype(s: &str) -> Result<WeightDType, String> {

@@ -330,7 +330,7 @@ pub fn run(args: Args) -> Result<()> {
         available.join(", "),
     );
     // Checked now, not when the first stage that loads the model parses them.
-    crate::backends::parse_device(&args.device).map_err(|e| anyhow::anyhow!("--device: {e}"))?;
+    args.device.parse::<lsn_core::Device>().map_err(|e| anyhow::anyhow!("--device: {e}"))?;
     crate::backends::parse_dtype(&args.dtype).map_err(|e| anyhow::anyhow!("--dtype: {e}"))?;
     let task_backend = if backend == "ort" { trainer.ok_or_else(no_trainer)? } else { backend.as_str() };
     let home = args.cache.home();
